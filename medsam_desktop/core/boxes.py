@@ -1,0 +1,72 @@
+"""Box transforms between the image frame and the 256 model frame.
+
+Boxes are ``[x0, y0, x1, y1]`` in pixels (x = column, y = row), inclusive corners as in the challenge
+files. The model frame is the image scaled by ``s = 256 / max(H, W)`` (no offset: padding is bottom/right).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .preprocess import MODEL_SIZE
+
+
+class InvalidBoxError(ValueError):
+    """A box prompt that cannot be used; the message says why."""
+
+
+def model_scale(original_size: tuple[int, int]) -> float:
+    return MODEL_SIZE / max(original_size)
+
+
+def validate_box(box: np.ndarray | list[float], original_size: tuple[int, int]) -> np.ndarray:
+    """Return ``box`` as float64 (4,), sorted corners, clipped to the image; raise on unusable boxes."""
+    b = np.asarray(box, dtype=np.float64).reshape(-1)
+    if b.shape != (4,) or not np.all(np.isfinite(b)):
+        raise InvalidBoxError(f"a box needs 4 finite numbers x0 y0 x1 y1, got {np.asarray(box).tolist()}")
+    x0, x1 = sorted((b[0], b[2]))
+    y0, y1 = sorted((b[1], b[3]))
+    h, w = original_size
+    if x1 < 0 or y1 < 0 or x0 > w - 1 or y0 > h - 1:
+        raise InvalidBoxError(f"box {b.tolist()} lies outside the {w}x{h} image")
+    out = np.array([max(x0, 0), max(y0, 0), min(x1, w - 1), min(y1, h - 1)])
+    if out[2] - out[0] < 1 or out[3] - out[1] < 1:
+        raise InvalidBoxError(f"box {b.tolist()} has no area inside the {w}x{h} image: draw a larger box")
+    return out
+
+
+def box_to_model(box: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+    """Image-frame box(es) (..., 4) -> model-frame box(es) (..., 4), float."""
+    return np.asarray(box, dtype=np.float64) * model_scale(original_size)
+
+
+def box_from_model(box: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+    """Model-frame box(es) (..., 4) -> image frame (..., 4), float."""
+    return np.asarray(box, dtype=np.float64) / model_scale(original_size)
+
+
+def mask_bbox(mask: np.ndarray) -> np.ndarray | None:
+    """Tight inclusive bbox ``[x0, y0, x1, y1]`` of a (H, W) mask, or None when empty."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return np.array([cols[0], rows[0], cols[-1], rows[-1]], dtype=np.float64)
+
+
+def mask_bbox_model(mask: np.ndarray, margin: int = 3) -> np.ndarray | None:
+    """Box prompt from a previous slice's mask, in the model frame, as the challenge computes it.
+
+    The challenge resizes the mask to the 256 frame with area averaging (a 256-pixel is set when it overlaps
+    any mask pixel), takes its tight bbox and grows it by ``margin`` pixels, clipped to [0, 255].
+    """
+    bb = mask_bbox(mask)
+    if bb is None:
+        return None
+    s = model_scale(mask.shape)
+    x0 = np.floor(bb[0] * s)
+    y0 = np.floor(bb[1] * s)
+    x1 = np.ceil((bb[2] + 1) * s) - 1
+    y1 = np.ceil((bb[3] + 1) * s) - 1
+    lim = MODEL_SIZE - 1
+    return np.array([max(0, x0 - margin), max(0, y0 - margin), min(lim, x1 + margin), min(lim, y1 + margin)])

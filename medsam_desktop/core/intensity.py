@@ -1,0 +1,61 @@
+"""Modality-aware mapping of raw intensities to the 0..255 display range the model was trained on.
+
+CT: window level/width (default soft tissue 40/400, as the challenge data); MR, PET and others: clip to the
+0.5-99.5 percentile of the non-zero voxels and rescale, zeros stay 0; 8-bit data passes through.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+CT_WINDOWS: dict[str, tuple[float, float]] = {
+    "soft tissue": (40.0, 400.0),
+    "lung": (-600.0, 1500.0),
+    "bone": (400.0, 1800.0),
+    "brain": (40.0, 80.0),
+}
+
+
+def window(array: np.ndarray, level: float, width: float) -> np.ndarray:
+    """Linear window to uint8: level - width/2 -> 0, level + width/2 -> 255."""
+    lo, hi = level - width / 2.0, level + width / 2.0
+    out = (np.clip(array.astype(np.float32), lo, hi) - lo) / max(hi - lo, 1e-6) * 255.0
+    return np.round(out).astype(np.uint8)
+
+
+def percentile_range(array: np.ndarray, low: float = 0.5, high: float = 99.5) -> tuple[float, float]:
+    """Percentiles of the non-zero voxels (all voxels if none are non-zero); subsampled for big arrays."""
+    flat = np.asarray(array).ravel()
+    if flat.size > 4_000_000:
+        flat = flat[:: flat.size // 4_000_000 + 1]
+    nz = flat[flat != 0]
+    if nz.size == 0:
+        nz = flat
+    finite = nz[np.isfinite(nz)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    lo, hi = np.percentile(finite, [low, high])
+    return float(lo), float(hi)
+
+
+def percentile_normalise(array: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
+    """Clip to the [low, high] percentile of non-zero voxels, rescale to uint8; exact zeros stay 0."""
+    lo, hi = percentile_range(array, low, high)
+    arr = np.nan_to_num(np.asarray(array, dtype=np.float32), nan=lo, posinf=hi, neginf=lo)
+    out = (np.clip(arr, lo, hi) - lo) / max(hi - lo, 1e-6) * 255.0
+    out = np.round(out).astype(np.uint8)
+    out[arr == 0] = 0
+    return out
+
+
+def to_display_uint8(array: np.ndarray, modality: str = "unknown", ct_window: str = "soft tissue") -> np.ndarray:
+    """Map a slice or volume of any dtype to uint8 for the model, according to ``modality``."""
+    arr = np.asarray(array)
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    if modality.upper() == "CT":
+        level, width = CT_WINDOWS[ct_window]
+        return window(arr, level, width)
+    return percentile_normalise(arr)

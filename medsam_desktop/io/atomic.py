@@ -1,0 +1,72 @@
+"""Crash-safe file replacement: write a temp file next to the target, fsync, then ``os.replace``."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["atomic_write"]
+
+log = logging.getLogger(__name__)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as fh:
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Persist the rename on POSIX (no-op where directories cannot be opened, e.g. Windows)."""
+    if os.name != "posix":
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path in the target's folder; on success it atomically replaces ``path``.
+
+    The temporary name ends with the target's name, so extension-driven writers (SimpleITK's
+    ``.nii.gz``, PIL's ``.png``) pick the right format. If the body raises, the temporary file is
+    deleted, the exception propagates and any previous file at ``path`` is left untouched.
+    Raises ``FileNotFoundError`` when the folder does not exist.
+    """
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    fd, tmp_name = tempfile.mkstemp(prefix=".", suffix=f".tmp-{target.name}", dir=folder)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"the writer did not create {tmp}")
+        _fsync_file(tmp)
+        # mkstemp creates 0600 files: keep an existing file's mode, otherwise use rw-r--r--.
+        try:
+            mode = stat.S_IMODE(target.stat().st_mode)
+        except OSError:
+            mode = 0o644
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(folder)
+    log.debug("atomically wrote %s", target)

@@ -1,0 +1,235 @@
+"""``read_image``: one entry point for every supported file (or DICOM folder) -> :class:`Volume`.
+
+The format is decided from the file's first bytes ("magic") first and its extension second, so a
+mis-named file still opens. Every failure surfaces as a :class:`~medsam_desktop.io.errors.MedSAMIOError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gzip
+import logging
+import os
+import shutil
+import struct
+import tempfile
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from ._integrity import GZIP_MAGIC, check_nifti_complete
+from .errors import (
+    CorruptFileError,
+    ImageNotFoundError,
+    InvalidImageError,
+    MedSAMIOError,
+    UnsupportedFormatError,
+)
+from .readers_2d import read_2d_image
+from .readers_dicom import read_dicom_file, read_dicom_series
+from .readers_nibabel import read_nibabel_image
+from .readers_sitk import read_sitk_image
+from .volume import Volume
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SUPPORTED_EXTENSIONS", "detect_format", "read_image"]
+
+#: Extensions offered in "Open" dialogs (a DICOM folder can be opened too).
+SUPPORTED_EXTENSIONS: tuple[str, ...] = (
+    ".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".mgz", ".mgh", ".dcm",
+    ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".npz",
+)  # fmt: skip
+
+_EXT_FORMATS: tuple[tuple[str, str], ...] = (
+    (".nii.gz", "nifti"), (".nii", "nifti"), (".img.gz", "nifti"), (".hdr", "nifti"), (".img", "nifti"),
+    (".nrrd", "nrrd"), (".nhdr", "nrrd"), (".mha", "meta"), (".mhd", "meta"),
+    (".mgz", "mgh"), (".mgh", "mgh"), (".dcm", "dicom"), (".dicom", "dicom"), (".ima", "dicom"),
+    (".png", "2d"), (".jpg", "2d"), (".jpeg", "2d"), (".bmp", "2d"), (".tif", "2d"), (".tiff", "2d"),
+    (".npz", "npz"),
+)  # fmt: skip
+
+
+def _format_from_extension(path: Path) -> str | None:
+    name = path.name.lower()
+    for suffix, fmt in _EXT_FORMATS:
+        if name.endswith(suffix):
+            return fmt
+    return None
+
+
+def _sniff_gzip(path: Path) -> str | None:
+    """Look inside a gzip stream: NIfTI (sizeof_hdr 348/540) or MGH (version 1, big-endian)."""
+    try:
+        with gzip.open(path, "rb") as gz:
+            head = gz.read(352)
+    except (OSError, EOFError, zlib.error):
+        return None
+    if len(head) >= 348 and head[344:347] in (b"n+1", b"ni1"):
+        return "nifti"
+    if len(head) >= 8 and head[4:7] == b"n+2":
+        return "nifti"
+    if len(head) >= 4 and struct.unpack(">i", head[:4])[0] == 1:
+        return "mgh"
+    return None
+
+
+def detect_format(path: Path) -> str | None:
+    """Format key ("nifti", "nrrd", "meta", "mgh", "dicom", "2d", "npz") from magic bytes, then extension."""
+    with open(path, "rb") as fh:
+        head = fh.read(352)
+    by_ext = _format_from_extension(path)
+    if head[128:132] == b"DICM":
+        return "dicom"
+    if head.startswith(
+        (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+    ):
+        return "2d"
+    if head.startswith(b"BM") and by_ext in (None, "2d"):
+        return "2d"
+    if head.startswith(b"NRRD"):
+        return "nrrd"
+    if head.startswith(b"PK\x03\x04"):
+        return "npz"
+    if len(head) >= 348 and head[344:347] in (b"n+1", b"ni1"):
+        return "nifti"
+    if len(head) >= 8 and head[4:7] == b"n+2":
+        return "nifti"
+    if head.startswith(GZIP_MAGIC):
+        return _sniff_gzip(path) or (by_ext if by_ext in ("nifti", "mgh") else None)
+    text = head[:64].lstrip().lower()
+    if text.startswith((b"objecttype", b"ndims", b"comment", b"transformtype")):
+        return "meta"
+    if by_ext == "mgh" and len(head) >= 4 and struct.unpack(">i", head[:4])[0] == 1:
+        return "mgh"
+    if by_ext == "dicom" or (not path.suffix and head[:2] in (b"\x08\x00", b"\x02\x00")):
+        return "dicom"  # DICOM without the 128-byte preamble (starts with group 0002/0008): let GDCM try
+    if by_ext == "nifti" and path.name.lower().endswith((".hdr", ".img")):
+        return "nifti"  # Analyze / NIfTI pair: header magic lives in the .hdr
+    return None
+
+
+_FORMAT_NAMES = {"nifti": "NIfTI", "nrrd": "NRRD", "meta": "MetaImage", "mgh": "MGH/MGZ",
+                 "dicom": "DICOM", "2d": "picture", "npz": "NumPy .npz"}  # fmt: skip
+
+
+def _claimed_format_error(path: Path, by_ext: str) -> MedSAMIOError:
+    return CorruptFileError(
+        f"its content is not a valid {_FORMAT_NAMES[by_ext]} file (wrong extension or damaged file)",
+        path=path,
+    )
+
+
+_CANONICAL_SUFFIX = {"nifti": ".nii", "nrrd": ".nrrd", "meta": ".mha", "mgh": ".mgh"}
+
+
+@contextlib.contextmanager
+def _named_for(path: Path, fmt: str) -> Iterator[Path]:
+    """Yield a path whose extension matches ``fmt`` (ITK/nibabel choose their reader by extension).
+
+    A mis-named file is exposed through a temporary symlink (or copy) called ``<name><ext>``.
+    """
+    by_ext = _format_from_extension(path)
+    if by_ext == fmt or fmt not in _CANONICAL_SUFFIX:
+        yield path
+        return
+    with open(path, "rb") as fh:
+        gz = fh.read(2) == GZIP_MAGIC
+    suffix = (
+        {"nifti": ".nii.gz", "mgh": ".mgz"}.get(fmt, _CANONICAL_SUFFIX[fmt]) if gz else _CANONICAL_SUFFIX[fmt]
+    )
+    with tempfile.TemporaryDirectory(prefix="medsam-io-") as tmp:
+        alias = Path(tmp) / f"{path.name}{suffix}"
+        try:
+            alias.symlink_to(path.resolve())
+        except OSError:  # e.g. Windows without symlink rights
+            shutil.copyfile(path, alias)
+        yield alias
+
+
+def _read_volume_file(path: Path, fmt: str) -> Volume:
+    if fmt == "nifti":
+        check_nifti_complete(path)
+        try:
+            return read_sitk_image(path)
+        except CorruptFileError as exc:  # e.g. non-orthonormal sform that ITK refuses: nibabel copes
+            log.info("%s: SimpleITK failed (%s); retrying with nibabel", path.name, exc.detail)
+            try:
+                return read_nibabel_image(path)
+            except MedSAMIOError:
+                raise exc from None
+    if fmt == "mgh":
+        return read_nibabel_image(path, modality="MR")  # FreeSurfer MGH/MGZ are MR-derived
+    return read_sitk_image(path)  # nrrd, meta
+
+
+def _read_file(path: Path) -> Volume:
+    fmt = detect_format(path)
+    by_ext = _format_from_extension(path)
+    if fmt is None:
+        if by_ext is not None:
+            raise _claimed_format_error(path, by_ext)
+        raise UnsupportedFormatError("this file type is not supported", path=path)
+    if by_ext is not None and by_ext != fmt:
+        log.info("%s: content is %s although the extension suggests %s", path.name, fmt, by_ext)
+    if fmt in _CANONICAL_SUFFIX:
+        with _named_for(path, fmt) as named:
+            try:
+                volume = _read_volume_file(named, fmt)
+            except MedSAMIOError as exc:
+                if named == path:
+                    raise
+                raise type(exc)(exc.problem, path=path, action=exc.action, detail=exc.detail) from exc
+        return volume if named == path else dataclasses.replace(volume, source_path=path)
+    if fmt == "dicom":
+        return read_dicom_file(path)
+    if fmt == "2d":
+        return read_2d_image(path)
+    if fmt == "npz":
+        from .challenge_npz import read_challenge_npz
+
+        return read_challenge_npz(path).volume
+    raise UnsupportedFormatError("this file type is not supported", path=path)  # pragma: no cover
+
+
+def read_image(path: str | os.PathLike[str]) -> Volume:
+    """Open any supported image, volume, DICOM folder or challenge ``.npz`` as a :class:`Volume`.
+
+    Formats: NIfTI, NRRD, MetaImage, MGH/MGZ, DICOM (file or series folder), PNG/JPEG/BMP/TIFF,
+    challenge npz. Arrays are (D, H, W) or (D, H, W, 3) in SimpleITK (z, y, x) order, source dtype.
+    Raises only :class:`~medsam_desktop.io.errors.MedSAMIOError` subclasses.
+    """
+    path = Path(path)
+    try:
+        if path.is_dir():
+            return read_dicom_series(path)
+        if not path.exists():
+            raise ImageNotFoundError("the file does not exist", path=path)
+        if not path.is_file():
+            raise UnsupportedFormatError("it is not a regular file", path=path)
+        if path.stat().st_size == 0:
+            raise CorruptFileError(
+                "the file is empty (0 bytes)", path=path, action="Copy or export the file again."
+            )
+        return _read_file(path)
+    except MedSAMIOError:
+        raise
+    except MemoryError as exc:
+        raise InvalidImageError(
+            "there is not enough memory to open this image",
+            path=path,
+            action="Close other images or programs, or open a smaller image.",
+        ) from exc
+    except PermissionError as exc:
+        raise CorruptFileError(
+            "you do not have permission to read it",
+            path=path,
+            action="Copy the file to a folder you own, or ask for read access.",
+            detail=str(exc),
+        ) from exc
+    except Exception as exc:  # last line of defence: never leak raw library errors
+        log.debug("unexpected error reading %s", path, exc_info=True)
+        raise CorruptFileError(
+            "the file could not be read", path=path, detail=f"{type(exc).__name__}: {exc}"
+        ) from exc

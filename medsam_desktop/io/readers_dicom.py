@@ -1,0 +1,249 @@
+"""DICOM readers (SimpleITK + GDCM): series in a folder, single files (incl. multi-frame / colour).
+
+Pixel values follow ITK/GDCM: rescale slope/intercept applied (CT in HU), YBR colour converted to
+RGB, and MONOCHROME1 inverted so that high values are bright (ITK >= 5.1 does this itself; older
+ITK is corrected here).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk  # noqa: N813
+
+from ._checks import check_size, narrow_int_dtype
+from .errors import CorruptFileError, DicomSeriesError
+from .readers_sitk import volume_from_sitk
+from .volume import Volume
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DicomSeriesInfo", "dicom_modality", "list_dicom_series", "read_dicom_file", "read_dicom_series"]
+
+_MODALITY_MAP = {
+    "CT": "CT", "MR": "MR", "PT": "PT", "NM": "NM", "US": "US",
+    "CR": "XR", "DX": "XR", "MG": "XR", "RF": "XR", "XA": "XR", "IO": "XR", "PX": "XR", "DR": "XR",
+}  # fmt: skip
+_MAX_SCAN_DEPTH = 3
+_MAX_SCAN_DIRS = 256
+
+
+@dataclass(frozen=True)
+class DicomSeriesInfo:
+    """One DICOM series found in a folder. ``files`` are sorted by slice position (GDCM)."""
+
+    uid: str
+    n_files: int
+    description: str
+    modality: str
+    folder: Path
+    files: tuple[str, ...] = ()
+
+
+def dicom_modality(tag_value: str, is_rgb: bool = False) -> str:
+    """Map a DICOM (0008,0060) value to a :data:`~medsam_desktop.io.volume.MODALITIES` hint."""
+    mapped = _MODALITY_MAP.get(tag_value.strip().upper())
+    if mapped:
+        return mapped
+    return "RGB" if is_rgb else "unknown"
+
+
+def _meta(reader: sitk.ImageFileReader | sitk.ImageSeriesReader, key: str, index: int | None = None) -> str:
+    try:
+        if index is None:
+            return reader.GetMetaData(key).strip() if reader.HasMetaDataKey(key) else ""
+        return reader.GetMetaData(index, key).strip() if reader.HasMetaDataKey(index, key) else ""
+    except RuntimeError:
+        return ""
+
+
+def _itk_inverts_monochrome1() -> bool:
+    """ITK >= 5.1 converts MONOCHROME1 to MONOCHROME2 on read (ITK PR #1370)."""
+    try:
+        return (sitk.Version.ITKMajorVersion(), sitk.Version.ITKMinorVersion()) >= (5, 1)
+    except AttributeError:  # pragma: no cover - very old SimpleITK
+        return False
+
+
+def _fix_monochrome1(array: np.ndarray, photometric: str) -> np.ndarray:
+    if photometric.upper().startswith("MONOCHROME1") and not _itk_inverts_monochrome1():
+        lo, hi = array.min(), array.max()
+        log.info("inverting MONOCHROME1 pixel values")
+        return (hi - array + lo).astype(array.dtype)
+    return array
+
+
+def _header(path: str) -> sitk.ImageFileReader:
+    reader = sitk.ImageFileReader()
+    reader.SetImageIO("GDCMImageIO")
+    reader.SetFileName(path)
+    reader.ReadImageInformation()
+    return reader
+
+
+def _series_in_dir(folder: Path) -> list[DicomSeriesInfo]:
+    out: list[DicomSeriesInfo] = []
+    try:
+        uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    except RuntimeError as exc:
+        log.debug("GDCM could not scan %s: %s", folder, exc)
+        return out
+    for uid in uids:
+        files = tuple(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
+        if not files:
+            continue
+        description, modality = "", "unknown"
+        try:
+            head = _header(files[0])
+            description = _meta(head, "0008|103e")
+            modality = dicom_modality(_meta(head, "0008|0060"), head.GetNumberOfComponents() == 3)
+        except RuntimeError as exc:
+            log.debug("could not read the header of %s: %s", files[0], exc)
+        out.append(DicomSeriesInfo(uid, len(files), description, modality, folder, files))
+    return out
+
+
+def list_dicom_series(folder: str | os.PathLike[str]) -> list[DicomSeriesInfo]:
+    """All DICOM series in ``folder``, most files first.
+
+    If the folder itself holds none, its sub-folders are scanned (up to 3 levels, 256 folders),
+    which covers the usual ``DICOM/<study>/<series>`` export layouts.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise DicomSeriesError("the folder does not exist", path=root)
+    found = _series_in_dir(root)
+    if not found:
+        scanned = 0
+        for dirpath, dirnames, _ in os.walk(root):
+            depth = len(Path(dirpath).relative_to(root).parts)
+            dirnames.sort()
+            if depth >= _MAX_SCAN_DEPTH:
+                dirnames.clear()
+            if depth == 0:
+                continue
+            scanned += 1
+            found.extend(_series_in_dir(Path(dirpath)))
+            if scanned >= _MAX_SCAN_DIRS:
+                break
+    found.sort(key=lambda s: (-s.n_files, s.description, s.uid))
+    return found
+
+
+def read_dicom_series(folder: str | os.PathLike[str], series_uid: str | None = None) -> Volume:
+    """Read one series of a DICOM folder as a (D, H, W) volume sorted along the slice normal.
+
+    ``series_uid=None`` picks the series with the most files. Geometry comes from the DICOM
+    position/orientation tags (LPS), pixel values are rescaled (e.g. HU for CT).
+    """
+    root = Path(folder)
+    series = list_dicom_series(root)
+    if not series:
+        raise DicomSeriesError("no DICOM images were found in this folder (or its sub-folders)", path=root)
+    if series_uid is None:
+        info = series[0]
+        if len(series) > 1:
+            log.info(
+                "%s holds %d series; reading the largest (%s, %d files)",
+                root.name,
+                len(series),
+                info.description or info.uid,
+                info.n_files,
+            )
+    else:
+        matches = [s for s in series if s.uid == series_uid]
+        if not matches:
+            raise DicomSeriesError(
+                f"series {series_uid} is not in this folder ({len(series)} other series found)",
+                path=root,
+                action="Pick one of the series listed for this folder.",
+            )
+        info = matches[0]
+    if info.n_files == 1:
+        return read_dicom_file(info.files[0])
+
+    reader = sitk.ImageSeriesReader()
+    reader.SetImageIO("GDCMImageIO")
+    reader.SetFileNames(list(info.files))
+    reader.MetaDataDictionaryArrayUpdateOn()
+    reader.LoadPrivateTagsOff()
+    try:
+        head = _header(info.files[0])
+        check_size([*head.GetSize()[:2], info.n_files], root)
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise DicomSeriesError(
+            f"the {info.n_files} files of series '{info.description or info.uid}' could not be read "
+            "as one volume (missing, damaged or mixed-size slices)",
+            path=root,
+            detail=str(exc),
+        ) from exc
+    photometric = _meta(reader, "0028|0004", 0)
+    volume = volume_from_sitk(
+        image,
+        root,
+        modality=dicom_modality(_meta(reader, "0008|0060", 0), image.GetNumberOfComponentsPerPixel() == 3),
+        description=info.description,
+        is_2d=False,
+        source_path=root,
+    )
+    array = narrow_int_dtype(_fix_monochrome1(volume.array, photometric))
+    return _with_dicom_extra(volume.with_array(array), reader, 0, photometric)
+
+
+def _with_dicom_extra(
+    volume: Volume, reader: sitk.ImageFileReader | sitk.ImageSeriesReader, index: int | None, photometric: str
+) -> Volume:
+    extra = {"photometric": photometric, "series_uid": _meta(reader, "0020|000e", index)}
+    center, width = _meta(reader, "0028|1050", index), _meta(reader, "0028|1051", index)
+    if center and width and not photometric.upper().startswith("MONOCHROME1"):  # window is pre-inversion
+        extra["window_center"] = center.split("\\")[0]
+        extra["window_width"] = width.split("\\")[0]
+    volume.extra.update(extra)
+    return volume
+
+
+def read_dicom_file(path: str | os.PathLike[str]) -> Volume:
+    """Read one DICOM file: single frame -> (1, H, W), multi-frame -> (frames, H, W), colour -> (..., 3).
+
+    X-ray files without Pixel Spacing use Imager Pixel Spacing (0018,1164) when present.
+    """
+    path = Path(path)
+    try:
+        reader = _header(str(path))
+    except RuntimeError as exc:
+        raise CorruptFileError(
+            "it is not a readable DICOM image (damaged, or no pixel data)", path=path, detail=str(exc)
+        ) from exc
+    check_size(reader.GetSize(), path)
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise CorruptFileError(
+            "its DICOM pixel data could not be decoded (damaged or unsupported compression)",
+            path=path,
+            detail=str(exc),
+        ) from exc
+    n_frames = image.GetSize()[2] if image.GetDimension() == 3 else 1
+    photometric = _meta(reader, "0028|0004")
+    if not _meta(reader, "0028|0030").strip("0.\\ ") and image.GetDimension() == 3:
+        imager = _meta(reader, "0018|1164").split("\\")
+        try:
+            row, col = (float(v) for v in imager[:2])
+            if row > 0 and col > 0:
+                image.SetSpacing((col, row, image.GetSpacing()[2]))
+        except ValueError:
+            pass
+    volume = volume_from_sitk(
+        image,
+        path,
+        modality=dicom_modality(_meta(reader, "0008|0060"), image.GetNumberOfComponentsPerPixel() == 3),
+        description=_meta(reader, "0008|103e"),
+        is_2d=n_frames == 1,
+    )
+    array = narrow_int_dtype(_fix_monochrome1(volume.array, photometric))
+    return _with_dicom_extra(volume.with_array(array), reader, None, photometric)

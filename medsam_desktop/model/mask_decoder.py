@@ -1,0 +1,89 @@
+"""SAM mask decoder: image embedding + prompt embeddings -> low-resolution mask logits and IoU scores."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .common import MLP, LayerNorm2d
+from .transformer import TwoWayTransformer
+
+
+class MaskDecoder(nn.Module):
+    """Predicts (B, M, 256, 256) mask logits in the model input frame and (B, M) IoU estimates.
+
+    M is 1 (single mask) or 3 (``multimask_output``). The image embedding batch is either the prompt batch
+    or 1 (shared by all prompts of one image).
+    """
+
+    def __init__(
+        self,
+        transformer_dim: int = 256,
+        transformer: TwoWayTransformer | None = None,
+        num_multimask_outputs: int = 3,
+        iou_head_depth: int = 3,
+        iou_head_hidden_dim: int = 256,
+    ) -> None:
+        super().__init__()
+        self.transformer = transformer if transformer is not None else TwoWayTransformer()
+        self.num_mask_tokens = num_multimask_outputs + 1
+        self.iou_token = nn.Embedding(1, transformer_dim)
+        self.mask_tokens = nn.Embedding(self.num_mask_tokens, transformer_dim)
+        self.output_upscaling = nn.Sequential(
+            nn.ConvTranspose2d(transformer_dim, transformer_dim // 4, kernel_size=2, stride=2),
+            LayerNorm2d(transformer_dim // 4),
+            nn.GELU(),
+            nn.ConvTranspose2d(transformer_dim // 4, transformer_dim // 8, kernel_size=2, stride=2),
+            nn.GELU(),
+        )
+        self.output_hypernetworks_mlps = nn.ModuleList(
+            MLP(transformer_dim, transformer_dim, transformer_dim // 8, 3) for _ in range(self.num_mask_tokens)
+        )
+        self.iou_prediction_head = MLP(transformer_dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth)
+
+    def forward(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor,
+        multimask_output: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        masks, iou = self.predict_masks(
+            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
+        )
+        sl = slice(1, None) if multimask_output else slice(0, 1)
+        return masks[:, sl], iou[:, sl]
+
+    def predict_masks(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        n = sparse_prompt_embeddings.shape[0]
+        out_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
+        out_tokens = out_tokens.unsqueeze(0).expand(n, -1, -1).to(sparse_prompt_embeddings.dtype)
+        tokens = torch.cat([out_tokens, sparse_prompt_embeddings], dim=1)
+        if image_embeddings.shape[0] == n:
+            src = image_embeddings
+        elif image_embeddings.shape[0] == 1:
+            src = image_embeddings.expand(n, -1, -1, -1)
+        else:
+            raise ValueError(
+                f"image batch {image_embeddings.shape[0]} must equal the prompt batch {n} or be 1"
+            )
+        src = src + dense_prompt_embeddings
+        pos = image_pe.expand(n, -1, -1, -1)
+        b, c, h, w = src.shape
+        hs, src = self.transformer(src, pos, tokens)
+        iou_token_out = hs[:, 0, :]
+        mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
+        upscaled = self.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
+        hyper_in = torch.stack(
+            [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
+        )
+        b, c, h, w = upscaled.shape
+        masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
+        return masks, self.iou_prediction_head(iou_token_out)

@@ -1,0 +1,44 @@
+"""The LiteMedSAM network: an image encoder, SAM's prompt encoder and SAM's mask decoder."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .mask_decoder import MaskDecoder
+from .prompt_encoder import PromptEncoder
+
+IMAGE_SIZE = 256
+EMBED_SIZE = 64
+
+
+class MedSAMLite(nn.Module):
+    """Box-prompted segmentation network working in the 256x256 model input frame.
+
+    ``encode``: images (B, 3, 256, 256) in [0, 1] -> embeddings (B, 256, 64, 64).
+    ``decode``: embeddings (B or 1, 256, 64, 64) + boxes (B, 4) as x0, y0, x1, y1 in input-frame pixels
+    -> mask logits (B, 1, 256, 256) in the input frame and IoU estimates (B, 1).
+    """
+
+    def __init__(self, image_encoder: nn.Module, prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder) -> None:
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.prompt_encoder = prompt_encoder
+        self.mask_decoder = mask_decoder
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return self.image_encoder(images)
+
+    def decode(self, embeddings: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        boxes = boxes.reshape(-1, 4).to(embeddings.dtype)
+        sparse, dense = self.prompt_encoder(points=None, boxes=boxes, masks=None)
+        return self.mask_decoder(
+            image_embeddings=embeddings,
+            image_pe=self.prompt_encoder.get_dense_pe().to(embeddings.dtype),
+            sparse_prompt_embeddings=sparse.to(embeddings.dtype),
+            dense_prompt_embeddings=dense.to(embeddings.dtype),
+            multimask_output=False,
+        )
+
+    def forward(self, images: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.decode(self.encode(images), boxes)

@@ -1,0 +1,34 @@
+"""Shared fixtures: locating ../shared/data and skipping cleanly without it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    """``../shared/data`` next to the repository (override with ``MEDSAM_SHARED_DATA``)."""
+    env = os.environ.get("MEDSAM_SHARED_DATA")
+    return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = shared_data_dir()
+    if not path.is_dir():
+        pytest.skip(f"shared data not available at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def raw_dir(shared_data: Path) -> Path:
+    return shared_data / "raw"
+
+
+@pytest.fixture(scope="session")
+def dev_dir(shared_data: Path) -> Path:
+    return shared_data / "eval" / "dev"

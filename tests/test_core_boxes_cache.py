@@ -1,0 +1,112 @@
+"""Box transforms and the byte-bounded embedding cache."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from medsam_desktop.core.boxes import (
+    InvalidBoxError,
+    box_from_model,
+    box_to_model,
+    mask_bbox,
+    mask_bbox_model,
+    validate_box,
+)
+from medsam_desktop.core.cache import EmbeddingCache
+
+
+def test_box_scaling_uses_longest_side() -> None:
+    np.testing.assert_allclose(box_to_model([100, 50, 300, 200], (400, 800)), [32, 16, 96, 64])
+    np.testing.assert_allclose(box_to_model([10, 10, 20, 30], (128, 64)), [20, 20, 40, 60])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    h=st.integers(1, 4096), w=st.integers(1, 4096),
+    box=st.lists(st.floats(0, 4096, allow_nan=False), min_size=4, max_size=4),
+)
+def test_box_round_trip(h: int, w: int, box: list[float]) -> None:
+    back = box_from_model(box_to_model(np.array(box), (h, w)), (h, w))
+    np.testing.assert_allclose(back, box, rtol=1e-9, atol=1e-9)
+
+
+def test_validate_box_sorts_clips_and_rejects() -> None:
+    np.testing.assert_allclose(validate_box([50, 60, 10, 5], (100, 100)), [10, 5, 50, 60])
+    np.testing.assert_allclose(validate_box([-20, -5, 30, 500], (100, 80)), [0, 0, 30, 99])
+    with pytest.raises(InvalidBoxError, match="outside"):
+        validate_box([200, 200, 300, 300], (100, 100))
+    with pytest.raises(InvalidBoxError, match="no area"):
+        validate_box([10, 10, 10, 40], (100, 100))
+    with pytest.raises(InvalidBoxError, match="4 finite"):
+        validate_box([1, 2, np.nan, 4], (100, 100))
+
+
+def test_mask_bbox_and_challenge_prompt() -> None:
+    mask = np.zeros((512, 512), bool)
+    mask[100:201, 50:151] = True
+    np.testing.assert_array_equal(mask_bbox(mask), [50, 100, 150, 200])
+    # 256/512 = 0.5: x 25..75, y 50..100 in the model frame, +3 px margin
+    np.testing.assert_array_equal(mask_bbox_model(mask), [22, 47, 78, 103])
+    assert mask_bbox(np.zeros((4, 4), bool)) is None
+    edge = np.zeros((256, 256), bool)
+    edge[0:10, 250:256] = True
+    np.testing.assert_array_equal(mask_bbox_model(edge), [247, 0, 255, 12])  # clipped to the frame
+
+
+def _emb(value: float) -> np.ndarray:
+    return np.full((1, 256, 64, 64), value, dtype=np.float32)
+
+
+def test_cache_evicts_least_recently_used_by_bytes() -> None:
+    one = _emb(0).astype(np.float16).nbytes  # 2 MiB in fp16
+    cache = EmbeddingCache(max_bytes=3 * one, fp16=True)
+    for i in range(3):
+        cache.put(i, _emb(i))
+    assert cache.get(0) is not None  # 0 becomes most recent
+    cache.put(3, _emb(3))
+    assert 1 not in cache and {0, 2, 3} <= {k for k in range(4) if k in cache}
+    assert cache.nbytes == 3 * one
+    got = cache.get(3)
+    assert got.dtype == np.float32 and got[0, 0, 0, 0] == 3.0
+
+
+def test_cache_fp32_and_oversized_entries() -> None:
+    cache = EmbeddingCache(max_bytes=_emb(0).nbytes - 1, fp16=False)
+    cache.put("big", _emb(1))
+    assert len(cache) == 0 and cache.nbytes == 0  # never above the bound
+    cache.set_max_bytes(10 * _emb(0).nbytes)
+    cache.put("a", _emb(1.2345678))
+    assert cache.get("a")[0, 0, 0, 0] == np.float32(1.2345678)  # fp32 stored exactly
+
+
+def test_cache_concurrent_use_keeps_the_bound() -> None:
+    one = _emb(0).astype(np.float16).nbytes
+    cache = EmbeddingCache(max_bytes=5 * one)
+    errors: list[Exception] = []
+
+    def worker(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        try:
+            for _ in range(200):
+                k = int(rng.integers(0, 20))
+                if rng.random() < 0.5:
+                    cache.put(k, _emb(k))
+                else:
+                    got = cache.get(k)
+                    assert got is None or got[0, 0, 0, 0] == k
+                assert cache.nbytes <= 5 * one
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert cache.nbytes == len(cache) * one <= 5 * one

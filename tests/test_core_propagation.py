@@ -1,0 +1,129 @@
+"""3D propagation order, prompts, fallback, shared embeddings and cancellation (with a fake model)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from medsam_desktop.core.boxes import mask_bbox_model
+from medsam_desktop.core.predictor import Embedding, Prediction
+from medsam_desktop.core.preprocess import FrameInfo, resized_size
+from medsam_desktop.core.propagation import PropagationCancelled, propagate_boxes, segment_slice
+
+H = W = 128  # model scale 2.0
+
+
+class FakePredictor:
+    """Masks are the prompt box itself (in the image frame), shrunk by ``shrink`` model pixels; slices listed
+    in ``empty`` give empty masks. Records every encode and every prompt."""
+
+    def __init__(self, empty: set[int] = frozenset(), shrink: float = 0.0) -> None:
+        self.empty, self.shrink = set(empty), shrink
+        self.encoded: list[int] = []
+        self.prompts: list[tuple[int, np.ndarray]] = []
+
+    def encode(self, image: np.ndarray, key=None) -> Embedding:
+        z = int(image[0, 0])
+        self.encoded.append(z)
+        size = image.shape[:2]
+        return Embedding(np.array([z]), FrameInfo(size, resized_size(size)))
+
+    def decode_model_boxes(self, emb: Embedding, boxes: np.ndarray) -> Prediction:
+        z = int(emb.array[0])
+        scale = 256 / max(emb.frame.original_size)
+        masks = np.zeros((len(boxes), *emb.frame.original_size), bool)
+        for i, b in enumerate(boxes):
+            self.prompts.append((z, np.array(b)))
+            if z in self.empty:
+                continue
+            x0, y0, x1, y1 = ([*np.array(b), self.shrink, self.shrink, -self.shrink, -self.shrink]) / scale
+            masks[i, int(np.ceil(y0)) : int(np.floor(y1)) + 1, int(np.ceil(x0)) : int(np.floor(x1)) + 1] = True
+        return Prediction(masks, np.zeros((len(boxes), 256, 256)), np.ones(len(boxes)))
+
+
+def volume(depth: int = 12) -> np.ndarray:
+    vol = np.zeros((depth, H, W), np.uint8)
+    vol[:, 0, 0] = np.arange(depth)  # the fake model reads the slice index here
+    return vol
+
+
+def test_order_middle_then_up_then_down() -> None:
+    fake = FakePredictor(shrink=4.0)
+    labels = propagate_boxes(fake, volume(), np.array([[20, 30, 2, 80, 90, 8]]))
+    assert fake.encoded == [5, 6, 7, 8, 4, 3, 2]  # zm = int((8 - 2) / 2 + 2) = 5
+    np.testing.assert_allclose(fake.prompts[0][1], [40, 60, 160, 180])  # the 2D box, scaled by 2
+    assert labels[:2].max() == 0 and labels[9:].max() == 0
+    assert all(labels[z].max() == 1 for z in range(2, 9))
+
+
+def test_each_slice_is_prompted_by_the_previous_mask_bbox() -> None:
+    fake = FakePredictor(shrink=4.0)
+    vol = volume()
+    seen: dict[int, np.ndarray] = {}
+    box = np.array([[20, 30, 2, 80, 90, 8]])
+    propagate_boxes(fake, vol, box, on_slice=lambda z, sl: seen.__setitem__(z, sl.copy()))
+    prompts = dict((z, p) for z, p in fake.prompts)
+    for z in (6, 7, 8):
+        np.testing.assert_allclose(prompts[z], mask_bbox_model(seen[z - 1] > 0))
+    for z in (4, 3, 2):  # downwards: the slice above
+        np.testing.assert_allclose(prompts[z], mask_bbox_model(seen[z + 1] > 0))
+    # shrinking masks: every prompt lies inside the previous one
+    assert prompts[8][2] - prompts[8][0] < prompts[6][2] - prompts[6][0]
+
+
+def test_fallback_to_original_box_after_an_empty_mask() -> None:
+    fake = FakePredictor(empty={6, 3})
+    labels = propagate_boxes(fake, volume(), np.array([[20, 30, 2, 80, 90, 8]]))
+    prompts = dict((z, p) for z, p in fake.prompts)
+    original = np.array([40, 60, 160, 180])
+    np.testing.assert_allclose(prompts[7], original)  # slice 6 was empty
+    np.testing.assert_allclose(prompts[2], original)  # slice 3 was empty
+    assert labels[6].max() == 0 and labels[7].max() == 1
+
+
+def test_embeddings_are_shared_by_all_boxes() -> None:
+    fake = FakePredictor()
+    boxes = np.array([[10, 10, 0, 40, 40, 9], [60, 60, 4, 100, 100, 11], [70, 10, 3, 120, 50, 5]])
+    propagate_boxes(fake, volume(), boxes)
+    assert sorted(fake.encoded) == list(range(12))  # every slice encoded exactly once
+    assert len(fake.prompts) == 10 + 8 + 3  # one prompt per box per slice of its range
+
+
+def test_later_box_wins_on_overlap_and_label_values() -> None:
+    fake = FakePredictor()
+    boxes = np.array([[10, 10, 0, 80, 80, 3], [40, 40, 0, 120, 120, 3]])
+    labels = propagate_boxes(fake, volume(4), boxes)
+    assert labels[1, 50, 50] == 2 and labels[1, 20, 20] == 1 and labels[1, 100, 100] == 2
+    custom = propagate_boxes(FakePredictor(), volume(4), boxes[:1], label_values=[7])
+    assert set(np.unique(custom)) == {0, 7}
+
+
+def test_progress_and_cancel() -> None:
+    fake = FakePredictor()
+    cancel = threading.Event()
+    calls: list[tuple[int, int]] = []
+
+    def progress(done: int, total: int) -> None:
+        calls.append((done, total))
+        if done == 3:
+            cancel.set()
+
+    with pytest.raises(PropagationCancelled) as info:
+        propagate_boxes(fake, volume(), np.array([[20, 30, 0, 80, 90, 11]]), progress=progress, cancel=cancel)
+    assert calls == [(1, 12), (2, 12), (3, 12)]
+    assert len(fake.encoded) == 3
+    assert info.value.labels[5:8].max() == 1 and info.value.labels[8:].max() == 0
+
+
+def test_box_outside_volume_is_refused() -> None:
+    with pytest.raises(ValueError, match="outside the volume"):
+        propagate_boxes(FakePredictor(), volume(5), np.array([[1, 1, 7, 20, 20, 9]]))
+
+
+def test_segment_slice_2d() -> None:
+    fake = FakePredictor()
+    img = np.zeros((H, W), np.uint8)
+    labels = segment_slice(fake, img, np.array([[10, 10, 50, 50], [30, 30, 90, 90]]))
+    assert labels.dtype == np.uint8 and labels[20, 20] == 1 and labels[40, 40] == 2 and labels[100, 100] == 0

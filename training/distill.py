@@ -1,0 +1,251 @@
+"""Distil the student image encoder from the teacher's embeddings (MSE on 256x64x64).
+
+The paper's recipe: AdamW (initial lr 5e-3), ReduceLROnPlateau (factor 0.9, patience 5) on validation MSE,
+best-on-validation checkpoint; the student's prompt encoder and mask decoder are the teacher's, unchanged.
+Made for a 2-core CPU: teacher targets come from the on-disk cache written by ``teacher_cache.py`` (new
+items are picked up every epoch), a resumable ``last.pt`` is written at least every ``--checkpoint-minutes``,
+memory stays bounded (memory-mapped shards, one batch at a time). Uses CUDA when present and runs under
+``torchrun`` (DistributedDataParallel; gloo on CPU, nccl on GPU).
+
+Outputs in ``--out``: ``last.pt`` (resume state), ``best.pt`` (full network, our checkpoint format),
+``log.csv`` (step, seconds, lr, train MSE, grad norm, val MSE).
+
+Usage: python training/distill.py --data ~/.cache/medsam_desktop/distill --out runs/distill [--resume]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from medsam_desktop.model import build_model, load_checkpoint, save_checkpoint
+
+try:
+    from training.shards import ShardImages, ShardItem, TeacherCache, read_manifest
+    from training.teacher_cache import load_teacher_spec
+except ImportError:  # run as a script from training/
+    from shards import ShardImages, ShardItem, TeacherCache, read_manifest  # type: ignore[no-redef]
+    from teacher_cache import load_teacher_spec  # type: ignore[no-redef]
+
+log = logging.getLogger("distill")
+STUDENT_ARCH = "repvit_m0_6"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, required=True, help="folder from prepare_data.py (+ teacher cache)")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--teacher", default="litemedsam", help="'litemedsam' or a teacher checkpoint path")
+    ap.add_argument("--resume", action="store_true", help="continue from OUT/last.pt when present")
+    ap.add_argument("--init-from", type=Path, help="start the student from this checkpoint (e.g. the shipped one)")
+    ap.add_argument("--no-neck-init", action="store_true", help="do not copy the teacher's neck into the student")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=5e-3)
+    ap.add_argument("--weight-decay", type=float, default=0.01)
+    ap.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip (0: off)")
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast for the student forward")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave default)")
+    ap.add_argument("--val-every", type=int, default=150, help="steps between validations")
+    ap.add_argument("--val-items", type=int, default=64)
+    ap.add_argument("--checkpoint-minutes", type=float, default=10.0)
+    ap.add_argument("--max-hours", type=float, default=0.0, help="stop after this wall time (0: no limit)")
+    ap.add_argument("--max-steps", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0)
+    return ap.parse_args(argv)
+
+
+class Batches:
+    """Random mini-batches over the training items whose teacher embedding is cached (re-listed per epoch)."""
+
+    def __init__(self, items: list[ShardItem], cache: TeacherCache, images: ShardImages, batch_size: int,
+                 rank: int, world: int, rng: random.Random) -> None:
+        self.items, self.cache, self.images = items, cache, images
+        self.batch_size, self.rank, self.world, self.rng = batch_size, rank, world, rng
+        self.epoch = 0
+        self._queue: list[ShardItem] = []
+
+    def _refill(self) -> None:
+        ready = [it for it in self.items if self.cache.has(it.id)]
+        if len(ready) < self.batch_size * self.world:
+            raise RuntimeError(f"only {len(ready)} training items have teacher embeddings; run teacher_cache.py")
+        self.rng.shuffle(ready)
+        self._queue = ready[self.rank :: self.world]
+        self.epoch += 1
+        log.info("epoch %d: %d cached training items", self.epoch, len(ready))
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(self._queue) < self.batch_size:
+            self._refill()
+        batch, self._queue = self._queue[: self.batch_size], self._queue[self.batch_size :]
+        return load_batch(batch, self.images, self.cache)
+
+
+def load_batch(batch: list[ShardItem], images: ShardImages, cache: TeacherCache) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.from_numpy(np.stack([images.get(it) for it in batch])).permute(0, 3, 1, 2).float() / 255.0
+    y = torch.from_numpy(np.stack([cache.get(it.id) for it in batch])).float()
+    return x.contiguous(memory_format=torch.channels_last), y
+
+
+@torch.no_grad()
+def validate(encoder: torch.nn.Module, items: list[ShardItem], images: ShardImages, cache: TeacherCache,
+             device: torch.device, bf16: bool) -> float:
+    encoder.eval()
+    total, n = 0.0, 0
+    for start in range(0, len(items), 8):
+        x, y = load_batch(items[start : start + 8], images, cache)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            pred = encoder(x.to(device))
+        total += F.mse_loss(pred.float(), y.to(device), reduction="sum").item()
+        n += y.numel()
+    encoder.train()
+    return total / max(n, 1)
+
+
+def build_student(args: argparse.Namespace, teacher: torch.nn.Module) -> torch.nn.Module:
+    """Student network: new RepViT encoder, the teacher's prompt encoder and mask decoder (frozen)."""
+    if args.init_from is not None:
+        student = load_checkpoint(args.init_from, arch=STUDENT_ARCH)
+        log.info("student initialised from %s", args.init_from)
+    else:
+        student = build_model(STUDENT_ARCH)
+        if not args.no_neck_init:
+            student.image_encoder.neck.load_state_dict(teacher.image_encoder.neck.state_dict())
+    student.prompt_encoder.load_state_dict(teacher.prompt_encoder.state_dict())
+    student.mask_decoder.load_state_dict(teacher.mask_decoder.state_dict())
+    for p in list(student.prompt_encoder.parameters()) + list(student.mask_decoder.parameters()):
+        p.requires_grad_(False)
+    return student
+
+
+def save_state(path: Path, student: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
+               state: dict[str, Any]) -> None:
+    payload = {
+        "model": student.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+        "state": state, "torch_rng": torch.get_rng_state(), "format_version": 1,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed + rank)
+    rng = random.Random(args.seed + rank)
+
+    teacher, tag = load_teacher_spec(args.teacher)
+    student = build_student(args, teacher)
+    del teacher
+    encoder = student.image_encoder.to(device).to(memory_format=torch.channels_last).train()
+    opt = torch.optim.AdamW(encoder.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.9, patience=5)
+    state: dict[str, Any] = {"step": 0, "seconds": 0.0, "best_val": math.inf, "teacher": tag}
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    last = args.out / "last.pt"
+    if args.resume and last.is_file():
+        ckpt = torch.load(last, map_location="cpu", weights_only=True)
+        student.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        state = ckpt["state"]
+        torch.set_rng_state(ckpt["torch_rng"])
+        if state.get("teacher") != tag:
+            raise SystemExit(f"{last} was trained against teacher {state.get('teacher')}, not {tag}")
+        log.info("resumed at step %d (best val %.5f)", state["step"], state["best_val"])
+    model = encoder
+    if world > 1:
+        ids = [device.index] if device.index is not None else None
+        model = torch.nn.parallel.DistributedDataParallel(encoder, device_ids=ids)
+
+    items = read_manifest(args.data)
+    cache, images = TeacherCache(args.data, tag), ShardImages(args.data)
+    val_items = [it for it in items if it.split == "val" and cache.has(it.id)][: args.val_items]
+    batches = Batches([it for it in items if it.split == "train"], cache, images, args.batch_size, rank, world, rng)
+    log.info("%d validation items cached; lr %.2e, batch %d x %d, bf16 %s", len(val_items), opt.param_groups[0]["lr"],
+             args.batch_size, world, args.bf16)
+
+    log_path = args.out / "log.csv"
+    new_log = not log_path.exists()
+    log_fh = log_path.open("a", newline="") if rank == 0 else None
+    writer = csv.writer(log_fh) if log_fh else None
+    if writer and new_log:
+        writer.writerow(["step", "seconds", "lr", "train_mse", "grad_norm", "val_mse"])
+
+    t_start, t_ckpt = time.time(), time.time()
+    seconds0 = state["seconds"]
+    losses: list[float] = []
+    while True:
+        x, y = batches.next()
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+            pred = model(x)
+        loss = F.mse_loss(pred.float(), y)  # loss in fp32 whatever the forward precision
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(encoder.parameters(), args.clip if args.clip > 0 else float("inf"))
+        if not torch.isfinite(loss) or not torch.isfinite(gnorm):
+            raise SystemExit(f"non-finite loss/gradient at step {state['step']}: stop and inspect (no update made)")
+        opt.step()
+        state["step"] += 1
+        losses.append(loss.item())
+        elapsed = seconds0 + time.time() - t_start
+        state["seconds"] = elapsed
+        val = ""
+        if val_items and state["step"] % args.val_every == 0:
+            v = validate(encoder, val_items, images, cache, device, args.bf16)
+            sched.step(v)
+            val = f"{v:.6f}"
+            if rank == 0 and v < state["best_val"]:
+                state["best_val"] = v
+                save_checkpoint(student, args.out / "best.pt", STUDENT_ARCH,
+                                {"teacher": tag, "step": state["step"], "val_mse": v, "seconds": elapsed})
+            log.info("step %d val MSE %.5f (best %.5f) lr %.2e", state["step"], v, state["best_val"],
+                     opt.param_groups[0]["lr"])
+        if writer and (state["step"] % 10 == 0 or val):
+            writer.writerow([state["step"], f"{elapsed:.0f}", f"{opt.param_groups[0]['lr']:.3e}",
+                             f"{np.mean(losses[-10:]):.6f}", f"{float(gnorm):.3f}", val])
+            log_fh.flush()
+            if not val:
+                log.info("step %d train MSE %.5f grad %.2f (%.2f s/step)", state["step"], np.mean(losses[-10:]),
+                         float(gnorm), (time.time() - t_start) / max(1, len(losses)))
+        stop = (args.max_steps and state["step"] >= args.max_steps) or (
+            args.max_hours and time.time() - t_start >= args.max_hours * 3600)
+        if rank == 0 and (stop or time.time() - t_ckpt >= args.checkpoint_minutes * 60):
+            save_state(last, student, opt, sched, state)
+            t_ckpt = time.time()
+        if stop:
+            break
+    if world > 1:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
