@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import SimpleITK as sitk  # noqa: N813
+import SimpleITK as sitk
 from PIL import Image
 
 from medsam_desktop.io import (

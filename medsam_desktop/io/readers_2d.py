@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk  # noqa: N813
+import SimpleITK as sitk
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from ._checks import MAX_2D_PIXELS, check_size, finalize_array

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk  # noqa: N813
+import SimpleITK as sitk
 
 from ._checks import check_size, narrow_int_dtype
 from .errors import CorruptFileError, DicomSeriesError

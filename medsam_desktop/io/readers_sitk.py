@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk  # noqa: N813
+import SimpleITK as sitk
 
 from ._checks import check_size, finalize_array, guess_modality
 from .errors import CorruptFileError, InvalidImageError

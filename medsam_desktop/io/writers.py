@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk  # noqa: N813
+import SimpleITK as sitk
 from PIL import Image
 
 from .atomic import atomic_write

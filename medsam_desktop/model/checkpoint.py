@@ -12,12 +12,12 @@ import hashlib
 import importlib.metadata
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..paths import models_dir
 from .registry import MODEL_REGISTRY, build_model
 from .sam import MedSAMLite
 
@@ -36,17 +36,6 @@ class ModelNotAvailableError(RuntimeError):
 
 class InvalidCheckpointError(RuntimeError):
     """A weights file is corrupt, foreign or does not match its architecture."""
-
-
-def models_dir() -> Path:
-    """Folder of the bundled weights: ``$MEDSAM_MODELS_DIR``, the PyInstaller bundle, or ``<repo>/models``."""
-    env = os.environ.get("MEDSAM_MODELS_DIR")
-    if env:
-        return Path(env)
-    bundle = getattr(sys, "_MEIPASS", None)
-    if bundle:
-        return Path(bundle) / "models"
-    return Path(__file__).resolve().parents[2] / "models"
 
 
 def teacher_checkpoint_path() -> Path | None:

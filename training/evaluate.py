@@ -1,0 +1,101 @@
+"""Student vs teacher on a labelled challenge-format set (default ../shared/data/eval/dev), same machine, same
+algorithm (``medsam-infer`` then ``medsam-eval``); prints DSC/NSD per modality side by side, the mean over
+modalities, the gap, and the per-case seconds.
+
+    python training/evaluate.py --student runs/distill/best.pt [--teacher litemedsam] [--out runs/eval]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from medsam_desktop.cli import evaluate as eval_cli
+from medsam_desktop.cli import infer as infer_cli
+
+log = logging.getLogger("evaluate")
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eval" / "dev"
+
+
+def run_model(name: str, arch: str, weights: Path | None, data: Path, out: Path, threads: int | None) -> Path:
+    segs = out / name
+    argv = ["-i", str(data / "imgs"), "-o", str(segs), "--model", arch, "-q"]
+    if weights is not None:
+        argv += ["--weights", str(weights)]
+    if threads:
+        argv += ["--threads", str(threads)]
+    if infer_cli.main(argv) != 0:
+        log.warning("%s: some cases failed (see above)", name)
+    metrics = out / f"{name}_metrics.csv"
+    eval_cli.main(["-s", str(segs), "-g", str(data / "gts"), "--csv", str(metrics), "-q"])
+    return metrics
+
+
+def per_modality(metrics_csv: Path) -> tuple[dict[str, tuple[float, float, int]], dict[str, float]]:
+    by: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    with metrics_csv.open() as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        by[r["modality"]].append((float(r["DSC"]), float(r["NSD"])))
+    table = {m: (float(np.mean([d for d, _ in v])), float(np.mean([n for _, n in v])), len(v)) for m, v in by.items()}
+    return table, {r["name"]: float(r["DSC"]) for r in rows}
+
+
+def timing(segs_dir: Path) -> float:
+    with (segs_dir / "timing.csv").open() as fh:
+        return float(sum(float(r["seconds"]) for r in csv.DictReader(fh)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--student", type=Path, default=None, help="student weights (default: the bundled model)")
+    ap.add_argument("--teacher", default="litemedsam", help="'litemedsam' or a teacher checkpoint path")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--out", type=Path, default=Path("runs/eval"))
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--skip-teacher", action="store_true", help="reuse OUT/teacher_metrics.csv from an earlier run")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    s_csv = run_model("student", "repvit_m0_6", args.student, args.data, args.out, args.threads)
+    if args.skip_teacher and (args.out / "teacher_metrics.csv").is_file():
+        t_csv = args.out / "teacher_metrics.csv"
+    elif args.teacher == "litemedsam":
+        t_csv = run_model("teacher", "litemedsam", None, args.data, args.out, args.threads)
+    else:
+        t_csv = run_model("teacher", "swin_t", Path(args.teacher), args.data, args.out, args.threads)
+    s_tab, _ = per_modality(s_csv)
+    t_tab, _ = per_modality(t_csv)
+    lines = [
+        "| modality | cases | teacher DSC | student DSC | teacher NSD | student NSD |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for m in sorted(t_tab):
+        td, tn, n = t_tab[m]
+        sd, sn, _ = s_tab.get(m, (float("nan"), float("nan"), 0))
+        lines.append(f"| {m} | {n} | {td:.4f} | {sd:.4f} | {tn:.4f} | {sn:.4f} |")
+    t_mean = np.mean([v[0] for v in t_tab.values()])
+    s_mean = np.mean([s_tab[m][0] for m in t_tab if m in s_tab])
+    tn_mean = np.mean([v[1] for v in t_tab.values()])
+    sn_mean = np.mean([s_tab[m][1] for m in t_tab if m in s_tab])
+    lines.append(f"| **mean over modalities** | | {t_mean:.4f} | {s_mean:.4f} | {tn_mean:.4f} | {sn_mean:.4f} |")
+    worst = min(((s_tab[m][0] - t_tab[m][0]), m) for m in t_tab if m in s_tab)
+    print("\n".join(lines))
+    print(f"\nDSC gap (student - teacher), mean over modalities: {100 * (s_mean - t_mean):+.2f} points; "
+          f"worst modality {worst[1]}: {100 * worst[0]:+.2f} points")
+    if (args.out / "teacher" / "timing.csv").is_file():
+        ts, tt = timing(args.out / "student"), timing(args.out / "teacher")
+        print(f"total inference seconds: student {ts:.1f}, teacher {tt:.1f} (ratio {tt / ts:.1f}x)")
+    (args.out / "table.md").write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
