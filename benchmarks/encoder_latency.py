@@ -37,7 +37,10 @@ def main() -> None:
 
     path = student_checkpoint_path()
     student = load_checkpoint(path) if path else build_model("repvit_m0_6")
-    nets = {"student repvit_m0_6": fuse_for_inference(student), "teacher litemedsam": fuse_for_inference(load_teacher())}
+    nets = {
+        "student repvit_m0_6": fuse_for_inference(student),
+        "teacher litemedsam": fuse_for_inference(load_teacher()),
+    }
     for net in nets.values():
         net.image_encoder.to(memory_format=torch.channels_last)
     x = torch.rand(1, 3, 256, 256).contiguous(memory_format=torch.channels_last)

@@ -113,3 +113,23 @@ def test_teacher_checkpoint_loads_strictly() -> None:
     assert emb.shape == (1, 256, 64, 64)
     # LayerNorm2d output: per-pixel channel statistics follow the learned affine, never NaN
     assert torch.isfinite(emb).all() and emb.abs().mean() > 1e-3
+
+
+def test_bundled_weights_are_checked_against_their_card(tmp_path, monkeypatch) -> None:
+    from medsam_desktop.model import load_named_model
+    from medsam_desktop.model.checkpoint import STUDENT_FILE, sha256_of
+
+    monkeypatch.setenv("MEDSAM_MODELS_DIR", str(tmp_path))
+    path = tmp_path / STUDENT_FILE
+    save_checkpoint(build_model("repvit_m0_6"), path, "repvit_m0_6")
+    with pytest.raises(InvalidCheckpointError, match="no card"):
+        load_named_model("repvit_m0_6")
+    path.with_suffix(".md").write_text(f"# card\n\n- **sha256**: `{sha256_of(path)}`\n")
+    assert load_named_model("repvit_m0_6") is not None
+    with path.open("r+b") as fh:  # flip one byte somewhere in the middle
+        fh.seek(path.stat().st_size // 2)
+        byte = fh.read(1)
+        fh.seek(-1, 1)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(InvalidCheckpointError, match="sha256"):
+        load_named_model("repvit_m0_6")

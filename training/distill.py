@@ -122,7 +122,11 @@ def build_student(args: argparse.Namespace, teacher: torch.nn.Module) -> torch.n
     else:
         student = build_model(STUDENT_ARCH)
         if not args.no_neck_init:
-            student.image_encoder.neck.load_state_dict(teacher.image_encoder.neck.state_dict())
+            t_neck, s_neck = teacher.image_encoder.neck.state_dict(), student.image_encoder.neck.state_dict()
+            if {k: v.shape for k, v in t_neck.items()} == {k: v.shape for k, v in s_neck.items()}:
+                student.image_encoder.neck.load_state_dict(t_neck)
+            else:  # e.g. the Swin teacher's neck takes 256 FPN channels, the student's 320
+                log.info("the teacher's neck does not fit the student's: the student neck starts random")
     student.prompt_encoder.load_state_dict(teacher.prompt_encoder.state_dict())
     student.mask_decoder.load_state_dict(teacher.mask_decoder.state_dict())
     for p in list(student.prompt_encoder.parameters()) + list(student.mask_decoder.parameters()):
@@ -157,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed + rank)
-    rng = random.Random(args.seed + rank)
+    rng = random.Random(args.seed)  # the same shuffle on every rank, so the rank::world shards are disjoint
 
     teacher, tag = load_teacher_spec(args.teacher)
     student = build_student(args, teacher)
@@ -237,6 +241,10 @@ def main(argv: list[str] | None = None) -> int:
                          float(gnorm), (time.time() - t_start) / max(1, len(losses)))
         stop = (args.max_steps and state["step"] >= args.max_steps) or (
             args.max_hours and time.time() - t_start >= args.max_hours * 3600)
+        if world > 1:  # stop together: a rank that leaves early would hang the others in all-reduce
+            flag = torch.tensor([int(bool(stop))], device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            stop = bool(flag.item())
         if rank == 0 and (stop or time.time() - t_ckpt >= args.checkpoint_minutes * 60):
             save_state(last, student, opt, sched, state)
             t_ckpt = time.time()

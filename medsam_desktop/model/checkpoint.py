@@ -12,6 +12,7 @@ import hashlib
 import importlib.metadata
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,27 @@ def teacher_checkpoint_path() -> Path | None:
 def student_checkpoint_path() -> Path | None:
     path = models_dir() / STUDENT_FILE
     return path if path.is_file() else None
+
+
+def card_sha256(weights: Path) -> str | None:
+    """The sha256 recorded in the weights' card (``<name>.md`` beside it), or None without a card."""
+    card = Path(weights).with_suffix(".md")
+    if not card.is_file():
+        return None
+    match = re.search(r"sha256\**:\s*`?([0-9a-f]{64})", card.read_text(errors="replace"))
+    return match.group(1) if match else None
+
+
+def verify_against_card(weights: Path) -> None:
+    """Refuse bundled weights whose sha256 differs from their card (corrupt or replaced file)."""
+    expected = card_sha256(weights)
+    if expected is None:
+        raise InvalidCheckpointError(f"{Path(weights).name} has no card with a sha256 beside it; reinstall the app")
+    if sha256_of(weights) != expected:
+        raise InvalidCheckpointError(
+            f"{Path(weights).name} does not match the sha256 in its card: the file is corrupt or was replaced; "
+            "reinstall the app"
+        )
 
 
 def sha256_of(path: Path) -> str:
@@ -142,6 +164,7 @@ def load_named_model(name: str, weights: Path | None = None) -> MedSAMLite:
             raise ModelNotAvailableError(
                 f"the distilled student weights are missing: expected {models_dir() / STUDENT_FILE}"
             )
+        verify_against_card(path)
         return load_checkpoint(path, arch=name)
     raise ModelNotAvailableError(f"unknown model '{name}'; choose one of {', '.join(sorted(MODEL_REGISTRY))}")
 

@@ -10,6 +10,7 @@ from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
 from .repvit import RepViTConfig, RepViTEncoder
 from .sam import EMBED_SIZE, IMAGE_SIZE, MedSAMLite
+from .swin import SWIN_T, SWIN_TINY_TEST, SwinEncoder
 from .tiny_vit import TinyViTConfig, TinyViTEncoder
 from .transformer import TwoWayTransformer
 
@@ -26,9 +27,21 @@ def build_repvit_m0_6_encoder() -> nn.Module:
     return RepViTEncoder(REPVIT_M0_6)
 
 
+def build_swin_t_encoder() -> nn.Module:
+    """Swin-T with an FPN neck (the stage-1 teacher trained from scratch)."""
+    return SwinEncoder(SWIN_T)
+
+
+def build_swin_tiny_test_encoder() -> nn.Module:
+    """A very small Swin (embed 24, one block per stage) for fast tests and smoke runs only."""
+    return SwinEncoder(SWIN_TINY_TEST)
+
+
 ENCODER_REGISTRY: dict[str, Callable[[], nn.Module]] = {
     "litemedsam": build_tinyvit_encoder,
     "repvit_m0_6": build_repvit_m0_6_encoder,
+    "swin_t": build_swin_t_encoder,
+    "swin_tiny_test": build_swin_tiny_test_encoder,
 }
 
 
@@ -58,7 +71,17 @@ def build_repvit_m0_6() -> MedSAMLite:
     return build_model("repvit_m0_6")
 
 
+def build_swin_t() -> MedSAMLite:
+    return build_model("swin_t")
+
+
+def build_swin_tiny_test() -> MedSAMLite:
+    return build_model("swin_tiny_test")
+
+
 MODEL_REGISTRY: dict[str, Callable[[], MedSAMLite]] = {
     "litemedsam": build_litemedsam,
     "repvit_m0_6": build_repvit_m0_6,
+    "swin_t": build_swin_t,
+    "swin_tiny_test": build_swin_tiny_test,
 }

@@ -1,0 +1,55 @@
+"""training/prepare_data.py: shards, manifest, split by source file, balanced ranking, eval refusal."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from training import prepare_data
+from training.shards import ShardImages, read_manifest
+
+
+def _make_folder(root: Path) -> None:
+    rng = np.random.default_rng(0)
+    (root / "us").mkdir(parents=True)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (120, 160), dtype=np.uint8)).save(root / "us" / f"img{i}.png")
+    vol = (rng.random((12, 64, 64)) * 2000 - 1000).astype(np.int16)
+    vol[3] = 0  # a constant slice is dropped
+    sitk.WriteImage(sitk.GetImageFromArray(vol), str(root / "ct.nii.gz"))
+    (root / "eval").mkdir()
+    Image.fromarray(rng.integers(0, 255, (50, 50), dtype=np.uint8)).save(root / "eval" / "secret.png")
+
+
+def test_prepare_folder(tmp_path: Path) -> None:
+    src, out = tmp_path / "src", tmp_path / "out"
+    _make_folder(src)
+    assert prepare_data.main(["--input", str(src), "--out", str(out), "--val-fraction", "0.3"]) == 0
+    items = read_manifest(out)
+    groups = {it.group for it in items}
+    assert not any("secret" in g for g in groups)  # eval data never used
+    ct = [it for it in items if it.group == "ct.nii.gz"]
+    assert len(ct) == 11  # 12 slices, the constant one dropped
+    assert len({it.split for it in ct}) == 1  # all slices of a volume on one side
+    img = ShardImages(out).get(items[0])
+    assert img.shape == (256, 256, 3) and img.dtype == np.uint8
+    png = next(it for it in items if it.group.endswith(".png"))
+    assert (png.h, png.w) == (192, 256)
+    assert sorted(it.rank for it in items) == list(range(len(items)))
+    with open(out / "manifest.csv") as fh:
+        assert set(csv.DictReader(fh).fieldnames) >= {"id", "group", "modality", "split", "rank"}
+
+
+def test_balanced_ranks_interleave_modalities() -> None:
+    items = [prepare_data.Item(np.zeros(1), f"g{i}", "endoscopy", "a", 1, 1) for i in range(50)]
+    items += [prepare_data.Item(np.zeros(1), f"h{i}", "ct", "b", 1, 1) for i in range(5)]
+    ranks = prepare_data.balanced_ranks(items, seed=0)
+    first10 = [items[i].modality for i in sorted(range(len(items)), key=lambda i: ranks[i])[:10]]
+    assert first10.count("ct") == 5  # the rare modality is not buried at the end
