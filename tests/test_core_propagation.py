@@ -38,7 +38,8 @@ class FakePredictor:
             self.prompts.append((z, np.array(b)))
             if z in self.empty:
                 continue
-            x0, y0, x1, y1 = ([*np.array(b), self.shrink, self.shrink, -self.shrink, -self.shrink]) / scale
+            shrink = np.array([self.shrink, self.shrink, -self.shrink, -self.shrink])
+            x0, y0, x1, y1 = (np.asarray(b, dtype=float) + shrink) / scale
             masks[i, int(np.ceil(y0)) : int(np.floor(y1)) + 1, int(np.ceil(x0)) : int(np.floor(x1)) + 1] = True
         return Prediction(masks, np.zeros((len(boxes), 256, 256)), np.ones(len(boxes)))
 

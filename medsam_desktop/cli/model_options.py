@@ -13,7 +13,7 @@ from ..model.registry import MODEL_REGISTRY
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model", choices=sorted(MODEL_REGISTRY), default=None,
+        "--model", choices=sorted(n for n in MODEL_REGISTRY if not n.endswith("_test")), default=None,
         help="network to run (default: the bundled student when present, else LiteMedSAM)",
     )
     parser.add_argument("--weights", type=Path, default=None, help="weights file for --model (our .pt format)")
