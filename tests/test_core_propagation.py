@@ -128,3 +128,13 @@ def test_segment_slice_2d() -> None:
     img = np.zeros((H, W), np.uint8)
     labels = segment_slice(fake, img, np.array([[10, 10, 50, 50], [30, 30, 90, 90]]))
     assert labels.dtype == np.uint8 and labels[20, 20] == 1 and labels[40, 40] == 2 and labels[100, 100] == 0
+
+
+def test_start_slice_replaces_the_middle() -> None:
+    fake = FakePredictor()
+    labels = propagate_boxes(fake, volume(), np.array([[20, 30, 1, 80, 90, 9]]), start_slices=[7])
+    assert fake.encoded == [7, 8, 9, 6, 5, 4, 3, 2, 1]
+    np.testing.assert_allclose(fake.prompts[0][1], [40, 60, 160, 180])
+    assert all(labels[z].max() == 1 for z in range(1, 10))
+    with pytest.raises(ValueError, match="start slice"):
+        propagate_boxes(fake, volume(), np.array([[20, 30, 1, 80, 90, 9]]), start_slices=[11])

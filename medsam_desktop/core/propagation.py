@@ -47,13 +47,16 @@ class Box3D:
     zmid: int
 
     @classmethod
-    def from_array(cls, box: np.ndarray, depth: int) -> Box3D:
+    def from_array(cls, box: np.ndarray, depth: int, start: int | None = None) -> Box3D:
+        """``start``: the slice to begin on (e.g. where the user drew the box); default the middle slice."""
         x0, y0, z0, x1, y1, z1 = (float(v) for v in np.asarray(box).reshape(6))
         z0i, z1i = sorted((round(z0), round(z1)))
         if z1i < 0 or z0i > depth - 1:
             raise ValueError(f"box slices {z0i}..{z1i} lie outside the volume (0..{depth - 1})")
         z0i, z1i = max(z0i, 0), min(z1i, depth - 1)
-        zmid = int((z1i - z0i) / 2 + z0i)
+        zmid = int((z1i - z0i) / 2 + z0i) if start is None else int(start)
+        if not z0i <= zmid <= z1i:
+            raise ValueError(f"start slice {zmid} is outside the box's slices {z0i}..{z1i}")
         return cls(np.array([min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]), z0i, z1i, zmid)
 
 
@@ -86,15 +89,21 @@ def propagate_boxes(
     cancel: threading.Event | None = None,
     on_slice: SliceCallback | None = None,
     label_values: list[int] | None = None,
+    start_slices: list[int] | None = None,
 ) -> np.ndarray:
     """Segment a volume (D, H, W) or (D, H, W, 3) in display range from 3D boxes (N, 6).
 
     Returns labels (D, H, W) with ``label_values[i]`` (default i + 1) for box i. ``progress(done, total)``
     counts slice visits; ``on_slice(z, labels[z])`` is called when a slice changes; setting ``cancel``
-    stops between slices with :class:`PropagationCancelled`.
+    stops between slices with :class:`PropagationCancelled`. ``start_slices[i]`` replaces box i's middle slice
+    as the slice segmented with the 2D box (the app starts where the user drew it).
     """
     depth = volume.shape[0]
-    boxes = [Box3D.from_array(b, depth) for b in np.asarray(boxes3d).reshape(-1, 6)]
+    raw = np.asarray(boxes3d).reshape(-1, 6)
+    starts = start_slices if start_slices is not None else [None] * len(raw)
+    if len(starts) != len(raw):
+        raise ValueError(f"{len(starts)} start slices for {len(raw)} boxes")
+    boxes = [Box3D.from_array(b, depth, z) for b, z in zip(raw, starts)]
     values = label_values or list(range(1, len(boxes) + 1))
     labels = np.zeros(volume.shape[:3], dtype=_label_dtype(max(values, default=1)))
     if not boxes:

@@ -1,0 +1,90 @@
+"""Small modal dialogs: one-line errors (never a traceback), unsaved-work prompt, propagation range.
+
+Window code calls these through the module (``dialogs.ask_save_changes(...)``) so tests can replace them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from PyQt6.QtWidgets import QDialog, QDialogButtonBox, QFormLayout, QMessageBox, QSpinBox, QWidget
+
+log = logging.getLogger(__name__)
+
+SHORTCUTS = (
+    ("Ctrl+O", "Open an image or volume"),
+    ("Ctrl+S", "Save labels"),
+    ("Ctrl+Z / Ctrl+Shift+Z", "Undo / redo"),
+    ("B / P / E / H", "Box, brush, eraser, pan tool"),
+    ("[ / ]", "Smaller / larger brush"),
+    ("Left-drag", "Draw a box (box tool), paint (brush/eraser)"),
+    ("Right-drag", "Window/level (horizontal: width, vertical: level)"),
+    ("Wheel, Up/Down, PageUp/PageDown", "Previous / next slice"),
+    ("Ctrl+wheel, middle-drag", "Zoom, pan"),
+    ("1 / 2 / 3", "Axial / coronal / sagittal"),
+    ("Enter", "Segment the box shown on this slice (e.g. a sample's suggestion)"),
+    ("Ctrl+P / Esc", "Propagate the last box through slices / cancel"),
+    ("N", "New label"),
+    ("Ctrl+Q", "Quit"),
+)
+
+
+def one_line(text: str, limit: int = 400) -> str:
+    """Collapse whitespace; keep only the first line of anything that looks like a traceback."""
+    text = str(text)
+    if "Traceback (most recent call last)" in text:
+        text = text.strip().splitlines()[-1]
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def show_error(parent: QWidget | None, title: str, message: str) -> None:
+    QMessageBox.warning(parent, title, one_line(message))
+
+
+def show_info(parent: QWidget | None, title: str, message: str) -> None:
+    QMessageBox.information(parent, title, message)
+
+
+def ask_save_changes(parent: QWidget | None) -> str:
+    """'save', 'discard' or 'cancel'."""
+    box = QMessageBox(parent)
+    box.setIcon(QMessageBox.Icon.Question)
+    box.setWindowTitle("Unsaved labels")
+    box.setText("The labels have unsaved changes. Save them first?")
+    box.setStandardButtons(
+        QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel
+    )
+    box.setDefaultButton(QMessageBox.StandardButton.Save)
+    answer = box.exec()
+    if answer == QMessageBox.StandardButton.Save:
+        return "save"
+    if answer == QMessageBox.StandardButton.Discard:
+        return "discard"
+    return "cancel"
+
+
+def ask_propagation_range(parent: QWidget | None, z: int, depth: int) -> tuple[int, int] | None:
+    """Ask how many slices below and above slice ``z`` to propagate; None when cancelled."""
+    dialog = QDialog(parent)
+    dialog.setWindowTitle("Propagate")
+    below, above = QSpinBox(), QSpinBox()
+    below.setRange(0, z)
+    above.setRange(0, depth - 1 - z)
+    below.setValue(min(z, 15))
+    above.setValue(min(depth - 1 - z, 15))
+    form = QFormLayout(dialog)
+    form.addRow(f"Slices below {z}", below)
+    form.addRow(f"Slices above {z}", above)
+    buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+    buttons.accepted.connect(dialog.accept)
+    buttons.rejected.connect(dialog.reject)
+    form.addRow(buttons)
+    if dialog.exec() != QDialog.DialogCode.Accepted:
+        return None
+    return below.value(), above.value()
+
+
+def show_shortcuts(parent: QWidget | None) -> None:
+    rows = "".join(f"<tr><td><b>{k}</b></td><td>&nbsp;&nbsp;{v}</td></tr>" for k, v in SHORTCUTS)
+    show_info(parent, "Keyboard shortcuts", f"<table>{rows}</table>")

@@ -1,0 +1,114 @@
+"""Opening images and saving/loading label maps for the window (no widgets here; errors are MedSAMIOError)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ..core.annotation import AnnotationSession, LabelTable, sidecar_path
+from ..io import (
+    DicomSeriesInfo,
+    MedSAMIOError,
+    OutputWriteError,
+    Volume,
+    atomic_write,
+    list_dicom_series,
+    read_dicom_series,
+    read_image,
+    read_labels,
+    write_labels_nifti,
+    write_mask_png,
+)
+
+log = logging.getLogger(__name__)
+
+SeriesChooser = Callable[[list[DicomSeriesInfo]], DicomSeriesInfo | None]
+IMAGE_FILTER = (
+    "Images (*.nii *.nii.gz *.nrrd *.nhdr *.mha *.mhd *.mgz *.mgh *.dcm *.png *.jpg *.jpeg *.bmp *.tif *.tiff *.npz);;"
+    "All files (*)"
+)
+
+
+def load_image(path: str | os.PathLike[str], choose_series: SeriesChooser | None = None) -> Volume | None:
+    """Read a file, or a DICOM folder (asking ``choose_series`` when it holds several series).
+
+    Returns None when the user cancelled the series choice.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return read_image(path)
+    series = list_dicom_series(path)
+    if len(series) > 1 and choose_series is not None:
+        chosen = choose_series(series)
+        if chosen is None:
+            return None
+        return read_dicom_series(path, chosen.uid)
+    return read_dicom_series(path, series[0].uid if series else None)
+
+
+def _strip_suffix(name: str) -> str:
+    low = name.lower()
+    for suffix in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".mgz", ".mgh", ".dcm", ".png", ".jpg", ".jpeg",
+                   ".bmp", ".tif", ".tiff", ".npz"):  # fmt: skip
+        if low.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def default_labels_path(volume: Volume) -> Path:
+    """``<image>_seg.nii.gz`` next to the image (``.png`` for 2D pictures), in the home folder for samples."""
+    ext = ".png" if volume.is_2d and volume.source_path is not None and volume.source_path.suffix.lower() in (
+        ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff") else ".nii.gz"  # fmt: skip
+    src = volume.source_path
+    if src is None:
+        return Path.home() / f"labels{ext}"
+    stem = src.name if src.is_dir() else _strip_suffix(src.name)
+    return src.parent / f"{stem}_seg{ext}"
+
+
+def save_labels(session: AnnotationSession, path: str | os.PathLike[str]) -> Path:
+    """Write the label map (NIfTI with the image geometry, or PNG for one-slice images) and its JSON sidecar."""
+    path = Path(path)
+    volume = session.volume
+    src = volume.source_path
+    if src is not None and src.exists() and path.exists() and os.path.samefile(src, path):
+        raise OutputWriteError("this would overwrite the original image", path=path,
+                               action="Choose a different file name for the segmentation (e.g. add _seg).")  # fmt: skip
+    if path.suffix.lower() == ".png":
+        if session.shape[0] != 1:
+            raise OutputWriteError("a PNG holds one slice but this image is a volume", path=path,
+                                   action="Save volumes as NIfTI (.nii.gz).")  # fmt: skip
+        write_mask_png(session.labels[0], path)
+    else:
+        write_labels_nifti(session.labels, volume, path)
+    side = sidecar_path(path)
+    try:
+        with atomic_write(side) as tmp:
+            Path(tmp).write_text(session.table.to_json(), encoding="utf-8")
+    except OSError as exc:
+        raise OutputWriteError("the label names could not be written", path=side, detail=str(exc)) from exc
+    session.mark_saved()
+    log.info("saved labels to %s (+ %s)", path, side.name)
+    return path
+
+
+def load_mask(session: AnnotationSession, path: str | os.PathLike[str]) -> None:
+    """Open a label map onto the current image (one undo step); names/colours from its sidecar when present."""
+    path = Path(path)
+    labels = np.asarray(read_labels(path, session.volume))
+    if labels.ndim == 2:
+        labels = labels[None]
+    if labels.size and int(labels.max()) > 65535:
+        raise MedSAMIOError("label values above 65535 are not supported", path=path)
+    table = None
+    side = sidecar_path(path)
+    if side.is_file():
+        try:
+            table = LabelTable.from_json(side.read_text(encoding="utf-8"))
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring unreadable sidecar %s", side)
+    session.replace_labels(labels.astype(np.uint16 if labels.max(initial=0) > 255 else np.uint8), table)

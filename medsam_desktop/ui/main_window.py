@@ -1,0 +1,587 @@
+"""The main window: composes the slice view, labels dock, menus, status bar and the inference worker."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from PyQt6.QtCore import QSettings, Qt, QTimer
+from PyQt6.QtGui import QAction, QActionGroup, QCloseEvent, QDragEnterEvent, QDropEvent, QIcon, QKeySequence
+from PyQt6.QtWidgets import (
+    QApplication,
+    QDockWidget,
+    QFileDialog,
+    QInputDialog,
+    QLabel,
+    QMainWindow,
+    QProgressBar,
+    QPushButton,
+    QWidget,
+)
+
+from ..core.annotation import AnnotationSession, OverlapRule
+from ..core.intensity import CT_WINDOWS
+from ..io import DicomSeriesInfo, MedSAMIOError, Volume
+from . import dialogs, files
+from .labels_panel import LabelsPanel
+from .settings_dialog import AppSettings, SettingsDialog, qsettings
+from .slice_view import ORIENTATIONS, SliceView, Tool, auto_window
+from .worker import BackendFactory, SegmentationWorker, default_backend_factory
+
+log = logging.getLogger(__name__)
+
+MAX_RECENT = 8
+
+
+def _icon(name: str) -> QIcon:
+    try:
+        import qtawesome as qta
+
+        return qta.icon(name)
+    except Exception:  # icons are decoration only
+        return QIcon()
+
+
+class MainWindow(QMainWindow):
+    """``backend_factory`` overrides the model (tests use fake encoders); ``store`` overrides QSettings."""
+
+    def __init__(
+        self,
+        backend_factory: BackendFactory | None = None,
+        store: QSettings | None = None,
+        prefetch: int = 2,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.store = store or qsettings()
+        self.settings = AppSettings.load(self.store)
+        self._custom_factory = backend_factory
+        self.session: AnnotationSession | None = None
+        self._segment_labels: dict[int, int] = {}  # request id -> label value
+        self._propagation: tuple[int, int] | None = None  # (request id, label)
+        self._model_error_shown = False
+        self._closing = False
+
+        self.worker = SegmentationWorker(
+            self._factory(), self.settings.cache_mb * 2**20, prefetch=prefetch, parent=self
+        )
+        self.view = SliceView(self)
+        self.setCentralWidget(self.view)
+        self.labels_panel = LabelsPanel(self)
+        dock = QDockWidget("Labels", self)
+        dock.setObjectName("labels_dock")
+        dock.setWidget(self.labels_panel)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        self._build_status_bar()
+        self._build_actions()
+        self._build_menus(dock)
+        self._connect()
+        self.setAcceptDrops(True)
+        self.resize(1200, 800)
+        self._update_title()
+        self._update_actions()
+
+    # --- construction ----------------------------------------------------------------------------
+    def _factory(self) -> BackendFactory:
+        return self._custom_factory or default_backend_factory(self.settings.model, self.settings.threads)
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        assert bar is not None
+        self.cursor_label = QLabel("")
+        self.model_label = QLabel("model: not loaded")
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(200)
+        self.progress.hide()
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.hide()
+        bar.addWidget(self.cursor_label, 1)
+        bar.addPermanentWidget(self.progress)
+        bar.addPermanentWidget(self.cancel_button)
+        bar.addPermanentWidget(self.model_label)
+
+    def _action(self, text: str, slot: object, shortcut: object = None, icon: str | None = None) -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            if isinstance(shortcut, list):
+                action.setShortcuts(shortcut)
+            else:
+                action.setShortcut(shortcut)  # type: ignore[arg-type]
+        if icon:
+            action.setIcon(_icon(icon))
+        action.triggered.connect(slot)  # type: ignore[arg-type]
+        self.addAction(action)
+        return action
+
+    def _build_actions(self) -> None:
+        a = self._action
+        key = QKeySequence
+        self.act_open = a("&Open…", self.open_dialog, key.StandardKey.Open, "fa5s.folder-open")
+        self.act_open_dicom = a("Open &DICOM folder…", self.open_dicom_dialog)
+        self.act_open_mask = a("Open &mask onto image…", self.open_mask_dialog)
+        self.act_save = a("&Save labels…", self.save_dialog, key.StandardKey.Save, "fa5s.save")
+        self.act_quit = a("&Quit", self.close, key("Ctrl+Q"))
+        self.act_undo = a("&Undo", self.undo, key("Ctrl+Z"), "fa5s.undo")
+        self.act_redo = a("&Redo", self.redo, [key("Ctrl+Shift+Z"), key("Ctrl+Y")], "fa5s.redo")
+        self.act_new_label = a("&New label", self.new_label, key("N"))
+        self.act_fill = a("&Fill holes (slice)", self.fill_holes)
+        self.act_clear_slice = a("&Clear slice", self.clear_slice)
+        self.act_clear_label = a("Clear &label (all slices)", self.clear_label)
+        self.act_settings = a("Se&ttings…", self.settings_dialog)
+        self.act_propagate = a(
+            "&Propagate box through slices…", self.propagate_dialog, key("Ctrl+P"), "fa5s.layer-group"
+        )
+        self.act_segment_box = a("&Segment the shown box", self.segment_last_box, key("Return"))
+        self.act_cancel = a("&Cancel propagation", self.worker.cancel, key("Esc"))
+        self.act_shortcuts = a("&Keyboard shortcuts", lambda: dialogs.show_shortcuts(self), key("F1"))
+        self.act_reset_zoom = a("&Reset zoom", self.view.reset_zoom, key("0"))
+        self.act_brush_smaller = a("Smaller brush", lambda: self.set_brush_radius(self.view.brush_radius - 1), key("["))
+        self.act_brush_larger = a("Larger brush", lambda: self.set_brush_radius(self.view.brush_radius + 1), key("]"))
+        self.tool_group = QActionGroup(self)
+        self.tool_actions: dict[Tool, QAction] = {}
+        for tool, text, sc, icon in (
+            (Tool.BOX, "&Box (segment)", "B", "fa5s.vector-square"),
+            (Tool.BRUSH, "B&rush", "P", "fa5s.paint-brush"),
+            (Tool.ERASER, "&Eraser", "E", "fa5s.eraser"),
+            (Tool.PAN, "&Pan", "H", "fa5s.hand-paper"),
+        ):
+            act = a(text, lambda _=False, t=tool: self.set_tool(t), key(sc), icon)
+            act.setCheckable(True)
+            self.tool_group.addAction(act)
+            self.tool_actions[tool] = act
+        self.tool_actions[Tool.BOX].setChecked(True)
+        self.orientation_group = QActionGroup(self)
+        self.orientation_actions: dict[str, QAction] = {}
+        for i, name in enumerate(ORIENTATIONS, start=1):
+            act = a(name.capitalize(), lambda _=False, o=name: self.set_orientation(o), key(str(i)))
+            act.setCheckable(True)
+            self.orientation_group.addAction(act)
+            self.orientation_actions[name] = act
+        self.orientation_actions["axial"].setChecked(True)
+
+    def _build_menus(self, dock: QDockWidget) -> None:
+        bar = self.menuBar()
+        assert bar is not None
+        file_menu = bar.addMenu("&File")
+        file_menu.addAction(self.act_open)
+        file_menu.addAction(self.act_open_dicom)
+        self.samples_menu = file_menu.addMenu("Open &sample")
+        self.recent_menu = file_menu.addMenu("&Recent files")
+        self.recent_menu.aboutToShow.connect(self._fill_recent)
+        self.samples_menu.aboutToShow.connect(self._fill_samples)
+        file_menu.addSeparator()
+        file_menu.addAction(self.act_open_mask)
+        file_menu.addAction(self.act_save)
+        file_menu.addSeparator()
+        file_menu.addAction(self.act_quit)
+        edit = bar.addMenu("&Edit")
+        for act in (self.act_undo, self.act_redo, None, self.act_new_label, self.act_fill, self.act_clear_slice,
+                    self.act_clear_label, None, self.act_settings):  # fmt: skip
+            edit.addSeparator() if act is None else edit.addAction(act)
+        view = bar.addMenu("&View")
+        for act in self.orientation_actions.values():
+            view.addAction(act)
+        view.addSeparator()
+        wl = view.addMenu("&Window/level")
+        self.window_menu = wl
+        for name, (level, width) in CT_WINDOWS.items():
+            wl.addAction(f"CT {name}", lambda _=False, lv=level, w=width: self.view.set_window(lv, w))
+        wl.addAction("Auto (0.5–99.5 %)", self.auto_window)
+        view.addAction(self.act_reset_zoom)
+        view.addAction(dock.toggleViewAction())
+        tools = bar.addMenu("&Tools")
+        for act in self.tool_actions.values():
+            tools.addAction(act)
+        tools.addAction(self.act_brush_smaller)
+        tools.addAction(self.act_brush_larger)
+        seg = bar.addMenu("&Segment")
+        seg.addAction(self.act_segment_box)
+        seg.addAction(self.act_propagate)
+        seg.addAction(self.act_cancel)
+        help_menu = bar.addMenu("&Help")
+        help_menu.addAction(self.act_shortcuts)
+        toolbar = self.addToolBar("Main")
+        assert toolbar is not None
+        toolbar.setObjectName("main_toolbar")
+        for act in (self.act_open, self.act_save, None, self.act_undo, self.act_redo, None,
+                    *self.tool_actions.values(), None, self.act_propagate):  # fmt: skip
+            toolbar.addSeparator() if act is None else toolbar.addAction(act)
+
+    def _connect(self) -> None:
+        self.view.box_drawn.connect(self._on_box)
+        self.view.slice_changed.connect(self._on_slice_changed)
+        self.view.cursor_info.connect(self.cursor_label.setText)
+        self.worker.mask_ready.connect(self._on_mask_ready)
+        self.worker.failed.connect(self._on_failed)
+        self.worker.model_loaded.connect(lambda name: self.model_label.setText(f"model: {name}"))
+        self.worker.progress.connect(self._on_progress)
+        self.worker.slice_done.connect(self._on_propagated_slice)
+        self.worker.propagation_finished.connect(self._on_propagation_finished)
+        self.cancel_button.clicked.connect(self.worker.cancel)
+
+    # --- opening ---------------------------------------------------------------------------------
+    def open_path(self, path: str | Path) -> bool:
+        """Open an image file or DICOM folder (asks about unsaved labels first). False when not opened."""
+        if not self.maybe_discard():
+            return False
+        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+        try:
+            volume = files.load_image(path, self._choose_series)
+        except MedSAMIOError as exc:
+            dialogs.show_error(self, "Cannot open", str(exc))
+            return False
+        except Exception as exc:  # never a traceback in front of the user
+            log.exception("unexpected error opening %s", path)
+            dialogs.show_error(self, "Cannot open", f"Cannot open '{Path(path).name}': {dialogs.one_line(str(exc))}")
+            return False
+        finally:
+            QApplication.restoreOverrideCursor()
+        if volume is None:
+            return False
+        self.set_volume(volume)
+        self._add_recent(str(path))
+        return True
+
+    def set_volume(self, volume: Volume) -> None:
+        if self._propagation is not None:  # a result for the previous image must not land on this one
+            self.worker.cancel()
+            self._propagation = None
+            self._end_propagation_ui()
+        self._segment_labels = {}
+        session = AnnotationSession(volume)
+        session.overlap = OverlapRule(self.settings.overlap)
+        if self.session is not None:
+            self.session.dirty_changed.disconnect(self._on_dirty)
+            self.session.history_changed.disconnect(self._update_actions)
+        self.session = session
+        session.dirty_changed.connect(self._on_dirty)
+        session.history_changed.connect(self._update_actions)
+        self.worker.set_volume(volume)
+        if self.view.orientation != "axial":
+            self.set_orientation("axial")
+        self.view.set_session(session)
+        self.labels_panel.set_session(session)
+        self._update_title()
+        self._update_actions()
+        name = volume.source_path.name if volume.source_path else "image"
+        d, h, w = volume.shape_zyx
+        self.statusBar().showMessage(f"Opened {name}: {w}x{h}x{d} {volume.modality}", 5000)  # type: ignore[union-attr]
+        self.worker.encode(self.view.axial_z)
+
+    def _choose_series(self, series: list[DicomSeriesInfo]) -> DicomSeriesInfo | None:
+        QApplication.restoreOverrideCursor()
+        try:
+            return self._ask_series(series)
+        finally:
+            QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+
+    def _ask_series(self, series: list[DicomSeriesInfo]) -> DicomSeriesInfo | None:
+        items = [f"{s.modality} {s.description or '(no description)'} - {s.n_files} files" for s in series]
+        item, ok = QInputDialog.getItem(self, "Choose a series", "This folder holds several series:", items, 0, False)
+        return series[items.index(item)] if ok else None
+
+    def open_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open image", self._last_dir(), files.IMAGE_FILTER)
+        if path:
+            self.open_path(path)
+
+    def open_dicom_dialog(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open DICOM folder", self._last_dir())
+        if path:
+            self.open_path(path)
+
+    def open_sample(self, key: str) -> bool:
+        from ..samples import SampleNotAvailableError, get_sample
+
+        try:
+            sample = get_sample(key)
+            path = sample.path()
+        except (SampleNotAvailableError, KeyError) as exc:
+            dialogs.show_error(self, "Sample not available", str(exc))
+            return False
+        if not self.open_path(path):
+            return False
+        self.view.last_box = (self.view.axial_z, np.asarray(sample.box, dtype=np.float64))
+        self.view.refresh()
+        self.statusBar().showMessage(f"Sample: press Enter to segment the {sample.target} in the suggested box")  # type: ignore[union-attr]
+        return True
+
+    def _fill_samples(self) -> None:
+        from ..samples import list_samples
+
+        self.samples_menu.clear()
+        for sample in list_samples():
+            self.samples_menu.addAction(sample.title, lambda _=False, k=sample.key: self.open_sample(k))
+
+    def open_mask_dialog(self) -> None:
+        if self.session is None:
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Open mask", self._last_dir(), files.IMAGE_FILTER)
+        if path:
+            self.open_mask(path)
+
+    def open_mask(self, path: str | Path) -> bool:
+        if self.session is None:
+            return False
+        try:
+            files.load_mask(self.session, path)
+        except MedSAMIOError as exc:
+            dialogs.show_error(self, "Cannot open mask", str(exc))
+            return False
+        except ValueError as exc:
+            dialogs.show_error(self, "Cannot open mask", f"Cannot open '{Path(path).name}': {exc}")
+            return False
+        return True
+
+    # --- recent files ----------------------------------------------------------------------------
+    def recent_files(self) -> list[str]:
+        value = self.store.value("recent/files", [])
+        return [str(v) for v in (value if isinstance(value, list) else [value]) if v]
+
+    def _add_recent(self, path: str) -> None:
+        path = str(Path(path).resolve())
+        recent = [path, *(p for p in self.recent_files() if p != path)][:MAX_RECENT]
+        self.store.setValue("recent/files", recent)
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        for path in self.recent_files():
+            self.recent_menu.addAction(path, lambda _=False, p=path: self.open_path(p))
+        if not self.recent_files():
+            self.recent_menu.addAction("(none)").setEnabled(False)  # type: ignore[union-attr]
+
+    def _last_dir(self) -> str:
+        recent = self.recent_files()
+        return str(Path(recent[0]).parent) if recent else str(Path.home())
+
+    # --- saving ----------------------------------------------------------------------------------
+    def save_dialog(self) -> bool:
+        if self.session is None:
+            return False
+        default = files.default_labels_path(self.session.volume)
+        filters = "NIfTI (*.nii.gz *.nii)" + (";;PNG (*.png)" if self.session.shape[0] == 1 else "")
+        path, _ = QFileDialog.getSaveFileName(self, "Save labels", str(default), filters)
+        if path and not path.lower().endswith((".nii.gz", ".nii", ".png")):
+            path += ".nii.gz"
+        return self.save_labels(path) if path else False
+
+    def save_labels(self, path: str | Path) -> bool:
+        if self.session is None:
+            return False
+        try:
+            saved = files.save_labels(self.session, path)
+        except MedSAMIOError as exc:
+            dialogs.show_error(self, "Cannot save", str(exc))
+            return False
+        self.statusBar().showMessage(f"Saved {saved.name}", 5000)  # type: ignore[union-attr]
+        return True
+
+    def maybe_discard(self) -> bool:
+        """True when there is no unsaved work, or the user saved or discarded it."""
+        if self.session is None or not self.session.dirty:
+            return True
+        answer = dialogs.ask_save_changes(self)
+        if answer == "save":
+            return self.save_dialog()
+        return answer == "discard"
+
+    # --- segmentation ----------------------------------------------------------------------------
+    def _on_slice_changed(self, _index: int) -> None:
+        if self.session is not None and self.view.orientation == "axial":
+            self.worker.encode(self.view.axial_z)
+
+    def _on_box(self, z: int, box: np.ndarray) -> None:
+        if self.session is None:
+            return
+        label = self.session.ensure_active_label()
+        req = self.worker.segment(z, box)
+        self._segment_labels = {req: label}
+        self.statusBar().showMessage("Segmenting…")  # type: ignore[union-attr]
+
+    def segment_last_box(self) -> None:
+        """Run the model on the box shown on the current slice (e.g. a sample's suggested box)."""
+        box = self.view.last_box
+        if box is not None and self.view.orientation == "axial" and box[0] == self.view.axial_z:
+            self._on_box(*box)
+
+    def _on_mask_ready(self, req_id: int, z: int, mask: np.ndarray) -> None:
+        label = self._segment_labels.pop(req_id, None)
+        if self.session is None or label is None or label not in self.session.table:
+            return
+        if self.view.orientation != "axial" or self.view.axial_z != z:
+            self.statusBar().showMessage("Result discarded: the slice changed", 3000)  # type: ignore[union-attr]
+            return
+        self.session.apply_mask(z, mask, label)
+        self.statusBar().showMessage(f"Segmented slice {z}", 3000)  # type: ignore[union-attr]
+
+    def _on_failed(self, req_id: int, message: str) -> None:
+        if self._propagation is not None and self._propagation[0] == req_id:
+            self._propagation = None
+            self.view.clear_preview()
+        self._end_propagation_ui()
+        self.statusBar().showMessage(message, 8000)  # type: ignore[union-attr]
+        if message.startswith("No segmentation model"):
+            self.model_label.setText("model: unavailable")
+            if not self._model_error_shown:
+                self._model_error_shown = True
+                dialogs.show_error(self, "Model not available", message + " Viewing and editing still work.")
+
+    def propagate_dialog(self) -> None:
+        if self.session is None or self.session.shape[0] < 2 or self._propagation is not None:
+            return
+        if self.view.last_box is None:
+            dialogs.show_error(self, "Propagate", "Draw a box on a slice first, then propagate it.")
+            return
+        z = self.view.last_box[0]
+        answer = dialogs.ask_propagation_range(self, z, self.session.shape[0])
+        if answer is not None:
+            self.propagate(*answer)
+
+    def propagate(self, below: int, above: int) -> int | None:
+        """Propagate the last box from its slice ``below`` slices down and ``above`` up (one undo step)."""
+        if self.session is None or self.view.last_box is None or self._propagation is not None:
+            return None
+        z, box = self.view.last_box
+        label = self.session.ensure_active_label()
+        req = self.worker.propagate(z, box, below, above)
+        self._propagation = (req, label)
+        self.progress.setRange(0, below + above + 1)
+        self.progress.setValue(0)
+        self.progress.show()
+        self.cancel_button.show()
+        self.act_propagate.setEnabled(False)
+        return req
+
+    def _on_progress(self, _req: int, done: int, total: int) -> None:
+        self.progress.setRange(0, total)
+        self.progress.setValue(done)
+
+    def _on_propagated_slice(self, _req: int, z: int, mask: np.ndarray) -> None:
+        if self._propagation is not None:
+            self.view.set_preview(z, mask, self._propagation[1])
+
+    def _on_propagation_finished(self, req: int, z0: int, mask: np.ndarray, cancelled: bool) -> None:
+        prop, self._propagation = self._propagation, None
+        self._end_propagation_ui()
+        self.view.clear_preview()
+        if self.session is None or prop is None or prop[0] != req or prop[1] not in self.session.table:
+            return
+        self.session.apply_volume_mask(mask, prop[1], z0)
+        done = int(mask.any(axis=(1, 2)).sum())
+        text = f"Propagation {'cancelled' if cancelled else 'done'}: {done} slices segmented (Ctrl+Z undoes)"
+        self.statusBar().showMessage(text, 8000)  # type: ignore[union-attr]
+
+    def _end_propagation_ui(self) -> None:
+        if self._propagation is None:
+            self.progress.hide()
+            self.cancel_button.hide()
+            self._update_actions()
+
+    # --- editing ---------------------------------------------------------------------------------
+    def undo(self) -> None:
+        if self.session is not None and self._propagation is None:
+            self.session.undo()
+
+    def redo(self) -> None:
+        if self.session is not None and self._propagation is None:
+            self.session.redo()
+
+    def new_label(self) -> None:
+        if self.session is not None:
+            self.session.add_label()
+
+    def fill_holes(self) -> None:
+        if self.session is not None and self.session.active_label:
+            self.session.fill_holes(self.view.axial_z)
+
+    def clear_slice(self) -> None:
+        if self.session is not None:
+            self.session.clear_slice(self.view.axial_z, self.session.active_label or None)
+
+    def clear_label(self) -> None:
+        if self.session is not None and self.session.active_label:
+            self.session.clear_label(self.session.active_label)
+
+    def set_tool(self, tool: Tool) -> None:
+        self.view.tool = tool
+        self.tool_actions[tool].setChecked(True)
+
+    def set_brush_radius(self, radius: float) -> None:
+        self.view.brush_radius = float(min(max(radius, 1.0), 100.0))
+        self.statusBar().showMessage(f"Brush radius {self.view.brush_radius:g} px", 2000)  # type: ignore[union-attr]
+
+    def set_orientation(self, orientation: str) -> None:
+        self.orientation_actions[orientation].setChecked(True)
+        self.view.set_orientation(orientation)
+        self._update_actions()
+
+    def auto_window(self) -> None:
+        if self.session is not None:
+            vol = self.session.volume
+            self.view.set_window(*auto_window(vol.array, "MR" if vol.modality == "CT" else vol.modality))
+
+    def settings_dialog(self) -> None:
+        dialog = SettingsDialog(self.settings, self)
+        if dialog.exec():
+            self.apply_settings(dialog.result_settings())
+
+    def apply_settings(self, new: AppSettings) -> None:
+        old, self.settings = self.settings, new
+        new.save(self.store)
+        self.worker.cache.set_max_bytes(new.cache_mb * 2**20)
+        if self.session is not None:
+            self.session.overlap = OverlapRule(new.overlap)
+        if (old.model, old.threads) != (new.model, new.threads) and self._custom_factory is None:
+            self._model_error_shown = False
+            self.model_label.setText("model: not loaded")
+            self.worker.set_backend_factory(self._factory())
+
+    # --- state display ---------------------------------------------------------------------------
+    def _on_dirty(self, _dirty: bool) -> None:
+        self._update_title()
+
+    def _update_title(self) -> None:
+        name = ""
+        if self.session is not None:
+            src = self.session.volume.source_path
+            name = (src.name if src else "image") + "[*] — "
+        self.setWindowTitle(f"{name}MedSAM Desktop")
+        self.setWindowModified(bool(self.session and self.session.dirty))
+
+    def _update_actions(self) -> None:
+        has = self.session is not None
+        busy = self._propagation is not None
+        axial = self.view.orientation == "axial"
+        for act in (self.act_save, self.act_open_mask, self.act_new_label, self.act_fill, self.act_clear_slice,
+                    self.act_clear_label):  # fmt: skip
+            act.setEnabled(has and not busy)
+        self.act_undo.setEnabled(has and not busy and self.session.history.can_undo)  # type: ignore[union-attr]
+        self.act_redo.setEnabled(has and not busy and self.session.history.can_redo)  # type: ignore[union-attr]
+        self.act_propagate.setEnabled(has and not busy and axial and self.session.shape[0] > 1)  # type: ignore[union-attr]
+        self.act_cancel.setEnabled(busy)
+
+    # --- drag and drop, closing ------------------------------------------------------------------
+    def dragEnterEvent(self, ev: QDragEnterEvent | None) -> None:  # noqa: N802 - Qt override
+        assert ev is not None
+        mime = ev.mimeData()
+        if mime is not None and mime.hasUrls():
+            ev.acceptProposedAction()
+
+    def dropEvent(self, ev: QDropEvent | None) -> None:  # noqa: N802
+        assert ev is not None
+        mime = ev.mimeData()
+        urls = [u.toLocalFile() for u in mime.urls()] if mime is not None else []
+        urls = [u for u in urls if u]
+        if urls:
+            ev.acceptProposedAction()
+            QTimer.singleShot(0, lambda: self.open_path(urls[0]))
+
+    def closeEvent(self, ev: QCloseEvent | None) -> None:  # noqa: N802
+        assert ev is not None
+        if not self.maybe_discard():
+            ev.ignore()
+            return
+        self._closing = True
+        self.worker.shutdown()
+        ev.accept()

@@ -1,0 +1,103 @@
+"""Application settings (model, threads, embedding cache, overlap rule) stored with QSettings."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from PyQt6.QtCore import QSettings
+from PyQt6.QtWidgets import QComboBox, QDialog, QDialogButtonBox, QFormLayout, QSpinBox, QWidget
+
+from ..core.annotation import OverlapRule
+
+log = logging.getLogger(__name__)
+
+ORGANIZATION = "MedSAM"
+APPLICATION = "MedSAM Desktop"
+
+
+def qsettings() -> QSettings:
+    return QSettings(ORGANIZATION, APPLICATION)
+
+
+@dataclass
+class AppSettings:
+    model: str = "auto"  # "auto", "repvit_m0_6" (bundled student) or "litemedsam" (teacher, accurate)
+    threads: int = 0  # 0 = let torch decide
+    cache_mb: int = 256
+    overlap: str = OverlapRule.OVERWRITE.value
+
+    @classmethod
+    def load(cls, store: QSettings | None = None) -> AppSettings:
+        s = store or qsettings()
+        d = cls()
+        try:
+            return cls(
+                model=str(s.value("model/name", d.model)),
+                threads=int(s.value("model/threads", d.threads)),
+                cache_mb=int(s.value("model/cache_mb", d.cache_mb)),
+                overlap=OverlapRule(str(s.value("edit/overlap", d.overlap))).value,
+            )
+        except (TypeError, ValueError):
+            log.warning("ignoring invalid stored settings")
+            return d
+
+    def save(self, store: QSettings | None = None) -> None:
+        s = store or qsettings()
+        s.setValue("model/name", self.model)
+        s.setValue("model/threads", self.threads)
+        s.setValue("model/cache_mb", self.cache_mb)
+        s.setValue("edit/overlap", self.overlap)
+        s.sync()
+
+
+def available_models() -> list[tuple[str, str]]:
+    """(name, title) of the models the user can pick (the checks only look for files)."""
+    from ..model.checkpoint import student_checkpoint_path, teacher_checkpoint_path
+
+    out = [("auto", "Automatic (bundled student, else LiteMedSAM)")]
+    if student_checkpoint_path() is not None:
+        out.append(("repvit_m0_6", "Bundled student (fast)"))
+    if teacher_checkpoint_path() is not None:
+        out.append(("litemedsam", "LiteMedSAM teacher (accurate, slower)"))
+    return out
+
+
+class SettingsDialog(QDialog):
+    def __init__(self, settings: AppSettings, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Settings")
+        self.model = QComboBox()
+        for name, title in available_models():
+            self.model.addItem(title, name)
+        index = self.model.findData(settings.model)
+        self.model.setCurrentIndex(max(index, 0))
+        self.threads = QSpinBox()
+        self.threads.setRange(0, 64)
+        self.threads.setSpecialValueText("automatic")
+        self.threads.setValue(settings.threads)
+        self.cache = QSpinBox()
+        self.cache.setRange(0, 16384)
+        self.cache.setSuffix(" MB")
+        self.cache.setValue(settings.cache_mb)
+        self.overlap = QComboBox()
+        self.overlap.addItem("New masks overwrite other labels", OverlapRule.OVERWRITE.value)
+        self.overlap.addItem("New masks only fill background", OverlapRule.BACKGROUND.value)
+        self.overlap.setCurrentIndex(max(self.overlap.findData(settings.overlap), 0))
+        form = QFormLayout(self)
+        form.addRow("Model", self.model)
+        form.addRow("CPU threads", self.threads)
+        form.addRow("Embedding cache", self.cache)
+        form.addRow("Overlap", self.overlap)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+    def result_settings(self) -> AppSettings:
+        return AppSettings(
+            model=str(self.model.currentData()),
+            threads=self.threads.value(),
+            cache_mb=self.cache.value(),
+            overlap=str(self.overlap.currentData()),
+        )

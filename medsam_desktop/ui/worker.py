@@ -1,0 +1,395 @@
+"""Inference off the GUI thread: a QObject living in a QThread runs encode / decode / propagation.
+
+Requests carry increasing ids; an interactive request (encode, segment) that is no longer the newest when the
+worker reaches it is skipped, and results whose id is stale are dropped before they reach the window. When the
+worker is idle it prefetches the embeddings of the neighbouring slices. The model is loaded lazily, on the
+worker thread, at the first request.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+
+import numpy as np
+from PyQt6.QtCore import QObject, QThread, QTimer, pyqtSignal, pyqtSlot
+
+from ..core.backend import InferenceBackend
+from ..core.cache import EmbeddingCache
+from ..core.intensity import percentile_range, to_display_uint8, window
+from ..core.predictor import Embedding, Predictor
+from ..core.propagation import PropagationCancelled, propagate_boxes
+from ..io import Volume
+
+log = logging.getLogger(__name__)
+
+BackendFactory = Callable[[], InferenceBackend]
+
+
+def default_backend_factory(model: str = "auto", threads: int = 0) -> BackendFactory:
+    """A factory loading the named model (``auto``: bundled student, else the installed teacher)."""
+
+    def factory() -> InferenceBackend:
+        from ..core.backend import load_backend
+        from ..model.checkpoint import default_model_name
+
+        name = default_model_name() if model == "auto" else model
+        return load_backend(name, threads=threads or None)
+
+    return factory
+
+
+class ModelInput:
+    """A volume mapped lazily, slice by slice, to the uint8 display range the model expects.
+
+    CT uses the soft-tissue window, other modalities the 0.5-99.5 percentile range of the whole volume
+    (computed once), 8-bit data passes through. Quacks like a (D, H, W[, 3]) array for ``propagate_boxes``.
+    """
+
+    def __init__(self, volume: Volume, keep: int = 16) -> None:
+        self.volume = volume
+        self.shape = volume.array.shape
+        self._range: tuple[float, float] | None = None
+        self._slices: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._keep = keep
+
+    def __len__(self) -> int:
+        return int(self.shape[0])
+
+    def __getitem__(self, z: int) -> np.ndarray:
+        z = int(z)
+        hit = self._slices.get(z)
+        if hit is not None:
+            self._slices.move_to_end(z)
+            return hit
+        out = self._convert(self.volume.array[z])
+        self._slices[z] = out
+        while len(self._slices) > self._keep:
+            self._slices.popitem(last=False)
+        return out
+
+    def _convert(self, sl: np.ndarray) -> np.ndarray:
+        if sl.dtype == np.uint8 or sl.dtype == np.bool_ or self.volume.modality == "CT":
+            return to_display_uint8(sl, self.volume.modality)
+        if self._range is None:
+            self._range = percentile_range(self.volume.array)
+        lo, hi = self._range
+        out = window(np.nan_to_num(sl.astype(np.float32), nan=lo), (lo + hi) / 2, hi - lo)
+        out[sl == 0] = 0
+        return out
+
+
+@dataclass
+class _Shared:
+    """State shared by the GUI thread and the worker (ints under a lock)."""
+
+    latest: int = 0  # newest interactive request id
+    pending: int = 0  # requests posted and not yet started
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add_pending(self, n: int) -> None:
+        with self.lock:
+            self.pending += n
+
+
+class _Worker(QObject):
+    """Lives in the worker thread; slots are invoked through queued signals from :class:`SegmentationWorker`."""
+
+    mask_ready = pyqtSignal(int, int, object)  # id, z, mask (H, W) bool
+    encoded = pyqtSignal(int, int)  # id, z
+    progress = pyqtSignal(int, int, int)  # id, done, total
+    slice_done = pyqtSignal(int, int, object)  # id, z, mask (H, W) bool
+    propagation_finished = pyqtSignal(int, int, object, bool)  # id, z0, mask (K, H, W) bool, cancelled
+    model_loaded = pyqtSignal(str)
+    failed = pyqtSignal(int, str)  # id, one-line message
+
+    def __init__(self, factory: BackendFactory, cache: EmbeddingCache, shared: _Shared, prefetch: int) -> None:
+        super().__init__()
+        self._factory = factory
+        self._cache = cache
+        self._shared = shared
+        self._prefetch_radius = prefetch
+        self._predictor: Predictor | None = None
+        self._model_error: str | None = None
+        self._input: ModelInput | None = None
+        self._key: Hashable = None
+        self._prefetch: deque[int] = deque()
+
+    # --- helpers ---------------------------------------------------------------------------------
+    def _start(self) -> None:
+        self._shared.add_pending(-1)
+
+    def _stale(self, req_id: int) -> bool:
+        return req_id < self._shared.latest
+
+    def _predictor_or_fail(self, req_id: int) -> Predictor | None:
+        if self._predictor is None and self._model_error is None:
+            try:
+                backend = self._factory()
+                self._predictor = Predictor(backend, self._cache)
+                self.model_loaded.emit(str(getattr(backend, "name", "model")))
+            except Exception as exc:  # any load failure becomes one line for the user
+                log.exception("model could not be loaded")
+                self._model_error = _one_line(exc)
+        if self._predictor is None:
+            if req_id >= 0:
+                self.failed.emit(req_id, f"No segmentation model: {self._model_error}")
+            return None
+        return self._predictor
+
+    def _encode(self, predictor: Predictor, z: int) -> Embedding:
+        assert self._input is not None
+        return predictor.encode(self._input[z], key=(self._key, z))
+
+    def _schedule_prefetch(self, z: int) -> None:
+        if self._input is None or not self._prefetch_radius:
+            return
+        depth = len(self._input)
+        near = [z + s * r for r in range(1, self._prefetch_radius + 1) for s in (1, -1)]
+        self._prefetch = deque(n for n in near if 0 <= n < depth)
+        QTimer.singleShot(0, self._prefetch_one)
+
+    @pyqtSlot()
+    def _prefetch_one(self) -> None:
+        if self._shared.pending > 0 or not self._prefetch or self._predictor is None or self._input is None:
+            return  # a new request is waiting (it reschedules), or nothing to do
+        z = self._prefetch.popleft()
+        if self._predictor.cached(self._input.shape[1:3], (self._key, z)) is None:
+            try:
+                self._encode(self._predictor, z)
+            except Exception:  # prefetch is best effort
+                log.exception("prefetch of slice %d failed", z)
+                self._prefetch.clear()
+                return
+        if self._prefetch:
+            QTimer.singleShot(0, self._prefetch_one)
+
+    # --- slots -----------------------------------------------------------------------------------
+    @pyqtSlot(object, object)
+    def set_volume(self, key: Hashable, volume: Volume | None) -> None:
+        self._start()
+        self._key = key
+        self._input = None if volume is None else ModelInput(volume)
+        self._prefetch.clear()
+
+    @pyqtSlot(object)
+    def set_factory(self, factory: BackendFactory) -> None:
+        self._start()
+        self._factory, self._predictor, self._model_error = factory, None, None
+
+    @pyqtSlot(int, int)
+    def encode(self, req_id: int, z: int) -> None:
+        self._start()
+        if self._stale(req_id) or self._input is None:
+            return
+        predictor = self._predictor_or_fail(-1)  # slice changes never nag about a missing model
+        if predictor is None:
+            return
+        try:
+            self._encode(predictor, z)
+        except Exception as exc:
+            log.exception("encode failed")
+            self.failed.emit(req_id, _one_line(exc))
+            return
+        self.encoded.emit(req_id, z)
+        self._schedule_prefetch(z)
+
+    @pyqtSlot(int, int, object)
+    def segment(self, req_id: int, z: int, box: np.ndarray) -> None:
+        self._start()
+        if self._stale(req_id) or self._input is None:
+            log.debug("skipping stale segment request %d", req_id)
+            return
+        predictor = self._predictor_or_fail(req_id)
+        if predictor is None:
+            return
+        try:
+            pred = predictor.decode(self._encode(predictor, z), np.asarray(box, dtype=np.float64))
+        except Exception as exc:  # InvalidBoxError and friends: one line
+            log.info("segment failed: %s", exc)
+            self.failed.emit(req_id, _one_line(exc))
+            return
+        self.mask_ready.emit(req_id, z, pred.masks[0])
+        self._schedule_prefetch(z)
+
+    @pyqtSlot(int, int, object, int, int, object)
+    def propagate(self, req_id: int, zc: int, box: np.ndarray, below: int, above: int, cancel: object) -> None:
+        self._start()
+        predictor = self._predictor_or_fail(req_id)
+        if predictor is None or self._input is None:
+            return
+        user_cancel: threading.Event = cancel  # type: ignore[assignment]
+        depth = len(self._input)
+        above, below = max(0, min(above, depth - 1 - zc)), max(0, min(below, zc))
+        total, done = above + below + 1, 0
+        out = np.zeros((total, *self._input.shape[1:3]), bool)
+        z0 = zc - below
+        cancelled = False
+
+        def on_slice(z: int, sl: np.ndarray) -> None:
+            nonlocal done
+            out[z - z0] = sl > 0
+            done += 1
+            self.slice_done.emit(req_id, z, out[z - z0].copy())
+            self.progress.emit(req_id, done, total)
+
+        boxes3d = np.array([[box[0], box[1], z0, box[2], box[3], zc + above]], dtype=np.float64)
+        try:
+            propagate_boxes(predictor, self._input, boxes3d, volume_key=self._key, cancel=user_cancel,  # type: ignore[arg-type]
+                            on_slice=on_slice, start_slices=[zc])
+        except PropagationCancelled:
+            cancelled = True
+        except Exception as exc:
+            log.exception("propagation failed")
+            self.failed.emit(req_id, _one_line(exc))
+            return
+        self.propagation_finished.emit(req_id, z0, out, cancelled)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) < 300 else text[:297] + "..."
+
+
+class SegmentationWorker(QObject):
+    """GUI-side handle: posts requests to the worker thread and forwards only current results."""
+
+    mask_ready = pyqtSignal(int, int, object)
+    encoded = pyqtSignal(int, int)
+    progress = pyqtSignal(int, int, int)
+    slice_done = pyqtSignal(int, int, object)
+    propagation_finished = pyqtSignal(int, int, object, bool)
+    model_loaded = pyqtSignal(str)
+    failed = pyqtSignal(int, str)
+
+    _post_volume = pyqtSignal(object, object)
+    _post_factory = pyqtSignal(object)
+    _post_encode = pyqtSignal(int, int)
+    _post_segment = pyqtSignal(int, int, object)
+    _post_propagate = pyqtSignal(int, int, object, int, int, object)
+
+    def __init__(
+        self,
+        factory: BackendFactory | None = None,
+        cache_bytes: int = 256 * 2**20,
+        prefetch: int = 2,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.cache = EmbeddingCache(cache_bytes, fp16=True)
+        self._shared = _Shared()
+        self._ids = itertools.count(1)
+        self._propagation_id = 0
+        self._cancel: threading.Event | None = None
+        self._volume_ids = itertools.count(1)
+        self.volume_key: Hashable = None
+        self._thread = QThread()
+        self._thread.setObjectName("medsam-worker")
+        self._worker = _Worker(factory or default_backend_factory(), self.cache, self._shared, prefetch)
+        self._worker.moveToThread(self._thread)
+        self._post_volume.connect(self._worker.set_volume)
+        self._post_factory.connect(self._worker.set_factory)
+        self._post_encode.connect(self._worker.encode)
+        self._post_segment.connect(self._worker.segment)
+        self._post_propagate.connect(self._worker.propagate)
+        self._worker.mask_ready.connect(self._on_mask)
+        self._worker.encoded.connect(self._on_encoded)
+        self._worker.progress.connect(self._on_progress)
+        self._worker.slice_done.connect(self._on_slice)
+        self._worker.propagation_finished.connect(self._on_finished)
+        self._worker.model_loaded.connect(self.model_loaded)
+        self._worker.failed.connect(self.failed)
+        self._thread.start()
+
+    # --- requests --------------------------------------------------------------------------------
+    @property
+    def latest_id(self) -> int:
+        return self._shared.latest
+
+    @property
+    def thread(self) -> QThread:
+        return self._thread
+
+    def _next_interactive(self) -> int:
+        req_id = next(self._ids)
+        self._shared.latest = req_id
+        self._shared.add_pending(1)
+        return req_id
+
+    def set_volume(self, volume: Volume | None) -> Hashable:
+        """Switch to a new image; drops the embeddings of the previous one. Returns the cache key."""
+        key = (next(self._volume_ids), str(volume.source_path) if volume is not None else "")
+        self.volume_key = key
+        self.cache.discard(lambda k: not (isinstance(k, tuple) and len(k) == 2 and isinstance(k[1], tuple)
+                                          and k[1][0] == key))  # fmt: skip
+        self._shared.latest = next(self._ids)  # everything queued for the old image is stale
+        self._shared.add_pending(1)
+        self._post_volume.emit(key, volume)
+        return key
+
+    def set_backend_factory(self, factory: BackendFactory) -> None:
+        """Use another model (loaded lazily at the next request)."""
+        self.cache.discard()
+        self._shared.add_pending(1)
+        self._post_factory.emit(factory)
+
+    def encode(self, z: int) -> int:
+        req_id = self._next_interactive()
+        self._post_encode.emit(req_id, int(z))
+        return req_id
+
+    def segment(self, z: int, box: np.ndarray) -> int:
+        req_id = self._next_interactive()
+        self._post_segment.emit(req_id, int(z), np.asarray(box, dtype=np.float64).copy())
+        return req_id
+
+    def propagate(self, z: int, box: np.ndarray, below: int, above: int) -> int:
+        req_id = next(self._ids)
+        self._propagation_id = req_id
+        self._cancel = threading.Event()
+        self._shared.add_pending(1)
+        self._post_propagate.emit(req_id, int(z), np.asarray(box, np.float64).copy(), below, above, self._cancel)
+        return req_id
+
+    def cancel(self) -> None:
+        """Stop the running propagation between slices (it returns what was finished)."""
+        if self._cancel is not None:
+            self._cancel.set()
+
+    def shutdown(self, timeout_ms: int = 10000) -> bool:
+        """Cancel, stop the thread and wait for it; True when it finished in time."""
+        self.cancel()
+        self._shared.latest = next(self._ids)
+        self._thread.quit()
+        ok = self._thread.wait(timeout_ms)
+        if not ok:
+            log.warning("worker thread did not stop within %d ms", timeout_ms)
+        return bool(ok)
+
+    # --- results (GUI thread) --------------------------------------------------------------------
+    def _on_mask(self, req_id: int, z: int, mask: np.ndarray) -> None:
+        if req_id != self._shared.latest:
+            log.debug("dropping stale mask %d (latest %d)", req_id, self._shared.latest)
+            return
+        self.mask_ready.emit(req_id, z, mask)
+
+    def _on_encoded(self, req_id: int, z: int) -> None:
+        if req_id == self._shared.latest:
+            self.encoded.emit(req_id, z)
+
+    def _on_progress(self, req_id: int, done: int, total: int) -> None:
+        if req_id == self._propagation_id:
+            self.progress.emit(req_id, done, total)
+
+    def _on_slice(self, req_id: int, z: int, mask: np.ndarray) -> None:
+        if req_id == self._propagation_id:
+            self.slice_done.emit(req_id, z, mask)
+
+    def _on_finished(self, req_id: int, z0: int, mask: np.ndarray, cancelled: bool) -> None:
+        if req_id == self._propagation_id:
+            self._cancel = None
+            self.propagation_finished.emit(req_id, z0, mask, cancelled)
