@@ -15,6 +15,8 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+DECODE_CHUNK = 16
+
 
 class InferenceBackend(Protocol):
     name: str
@@ -48,12 +50,18 @@ class TorchBackend:
         return out.contiguous().numpy()
 
     def decode(self, embedding: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes are decoded in chunks of ``DECODE_CHUNK``: each box carries its own copy of the 64x64x256
+        image tokens through the two-way transformer, so one big batch would cost ~25 MB per box."""
         torch = self._torch
         emb = torch.from_numpy(np.ascontiguousarray(embedding, dtype=np.float32))
         b = torch.from_numpy(np.asarray(boxes, dtype=np.float32).reshape(-1, 4))
+        logits, ious = [], []
         with self._lock, torch.inference_mode():
-            logits, iou = self.model.decode(emb, b)
-        return logits[:, 0].numpy(), iou[:, 0].numpy()
+            for start in range(0, max(len(b), 1), DECODE_CHUNK):
+                lg, iou = self.model.decode(emb, b[start : start + DECODE_CHUNK])
+                logits.append(lg[:, 0].numpy())
+                ious.append(iou[:, 0].numpy())
+        return np.concatenate(logits), np.concatenate(ious)
 
 
 def load_backend(model_name: str, weights: str | None = None, threads: int | None = None) -> TorchBackend:
