@@ -41,6 +41,7 @@ from medsam_desktop.cli.common import (
     setup_logging,
 )
 from medsam_desktop.core.metrics import evaluate_case
+from medsam_desktop.io.atomic import atomic_write
 
 PROG = "medsam-eval"
 log = logging.getLogger("medsam_desktop.cli.evaluate")  # not __name__: may run as __main__
@@ -155,8 +156,9 @@ def summary_table(results: Sequence[CaseResult]) -> str:
 
 
 def write_csv(path: Path, results: Sequence[CaseResult]) -> None:
-    """One row per case (columns :data:`CSV_FIELDS`); metrics with 6 decimals."""
-    with path.open("w", newline="", encoding="utf-8") as handle:
+    """One row per case (columns :data:`CSV_FIELDS`); metrics with 6 decimals. Atomic: a failed write
+    leaves any previous file intact."""
+    with atomic_write(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(CSV_FIELDS)
         for r in results:

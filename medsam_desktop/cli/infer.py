@@ -13,7 +13,16 @@ from ..core.challenge import segment_challenge_case
 from ..io import MedSAMIOError, read_challenge_npz, write_challenge_segs
 from ..io.atomic import atomic_write
 from ..model.checkpoint import InvalidCheckpointError, ModelNotAvailableError
-from .common import EXIT_FAILURE, EXIT_OK, add_common_arguments, parse_args, progress, report_error, setup_logging
+from .common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    add_common_arguments,
+    describe_exception,
+    parse_args,
+    progress,
+    report_error,
+    setup_logging,
+)
 from .model_options import add_model_arguments, predictor_from_args
 
 PROG = "medsam-infer"
@@ -48,13 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     if not cases:
         return fail(f"no .npz cases in {args.input}")
     try:
-        args.output.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        return fail(f"cannot create output folder {args.output}: {exc.strerror}")
-    try:
         predictor = predictor_from_args(args)
     except (ModelNotAvailableError, InvalidCheckpointError) as exc:
         return fail(str(exc))
+    try:  # only once the model is loaded: a bad --weights leaves nothing behind
+        args.output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return fail(f"cannot create output folder {args.output}: {exc.strerror}")
     log.info("model %s, %d cases", predictor.backend.name, len(cases))
 
     rows, n_failed = [], 0
@@ -68,12 +77,20 @@ def main(argv: list[str] | None = None) -> int:
             n_failed += 1
             report_error(PROG, f"{path.name}: {exc}")
             continue
+        except Exception as exc:  # unexpected (e.g. out of memory): keep the batch going, traceback with -v
+            n_failed += 1
+            log.debug("%s failed", path.name, exc_info=True)
+            report_error(PROG, f"{path.name}: {describe_exception(exc)}")
+            continue
         seconds = time.perf_counter() - t0
         rows.append((path.name, f"{seconds:.3f}", len(case.boxes)))
-    with atomic_write(args.output / "timing.csv") as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["case", "seconds", "n_boxes"])
-        writer.writerows(rows)
+    try:
+        with atomic_write(args.output / "timing.csv") as tmp, open(tmp, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["case", "seconds", "n_boxes"])
+            writer.writerows(rows)
+    except OSError as exc:
+        return fail(f"cannot write {args.output / 'timing.csv'}: {describe_exception(exc)}")
     log.info("%d cases done, %d failed", len(rows), n_failed)
     return EXIT_FAILURE if n_failed else EXIT_OK
 

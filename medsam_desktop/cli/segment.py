@@ -21,7 +21,15 @@ from ..core.propagation import propagate_boxes, segment_slice
 from ..io import MedSAMIOError, Volume, read_image, write_labels_nifti, write_mask_png
 from ..model.checkpoint import InvalidCheckpointError, ModelNotAvailableError
 from ..samples import SampleNotAvailableError, get_sample, list_samples
-from .common import EXIT_FAILURE, EXIT_OK, add_common_arguments, parse_args, report_error, setup_logging
+from .common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    add_common_arguments,
+    describe_exception,
+    parse_args,
+    report_error,
+    setup_logging,
+)
 from .model_options import add_model_arguments, predictor_from_args
 
 PROG = "medsam-segment"
@@ -127,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         return run(args)
     except EXPECTED_ERRORS as exc:
         return fail(str(exc))
+    except Exception as exc:  # unexpected: still one line (traceback with -v), never a half-written file
+        log.debug("unexpected failure", exc_info=True)
+        return fail(describe_exception(exc))
 
 
 if __name__ == "__main__":

@@ -376,6 +376,29 @@ class AnnotationSession:
             self.set_active_label(self.table.ids()[0])
         return changed
 
+    def restore_state(
+        self, labels: np.ndarray, table: LabelTable, active: int = 0, description: str = "Restore autosave"
+    ) -> bool:
+        """Replace the label map and the whole label table (names, colours, display) as one undo step."""
+        labels = np.asarray(labels)
+        if labels.shape != self.shape:
+            raise ValueError(f"labels shape {labels.shape} does not match the image {self.shape}")
+        self._ensure_dtype(max([int(labels.max()) if labels.size else 0, *table.ids()]))
+
+        def swap_table() -> None:
+            for lid in self.table.ids():
+                self.table.remove(lid)
+            for lb in table:
+                self.table.add(lb.name, lb.color, label_id=lb.id)
+                mine = self.table.get(lb.id)
+                mine.visible, mine.opacity = lb.visible, lb.opacity
+
+        region: Region = (slice(0, self.shape[0]), slice(None), slice(None))
+        changed = self._edit(region, lambda v: v.__setitem__(Ellipsis, labels), description, table_fn=swap_table)
+        self._active = -1
+        self.set_active_label(active if active in self.table else (self.table.ids() or [0])[0])
+        return changed
+
     # --- strokes (one undo step per stroke) ------------------------------------------------------
     def begin_stroke(self, z: int, erase: bool = False, label: int | None = None) -> None:
         """Start a brush/eraser stroke on slice ``z``; :meth:`stroke_to` paints, :meth:`end_stroke` records."""

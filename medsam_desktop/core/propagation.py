@@ -13,6 +13,7 @@ per sweep and its embedding is shared by every box that needs it (slices needed 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Hashable
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .boxes import box_to_model, mask_bbox_model, validate_box
+from .boxes import InvalidBoxError, box_to_model, mask_bbox_model, validate_box
 from .predictor import Embedding, Predictor
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class Box3D:
     def from_array(cls, box: np.ndarray, depth: int, start: int | None = None) -> Box3D:
         """``start``: the slice to begin on (e.g. where the user drew the box); default the middle slice."""
         x0, y0, z0, x1, y1, z1 = (float(v) for v in np.asarray(box).reshape(6))
+        if not np.all(np.isfinite([x0, y0, z0, x1, y1, z1])):
+            raise InvalidBoxError(f"a 3D box needs 6 finite numbers, got {[x0, y0, z0, x1, y1, z1]}")
         z0i, z1i = sorted((round(z0), round(z1)))
         if z1i < 0 or z0i > depth - 1:
             raise ValueError(f"box slices {z0i}..{z1i} lie outside the volume (0..{depth - 1})")
@@ -93,6 +96,9 @@ def propagate_boxes(
 ) -> np.ndarray:
     """Segment a volume (D, H, W) or (D, H, W, 3) in display range from 3D boxes (N, 6).
 
+    The x/y part of each box is checked and clipped like a 2D box (:func:`validate_box`: NaN, outside or
+    zero-area boxes raise :class:`~medsam_desktop.core.boxes.InvalidBoxError`).
+
     Returns labels (D, H, W) with ``label_values[i]`` (default i + 1) for box i. ``progress(done, total)``
     counts slice visits; ``on_slice(z, labels[z])`` is called when a slice changes; setting ``cancel``
     stops between slices with :class:`PropagationCancelled`. ``start_slices[i]`` replaces box i's middle slice
@@ -103,7 +109,9 @@ def propagate_boxes(
     starts = start_slices if start_slices is not None else [None] * len(raw)
     if len(starts) != len(raw):
         raise ValueError(f"{len(starts)} start slices for {len(raw)} boxes")
+    size = (int(volume.shape[1]), int(volume.shape[2]))
     boxes = [Box3D.from_array(b, depth, z) for b, z in zip(raw, starts)]
+    boxes = [dataclasses.replace(b, xyxy=validate_box(b.xyxy, size)) for b in boxes]  # same rules as 2D
     values = label_values or list(range(1, len(boxes) + 1))
     labels = np.zeros(volume.shape[:3], dtype=_label_dtype(max(values, default=1)))
     if not boxes:

@@ -15,16 +15,24 @@ log = logging.getLogger(__name__)
 MAX_VOXELS = 2**31
 #: Refuse single 2D images with more pixels than this (16384 x 16384).
 MAX_2D_PIXELS = 16384 * 16384
+#: Refuse slices narrower than this (a box prompt needs at least 2x2 pixels).
+MIN_SIDE = 2
 
 
 def check_size(size_xyz: tuple[int, ...] | list[int], path: Path) -> None:
-    """Raise :class:`InvalidImageError` for empty grids or grids above the limits."""
+    """Raise :class:`InvalidImageError` for empty grids, slices under 2x2 pixels or grids above the limits."""
     dims = [int(s) for s in size_xyz]
     if not dims or min(dims) <= 0:
         raise InvalidImageError(
             f"the image has no voxels (size {'x'.join(map(str, dims))})",
             path=path,
             action="The file holds no picture data; export the image again.",
+        )
+    if len(dims) >= 2 and min(dims[:2]) < MIN_SIDE:
+        raise InvalidImageError(
+            f"each slice is only {dims[0]}x{dims[1]} pixels, too small to segment",
+            path=path,
+            action=f"Open an image of at least {MIN_SIDE}x{MIN_SIDE} pixels per slice.",
         )
     n = int(np.prod(np.asarray(dims, dtype=np.float64)))
     in_plane = dims[0] * (dims[1] if len(dims) > 1 else 1)

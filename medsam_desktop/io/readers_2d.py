@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,8 +31,13 @@ _PNG_SIG = b"\x89PNG\r\n\x1a\n"
 
 @contextlib.contextmanager
 def _pil_pixel_limit() -> Iterator[None]:
-    """Let Pillow open images up to our own limit (it refuses > ~179 Mpx by default)."""
-    with _PIL_LOCK:
+    """Let Pillow open images up to our own limit (it refuses > ~179 Mpx by default).
+
+    Pillow's ``DecompressionBombWarning`` is silenced: :func:`check_size` refuses oversized images
+    with a clear message before any pixel is decoded.
+    """
+    with _PIL_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         old = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = MAX_2D_PIXELS
         try:

@@ -7,8 +7,10 @@ ITK is corrected here).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +79,17 @@ def _fix_monochrome1(array: np.ndarray, photometric: str) -> np.ndarray:
     return array
 
 
+@contextlib.contextmanager
+def _itk_warnings_off() -> Iterator[None]:
+    """Keep ITK's multi-line C++ warnings off stderr; the problems they flag are checked here."""
+    previous = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(previous)
+
+
 def _header(path: str) -> sitk.ImageFileReader:
     reader = sitk.ImageFileReader()
     reader.SetImageIO("GDCMImageIO")
@@ -88,7 +101,8 @@ def _header(path: str) -> sitk.ImageFileReader:
 def _series_in_dir(folder: Path) -> list[DicomSeriesInfo]:
     out: list[DicomSeriesInfo] = []
     try:
-        uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+        with _itk_warnings_off():
+            uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
     except RuntimeError as exc:
         log.debug("GDCM could not scan %s: %s", folder, exc)
         return out
@@ -174,7 +188,8 @@ def read_dicom_series(folder: str | os.PathLike[str], series_uid: str | None = N
     try:
         head = _header(info.files[0])
         check_size([*head.GetSize()[:2], info.n_files], root)
-        image = reader.Execute()
+        with _itk_warnings_off():
+            image = reader.Execute()
     except RuntimeError as exc:
         raise DicomSeriesError(
             f"the {info.n_files} files of series '{info.description or info.uid}' could not be read "
@@ -182,6 +197,7 @@ def read_dicom_series(folder: str | os.PathLike[str], series_uid: str | None = N
             path=root,
             detail=str(exc),
         ) from exc
+    _check_slice_geometry(reader, info.n_files, root)
     photometric = _meta(reader, "0028|0004", 0)
     volume = volume_from_sitk(
         image,
@@ -193,6 +209,53 @@ def read_dicom_series(folder: str | os.PathLike[str], series_uid: str | None = N
     )
     array = narrow_int_dtype(_fix_monochrome1(volume.array, photometric))
     return _with_dicom_extra(volume.with_array(array), reader, 0, photometric)
+
+
+def _floats_tag(reader: sitk.ImageSeriesReader, index: int, key: str, n: int) -> np.ndarray | None:
+    try:
+        values = np.array([float(v) for v in _meta(reader, key, index).split("\\")], dtype=np.float64)
+    except ValueError:
+        return None
+    return values if values.shape == (n,) and np.all(np.isfinite(values)) else None
+
+
+def _check_slice_geometry(reader: sitk.ImageSeriesReader, n_files: int, root: Path) -> None:
+    """Refuse a series whose slices differ in orientation or are unevenly spaced (missing slice).
+
+    ITK would silently average the spacing (placing every slice after a gap at the wrong position).
+    Slices without position/orientation tags are not checked.
+    """
+    orients = [_floats_tag(reader, i, "0020|0037", 6) for i in range(n_files)]
+    positions = [_floats_tag(reader, i, "0020|0032", 3) for i in range(n_files)]
+    if any(o is None for o in orients) or any(p is None for p in positions):
+        return
+    first = orients[0]
+    if any(not np.allclose(o, first, atol=1e-3) for o in orients):  # type: ignore[arg-type]
+        raise DicomSeriesError(
+            "its slices have different orientations (e.g. a localizer or a reformat mixed into the series)",
+            path=root,
+            action="Export the axial (or sagittal/coronal) slices of one scan into a separate folder.",
+        )
+    normal = np.cross(first[:3], first[3:])  # type: ignore[index]
+    z = np.sort(np.array([float(np.dot(p, normal)) for p in positions]))  # type: ignore[arg-type]
+    gaps = np.diff(z)
+    if gaps.size == 0:
+        return
+    step = float(np.median(gaps))
+    if step <= 1e-6 or np.any(gaps <= 1e-6):
+        raise DicomSeriesError(
+            "several slices have the same position (duplicated or mixed acquisitions)",
+            path=root,
+            action="Export one acquisition of the scan into a separate folder.",
+        )
+    worst = int(np.argmax(np.abs(gaps - step)))
+    if abs(gaps[worst] - step) > max(0.1 * step, 0.01):
+        raise DicomSeriesError(
+            f"the slices are not evenly spaced ({gaps[worst]:.3g} mm between slices {worst + 1} and "
+            f"{worst + 2}, {step:.3g} mm elsewhere): a slice is probably missing",
+            path=root,
+            action="Copy or export the complete series again.",
+        )
 
 
 def _with_dicom_extra(

@@ -13,6 +13,8 @@ import importlib.metadata
 import logging
 import os
 import re
+import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +87,9 @@ def sha256_of(path: Path) -> str:
 
 def _torch_load(path: Path) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it better
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ModelNotAvailableError(f"weights file not found: {path}") from None
     except Exception as exc:  # unpickling errors, truncated zip, foreign pickles
@@ -96,24 +100,51 @@ def _torch_load(path: Path) -> Any:
 
 
 def save_checkpoint(model: MedSAMLite, path: Path, arch: str, extra: dict[str, Any] | None = None) -> None:
-    """Write ``model`` in our format (atomically: temp file then rename)."""
+    """Write ``model`` in our format, atomically: a failed save leaves any previous file intact."""
     path = Path(path)
     payload = {
         "model": model.state_dict(),
         "config": {"arch": arch, **(extra or {})},
         "format_version": FORMAT_VERSION,
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    fd, tmp_name = tempfile.mkstemp(prefix=".", suffix=f".tmp-{path.name}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        torch.save(payload, tmp)
+        with tmp.open("rb+") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _state_mismatch(model: torch.nn.Module, state: dict[str, Any]) -> str:
+    """Short summary of how ``state`` differs from ``model``'s parameters (for one-line errors)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and getattr(state[k], "shape", None) != own[k].shape]
+    parts = [
+        f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
+        f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",
+        f"{len(shapes)} of the wrong shape (e.g. {shapes[0]})" if shapes else "",
+    ]
+    return "tensors " + ", ".join(p for p in parts if p) if any(parts) else "incompatible tensors"
 
 
 def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    if not isinstance(state, dict):
+        raise InvalidCheckpointError(f"{what} holds no weight tensors (found {type(state).__name__})")
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise InvalidCheckpointError(f"{what} does not match the model architecture: {first}") from None
+    except (RuntimeError, TypeError, AttributeError):
+        raise InvalidCheckpointError(
+            f"{what} does not match the model architecture ({_state_mismatch(model, state)}); "
+            "use weights saved for this --model"
+        ) from None
 
 
 def load_checkpoint(path: Path, arch: str | None = None) -> MedSAMLite:
@@ -127,13 +158,13 @@ def load_checkpoint(path: Path, arch: str | None = None) -> MedSAMLite:
             raise InvalidCheckpointError(
                 f"{path.name} has checkpoint format {obj['format_version']}; this version reads {FORMAT_VERSION}"
             )
-        config = obj.get("config") or {}
-        file_arch = config.get("arch")
+        config = obj.get("config")
+        file_arch = config.get("arch") if isinstance(config, dict) else None
         if file_arch not in MODEL_REGISTRY:
             raise InvalidCheckpointError(f"{path.name} holds an unknown architecture '{file_arch}'")
         if arch is not None and arch != file_arch:
             raise InvalidCheckpointError(f"{path.name} holds '{file_arch}', not the requested '{arch}'")
-        arch, state = file_arch, obj["model"]
+        arch, state = file_arch, obj.get("model")
     else:
         arch = arch or "litemedsam"
         state = obj.get("model", obj)

@@ -11,21 +11,12 @@ from PyQt6.QtWidgets import QDialog, QDialogButtonBox, QFormLayout, QMessageBox,
 
 log = logging.getLogger(__name__)
 
-SHORTCUTS = (
-    ("Ctrl+O", "Open an image or volume"),
-    ("Ctrl+S", "Save labels"),
-    ("Ctrl+Z / Ctrl+Shift+Z", "Undo / redo"),
-    ("B / P / E / H", "Box, brush, eraser, pan tool"),
-    ("[ / ]", "Smaller / larger brush"),
+#: mouse gestures and keys handled by the slice view itself (menu shortcuts are listed from the actions)
+MOUSE_AND_VIEW_KEYS = (
     ("Left-drag", "Draw a box (box tool), paint (brush/eraser)"),
     ("Right-drag", "Window/level (horizontal: width, vertical: level)"),
     ("Wheel, Up/Down, PageUp/PageDown", "Previous / next slice"),
     ("Ctrl+wheel, middle-drag", "Zoom, pan"),
-    ("1 / 2 / 3", "Axial / coronal / sagittal"),
-    ("Enter", "Segment the box shown on this slice (e.g. a sample's suggestion)"),
-    ("Ctrl+P / Esc", "Propagate the last box through slices / cancel"),
-    ("N", "New label"),
-    ("Ctrl+Q", "Quit"),
 )
 
 
@@ -64,6 +55,22 @@ def ask_save_changes(parent: QWidget | None) -> str:
     return "cancel"
 
 
+def ask_restore(parent: QWidget | None, image_name: str, saved_at: str) -> str:
+    """After a crash: 'restore', 'discard' or 'later' (keep the autosave for the next start)."""
+    box = QMessageBox(parent)
+    box.setIcon(QMessageBox.Icon.Question)
+    box.setWindowTitle("Restore unsaved labels?")
+    box.setText(f"MedSAM Desktop did not close properly. Labels on {image_name} from {saved_at} were not saved."
+                " Restore them?")  # fmt: skip
+    restore = box.addButton("Restore", QMessageBox.ButtonRole.AcceptRole)
+    discard = box.addButton("Discard", QMessageBox.ButtonRole.DestructiveRole)
+    box.addButton("Later", QMessageBox.ButtonRole.RejectRole)
+    box.setDefaultButton(restore)
+    box.exec()
+    clicked = box.clickedButton()
+    return "restore" if clicked is restore else "discard" if clicked is discard else "later"
+
+
 def ask_propagation_range(parent: QWidget | None, z: int, depth: int) -> tuple[int, int] | None:
     """Ask how many slices below and above slice ``z`` to propagate; None when cancelled."""
     dialog = QDialog(parent)
@@ -85,6 +92,8 @@ def ask_propagation_range(parent: QWidget | None, z: int, depth: int) -> tuple[i
     return below.value(), above.value()
 
 
-def show_shortcuts(parent: QWidget | None) -> None:
-    rows = "".join(f"<tr><td><b>{k}</b></td><td>&nbsp;&nbsp;{v}</td></tr>" for k, v in SHORTCUTS)
+def show_shortcuts(parent: QWidget | None, shortcuts: list[tuple[str, str]]) -> None:
+    """``shortcuts``: (keys, action) rows, shown before the mouse gestures."""
+    all_rows = [*shortcuts, *MOUSE_AND_VIEW_KEYS]
+    rows = "".join(f"<tr><td><b>{k}</b></td><td>&nbsp;&nbsp;{v}</td></tr>" for k, v in all_rows)
     show_info(parent, "Keyboard shortcuts", f"<table>{rows}</table>")

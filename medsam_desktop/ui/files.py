@@ -33,21 +33,32 @@ IMAGE_FILTER = (
 )
 
 
+def read_source(path: Path, uid: str | None = None) -> Volume | list[DicomSeriesInfo]:
+    """Read a file, or a DICOM folder (its only series, or series ``uid``).
+
+    A folder with several series and no ``uid`` gives the list of series instead (the caller asks which).
+    """
+    if not path.is_dir():
+        return read_image(path)
+    if uid is None:
+        series = list_dicom_series(path)
+        if len(series) > 1:
+            return series
+        uid = series[0].uid if series else None
+    return read_dicom_series(path, uid)
+
+
 def load_image(path: str | os.PathLike[str], choose_series: SeriesChooser | None = None) -> Volume | None:
-    """Read a file, or a DICOM folder (asking ``choose_series`` when it holds several series).
+    """Read a file or DICOM folder, asking ``choose_series`` when it holds several series (blocking).
 
     Returns None when the user cancelled the series choice.
     """
     path = Path(path)
-    if not path.is_dir():
-        return read_image(path)
-    series = list_dicom_series(path)
-    if len(series) > 1 and choose_series is not None:
-        chosen = choose_series(series)
-        if chosen is None:
-            return None
-        return read_dicom_series(path, chosen.uid)
-    return read_dicom_series(path, series[0].uid if series else None)
+    result = read_source(path)
+    if isinstance(result, Volume):
+        return result
+    chosen = choose_series(result) if choose_series is not None else result[0]
+    return None if chosen is None else read_dicom_series(path, chosen.uid)
 
 
 def _strip_suffix(name: str) -> str:

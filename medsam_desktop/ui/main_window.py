@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PyQt6.QtCore import QSettings, Qt, QTimer
+from PyQt6.QtCore import QEventLoop, QSettings, Qt, QTimer
 from PyQt6.QtGui import QAction, QActionGroup, QCloseEvent, QDragEnterEvent, QDropEvent, QIcon, QKeySequence
 from PyQt6.QtWidgets import (
     QApplication,
@@ -20,11 +22,13 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from ..core.annotation import AnnotationSession, OverlapRule
+from ..core import autosave
+from ..core.annotation import AnnotationSession, LabelTable, OverlapRule
 from ..core.intensity import CT_WINDOWS
 from ..io import DicomSeriesInfo, MedSAMIOError, Volume
 from . import dialogs, files
 from .labels_panel import LabelsPanel
+from .loader import ImageLoader, Reader
 from .settings_dialog import AppSettings, SettingsDialog, qsettings
 from .slice_view import ORIENTATIONS, SliceView, Tool, auto_window
 from .worker import BackendFactory, SegmentationWorker, default_backend_factory
@@ -44,13 +48,15 @@ def _icon(name: str) -> QIcon:
 
 
 class MainWindow(QMainWindow):
-    """``backend_factory`` overrides the model (tests use fake encoders); ``store`` overrides QSettings."""
+    """``backend_factory`` overrides the model (tests use fake encoders); ``store`` overrides QSettings;
+    ``reader`` overrides how images are read (tests use slow fakes)."""
 
     def __init__(
         self,
         backend_factory: BackendFactory | None = None,
         store: QSettings | None = None,
         prefetch: int = 2,
+        reader: Reader | None = None,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
@@ -62,6 +68,21 @@ class MainWindow(QMainWindow):
         self._propagation: tuple[int, int] | None = None  # (request id, label)
         self._model_error_shown = False
         self._closing = False
+        self._after_open: dict[int, Callable[[], None]] = {}
+        self._open_done: Callable[[bool], None] | None = None
+        self._busy_cursor = False
+        self._edits = self._edits_at_request = 0  # history changes, to know whether to ask again on load
+        self.loader = ImageLoader(reader, self)
+        self.autosaver = autosave.Autosaver()
+        self._shadow = autosave.ShadowLabels()
+        self._autosave_timer = QTimer(self)  # throttle: at most one snapshot per interval, after the last edit
+        self._autosave_timer.setSingleShot(True)
+        self._autosave_timer.setInterval(500)
+        self._autosave_timer.timeout.connect(self._autosave)
+        self._window_timer = QTimer(self)  # the model follows the displayed CT window, once dragging pauses
+        self._window_timer.setSingleShot(True)
+        self._window_timer.setInterval(400)
+        self._window_timer.timeout.connect(self._apply_model_window)
 
         self.worker = SegmentationWorker(
             self._factory(), self.settings.cache_mb * 2**20, prefetch=prefetch, parent=self
@@ -93,10 +114,17 @@ class MainWindow(QMainWindow):
         self.model_label = QLabel("model: not loaded")
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(200)
+        self.progress.setMinimumWidth(120)
         self.progress.hide()
+        self.load_progress = QProgressBar()
+        self.load_progress.setRange(0, 0)  # busy indicator while an image is read
+        self.load_progress.setMaximumWidth(120)
+        self.load_progress.setFormat("Opening…")
+        self.load_progress.hide()
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.hide()
         bar.addWidget(self.cursor_label, 1)
+        bar.addPermanentWidget(self.load_progress)
         bar.addPermanentWidget(self.progress)
         bar.addPermanentWidget(self.cancel_button)
         bar.addPermanentWidget(self.model_label)
@@ -132,9 +160,11 @@ class MainWindow(QMainWindow):
         self.act_propagate = a(
             "&Propagate box through slices…", self.propagate_dialog, key("Ctrl+P"), "fa5s.layer-group"
         )
-        self.act_segment_box = a("&Segment the shown box", self.segment_last_box, key("Return"))
+        self.act_segment_box = a("&Segment the shown box", self.segment_last_box, [key("Return"), key("Enter")])
         self.act_cancel = a("&Cancel propagation", self.worker.cancel, key("Esc"))
-        self.act_shortcuts = a("&Keyboard shortcuts", lambda: dialogs.show_shortcuts(self), key("F1"))
+        self.act_shortcuts = a(
+            "&Keyboard shortcuts", lambda: dialogs.show_shortcuts(self, self.shortcut_rows()), key("F1")
+        )
         self.act_reset_zoom = a("&Reset zoom", self.view.reset_zoom, key("0"))
         self.act_brush_smaller = a("Smaller brush", lambda: self.set_brush_radius(self.view.brush_radius - 1), key("["))
         self.act_brush_larger = a("Larger brush", lambda: self.set_brush_radius(self.view.brush_radius + 1), key("]"))
@@ -159,6 +189,15 @@ class MainWindow(QMainWindow):
             self.orientation_group.addAction(act)
             self.orientation_actions[name] = act
         self.orientation_actions["axial"].setChecked(True)
+
+    def shortcut_rows(self) -> list[tuple[str, str]]:
+        """(keys, action) for every action with a keyboard shortcut, in menu order (the F1 list)."""
+        rows = []
+        for act in self.actions():
+            keys = [k.toString(QKeySequence.SequenceFormat.NativeText) for k in act.shortcuts()]
+            if keys:
+                rows.append((" / ".join(keys), act.text().replace("&", "").rstrip("…")))
+        return rows
 
     def _build_menus(self, dock: QDockWidget) -> None:
         bar = self.menuBar()
@@ -211,37 +250,97 @@ class MainWindow(QMainWindow):
     def _connect(self) -> None:
         self.view.box_drawn.connect(self._on_box)
         self.view.slice_changed.connect(self._on_slice_changed)
+        self.view.window_changed.connect(lambda *_: self._window_timer.start())
         self.view.cursor_info.connect(self.cursor_label.setText)
+        self.view.notice.connect(lambda text: self.statusBar().showMessage(text, 5000))  # type: ignore[union-attr]
         self.worker.mask_ready.connect(self._on_mask_ready)
         self.worker.failed.connect(self._on_failed)
         self.worker.model_loaded.connect(lambda name: self.model_label.setText(f"model: {name}"))
+        self.worker.model_failed.connect(lambda _reason: self.model_label.setText("model: unavailable"))
         self.worker.progress.connect(self._on_progress)
         self.worker.slice_done.connect(self._on_propagated_slice)
         self.worker.propagation_finished.connect(self._on_propagation_finished)
         self.cancel_button.clicked.connect(self.worker.cancel)
+        self.loader.loaded.connect(self._on_loaded)
+        self.loader.failed.connect(self._on_load_failed)
+        self.loader.choose_series.connect(self._on_choose_series)
+        self.loader.busy_changed.connect(self._on_load_busy)
 
     # --- opening ---------------------------------------------------------------------------------
-    def open_path(self, path: str | Path) -> bool:
-        """Open an image file or DICOM folder (asks about unsaved labels first). False when not opened."""
+    def open_path(self, path: str | Path, then: Callable[[], None] | None = None) -> bool:
+        """Start reading an image file or DICOM folder in the background (asks about unsaved labels first).
+
+        False when the user cancelled. The current image stays until the new one is read; ``then`` runs after
+        it is shown. A newer request supersedes this one.
+        """
         if not self.maybe_discard():
             return False
-        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+        self._edits_at_request = self._edits
+        req = self.loader.load(path)
+        self._after_open = {req: then} if then is not None else {}
+        self.statusBar().showMessage(f"Opening {Path(path).name}…")  # type: ignore[union-attr]
+        return True
+
+    def open_path_and_wait(self, path: str | Path, timeout_ms: int = 60000) -> bool:
+        """:meth:`open_path`, then run the event loop until it is shown or failed (scripts and tests)."""
+        result: list[bool] = []
+        loop = QEventLoop()
+
+        def done(ok: bool) -> None:
+            result.append(ok)
+            loop.quit()
+
+        self._open_done = done
         try:
-            volume = files.load_image(path, self._choose_series)
-        except MedSAMIOError as exc:
-            dialogs.show_error(self, "Cannot open", str(exc))
-            return False
-        except Exception as exc:  # never a traceback in front of the user
-            log.exception("unexpected error opening %s", path)
-            dialogs.show_error(self, "Cannot open", f"Cannot open '{Path(path).name}': {dialogs.one_line(str(exc))}")
-            return False
+            if not self.open_path(path):
+                return False
+            QTimer.singleShot(timeout_ms, loop.quit)
+            if not result:
+                loop.exec()
         finally:
-            QApplication.restoreOverrideCursor()
-        if volume is None:
-            return False
+            self._open_done = None
+        return bool(result and result[0])
+
+    def _finish_open(self, ok: bool) -> None:
+        if self._open_done is not None:
+            self._open_done(ok)
+
+    def _on_loaded(self, req: int, path: Path, volume: Volume) -> None:
+        edited = self._edits != self._edits_at_request  # labels were edited while the image was being read
+        if self.session is not None and self.session.dirty and edited and not self.maybe_discard():
+            self._finish_open(False)
+            return
         self.set_volume(volume)
         self._add_recent(str(path))
-        return True
+        then = self._after_open.pop(req, None)
+        if then is not None:
+            then()
+        self._finish_open(True)
+
+    def _on_load_failed(self, _req: int, _path: Path, message: str) -> None:
+        self.statusBar().clearMessage()  # type: ignore[union-attr]
+        dialogs.show_error(self, "Cannot open", message)
+        self._finish_open(False)
+
+    def _on_choose_series(self, req: int, path: Path, series: list[DicomSeriesInfo]) -> None:
+        chosen = self._ask_series(series)
+        if chosen is None:
+            self.statusBar().clearMessage()  # type: ignore[union-attr]
+            self._finish_open(False)
+            return
+        then = self._after_open.pop(req, None)
+        new = self.loader.load(path, chosen.uid)
+        if then is not None:
+            self._after_open[new] = then
+
+    def _on_load_busy(self, busy: bool) -> None:
+        self.load_progress.setVisible(busy)
+        if busy and not self._busy_cursor:
+            QApplication.setOverrideCursor(Qt.CursorShape.BusyCursor)  # the app stays usable meanwhile
+            self._busy_cursor = True
+        elif not busy and self._busy_cursor:
+            QApplication.restoreOverrideCursor()
+            self._busy_cursor = False
 
     def set_volume(self, volume: Volume) -> None:
         if self._propagation is not None:  # a result for the previous image must not land on this one
@@ -253,10 +352,18 @@ class MainWindow(QMainWindow):
         session.overlap = OverlapRule(self.settings.overlap)
         if self.session is not None:
             self.session.dirty_changed.disconnect(self._on_dirty)
-            self.session.history_changed.disconnect(self._update_actions)
+            self.session.history_changed.disconnect(self._on_history)
+            self.session.table_changed.disconnect(self._schedule_autosave)
+            self.session.active_changed.disconnect(self._schedule_autosave)
+            self.session.labels_changed.disconnect(self._shadow.mark)
         self.session = session
+        self._shadow.reset(session.labels)
+        session.labels_changed.connect(self._shadow.mark)
         session.dirty_changed.connect(self._on_dirty)
-        session.history_changed.connect(self._update_actions)
+        session.history_changed.connect(self._on_history)
+        session.table_changed.connect(self._schedule_autosave)
+        session.active_changed.connect(self._schedule_autosave)
+        self._schedule_autosave()
         self.worker.set_volume(volume)
         if self.view.orientation != "axial":
             self.set_orientation("axial")
@@ -266,15 +373,28 @@ class MainWindow(QMainWindow):
         self._update_actions()
         name = volume.source_path.name if volume.source_path else "image"
         d, h, w = volume.shape_zyx
-        self.statusBar().showMessage(f"Opened {name}: {w}x{h}x{d} {volume.modality}", 5000)  # type: ignore[union-attr]
+        text = f"Opened {name}: {w}x{h}x{d} {volume.modality}. Drag a box around a structure to segment it."
+        self.statusBar().showMessage(text, 8000)  # type: ignore[union-attr]
+        self._window_timer.stop()
+        self.worker.set_ct_window(self.view.level, self.view.width)
+        if self.model_label.text() == "model: not loaded":
+            self.model_label.setText("model: loading…")  # loaded in the background by the first encode
         self.worker.encode(self.view.axial_z)
 
-    def _choose_series(self, series: list[DicomSeriesInfo]) -> DicomSeriesInfo | None:
-        QApplication.restoreOverrideCursor()
-        try:
-            return self._ask_series(series)
-        finally:
-            QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+    def _apply_model_window(self) -> None:
+        """Send the displayed window to the model (CT only) and re-encode the shown slice with it."""
+        self._window_timer.stop()
+        if self.session is None or self.session.volume.modality != "CT":
+            return
+        self.worker.set_ct_window(self.view.level, self.view.width)
+        if self.view.orientation == "axial" and self._propagation is None:
+            self.worker.encode(self.view.axial_z)
+
+    def _flush_model_window(self) -> None:
+        """Before a box is segmented: a window change still waiting for the timer applies now."""
+        if self._window_timer.isActive():
+            self._window_timer.stop()
+            self.worker.set_ct_window(self.view.level, self.view.width)
 
     def _ask_series(self, series: list[DicomSeriesInfo]) -> DicomSeriesInfo | None:
         items = [f"{s.modality} {s.description or '(no description)'} - {s.n_files} files" for s in series]
@@ -300,12 +420,14 @@ class MainWindow(QMainWindow):
         except (SampleNotAvailableError, KeyError) as exc:
             dialogs.show_error(self, "Sample not available", str(exc))
             return False
-        if not self.open_path(path):
-            return False
-        self.view.last_box = (self.view.axial_z, np.asarray(sample.box, dtype=np.float64))
-        self.view.refresh()
-        self.statusBar().showMessage(f"Sample: press Enter to segment the {sample.target} in the suggested box")  # type: ignore[union-attr]
-        return True
+
+        def suggest() -> None:
+            self.view.last_box = (self.view.axial_z, np.asarray(sample.box, dtype=np.float64))
+            self.view.refresh()
+            text = f"Sample: press Enter to segment the {sample.target} in the suggested box"
+            self.statusBar().showMessage(text)  # type: ignore[union-attr]
+
+        return self.open_path(path, then=suggest)
 
     def _fill_samples(self) -> None:
         from ..samples import list_samples
@@ -395,6 +517,7 @@ class MainWindow(QMainWindow):
         if self.session is None:
             return
         label = self.session.ensure_active_label()
+        self._flush_model_window()
         req = self.worker.segment(z, box)
         self._segment_labels = {req: label}
         self.statusBar().showMessage("Segmenting…")  # type: ignore[union-attr]
@@ -444,6 +567,7 @@ class MainWindow(QMainWindow):
             return None
         z, box = self.view.last_box
         label = self.session.ensure_active_label()
+        self._flush_model_window()
         req = self.worker.propagate(z, box, below, above)
         self._propagation = (req, label)
         self.progress.setRange(0, below + above + 1)
@@ -456,6 +580,10 @@ class MainWindow(QMainWindow):
     def _on_progress(self, _req: int, done: int, total: int) -> None:
         self.progress.setRange(0, total)
         self.progress.setValue(done)
+        if self._propagation is not None and self.session is not None and self._propagation[1] in self.session.table:
+            name = self.session.table.get(self._propagation[1]).name
+            text = f"Propagating {name}: {done} of {total} slices (Esc cancels and keeps them)"
+            self.statusBar().showMessage(text)  # type: ignore[union-attr]
 
     def _on_propagated_slice(self, _req: int, z: int, mask: np.ndarray) -> None:
         if self._propagation is not None:
@@ -532,14 +660,70 @@ class MainWindow(QMainWindow):
         self.worker.cache.set_max_bytes(new.cache_mb * 2**20)
         if self.session is not None:
             self.session.overlap = OverlapRule(new.overlap)
-        if (old.model, old.threads) != (new.model, new.threads) and self._custom_factory is None:
+        if old.model != new.model and self._custom_factory is None:
             self._model_error_shown = False
             self.model_label.setText("model: not loaded")
             self.worker.set_backend_factory(self._factory())
+        elif old.threads != new.threads:
+            self.worker.set_threads(new.threads)  # live: the model and its cached embeddings stay
 
     # --- state display ---------------------------------------------------------------------------
+    def _on_history(self) -> None:
+        self._edits += 1
+        self._update_actions()
+        self._schedule_autosave()
+
+    # --- crash safety ----------------------------------------------------------------------------
+    def _schedule_autosave(self, *_args: object) -> None:
+        if not self._autosave_timer.isActive():
+            self._autosave_timer.start()
+
+    def _autosave(self) -> None:
+        """Snapshot the session for crash recovery (written on a background thread; nothing when saved)."""
+        session = self.session
+        if session is None or session.volume.source_path is None or not session.dirty:
+            self.autosaver.clear()
+        elif self.autosaver.busy:
+            self._autosave_timer.start()  # one write at a time: copy the labels again when it is done
+        else:
+            self.autosaver.save(autosave.Snapshot.of(session, self._shadow.update(session.labels)))
+
+    def check_autosave(self) -> bool:
+        """Offer to restore labels left by a session that crashed; True when a restore was started."""
+        for path in autosave.find_orphans():
+            try:
+                snap = autosave.read_snapshot(path)
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("dropping unreadable autosave %s: %s", path, exc)
+                autosave.discard(path)
+                continue
+            src = Path(snap.source)
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(snap.saved_at))
+            answer = dialogs.ask_restore(self, src.name, when)
+            if answer == "discard":
+                autosave.discard(path)
+            if answer != "restore":
+                return False
+            if not src.exists():
+                dialogs.show_error(self, "Cannot restore", f"The image {src} no longer exists; the labels were kept "
+                                   f"in {path.parent} (move the image back and restart).")  # fmt: skip
+                return False
+            return self.open_path(src, then=lambda s=snap, p=path: self._restore(s, p))
+        return False
+
+    def _restore(self, snap: autosave.Snapshot, path: Path) -> None:
+        assert self.session is not None
+        if not autosave.same_image(snap.fingerprint, self.session.volume):
+            dialogs.show_error(self, "Cannot restore", f"{Path(snap.source).name} changed since the labels were "
+                               f"autosaved; they were kept in {path.parent}.")  # fmt: skip
+            return
+        self.session.restore_state(snap.labels, LabelTable.from_json(snap.table_json), snap.active_label)
+        autosave.discard(path)
+        self.statusBar().showMessage("Restored the unsaved labels (Ctrl+Z undoes)", 8000)  # type: ignore[union-attr]
+
     def _on_dirty(self, _dirty: bool) -> None:
         self._update_title()
+        self._schedule_autosave()
 
     def _update_title(self) -> None:
         name = ""
@@ -583,5 +767,9 @@ class MainWindow(QMainWindow):
             ev.ignore()
             return
         self._closing = True
+        self.loader.cancel()
         self.worker.shutdown()
+        self.loader.wait()
+        self._autosave_timer.stop()
+        self.autosaver.close()
         ev.accept()

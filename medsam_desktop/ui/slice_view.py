@@ -14,8 +14,8 @@ from enum import Enum
 import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtCore import QPointF, QRectF, Qt, pyqtSignal
-from PyQt6.QtGui import QColor, QKeyEvent, QMouseEvent, QPen, QTransform, QWheelEvent
-from PyQt6.QtWidgets import QGraphicsEllipseItem, QGraphicsRectItem, QWidget
+from PyQt6.QtGui import QColor, QKeyEvent, QMouseEvent, QPen, QResizeEvent, QTransform, QWheelEvent
+from PyQt6.QtWidgets import QGraphicsEllipseItem, QGraphicsRectItem, QLabel, QWidget
 
 from ..core.annotation import AnnotationSession
 from ..core.intensity import CT_WINDOWS, percentile_range
@@ -42,6 +42,12 @@ def auto_window(array: np.ndarray, modality: str) -> tuple[float, float]:
     return (lo + hi) / 2, max(hi - lo, 1e-3)
 
 
+EMPTY_HINT = (
+    "Open a CT, MR or other image:\n\nFile › Open… (Ctrl+O), or drop a file or DICOM folder here,\n"
+    "or try File › Open sample.\n\nThen drag a box around a structure to segment it."
+)
+
+
 class SliceView(pg.GraphicsView):
     """Shows ``session.volume`` and ``session.labels`` for one orientation; edits act on the axial view."""
 
@@ -49,6 +55,7 @@ class SliceView(pg.GraphicsView):
     box_drawn = pyqtSignal(int, object)  # axial z, np.ndarray [x0, y0, x1, y1] pixels
     cursor_info = pyqtSignal(str)
     window_changed = pyqtSignal(float, float)  # level, width
+    notice = pyqtSignal(str)  # a one-line hint for the status bar (e.g. drawing on a non-axial view)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent, background="k")
@@ -75,6 +82,10 @@ class SliceView(pg.GraphicsView):
         self.vb.addItem(self.brush_item, ignoreBounds=True)
         self.setMouseTracking(True)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.hint = QLabel(EMPTY_HINT, self)  # what to do first, while no image is open
+        self.hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.hint.setStyleSheet("color: #c8c8c8; font-size: 16px;")
+        self.hint.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
 
         self.session: AnnotationSession | None = None
         self.orientation = "axial"
@@ -98,6 +109,7 @@ class SliceView(pg.GraphicsView):
         self.session = session
         self.preview.clear()
         self.last_box = None
+        self.hint.setVisible(session is None)
         if session is None:
             self.image.clear()
             self.overlay.clear()
@@ -291,6 +303,9 @@ class SliceView(pg.GraphicsView):
                     return
                 self._paint_at(pos, first=True)
         else:
+            if button == Qt.MouseButton.LeftButton and self.session is not None and self.tool is not Tool.PAN:
+                tool = self.tool.value
+                self.notice.emit(f"The {tool} works on the axial view: press 1 to switch (left-drag pans here)")
             super().mousePressEvent(ev)
             return
         ev.accept()
@@ -366,6 +381,12 @@ class SliceView(pg.GraphicsView):
         r = self.brush_radius
         self.brush_item.setRect(QRectF((px.x() - r) * sx, (px.y() - r) * sy, 2 * r * sx, 2 * r * sy))
         self.brush_item.show()
+
+    def resizeEvent(self, ev: QResizeEvent | None) -> None:  # noqa: N802
+        super().resizeEvent(ev)
+        hint = getattr(self, "hint", None)  # pyqtgraph resizes during construction
+        if hint is not None:
+            hint.setGeometry(self.rect())
 
     def wheelEvent(self, ev: QWheelEvent | None) -> None:  # noqa: N802
         assert ev is not None

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
+import sys
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
@@ -20,7 +22,7 @@ from PyQt6.QtCore import QObject, QThread, QTimer, pyqtSignal, pyqtSlot
 
 from ..core.backend import InferenceBackend
 from ..core.cache import EmbeddingCache
-from ..core.intensity import percentile_range, to_display_uint8, window
+from ..core.intensity import CT_WINDOWS, percentile_range, to_display_uint8, window
 from ..core.predictor import Embedding, Predictor
 from ..core.propagation import PropagationCancelled, propagate_boxes
 from ..io import Volume
@@ -46,16 +48,35 @@ def default_backend_factory(model: str = "auto", threads: int = 0) -> BackendFac
 class ModelInput:
     """A volume mapped lazily, slice by slice, to the uint8 display range the model expects.
 
-    CT uses the soft-tissue window, other modalities the 0.5-99.5 percentile range of the whole volume
-    (computed once), 8-bit data passes through. Quacks like a (D, H, W[, 3]) array for ``propagate_boxes``.
+    CT uses ``ct_window`` (level, width; the displayed window, soft tissue by default), other modalities the
+    0.5-99.5 percentile range of the whole volume (computed once), 8-bit data passes through. Quacks like a
+    (D, H, W[, 3]) array for ``propagate_boxes``. :attr:`mapping` identifies the mapping for cache keys.
     """
 
-    def __init__(self, volume: Volume, keep: int = 16) -> None:
+    def __init__(
+        self, volume: Volume, keep: int = 16, ct_window: tuple[float, float] = CT_WINDOWS["soft tissue"]
+    ) -> None:
         self.volume = volume
         self.shape = volume.array.shape
         self._range: tuple[float, float] | None = None
         self._slices: OrderedDict[int, np.ndarray] = OrderedDict()
         self._keep = keep
+        self._windowed = volume.modality == "CT" and volume.array.dtype not in (np.uint8, np.bool_)
+        self.ct_window = (float(ct_window[0]), float(ct_window[1]))
+
+    @property
+    def mapping(self) -> Hashable:
+        """The CT window when it applies (embeddings of other windows must not be reused), else None."""
+        return self.ct_window if self._windowed else None
+
+    def set_ct_window(self, level: float, width: float) -> bool:
+        """Use another CT window; True when the model input changed (cached slices are dropped)."""
+        new = (float(level), max(float(width), 1.0))
+        if not self._windowed or new == self.ct_window:
+            return False
+        self.ct_window = new
+        self._slices.clear()
+        return True
 
     def __len__(self) -> int:
         return int(self.shape[0])
@@ -73,6 +94,8 @@ class ModelInput:
         return out
 
     def _convert(self, sl: np.ndarray) -> np.ndarray:
+        if self._windowed:
+            return window(sl, *self.ct_window)
         if sl.dtype == np.uint8 or sl.dtype == np.bool_ or self.volume.modality == "CT":
             return to_display_uint8(sl, self.volume.modality)
         if self._range is None:
@@ -105,6 +128,7 @@ class _Worker(QObject):
     slice_done = pyqtSignal(int, int, object)  # id, z, mask (H, W) bool
     propagation_finished = pyqtSignal(int, int, object, bool)  # id, z0, mask (K, H, W) bool, cancelled
     model_loaded = pyqtSignal(str)
+    model_failed = pyqtSignal(str)  # one-line reason (also when no request was waiting for the model)
     failed = pyqtSignal(int, str)  # id, one-line message
 
     def __init__(self, factory: BackendFactory, cache: EmbeddingCache, shared: _Shared, prefetch: int) -> None:
@@ -135,6 +159,7 @@ class _Worker(QObject):
             except Exception as exc:  # any load failure becomes one line for the user
                 log.exception("model could not be loaded")
                 self._model_error = _one_line(exc)
+                self.model_failed.emit(self._model_error)
         if self._predictor is None:
             if req_id >= 0:
                 self.failed.emit(req_id, f"No segmentation model: {self._model_error}")
@@ -143,7 +168,12 @@ class _Worker(QObject):
 
     def _encode(self, predictor: Predictor, z: int) -> Embedding:
         assert self._input is not None
-        return predictor.encode(self._input[z], key=(self._key, z))
+        return predictor.encode(self._input[z], key=(self._vkey, z))
+
+    @property
+    def _vkey(self) -> Hashable:
+        """Cache key of the current model input: the volume and its intensity mapping (CT window)."""
+        return (self._key, self._input.mapping if self._input is not None else None)
 
     def _schedule_prefetch(self, z: int) -> None:
         if self._input is None or not self._prefetch_radius:
@@ -158,7 +188,7 @@ class _Worker(QObject):
         if self._shared.pending > 0 or not self._prefetch or self._predictor is None or self._input is None:
             return  # a new request is waiting (it reschedules), or nothing to do
         z = self._prefetch.popleft()
-        if self._predictor.cached(self._input.shape[1:3], (self._key, z)) is None:
+        if self._predictor.cached(self._input.shape[1:3], (self._vkey, z)) is None:
             try:
                 self._encode(self._predictor, z)
             except Exception:  # prefetch is best effort
@@ -175,6 +205,17 @@ class _Worker(QObject):
         self._key = key
         self._input = None if volume is None else ModelInput(volume)
         self._prefetch.clear()
+
+    @pyqtSlot(float, float)
+    def set_ct_window(self, level: float, width: float) -> None:
+        self._start()
+        if self._input is not None and self._input.set_ct_window(level, width):
+            self._prefetch.clear()
+
+    @pyqtSlot(int)
+    def set_threads(self, threads: int) -> None:
+        self._start()
+        apply_threads(threads)
 
     @pyqtSlot(object)
     def set_factory(self, factory: BackendFactory) -> None:
@@ -239,7 +280,7 @@ class _Worker(QObject):
 
         boxes3d = np.array([[box[0], box[1], z0, box[2], box[3], zc + above]], dtype=np.float64)
         try:
-            propagate_boxes(predictor, self._input, boxes3d, volume_key=self._key, cancel=user_cancel,  # type: ignore[arg-type]
+            propagate_boxes(predictor, self._input, boxes3d, volume_key=self._vkey, cancel=user_cancel,  # type: ignore[arg-type]
                             on_slice=on_slice, start_slices=[zc])
         except PropagationCancelled:
             cancelled = True
@@ -248,6 +289,15 @@ class _Worker(QObject):
             self.failed.emit(req_id, _one_line(exc))
             return
         self.propagation_finished.emit(req_id, z0, out, cancelled)
+
+
+def apply_threads(threads: int) -> int:
+    """Set torch's CPU threads now, without reloading the model (0: all cores); returns the count in effect."""
+    torch = sys.modules.get("torch")  # not loaded yet: the backend applies the setting when it loads
+    if torch is None:
+        return 0
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    return int(torch.get_num_threads())
 
 
 def _one_line(exc: BaseException) -> str:
@@ -264,10 +314,13 @@ class SegmentationWorker(QObject):
     slice_done = pyqtSignal(int, int, object)
     propagation_finished = pyqtSignal(int, int, object, bool)
     model_loaded = pyqtSignal(str)
+    model_failed = pyqtSignal(str)
     failed = pyqtSignal(int, str)
 
     _post_volume = pyqtSignal(object, object)
     _post_factory = pyqtSignal(object)
+    _post_window = pyqtSignal(float, float)
+    _post_threads = pyqtSignal(int)
     _post_encode = pyqtSignal(int, int)
     _post_segment = pyqtSignal(int, int, object)
     _post_propagate = pyqtSignal(int, int, object, int, int, object)
@@ -293,6 +346,8 @@ class SegmentationWorker(QObject):
         self._worker.moveToThread(self._thread)
         self._post_volume.connect(self._worker.set_volume)
         self._post_factory.connect(self._worker.set_factory)
+        self._post_window.connect(self._worker.set_ct_window)
+        self._post_threads.connect(self._worker.set_threads)
         self._post_encode.connect(self._worker.encode)
         self._post_segment.connect(self._worker.segment)
         self._post_propagate.connect(self._worker.propagate)
@@ -302,6 +357,7 @@ class SegmentationWorker(QObject):
         self._worker.slice_done.connect(self._on_slice)
         self._worker.propagation_finished.connect(self._on_finished)
         self._worker.model_loaded.connect(self.model_loaded)
+        self._worker.model_failed.connect(self.model_failed)
         self._worker.failed.connect(self.failed)
         self._thread.start()
 
@@ -325,11 +381,21 @@ class SegmentationWorker(QObject):
         key = (next(self._volume_ids), str(volume.source_path) if volume is not None else "")
         self.volume_key = key
         self.cache.discard(lambda k: not (isinstance(k, tuple) and len(k) == 2 and isinstance(k[1], tuple)
-                                          and k[1][0] == key))  # fmt: skip
+                                          and isinstance(k[1][0], tuple) and k[1][0][0] == key))  # fmt: skip
         self._shared.latest = next(self._ids)  # everything queued for the old image is stale
         self._shared.add_pending(1)
         self._post_volume.emit(key, volume)
         return key
+
+    def set_ct_window(self, level: float, width: float) -> None:
+        """Feed CT to the model through this window (later requests; other modalities are not affected)."""
+        self._shared.add_pending(1)
+        self._post_window.emit(float(level), float(width))
+
+    def set_threads(self, threads: int) -> None:
+        """Change the CPU threads of the loaded model (between requests; the cache is kept)."""
+        self._shared.add_pending(1)
+        self._post_threads.emit(int(threads))
 
     def set_backend_factory(self, factory: BackendFactory) -> None:
         """Use another model (loaded lazily at the next request)."""

@@ -74,6 +74,17 @@ def _discard_and_stop(window) -> None:
     if window.session is not None:
         window.session.mark_saved()
     window.worker.shutdown()
+    window.autosaver.close()
+
+
+@pytest.fixture(autouse=True)
+def data_dir(tmp_path, monkeypatch):
+    """Autosaves go to a per-test folder, never to the user's data folder."""
+    from medsam_desktop.core.autosave import ENV_DATA_DIR
+
+    path = tmp_path / "user-data"
+    monkeypatch.setenv(ENV_DATA_DIR, str(path))
+    return path
 
 
 @pytest.fixture

@@ -45,7 +45,7 @@ def drag(qtbot, view, start: tuple[float, float], end: tuple[float, float], butt
 
 def test_open_synthetic_and_drag_box_in_pixel_coordinates(qtbot, make_window, tmp_path) -> None:
     window = make_window()
-    assert window.open_path(synthetic_nifti(tmp_path))
+    assert window.open_path_and_wait(synthetic_nifti(tmp_path))
     view = window.view
     assert view.session is not None and view.axial_z == 4
     with qtbot.waitSignal(view.box_drawn, timeout=3000) as blocker:
@@ -64,7 +64,7 @@ def test_open_synthetic_and_drag_box_in_pixel_coordinates(qtbot, make_window, tm
 
 def test_brush_wheel_and_window_level(qtbot, make_window, tmp_path) -> None:
     window = make_window()
-    window.open_path(synthetic_nifti(tmp_path))
+    window.open_path_and_wait(synthetic_nifti(tmp_path))
     view = window.view
     window.set_tool(Tool.BRUSH)
     drag(qtbot, view, (20.5, 20.5), (30.5, 20.5))
@@ -85,7 +85,7 @@ def test_each_raw_file_opens(qtbot, make_window, raw_dir, errors) -> None:
     failed = []
     for path in paths:
         n_errors = len(errors)
-        ok = window.open_path(path)
+        ok = window.open_path_and_wait(path)
         if not ok:
             assert len(errors) == n_errors + 1 and "Traceback" not in errors[-1] and "\n" not in errors[-1]
             failed.append((path.name, errors[-1]))
@@ -115,7 +115,7 @@ def test_stale_worker_results_are_ignored(qtbot, fake) -> None:
 
 def test_result_for_a_slice_no_longer_shown_is_dropped(qtbot, fake, make_window, tmp_path) -> None:
     window = make_window(fake(delay=0.3))
-    window.open_path(synthetic_nifti(tmp_path))
+    window.open_path_and_wait(synthetic_nifti(tmp_path))
     window.view.box_drawn.emit(4, np.array([5.0, 5.0, 30.0, 30.0]))
     window.view.set_slice(6)  # newer request: the box result is stale
     with qtbot.waitSignal(window.worker.encoded, timeout=5000):
@@ -127,7 +127,7 @@ def test_result_for_a_slice_no_longer_shown_is_dropped(qtbot, fake, make_window,
 def test_gui_stays_responsive_with_a_slow_encoder(qtbot, fake, make_window, tmp_path) -> None:
     backend = fake(delay=1.5)
     window = make_window(backend)
-    window.open_path(synthetic_nifti(tmp_path))  # posts an encode of the shown slice (1.5 s)
+    window.open_path_and_wait(synthetic_nifti(tmp_path))  # posts an encode of the shown slice (1.5 s)
     ticks: list[float] = []
     timer = QTimer()
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
@@ -144,7 +144,7 @@ def test_gui_stays_responsive_with_a_slow_encoder(qtbot, fake, make_window, tmp_
 
 def test_propagation_is_one_undo_step_and_can_be_cancelled(qtbot, fake, make_window, tmp_path) -> None:
     window = make_window()
-    window.open_path(synthetic_nifti(tmp_path))
+    window.open_path_and_wait(synthetic_nifti(tmp_path))
     window.view.last_box = (4, np.array([10.0, 10.0, 40.0, 40.0]))
     steps = len(window.session.history)
     window.propagate(below=2, above=3)
@@ -158,10 +158,10 @@ def test_propagation_is_one_undo_step_and_can_be_cancelled(qtbot, fake, make_win
     assert not window.session.labels.any()
 
     slow = make_window(fake(delay=0.2))
-    slow.open_path(synthetic_nifti(tmp_path))
+    slow.open_path_and_wait(synthetic_nifti(tmp_path))
     slow.view.last_box = (4, np.array([10.0, 10.0, 40.0, 40.0]))
-    slow.propagate(below=4, above=4)
-    qtbot.wait(300)
+    with qtbot.waitSignal(slow.worker.slice_done, timeout=10000):
+        slow.propagate(below=4, above=4)  # cancel once the first slice is in, whatever the machine's load
     slow.worker.cancel()
     with qtbot.waitSignal(slow.worker.propagation_finished, timeout=10000) as blocker:
         pass
@@ -172,7 +172,7 @@ def test_propagation_is_one_undo_step_and_can_be_cancelled(qtbot, fake, make_win
 def test_export_reread_identical_labels_and_geometry(qtbot, make_window, tmp_path) -> None:
     window = make_window()
     src = synthetic_nifti(tmp_path)
-    window.open_path(src)
+    window.open_path_and_wait(src)
     s = window.session
     s.add_label("liver")
     mask = np.zeros((60, 80), bool)
@@ -191,7 +191,7 @@ def test_export_reread_identical_labels_and_geometry(qtbot, make_window, tmp_pat
     assert "spleen" in (tmp_path / "out" / "case_seg.json").read_text()
     assert not window.save_labels(src)  # never overwrites the source image
     # re-open the mask onto a fresh copy of the image: same labels and names
-    window.open_path(src)
+    window.open_path_and_wait(src)
     assert window.open_mask(out)
     np.testing.assert_array_equal(window.session.labels, read_labels(out, s.volume))
     assert [lb.name for lb in window.session.table] == ["liver", "spleen"]
@@ -199,7 +199,7 @@ def test_export_reread_identical_labels_and_geometry(qtbot, make_window, tmp_pat
 
 def test_closing_with_unsaved_work_asks_and_worker_stops(qtbot, make_window, tmp_path, monkeypatch) -> None:
     window = make_window()
-    window.open_path(synthetic_nifti(tmp_path))
+    window.open_path_and_wait(synthetic_nifti(tmp_path))
     window.session.add_label()
     asked: list[str] = []
     answer = "cancel"
@@ -218,10 +218,12 @@ def test_closing_with_unsaved_work_asks_and_worker_stops(qtbot, make_window, tmp
 
 def test_missing_model_is_reported_once_and_editing_still_works(qtbot, make_window, tmp_path, errors) -> None:
     window = make_window(ModelNotAvailableError("no model weights found"))
-    window.open_path(synthetic_nifti(tmp_path))
+    window.open_path_and_wait(synthetic_nifti(tmp_path))
+    qtbot.waitUntil(lambda: window.model_label.text() == "model: unavailable", timeout=5000)
+    assert errors == []  # opening an image never nags; the first box does, once
     window.view.box_drawn.emit(4, np.array([5.0, 5.0, 30.0, 30.0]))
     qtbot.waitUntil(lambda: len(errors) == 1, timeout=5000)
-    assert "no model weights found" in errors[0]
+    assert "no model weights found" in errors[0] and window.model_label.text() == "model: unavailable"
     window.view.box_drawn.emit(4, np.array([5.0, 5.0, 30.0, 30.0]))
     qtbot.wait(200)
     assert len(errors) == 1
@@ -235,12 +237,13 @@ def test_open_sample(qtbot, make_window, key) -> None:
     pytest.importorskip("pydicom")
     window = make_window()
     assert window.open_sample(key)
+    qtbot.waitUntil(lambda: window.session is not None and window.view.last_box is not None, timeout=10000)
     assert window.session.volume.is_2d and window.view.last_box is not None
 
 
 def test_labels_panel_add_rename_hide_select(qtbot, make_window, tmp_path) -> None:
     window = make_window()
-    window.open_path(synthetic_nifti(tmp_path))
+    window.open_path_and_wait(synthetic_nifti(tmp_path))
     panel, s = window.labels_panel, window.session
     qtbot.mouseClick(panel.add_button, Qt.MouseButton.LeftButton)
     qtbot.mouseClick(panel.add_button, Qt.MouseButton.LeftButton)
@@ -278,7 +281,7 @@ def test_save_png_for_2d(qtbot, make_window, tmp_path) -> None:
     src = tmp_path / "pic.png"
     Image.fromarray(np.arange(40 * 50, dtype=np.uint32).reshape(40, 50).astype(np.uint8)).save(src)
     window = make_window()
-    window.open_path(src)
+    window.open_path_and_wait(src)
     mask = np.zeros((40, 50), bool)
     mask[5:15, 5:25] = True
     window.session.apply_mask(0, mask)
@@ -292,7 +295,7 @@ def test_settings_roundtrip_and_apply(qtbot, make_window, store, tmp_path) -> No
     from medsam_desktop.ui.settings_dialog import AppSettings
 
     window = make_window()
-    window.open_path(synthetic_nifti(tmp_path))
+    window.open_path_and_wait(synthetic_nifti(tmp_path))
     window.apply_settings(AppSettings(model="auto", threads=1, cache_mb=64, overlap="background"))
     assert AppSettings.load(store) == AppSettings("auto", 1, 64, "background")
     assert window.session.overlap is OverlapRule.BACKGROUND and window.worker.cache.max_bytes == 64 * 2**20
@@ -359,7 +362,7 @@ def test_model_input_matches_the_engine_intensity_mapping(modality) -> None:
 
 def test_propagation_without_model_resets_the_ui(qtbot, make_window, tmp_path, errors) -> None:
     window = make_window(ModelNotAvailableError("no model weights found"))
-    window.open_path(synthetic_nifti(tmp_path))
+    window.open_path_and_wait(synthetic_nifti(tmp_path))
     window.view.last_box = (4, np.array([10.0, 10.0, 40.0, 40.0]))
     window.propagate(below=1, above=1)
     assert not window.act_propagate.isEnabled()
@@ -370,7 +373,7 @@ def test_propagation_without_model_resets_the_ui(qtbot, make_window, tmp_path, e
 def test_menu_actions_window_presets_recent_and_samples(qtbot, make_window, tmp_path) -> None:
     window = make_window()
     src = synthetic_nifti(tmp_path)
-    window.open_path(src)
+    window.open_path_and_wait(src)
     lung = next(a for a in window.window_menu.actions() if a.text() == "CT lung")
     lung.trigger()
     assert (window.view.level, window.view.width) == (-600.0, 1500.0)
@@ -378,11 +381,78 @@ def test_menu_actions_window_presets_recent_and_samples(qtbot, make_window, tmp_
     recent = window.recent_menu.actions()
     assert [a.text() for a in recent] == [str(src.resolve())]
     window.session.mark_saved()
-    recent[0].trigger()
+    with qtbot.waitSignal(window.loader.loaded, timeout=5000):
+        recent[0].trigger()
     assert window.session.volume.source_path.resolve() == src.resolve()
     window._fill_samples()
     samples = window.samples_menu.actions()
     assert samples
     if importlib.util.find_spec("pydicom") is not None:
-        samples[0].trigger()
+        with qtbot.waitSignal(window.loader.loaded, timeout=10000):
+            samples[0].trigger()
         assert window.session.volume.is_2d
+
+
+def test_model_input_follows_the_displayed_ct_window(qtbot, fake, make_window, tmp_path) -> None:
+    from medsam_desktop.core.intensity import window as ct_window
+    from medsam_desktop.ui.worker import ModelInput
+
+    arr = np.random.default_rng(2).integers(-1000, 1000, size=(3, 16, 16)).astype(np.int16)
+    lazy = ModelInput(Volume(arr, modality="CT"))
+    assert lazy.mapping == (40.0, 400.0)
+    np.testing.assert_array_equal(lazy[1], ct_window(arr[1], 40, 400))
+    assert lazy.set_ct_window(-600, 1500) and not lazy.set_ct_window(-600, 1500)
+    np.testing.assert_array_equal(lazy[1], ct_window(arr[1], -600, 1500))
+    assert ModelInput(Volume(arr, modality="MR")).mapping is None  # MR/PET keep the percentile mapping
+    # in the window: a new window re-encodes the shown slice under a new cache key (no stale embedding reuse)
+    backend = fake()
+    window = make_window(backend)
+    window.open_path_and_wait(synthetic_nifti(tmp_path))
+    qtbot.waitUntil(lambda: backend.encodes == 1, timeout=3000)
+    window.view.set_window(-600.0, 1500.0)
+    window.view.box_drawn.emit(4, np.array([5.0, 5.0, 30.0, 30.0]))  # before the debounce: applied at once
+    qtbot.waitUntil(lambda: window.session.labels[4].any(), timeout=3000)
+    assert backend.encodes == 2 and len(window.worker.cache) == 2
+    keys = {k[1][0][1] for k in window.worker.cache._data}
+    assert keys == {(40.0, 400.0), (-600.0, 1500.0)}
+
+
+def test_threads_change_live_without_reloading_the_model(qtbot, fake, make_window, tmp_path, monkeypatch) -> None:
+    import sys
+    import types
+
+    from medsam_desktop.ui.settings_dialog import AppSettings
+
+    calls: list[int] = []
+    fake_torch = types.SimpleNamespace(set_num_threads=calls.append, get_num_threads=lambda: calls[-1])
+    monkeypatch.setitem(sys.modules, "torch", fake_torch)
+    backend = fake()
+    window = make_window(backend)
+    window._custom_factory = None  # as in the real app: a model change would reload
+    window.open_path_and_wait(synthetic_nifti(tmp_path))
+    qtbot.waitUntil(lambda: len(window.worker.cache) == 1, timeout=3000)
+    window.apply_settings(AppSettings(model=window.settings.model, threads=1, cache_mb=window.settings.cache_mb))
+    qtbot.waitUntil(lambda: calls == [1], timeout=3000)
+    assert len(window.worker.cache) == 1 and window.model_label.text() == "model: fake"  # nothing reloaded
+
+
+def test_help_lists_every_shortcut_and_empty_window_says_what_to_do(qtbot, make_window, tmp_path) -> None:
+    window = make_window()
+    assert window.view.hint.isVisible() and "Open" in window.view.hint.text()
+    rows = dict(window.shortcut_rows())
+    for act in window.actions():
+        for seq in act.shortcuts():
+            assert any(seq.toString() in keys for keys in rows), act.text()
+    assert {"F1", "Ctrl+P", "Esc", "0", "["}.issubset({k for keys in rows for k in keys.split(" / ")})
+    window.open_path_and_wait(synthetic_nifti(tmp_path))
+    assert not window.view.hint.isVisible()
+
+
+def test_drawing_on_a_non_axial_view_says_why_nothing_happens(qtbot, make_window, tmp_path) -> None:
+    window = make_window()
+    window.open_path_and_wait(synthetic_nifti(tmp_path))
+    window.set_orientation("coronal")
+    with qtbot.waitSignal(window.view.notice, timeout=2000) as blocker:
+        drag(qtbot, window.view, (10.5, 2.5), (30.5, 6.5))
+    assert "axial" in blocker.args[0] and "axial" in window.statusBar().currentMessage()
+    assert not window.session.labels.any()

@@ -1,0 +1,40 @@
+"""Test helpers shared by the engine tests: a fast fake inference backend and side-effect pickles."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+class BoxBackend:
+    """Instant backend: the embedding is zeros; a decoded mask is exactly the prompt box (model frame)."""
+
+    name = "fake-box"
+
+    def __init__(self) -> None:
+        self.encodes = 0
+        self.decodes = 0
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        self.encodes += 1
+        return np.zeros((images.shape[0], 256, 64, 64), np.float32)
+
+    def decode(self, embedding: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.decodes += 1
+        boxes = np.asarray(boxes).reshape(-1, 4)
+        logits = np.full((len(boxes), 256, 256), -10.0, np.float32)
+        for i, (x0, y0, x1, y1) in enumerate(boxes):
+            logits[i, int(np.ceil(y0)) : int(np.floor(y1)) + 1, int(np.ceil(x0)) : int(np.floor(x1)) + 1] = 10.0
+        return logits, np.ones(len(boxes), np.float32)
+
+
+class SideEffect:
+    """Unpickling this object creates the folder ``flag`` (a visible side effect that must never happen)."""
+
+    def __init__(self, flag: Path) -> None:
+        self.flag = flag
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (os.mkdir, (str(self.flag),))
