@@ -53,3 +53,22 @@ def test_balanced_ranks_interleave_modalities() -> None:
     ranks = prepare_data.balanced_ranks(items, seed=0)
     first10 = [items[i].modality for i in sorted(range(len(items)), key=lambda i: ranks[i])[:10]]
     assert first10.count("ct") == 5  # the rare modality is not buried at the end
+
+
+def test_pack_and_unpack_round_trip(tmp_path: Path) -> None:
+    from training import pack_shards
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    _make_folder(src)
+    prepare_data.main(["--input", str(src), "--out", str(out), "--val-fraction", "0.3"])
+    n = pack_shards.main(["pack", "--data", str(out), "--out", str(tmp_path / "pack")])
+    assert n == 0
+    assert pack_shards.main(["unpack", "--pack", str(tmp_path / "pack"), "--out", str(tmp_path / "back")]) == 0
+    before, after = read_manifest(out), read_manifest(tmp_path / "back")
+    assert len(after) == len(before)
+    by_group = {(it.group, it.rank): it for it in before}
+    a_img, b_img = ShardImages(out), ShardImages(tmp_path / "back")
+    for it in after:
+        orig = by_group[(it.group, it.rank)]
+        diff = np.abs(a_img.get(orig).astype(int) - b_img.get(it).astype(int))
+        assert diff.mean() < 3.0  # JPEG at quality 92 on noise-free and noisy test images

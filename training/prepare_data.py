@@ -33,11 +33,15 @@ from medsam_desktop.core.intensity import percentile_normalise, to_display_uint8
 from medsam_desktop.core.preprocess import preprocess_uint8
 from medsam_desktop.io import read_image
 
+try:
+    from training.shards import SHARD_SIZE
+except ImportError:  # run as a script from training/
+    from shards import SHARD_SIZE  # type: ignore[no-redef]
+
 log = logging.getLogger("prepare_data")
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".nii", ".gz", ".nrrd", ".mha", ".mhd", ".mgz",
               ".dcm", ".npz"}
-SHARD_SIZE = 512
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+SHARD_SIZE = 512  # items per shard file
+
 
 @dataclass(frozen=True)
 class ShardItem:

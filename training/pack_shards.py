@@ -1,0 +1,118 @@
+"""Pack training shards into a small transferable folder (JPEG bytes + manifest), and unpack them.
+
+A lent GPU machine receives at most 64 MiB with the working tree, while the uint8 shards are ~200 KB per
+slice. Packing stores each (256, 256, 3) slice as one JPEG (grey when its channels are equal), concatenated
+in ``images.bin`` with ``offsets.npy`` and the original ``manifest.csv``; teacher and student both see the
+decoded images, so the lossy step does not bias distillation.
+
+    python training/pack_shards.py pack --data DIR --out pack/ [--max-mb 56] [--quality 92]
+    python training/pack_shards.py unpack --pack pack/ --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+try:
+    from training.shards import SHARD_SIZE, ShardImages, read_manifest
+except ImportError:  # run as a script from training/ (no SimpleITK needed: runs on bare GPU machines)
+    from shards import SHARD_SIZE, ShardImages, read_manifest  # type: ignore[no-redef]
+
+log = logging.getLogger("pack_shards")
+
+
+def encode(img: np.ndarray, quality: int) -> bytes:
+    grey = bool(np.array_equal(img[..., 0], img[..., 1]) and np.array_equal(img[..., 0], img[..., 2]))
+    pil = Image.fromarray(img[..., 0] if grey else img)
+    buf = io.BytesIO()
+    pil.save(buf, format="JPEG", quality=quality, subsampling=0)
+    return buf.getvalue()
+
+
+def decode(data: bytes) -> np.ndarray:
+    img = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    return np.ascontiguousarray(img)
+
+
+def pack(data: Path, out: Path, max_mb: float, quality: int) -> int:
+    items = sorted(read_manifest(data), key=lambda it: (it.split != "val", it.rank))  # val first, then rank
+    images = ShardImages(data)
+    out.mkdir(parents=True, exist_ok=True)
+    blobs, kept, total = [], [], 0
+    for it in items:
+        blob = encode(images.get(it), quality)
+        if (total + len(blob)) / 2**20 > max_mb:
+            break
+        blobs.append(blob)
+        kept.append(it)
+        total += len(blob)
+    offsets = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
+    (out / "images.bin").write_bytes(b"".join(blobs))
+    np.save(out / "offsets.npy", offsets)
+    with (data / "manifest.csv").open(newline="") as fh:
+        fields = csv.DictReader(fh).fieldnames
+    with (out / "manifest.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        for it in kept:
+            writer.writerow({k: getattr(it, k) for k in fields})
+    log.info("packed %d of %d items in %.1f MB (quality %d)", len(kept), len(items), total / 2**20, quality)
+    return len(kept)
+
+
+def unpack(pack_dir: Path, out: Path) -> int:
+    """Rebuild shards + manifest (rows renumbered into new shards) from a pack."""
+    blob = (pack_dir / "images.bin").read_bytes()
+    offsets = np.load(pack_dir / "offsets.npy")
+    with (pack_dir / "manifest.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    out.mkdir(parents=True, exist_ok=True)
+    for start in range(0, len(rows), SHARD_SIZE):
+        shard = start // SHARD_SIZE
+        idx = range(start, min(start + SHARD_SIZE, len(rows)))
+        arr = np.stack([decode(blob[offsets[i] : offsets[i + 1]]) for i in idx])
+        np.save(out / f"shard_{shard:04d}.npy", arr)
+        for row_in_shard, i in enumerate(idx):
+            rows[i]["shard"], rows[i]["row"] = shard, row_in_shard
+            rows[i]["id"] = f"{shard:04d}_{row_in_shard:04d}"
+    tmp = out / "manifest.tmp.csv"
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    shutil.move(tmp, out / "manifest.csv")
+    log.info("unpacked %d items into %s", len(rows), out)
+    return len(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("pack")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--max-mb", type=float, default=56.0)
+    p.add_argument("--quality", type=int, default=92)
+    u = sub.add_parser("unpack")
+    u.add_argument("--pack", type=Path, required=True)
+    u.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.cmd == "pack":
+        pack(args.data, args.out, args.max_mb, args.quality)
+    else:
+        unpack(args.pack, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
