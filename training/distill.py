@@ -19,7 +19,6 @@ import argparse
 import csv
 import logging
 import math
-import os
 import random
 import sys
 import time
@@ -34,9 +33,11 @@ import torch.nn.functional as F
 from medsam_desktop.model import build_model, load_checkpoint, save_checkpoint
 
 try:
+    from training.runtime import any_rank, save_atomic, setup_runtime
     from training.shards import ShardImages, ShardItem, TeacherCache, read_manifest
     from training.teacher_cache import load_teacher_spec
 except ImportError:  # run as a script from training/
+    from runtime import any_rank, save_atomic, setup_runtime  # type: ignore[no-redef]
     from shards import ShardImages, ShardItem, TeacherCache, read_manifest  # type: ignore[no-redef]
     from teacher_cache import load_teacher_spec  # type: ignore[no-redef]
 
@@ -140,26 +141,13 @@ def save_state(path: Path, student: torch.nn.Module, opt: torch.optim.Optimizer,
         "model": student.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
         "state": state, "torch_rng": torch.get_rng_state(), "format_version": 1,
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    save_atomic(payload, path)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    if world > 1:
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    if torch.cuda.is_available():
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    rt = setup_runtime(args.threads)
+    world, rank, device = rt.world, rt.rank, rt.device
     torch.manual_seed(args.seed + rank)
     rng = random.Random(args.seed)  # the same shuffle on every rank, so the rank::world shards are disjoint
 
@@ -241,10 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                          float(gnorm), (time.time() - t_start) / max(1, len(losses)))
         stop = (args.max_steps and state["step"] >= args.max_steps) or (
             args.max_hours and time.time() - t_start >= args.max_hours * 3600)
-        if world > 1:  # stop together: a rank that leaves early would hang the others in all-reduce
-            flag = torch.tensor([int(bool(stop))], device=device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            stop = bool(flag.item())
+        stop = any_rank(bool(stop), rt)  # stop together: a rank that leaves early would hang the others
         if rank == 0 and (stop or time.time() - t_ckpt >= args.checkpoint_minutes * 60):
             save_state(last, student, opt, sched, state)
             t_ckpt = time.time()

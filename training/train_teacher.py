@@ -19,7 +19,6 @@ import argparse
 import csv
 import logging
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -35,8 +34,10 @@ from medsam_desktop.model import MedSAMLite, build_model, save_checkpoint
 
 try:
     from training.labelled_data import LabelledSlices, RankSampler, find_cases, split_cases
+    from training.runtime import any_rank, save_atomic, setup_runtime
 except ImportError:  # run as a script from training/
     from labelled_data import LabelledSlices, RankSampler, find_cases, split_cases  # type: ignore[no-redef]
+    from runtime import any_rank, save_atomic, setup_runtime  # type: ignore[no-redef]
 
 log = logging.getLogger("train_teacher")
 ENCODER_CONFIGS = {"swin_t": "swin_t", "tiny": "swin_tiny_test"}  # --encoder-config -> registry arch
@@ -116,34 +117,13 @@ def save_state(path: Path, model: MedSAMLite, opt: torch.optim.Optimizer, sched:
         "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
         "state": state, "format_version": 1,
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
-def _any_rank(flag: bool, world: int, device: torch.device) -> bool:
-    if world == 1:
-        return flag
-    t = torch.tensor([int(flag)], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    save_atomic(payload, path)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    if world > 1:
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    if torch.cuda.is_available():
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    rt = setup_runtime(args.threads)
+    world, rank, device = rt.world, rt.rank, rt.device
     torch.manual_seed(args.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
     arch = ENCODER_CONFIGS[args.encoder_config]
     extra: dict[str, Any] = {}
@@ -252,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         state["seconds"] = seconds0 + time.time() - t_start
         stop = bool(args.max_steps and state["step"] >= args.max_steps) or bool(
             args.max_hours and time.time() - t_start >= args.max_hours * 3600)
-        stop = _any_rank(stop, world, device)  # wall-time limits may trip on one rank first
+        stop = any_rank(stop, rt)  # wall-time limits may trip on one rank first
         val = ""
         if state["step"] % args.val_every == 0 or stop:
             val = f"{run_validation(recent[-args.val_every:]):.6f}"

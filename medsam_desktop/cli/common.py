@@ -25,6 +25,7 @@ __all__ = [
     "EXIT_USAGE",
     "add_common_arguments",
     "describe_exception",
+    "fail",
     "one_line",
     "parse_args",
     "progress",
@@ -98,6 +99,12 @@ def describe_exception(exc: BaseException) -> str:
 def report_error(prog: str, message: object) -> None:
     """Write ``prog: error: message`` as one line on stderr."""
     tqdm.write(f"{prog}: error: {one_line(message)}", file=sys.stderr)
+
+
+def fail(prog: str, message: object) -> int:
+    """Report ``message`` as one error line and return :data:`EXIT_FAILURE` (``return fail(PROG, ...)``)."""
+    report_error(prog, message)
+    return EXIT_FAILURE
 
 
 def progress(

@@ -18,6 +18,7 @@ from .common import (
     EXIT_OK,
     add_common_arguments,
     describe_exception,
+    fail,
     parse_args,
     progress,
     report_error,
@@ -41,29 +42,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def fail(message: object) -> int:
-    report_error(PROG, message)
-    return EXIT_FAILURE
-
-
 def main(argv: list[str] | None = None) -> int:
     args, code = parse_args(build_parser(), argv)
     if args is None:
         return code
     setup_logging(PROG, args.verbose, args.quiet)
     if not args.input.is_dir():
-        return fail(f"input folder not found: {args.input}")
+        return fail(PROG, f"input folder not found: {args.input}")
     cases = sorted(args.input.glob("*.npz"))
     if not cases:
-        return fail(f"no .npz cases in {args.input}")
+        return fail(PROG, f"no .npz cases in {args.input}")
     try:
         predictor = predictor_from_args(args)
     except (ModelNotAvailableError, InvalidCheckpointError) as exc:
-        return fail(str(exc))
+        return fail(PROG, str(exc))
     try:  # only once the model is loaded: a bad --weights leaves nothing behind
         args.output.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        return fail(f"cannot create output folder {args.output}: {exc.strerror}")
+        return fail(PROG, f"cannot create output folder {args.output}: {exc.strerror}")
     log.info("model %s, %d cases", predictor.backend.name, len(cases))
 
     rows, n_failed = [], 0
@@ -90,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             writer.writerow(["case", "seconds", "n_boxes"])
             writer.writerows(rows)
     except OSError as exc:
-        return fail(f"cannot write {args.output / 'timing.csv'}: {describe_exception(exc)}")
+        return fail(PROG, f"cannot write {args.output / 'timing.csv'}: {describe_exception(exc)}")
     log.info("%d cases done, %d failed", len(rows), n_failed)
     return EXIT_FAILURE if n_failed else EXIT_OK
 

@@ -22,12 +22,11 @@ from ..io import MedSAMIOError, Volume, read_image, write_labels_nifti, write_ma
 from ..model.checkpoint import InvalidCheckpointError, ModelNotAvailableError
 from ..samples import SampleNotAvailableError, get_sample, list_samples
 from .common import (
-    EXIT_FAILURE,
     EXIT_OK,
     add_common_arguments,
     describe_exception,
+    fail,
     parse_args,
-    report_error,
     setup_logging,
 )
 from .model_options import add_model_arguments, predictor_from_args
@@ -59,11 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def fail(message: object) -> int:
-    report_error(PROG, message)
-    return EXIT_FAILURE
-
-
 def _is_nifti(path: Path) -> bool:
     return path.name.lower().endswith((".nii", ".nii.gz"))
 
@@ -75,29 +69,29 @@ def run(args: argparse.Namespace) -> int:
         args.box = args.box or list(sample.box)
         log.info("sample %s: %s, box %s", sample.key, sample.title, args.box)
     if args.image is None:
-        return fail("give an IMAGE file or --sample")
+        return fail(PROG, "give an IMAGE file or --sample")
     if args.box is None:
-        return fail("give the box: --box X0 Y0 X1 Y1 (pixels, x = column, y = row)")
+        return fail(PROG, "give the box: --box X0 Y0 X1 Y1 (pixels, x = column, y = row)")
     if not 1 <= args.label <= 65535:
-        return fail(f"--label must be between 1 and 65535, got {args.label}")
+        return fail(PROG, f"--label must be between 1 and 65535, got {args.label}")
     out = args.output
     if not (_is_nifti(out) or out.suffix.lower() == ".png"):
-        return fail(f"output must end in .nii.gz, .nii or .png, got '{out.name}'")
+        return fail(PROG, f"output must end in .nii.gz, .nii or .png, got '{out.name}'")
     vol: Volume = read_image(args.image)
     if vol.source_path is not None and out.resolve() == Path(vol.source_path).resolve():
-        return fail("the output would overwrite the source image: choose another output file")
+        return fail(PROG, "the output would overwrite the source image: choose another output file")
     depth = vol.n_slices
     if depth > 1 and args.slice is None and args.zrange is None:
-        return fail(f"{args.image.name} is a volume with {depth} slices: give --slice Z or --zrange Z0 Z1")
+        return fail(PROG, f"{args.image.name} is a volume with {depth} slices: give --slice Z or --zrange Z0 Z1")
     if depth > 1 and out.suffix.lower() == ".png":
-        return fail("a volume's mask must be saved as NIfTI (.nii.gz), not PNG")
+        return fail(PROG, "a volume's mask must be saved as NIfTI (.nii.gz), not PNG")
     display = to_display_uint8(vol.array, vol.modality, args.ct_window)
     labels = np.zeros(vol.shape_zyx, dtype=np.uint8 if args.label <= 255 else np.uint16)
     x0, y0, x1, y1 = args.box
     if args.zrange is not None:
         z0, z1 = args.zrange
         if max(z0, z1) < 0 or min(z0, z1) > depth - 1:
-            return fail(f"--zrange {z0} {z1} lies outside the volume (slices 0..{depth - 1})")
+            return fail(PROG, f"--zrange {z0} {z1} lies outside the volume (slices 0..{depth - 1})")
         predictor = predictor_from_args(args)
         bar = tqdm(desc="slices", file=sys.stderr, leave=False, disable=args.quiet or not sys.stderr.isatty())
 
@@ -111,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         z = args.slice if args.slice is not None else 0
         if not 0 <= z < depth:
-            return fail(f"--slice {z} is outside the volume (slices 0..{depth - 1})")
+            return fail(PROG, f"--slice {z} is outside the volume (slices 0..{depth - 1})")
         predictor = predictor_from_args(args)
         mask = segment_slice(predictor, display[z], np.array([[x0, y0, x1, y1]])) > 0
         labels[z][mask] = args.label
@@ -134,10 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except EXPECTED_ERRORS as exc:
-        return fail(str(exc))
+        return fail(PROG, str(exc))
     except Exception as exc:  # unexpected: still one line (traceback with -v), never a half-written file
         log.debug("unexpected failure", exc_info=True)
-        return fail(describe_exception(exc))
+        return fail(PROG, describe_exception(exc))
 
 
 if __name__ == "__main__":
