@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from types import TracebackType
 
 log = logging.getLogger(__name__)
@@ -16,7 +17,51 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="medsam-desktop", description="Box-prompted segmentation of CT/MR images.")
     parser.add_argument("path", nargs="?", help="image file or DICOM folder to open")
     parser.add_argument("--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--version", action="store_true", help="print the app and model versions and exit")
+    parser.add_argument(
+        "--self-test",
+        action="store_true",
+        help="headless check: load the bundled model, segment a sample, print timings, exit",
+    )
+    # hidden, for scripts/check_bundle.py: the app's segment-and-save path on PATH, without a window
+    parser.add_argument("--segment-and-export", type=Path, metavar="OUT", help=argparse.SUPPRESS)
+    parser.add_argument("--box", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"), help=argparse.SUPPRESS)
+    parser.add_argument("--slice", type=int, default=0, help=argparse.SUPPRESS)
     return parser.parse_args(list(argv) if argv is not None else None)
+
+
+def _headless(args: argparse.Namespace) -> int | None:
+    """``--version``, ``--self-test`` and ``--segment-and-export``: one line out, an exit code; else None."""
+    if not (args.version or args.self_test or args.segment_and_export):
+        return None
+    from .. import selftest
+
+    selftest.use_offscreen_qt()  # before PyQt6 is imported
+    if args.version:
+        print(selftest.version_line())
+        return 0
+    if args.self_test:
+        try:
+            print(selftest.run_self_test().line())
+        except selftest.SelfTestError as exc:
+            print(exc)
+            return 1
+        except Exception as exc:  # anything else is still one line (traceback with --verbose)
+            log.debug("self-test crashed", exc_info=True)
+            print(f"self-test FAILED: {exc.__class__.__name__}: {' '.join(str(exc).split())}")
+            return 1
+        return 0
+    if not args.path or args.box is None:
+        print("--segment-and-export needs PATH and --box X0 Y0 X1 Y1")
+        return 2
+    try:
+        n = selftest.segment_and_export(Path(args.path), args.box, args.slice, args.segment_and_export)
+    except Exception as exc:
+        log.debug("segment-and-export failed", exc_info=True)
+        print(f"segment-and-export FAILED: {exc.__class__.__name__}: {' '.join(str(exc).split())}")
+        return 1
+    print(f"segment-and-export OK: {n} voxels -> {args.segment_and_export}")
+    return 0
 
 
 def _install_excepthook() -> None:
@@ -36,8 +81,12 @@ def _install_excepthook() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Start the application; returns the exit code."""
     args = _parse(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    headless = args.version or args.self_test or args.segment_and_export is not None
+    level = logging.DEBUG if args.verbose else logging.WARNING if headless else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    code = _headless(args)
+    if code is not None:
+        return code
     from PyQt6.QtWidgets import QApplication
 
     from .main_window import MainWindow

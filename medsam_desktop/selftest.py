@@ -1,0 +1,245 @@
+"""Self-test, version report and a scripted segment-and-save, for checking an installed or packaged app.
+
+``medsam-desktop --self-test`` (and the bundle's ``MedSAM-Desktop --self-test``) runs headless: it builds the
+main window offscreen, loads the bundled student, segments the ``ct-vertebra`` sample (a synthetic disk when
+pydicom's file is absent) with its preset box, checks that the mask is plausible and prints one line with the
+timings. ``--segment-and-export`` runs the app's own path (model input mapping, annotation session, label
+saving) on a real file without showing a window; ``scripts/check_bundle.py`` compares it with
+``medsam-segment``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+
+log = logging.getLogger(__name__)
+
+SELF_TEST_SAMPLE = "ct-vertebra"
+MIN_BOX_FRACTION = 0.20  # a plausible mask covers 20-100 % of its box ...
+MAX_BOX_FRACTION = 1.00
+INSIDE_MARGIN = 2  # ... and stays inside it (pixels of slack for the resize round trip)
+
+_T0 = time.perf_counter()  # module import: the fallback origin when the process start time is unknown
+
+
+class SelfTestError(RuntimeError):
+    """The self-test failed; the message is one line that says what went wrong."""
+
+
+def use_offscreen_qt() -> None:
+    """Headless Qt: must run before PyQt6 is imported (an explicit QT_QPA_PLATFORM is respected)."""
+    if "PyQt6.QtWidgets" in sys.modules:
+        log.debug("Qt already imported; QT_QPA_PLATFORM is %s", os.environ.get("QT_QPA_PLATFORM"))
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+def seconds_since_start() -> float:
+    """Seconds since this process started (Linux: from /proc, so it includes the interpreter's start-up)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(uptime - ticks / os.sysconf("SC_CLK_TCK"), 0.0)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.perf_counter() - _T0
+
+
+# --- version ---------------------------------------------------------------------------------------------------
+def model_summary() -> str:
+    """``repvit_m0_6 sha256 fb7181c8 (200 training steps)`` for the bundled student, or why it is absent."""
+    from .model.checkpoint import STUDENT_FILE, card_sha256, student_checkpoint_path
+    from .paths import models_dir
+
+    path = student_checkpoint_path()
+    if path is None:
+        return f"none bundled (expected {models_dir() / STUDENT_FILE})"
+    sha = card_sha256(path)
+    card = path.with_suffix(".md")
+    steps = None
+    if card.is_file():
+        match = re.search(r"\*\*training\*\*:\s*([\d,]+)\s+steps", card.read_text(errors="replace"))
+        steps = match.group(1).replace(",", "") if match else None
+    return (
+        f"repvit_m0_6 sha256 {sha[:8] if sha else 'unknown (no card)'}"
+        f" ({steps + ' training steps' if steps else 'training steps unknown'})"
+    )
+
+
+def version_line() -> str:
+    """One line: app, model and runtime versions."""
+    import torch
+
+    frozen = " (bundle)" if getattr(sys, "frozen", False) else ""
+    return f"medsam-desktop {__version__}{frozen}; model {model_summary()}; torch {torch.__version__}"
+
+
+# --- self-test -------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SelfTestResult:
+    window_s: float  # process start -> main window shown (offscreen)
+    load_s: float  # model load (weights read, verified against the card, fused)
+    mask_s: float  # first mask: encode + decode of one slice
+    source: str
+    box: tuple[float, float, float, float]
+    mask_px: int
+    box_fraction: float
+    samples: str = ""  # "2/2": sample files found / listed (File > Open sample)
+
+    def line(self) -> str:
+        return (
+            f"self-test OK: window {self.window_s:.2f} s after start, model load {self.load_s:.2f} s, "
+            f"first mask {self.mask_s:.2f} s ({self.source}, {self.mask_px} px = {self.box_fraction:.0%} of the box;"
+            f" samples {self.samples})"
+        )
+
+
+def _test_image() -> tuple[np.ndarray, tuple[float, float, float, float], str]:
+    """The CT sample mapped as the app maps it (uint8, soft-tissue window), else a synthetic bright disk."""
+    from .io import read_image
+    from .samples import SampleNotAvailableError, get_sample
+    from .ui.worker import ModelInput
+
+    try:
+        sample = get_sample(SELF_TEST_SAMPLE)
+        volume = read_image(sample.path())
+        return ModelInput(volume)[0], sample.box, f"sample {sample.key}"
+    except (SampleNotAvailableError, KeyError, OSError) as exc:
+        log.warning("sample unavailable (%s): using a synthetic image", exc)
+    yy, xx = np.mgrid[:128, :128]
+    image = np.where((yy - 64) ** 2 + (xx - 60) ** 2 < 20**2, 200, 30).astype(np.uint8)
+    return image, (36.0, 40.0, 84.0, 88.0), "synthetic disk"
+
+
+def check_mask(mask: np.ndarray, box: tuple[float, float, float, float]) -> float:
+    """Fraction of the box covered; raises :class:`SelfTestError` unless the mask is plausible for the box."""
+    x0, y0, x1, y1 = box
+    area = max((x1 - x0) * (y1 - y0), 1.0)
+    n = int(mask.sum())
+    if n == 0:
+        raise SelfTestError("self-test FAILED: the mask is empty")
+    ys, xs = np.nonzero(mask)
+    m = INSIDE_MARGIN
+    if xs.min() < x0 - m or xs.max() > x1 + m or ys.min() < y0 - m or ys.max() > y1 + m:
+        raise SelfTestError(
+            f"self-test FAILED: the mask spills outside the box (x {xs.min()}..{xs.max()}, y {ys.min()}..{ys.max()}"
+            f" for box {box})"
+        )
+    fraction = n / area
+    if not MIN_BOX_FRACTION <= fraction <= MAX_BOX_FRACTION:
+        raise SelfTestError(
+            f"self-test FAILED: the mask covers {fraction:.0%} of the box "
+            f"(expected {MIN_BOX_FRACTION:.0%}-{MAX_BOX_FRACTION:.0%})"
+        )
+    return fraction
+
+
+def _show_window() -> float:
+    """Build and show the main window offscreen (settings in a throwaway file); seconds since process start."""
+    from PyQt6.QtCore import QSettings
+    from PyQt6.QtWidgets import QApplication
+
+    from .ui.main_window import MainWindow
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    with tempfile.TemporaryDirectory(prefix="medsam-selftest-") as tmp:
+        store = QSettings(str(Path(tmp) / "settings.ini"), QSettings.Format.IniFormat)
+        window = MainWindow(backend_factory=_no_model, store=store)
+        window.show()
+        app.processEvents()
+        shown = seconds_since_start()
+        window.worker.shutdown()
+        window.autosaver.close()
+        window.hide()
+        window.deleteLater()
+        app.processEvents()
+    return shown
+
+
+def _no_model() -> object:
+    raise RuntimeError("the self-test's window does not load a model")
+
+
+def run_self_test() -> SelfTestResult:
+    """Window, bundled model, one mask; raises :class:`SelfTestError` (one line) on any failure."""
+    try:
+        window_s = _show_window()
+    except Exception as exc:
+        raise SelfTestError(f"self-test FAILED: the window could not be created ({_one_line(exc)})") from exc
+    from .core.backend import load_backend
+    from .core.predictor import Predictor
+    from .core.propagation import segment_slice
+
+    t = time.perf_counter()
+    try:
+        predictor = Predictor(load_backend("repvit_m0_6"))
+    except Exception as exc:
+        raise SelfTestError(f"self-test FAILED: the bundled model could not be loaded ({_one_line(exc)})") from exc
+    load_s = time.perf_counter() - t
+    image, box, source = _test_image()
+    t = time.perf_counter()
+    mask = segment_slice(predictor, image, np.array([box])) > 0
+    mask_s = time.perf_counter() - t
+    fraction = check_mask(mask, box)
+    return SelfTestResult(window_s, load_s, mask_s, source, box, int(mask.sum()), fraction, _samples_found())
+
+
+def _samples_found() -> str:
+    """How many listed samples have their file (choosing a missing one shows a one-line message)."""
+    from .samples import SampleNotAvailableError, list_samples
+
+    try:
+        listed = list_samples()
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("sample list unreadable: %s", exc)
+        return "unreadable"
+    found = 0
+    for sample in listed:
+        try:
+            sample.path()
+            found += 1
+        except SampleNotAvailableError:
+            pass
+    return f"{found}/{len(listed)}"
+
+
+# --- segment and export ------------------------------------------------------------------------------------------
+def segment_and_export(image: Path, box: Sequence[float], z: int, output: Path) -> int:
+    """The app's path without a window: read, map as the app does, segment slice ``z``, save labels.
+
+    Returns the number of labelled voxels. Output: NIfTI (+ the app's ``.json`` label sidecar).
+    """
+    from .core.annotation import AnnotationSession
+    from .core.backend import load_backend
+    from .core.predictor import Predictor
+    from .core.propagation import segment_slice
+    from .io import read_image
+    from .model.checkpoint import default_model_name
+    from .ui import files
+    from .ui.worker import ModelInput
+
+    volume = read_image(image)
+    if not 0 <= z < volume.n_slices:
+        raise ValueError(f"slice {z} is outside the image (slices 0..{volume.n_slices - 1})")
+    predictor = Predictor(load_backend(default_model_name()))
+    mask = segment_slice(predictor, ModelInput(volume)[z], np.asarray([box], dtype=np.float64)) > 0
+    session = AnnotationSession(volume)
+    session.ensure_active_label()
+    session.apply_mask(z, mask)
+    files.save_labels(session, output)
+    return int((session.labels > 0).sum())
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
