@@ -101,6 +101,11 @@ class ShadowLabels:
         lo, hi = (z0, z1) if self._range is None else (min(z0, self._range[0]), max(z1, self._range[1]))
         self._range = (int(lo), int(hi))
 
+    @property
+    def pending(self) -> tuple[int, int] | None:
+        """The slice range (inclusive) the next :meth:`update` copies, or None when the copy is current."""
+        return self._range
+
     def reset(self, labels: np.ndarray | None = None) -> None:
         """Start over; ``labels`` known to be all zeros (a new session) costs no copy at all."""
         self._range = None

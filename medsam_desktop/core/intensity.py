@@ -38,9 +38,15 @@ def percentile_range(array: np.ndarray, low: float = 0.5, high: float = 99.5) ->
     return float(lo), float(hi)
 
 
-def percentile_normalise(array: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
-    """Clip to the [low, high] percentile of non-zero voxels, rescale to uint8; exact zeros stay 0."""
-    lo, hi = percentile_range(array, low, high)
+def percentile_normalise(
+    array: np.ndarray, low: float = 0.5, high: float = 99.5, value_range: tuple[float, float] | None = None
+) -> np.ndarray:
+    """Clip to the [low, high] percentile of non-zero voxels, rescale to uint8; exact zeros stay 0.
+
+    ``value_range``: a range computed once for the whole volume (so a single slice maps as it would inside
+    the volume) instead of the percentiles of ``array``.
+    """
+    lo, hi = value_range if value_range is not None else percentile_range(array, low, high)
     arr = np.nan_to_num(np.asarray(array, dtype=np.float32), nan=lo, posinf=hi, neginf=lo)
     out = (np.clip(arr, lo, hi) - lo) / max(hi - lo, 1e-6) * 255.0
     out = np.round(out).astype(np.uint8)

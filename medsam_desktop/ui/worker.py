@@ -22,7 +22,7 @@ from PyQt6.QtCore import QObject, QThread, QTimer, pyqtSignal, pyqtSlot
 
 from ..core.backend import InferenceBackend
 from ..core.cache import EmbeddingCache
-from ..core.intensity import CT_WINDOWS, percentile_range, to_display_uint8, window
+from ..core.intensity import CT_WINDOWS, percentile_normalise, percentile_range, to_display_uint8, window
 from ..core.predictor import Embedding, Predictor
 from ..core.propagation import PropagationCancelled, propagate_boxes
 from ..io import Volume
@@ -100,10 +100,7 @@ class ModelInput:
             return to_display_uint8(sl, self.volume.modality)
         if self._range is None:
             self._range = percentile_range(self.volume.array)
-        lo, hi = self._range
-        out = window(np.nan_to_num(sl.astype(np.float32), nan=lo), (lo + hi) / 2, hi - lo)
-        out[sl == 0] = 0
-        return out
+        return percentile_normalise(sl, value_range=self._range)
 
 
 @dataclass
