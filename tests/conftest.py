@@ -32,3 +32,16 @@ def raw_dir(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def dev_dir(shared_data: Path) -> Path:
     return shared_data / "eval" / "dev"
+
+
+@pytest.fixture(scope="session")
+def random_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weights student checkpoint in our format: exercises the CLIs' plumbing, not accuracy."""
+    import torch
+
+    from medsam_desktop.model import build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("w") / "random_student.pt"
+    save_checkpoint(build_model("repvit_m0_6"), path, "repvit_m0_6")
+    return path

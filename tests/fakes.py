@@ -38,3 +38,8 @@ class SideEffect:
 
     def __reduce__(self) -> tuple[object, ...]:
         return (os.mkdir, (str(self.flag),))
+
+
+def model_args(weights: Path) -> list[str]:
+    """CLI arguments running the random-weights student (fast, one thread, quiet)."""
+    return ["--model", "repvit_m0_6", "--weights", str(weights), "--threads", "1", "-q"]

@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
-from fakes import BoxBackend, SideEffect
+from fakes import BoxBackend, SideEffect, model_args
 from PIL import Image
 
 from medsam_desktop.cli import infer, segment
@@ -38,21 +37,8 @@ from medsam_desktop.io import (
     read_labels,
     write_labels_nifti,
 )
-from medsam_desktop.model import build_model, save_checkpoint
 
 Builder = Callable[[Path], Path]
-
-
-@pytest.fixture(scope="module")
-def random_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("w") / "random_student.pt"
-    save_checkpoint(build_model("repvit_m0_6"), path, "repvit_m0_6")
-    return path
-
-
-def _model_args(weights: Path) -> list[str]:
-    return ["--model", "repvit_m0_6", "--weights", str(weights), "--threads", "1", "-q"]
 
 
 @pytest.fixture
@@ -421,7 +407,7 @@ def test_segment_cli_refuses_bad_images(
             "0",
             "-o",
             str(out_dir / "mask.nii.gz"),
-            *_model_args(random_weights),
+            *model_args(random_weights),
         ],
         capsys,
     )
@@ -455,7 +441,7 @@ def test_segment_cli_handles_odd_but_usable_images(
             str(out),
             "--label",
             "7",
-            *_model_args(random_weights),
+            *model_args(random_weights),
         ],
         capsys,
     )
@@ -498,7 +484,7 @@ def test_segment_cli_boxes(
     out.parent.mkdir()
     where = ["--zrange", "0", "2"] if zrange else ["--slice", "1"]
     code, err = _cli(
-        segment.main, [str(src), "--box", *box, *where, "-o", str(out), *_model_args(random_weights)], capsys
+        segment.main, [str(src), "--box", *box, *where, "-o", str(out), *model_args(random_weights)], capsys
     )
     assert code == expected, err
     assert "Traceback" not in err
@@ -559,7 +545,7 @@ def test_infer_cli_refuses_bad_cases(
     inputs.mkdir()
     bad = build(inputs)
     good = _npz_2d(inputs, "2DBox_US_good.npz", np.array([[4, 4, 30, 30]]))
-    code, err = _cli(infer.main, ["-i", str(inputs), "-o", str(outputs), *_model_args(random_weights)], capsys)
+    code, err = _cli(infer.main, ["-i", str(inputs), "-o", str(outputs), *model_args(random_weights)], capsys)
     assert code == 1
     lines = _error_lines(err)
     assert len(lines) == 1 and bad.name in lines[0] and text in lines[0], err
@@ -577,7 +563,7 @@ def test_infer_cli_runs_odd_but_valid_boxes(
     inputs.mkdir()
     _npz_2d(inputs, "2DBox_US_edge.npz", np.array([[0, 0, 48, 40]]))
     _npz_3d(inputs, "3DBox_CT_float.npz", np.array([[5.2, 5.0, 0.0, 30.7, 30.0, 3.0]]))
-    code, err = _cli(infer.main, ["-i", str(inputs), "-o", str(outputs), *_model_args(random_weights)], capsys)
+    code, err = _cli(infer.main, ["-i", str(inputs), "-o", str(outputs), *model_args(random_weights)], capsys)
     assert code == 0, err
     assert np.load(outputs / "2DBox_US_edge.npz")["segs"].shape == (40, 48)
     assert np.load(outputs / "3DBox_CT_float.npz")["segs"].shape == (4, 40, 48)

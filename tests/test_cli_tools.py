@@ -9,22 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
+from fakes import model_args
 
 from medsam_desktop.cli import infer, segment
-from medsam_desktop.model import build_model, save_checkpoint
-
-
-@pytest.fixture(scope="module")
-def random_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("w") / "random_student.pt"
-    save_checkpoint(build_model("repvit_m0_6"), path, "repvit_m0_6")
-    return path
-
-
-def _model_args(weights: Path) -> list[str]:
-    return ["--model", "repvit_m0_6", "--weights", str(weights), "--threads", "1", "-q"]
 
 
 def _write_cases(folder: Path) -> None:
@@ -40,7 +27,7 @@ def _write_cases(folder: Path) -> None:
 def test_infer_writes_segs_and_timing(tmp_path: Path, random_weights: Path) -> None:
     _write_cases(tmp_path / "imgs")
     (tmp_path / "imgs" / "3DBox_CT_broken.npz").write_bytes(b"garbage")
-    code = infer.main(["-i", str(tmp_path / "imgs"), "-o", str(tmp_path / "segs"), *_model_args(random_weights)])
+    code = infer.main(["-i", str(tmp_path / "imgs"), "-o", str(tmp_path / "segs"), *model_args(random_weights)])
     assert code == 1  # one broken case, the others still done
     a = np.load(tmp_path / "segs" / "2DBox_US_test_a.npz")
     assert a["segs"].shape == (96, 120) and a["segs"].dtype == np.uint8
@@ -72,7 +59,7 @@ def test_segment_volume_keeps_geometry(tmp_path: Path, random_weights: Path) -> 
     sitk.WriteImage(img, str(src))
     out = tmp_path / "mask.nii.gz"
     code = segment.main([str(src), "--box", "5", "5", "30", "25", "--zrange", "2", "5", "--label", "3",
-                         "-o", str(out), *_model_args(random_weights)])
+                         "-o", str(out), *model_args(random_weights)])
     assert code == 0
     mask = sitk.ReadImage(str(out))
     assert mask.GetSize() == img.GetSize()
@@ -96,7 +83,7 @@ def test_segment_errors_are_one_line(tmp_path: Path, random_weights: Path, capsy
     src = tmp_path / "v.nii.gz"
     sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 20, 20), np.int16)), str(src))
     code = segment.main([str(src), "--box", "1", "1", "10", "10", "-o", str(tmp_path / "m.nii.gz"),
-                         *extra, *_model_args(random_weights)])
+                         *extra, *model_args(random_weights)])
     assert code == 1
     err = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln]
     assert len(err) == 1 and message in err[0]
@@ -109,7 +96,7 @@ def test_segment_2d_png_and_refuses_overwriting_source(tmp_path: Path, random_we
     src = tmp_path / "img.png"
     Image.fromarray(np.random.default_rng(2).integers(0, 255, (60, 80), dtype=np.uint8)).save(src)
     out = tmp_path / "mask.png"
-    assert segment.main([str(src), "--box", "10", "10", "50", "40", "-o", str(out), *_model_args(random_weights)]) == 0
+    assert segment.main([str(src), "--box", "10", "10", "50", "40", "-o", str(out), *model_args(random_weights)]) == 0
     assert np.asarray(Image.open(out)).shape == (60, 80)
-    assert segment.main([str(src), "--box", "10", "10", "50", "40", "-o", str(src), *_model_args(random_weights)]) == 1
+    assert segment.main([str(src), "--box", "10", "10", "50", "40", "-o", str(src), *model_args(random_weights)]) == 1
     assert Image.open(src).size == (80, 60)  # source untouched
