@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from medsam_desktop.core.boxes import mask_bbox_model
-from medsam_desktop.core.predictor import Embedding, Prediction
+from medsam_desktop.core.predictor import Embedding, Prediction, Predictor
 from medsam_desktop.core.preprocess import FrameInfo, resized_size
 from medsam_desktop.core.propagation import PropagationCancelled, propagate_boxes, segment_slice
 
@@ -29,6 +29,8 @@ class FakePredictor:
         self.encoded.append(z)
         size = image.shape[:2]
         return Embedding(np.array([z]), FrameInfo(size, resized_size(size)))
+
+    decode = Predictor.decode  # the real image-frame -> model-frame path, over the fake decoder below
 
     def decode_model_boxes(self, emb: Embedding, boxes: np.ndarray) -> Prediction:
         z = int(emb.array[0])

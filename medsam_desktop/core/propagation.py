@@ -76,8 +76,7 @@ def segment_slice(
     if len(boxes) == 0:
         return labels
     emb = predictor.encode(image, key=key)
-    valid = np.stack([validate_box(b, emb.frame.original_size) for b in boxes])
-    pred = predictor.decode_model_boxes(emb, box_to_model(valid, emb.frame.original_size))
+    pred = predictor.decode(emb, boxes)
     for i, mask in enumerate(pred.masks):
         labels[mask] = i + 1
     return labels
