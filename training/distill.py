@@ -7,6 +7,10 @@ items are picked up every epoch), a resumable ``last.pt`` is written at least ev
 memory stays bounded (memory-mapped shards, one batch at a time). Uses CUDA when present and runs under
 ``torchrun`` (DistributedDataParallel; gloo on CPU, nccl on GPU).
 
+``--flips``: each training sample is drawn uniformly among the variants cached for its item (identity, and
+``hflip``/``vflip`` where ``teacher_cache.py --variants`` has computed them); the image is flipped by the same
+``shards.apply_variant`` as the teacher's input. Off by default: identity only, as before.
+
 Outputs in ``--out``: ``last.pt`` (resume state), ``best.pt`` (full network, our checkpoint format),
 ``log.csv`` (step, seconds, lr, train MSE, grad norm, val MSE).
 
@@ -34,11 +38,19 @@ from medsam_desktop.model import build_model, load_checkpoint, save_checkpoint
 
 try:
     from training.runtime import any_rank, save_atomic, setup_runtime
-    from training.shards import ShardImages, ShardItem, TeacherCache, read_manifest
+    from training.shards import IDENTITY, VARIANTS, ShardImages, ShardItem, TeacherCache, apply_variant, read_manifest
     from training.teacher_cache import load_teacher_spec
 except ImportError:  # run as a script from training/
     from runtime import any_rank, save_atomic, setup_runtime  # type: ignore[no-redef]
-    from shards import ShardImages, ShardItem, TeacherCache, read_manifest  # type: ignore[no-redef]
+    from shards import (  # type: ignore[no-redef]
+        IDENTITY,
+        VARIANTS,
+        ShardImages,
+        ShardItem,
+        TeacherCache,
+        apply_variant,
+        read_manifest,
+    )
     from teacher_cache import load_teacher_spec  # type: ignore[no-redef]
 
 log = logging.getLogger("distill")
@@ -57,6 +69,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--lr", type=float, default=5e-3)
     ap.add_argument("--weight-decay", type=float, default=0.01)
     ap.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip (0: off)")
+    ap.add_argument("--flips", action="store_true",
+                    help="random flips: draw each sample among its cached variants (teacher_cache.py --variants)")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast for the student forward")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave default)")
     ap.add_argument("--val-every", type=int, default=150, help="steps between validations")
@@ -69,34 +83,50 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 class Batches:
-    """Random mini-batches over the training items whose teacher embedding is cached (re-listed per epoch)."""
+    """Random mini-batches over the training items whose teacher embedding is cached (re-listed per epoch).
+
+    With ``flips`` each item of the epoch gets one variant drawn uniformly among those cached for it (the
+    ``has()`` checks happen at the refill only); without, every sample is the identity (no extra draws).
+    """
 
     def __init__(self, items: list[ShardItem], cache: TeacherCache, images: ShardImages, batch_size: int,
-                 rank: int, world: int, rng: random.Random) -> None:
+                 rank: int, world: int, rng: random.Random, flips: bool = False) -> None:
         self.items, self.cache, self.images = items, cache, images
         self.batch_size, self.rank, self.world, self.rng = batch_size, rank, world, rng
+        self.flips = flips
         self.epoch = 0
-        self._queue: list[ShardItem] = []
+        self._queue: list[tuple[ShardItem, str]] = []
 
     def _refill(self) -> None:
         ready = [it for it in self.items if self.cache.has(it.id)]
         if len(ready) < self.batch_size * self.world:
             raise RuntimeError(f"only {len(ready)} training items have teacher embeddings; run teacher_cache.py")
         self.rng.shuffle(ready)
-        self._queue = ready[self.rank :: self.world]
+        if self.flips:  # drawn on every rank alike (same rng), before the rank::world split
+            options = [[v for v in VARIANTS if v == IDENTITY or self.cache.has(it.id, v)] for it in ready]
+            drawn = [self.rng.choice(opts) for opts in options]
+            counts = {v: sum(v in opts for opts in options) for v in VARIANTS if v != IDENTITY}
+            extra = ", flipped targets available: " + ", ".join(f"{v} {n}" for v, n in counts.items())
+        else:
+            drawn, extra = [IDENTITY] * len(ready), ""
+        self._queue = list(zip(ready, drawn))[self.rank :: self.world]
         self.epoch += 1
-        log.info("epoch %d: %d cached training items", self.epoch, len(ready))
+        log.info("epoch %d: %d cached training items%s", self.epoch, len(ready), extra)
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         if len(self._queue) < self.batch_size:
             self._refill()
         batch, self._queue = self._queue[: self.batch_size], self._queue[self.batch_size :]
-        return load_batch(batch, self.images, self.cache)
+        return load_batch([it for it, _ in batch], self.images, self.cache, [v for _, v in batch])
 
 
-def load_batch(batch: list[ShardItem], images: ShardImages, cache: TeacherCache) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.from_numpy(np.stack([images.get(it) for it in batch])).permute(0, 3, 1, 2).float() / 255.0
-    y = torch.from_numpy(np.stack([cache.get(it.id) for it in batch])).float()
+def load_batch(batch: list[ShardItem], images: ShardImages, cache: TeacherCache,
+               variants: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Student inputs (N, 3, 256, 256) and teacher targets (N, 256, 64, 64); ``variants`` per item (identity)."""
+    variants = variants or [IDENTITY] * len(batch)
+    arr = np.stack([apply_variant(images.get(it), it.h, it.w, v) for it, v in zip(batch, variants, strict=True)])
+    x = torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 255.0
+    y = torch.from_numpy(np.stack([cache.get(it.id, v) for it, v in zip(batch, variants, strict=True)])).float()
     return x.contiguous(memory_format=torch.channels_last), y
 
 
@@ -179,9 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     items = read_manifest(args.data)
     cache, images = TeacherCache(args.data, tag), ShardImages(args.data)
     val_items = [it for it in items if it.split == "val" and cache.has(it.id)][: args.val_items]
-    batches = Batches([it for it in items if it.split == "train"], cache, images, args.batch_size, rank, world, rng)
-    log.info("%d validation items cached; lr %.2e, batch %d x %d, bf16 %s", len(val_items), opt.param_groups[0]["lr"],
-             args.batch_size, world, args.bf16)
+    batches = Batches([it for it in items if it.split == "train"], cache, images, args.batch_size, rank, world, rng,
+                      flips=args.flips)
+    log.info("%d validation items cached; lr %.2e, batch %d x %d, bf16 %s, flips %s", len(val_items),
+             opt.param_groups[0]["lr"], args.batch_size, world, args.bf16, args.flips)
 
     log_path = args.out / "log.csv"
     new_log = not log_path.exists()

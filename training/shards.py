@@ -50,23 +50,63 @@ class ShardImages:
         return np.array(arr[item.row])  # a private, writable copy
 
 
+IDENTITY = "identity"
+VARIANTS = (IDENTITY, "hflip", "vflip")  # augmentations with their own teacher embedding
+
+
+def apply_variant(image: np.ndarray, h: int, w: int, variant: str) -> np.ndarray:
+    """Shard image (256, 256, C) as if the original had been flipped before preprocessing.
+
+    Only the content region ``[0:h, 0:w]`` is flipped; the padding stays bottom/right. ``identity`` returns
+    the input itself (no copy); the flips return a new array. The single definition shared by
+    ``teacher_cache.py`` (which computes the target) and ``distill.py`` (which feeds the student).
+    """
+    if variant == IDENTITY:
+        return image
+    out = np.array(image, copy=True)
+    if variant == "hflip":
+        out[:h, :w] = image[:h, :w][:, ::-1]
+    elif variant == "vflip":
+        out[:h, :w] = image[:h, :w][::-1]
+    else:
+        raise ValueError(f"unknown variant {variant!r} (known: {', '.join(VARIANTS)})")
+    return out
+
+
+def parse_variants(spec: str) -> tuple[str, ...]:
+    """``"identity,hflip"`` -> ("identity", "hflip"): identity always first, duplicates dropped, flips in order."""
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variant(s) {', '.join(unknown)} (known: {', '.join(VARIANTS)})")
+    return tuple(dict.fromkeys([IDENTITY, *names]))
+
+
 class TeacherCache:
-    """Teacher embeddings, one fp16 (256, 64, 64) ``.npy`` per item, written atomically."""
+    """Teacher embeddings, one fp16 (256, 64, 64) ``.npy`` per item and variant, written atomically.
+
+    ``<id>.npy`` holds the unaugmented (identity) embedding, ``<id>.<variant>.npy`` a flipped one.
+    """
 
     def __init__(self, data_dir: Path, tag: str) -> None:
         self.dir = Path(data_dir) / f"teacher_{tag}"
         self.dir.mkdir(parents=True, exist_ok=True)
 
-    def path(self, item_id: str) -> Path:
-        return self.dir / f"{item_id}.npy"
+    def path(self, item_id: str, variant: str = IDENTITY) -> Path:
+        if variant == IDENTITY:
+            return self.dir / f"{item_id}.npy"
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown variant {variant!r}")
+        return self.dir / f"{item_id}.{variant}.npy"
 
-    def has(self, item_id: str) -> bool:
-        return self.path(item_id).is_file()
+    def has(self, item_id: str, variant: str = IDENTITY) -> bool:
+        return self.path(item_id, variant).is_file()
 
-    def put(self, item_id: str, embedding: np.ndarray) -> None:
-        tmp = self.dir / f"{item_id}.tmp.npy"
+    def put(self, item_id: str, embedding: np.ndarray, variant: str = IDENTITY) -> None:
+        final = self.path(item_id, variant)
+        tmp = final.with_name(final.name[: -len(".npy")] + ".tmp.npy")  # np.save appends .npy otherwise
         np.save(tmp, embedding.astype(np.float16))
-        os.replace(tmp, self.path(item_id))
+        os.replace(tmp, final)
 
-    def get(self, item_id: str) -> np.ndarray:
-        return np.load(self.path(item_id))
+    def get(self, item_id: str, variant: str = IDENTITY) -> np.ndarray:
+        return np.load(self.path(item_id, variant))

@@ -1,0 +1,291 @@
+"""Random flips in distillation: content-only flips, per-variant teacher cache, teacher_cache.py and distill.py."""
+
+from __future__ import annotations
+
+import logging
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from test_prepare_data import _make_folder
+
+from medsam_desktop.core.preprocess import preprocess_uint8
+from training import distill, prepare_data, shards, teacher_cache
+from training.shards import (
+    IDENTITY,
+    ShardImages,
+    ShardItem,
+    TeacherCache,
+    apply_variant,
+    parse_variants,
+    read_manifest,
+)
+
+FLIPS = ("hflip", "vflip")
+
+
+class FakeEncoder(torch.nn.Module):
+    """Deterministic, flip-sensitive stand-in for the teacher: 4x4 average pool tiled to 256 channels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images = 0  # how many images went through
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.images += x.shape[0]
+        return F.avg_pool2d(x.float(), 4).repeat(1, 86, 1, 1)[:, :256]
+
+
+class FakeTeacher(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.image_encoder = FakeEncoder()
+
+
+def _prepare(root: Path) -> Path:
+    """Shards from the test_prepare_data folder plus a tall image (content narrower than 256)."""
+    _make_folder(root / "src")
+    tall = np.random.default_rng(1).integers(0, 255, (160, 100), dtype=np.uint8)
+    Image.fromarray(tall).save(root / "src" / "us" / "tall.png")
+    out = root / "data"
+    assert prepare_data.main(["--input", str(root / "src"), "--out", str(out), "--val-fraction", "0.3"]) == 0
+    return out
+
+
+def _target(image: np.ndarray) -> np.ndarray:
+    """What FakeEncoder stores for one (256, 256, 3) uint8 image, in fp16 as the cache does."""
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
+    return FakeEncoder()(x)[0].numpy().astype(np.float16).astype(np.float32)
+
+
+# --- apply_variant -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("h", "w"), [(100, 180), (256, 160), (192, 256)])
+def test_flip_touches_only_the_content_region(h: int, w: int) -> None:
+    img = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)  # padding non-zero on purpose
+    hf, vf = apply_variant(img, h, w, "hflip"), apply_variant(img, h, w, "vflip")
+    rows, cols = np.arange(h)[:, None], np.arange(w)[None, :]
+    np.testing.assert_array_equal(hf[:h, :w], img[rows, w - 1 - cols])
+    np.testing.assert_array_equal(vf[:h, :w], img[h - 1 - rows, cols])
+    for out in (hf, vf):
+        np.testing.assert_array_equal(out[h:], img[h:])  # padding below untouched
+        np.testing.assert_array_equal(out[:, w:], img[:, w:])  # padding right untouched
+    assert not np.array_equal(hf, img) and not np.array_equal(vf, img)
+    np.testing.assert_array_equal(apply_variant(hf, h, w, "hflip"), img)
+    assert apply_variant(img, h, w, IDENTITY) is img
+    with pytest.raises(ValueError):
+        apply_variant(img, h, w, "rot90")
+
+
+@pytest.mark.parametrize("shape", [(120, 200), (200, 120)])
+def test_flip_equals_flipping_the_original_then_preprocessing(shape: tuple[int, int]) -> None:
+    orig = np.random.default_rng(2).integers(0, 256, shape).astype(np.uint8)
+    shard, info = preprocess_uint8(orig)
+    h, w = info.resized_size
+    assert h < 256 or w < 256
+    for variant, flipped in (("hflip", orig[:, ::-1]), ("vflip", orig[::-1])):
+        expected, _ = preprocess_uint8(np.ascontiguousarray(flipped))
+        diff = np.abs(apply_variant(shard, h, w, variant).astype(int) - expected.astype(int))
+        assert diff.max() <= 1  # uint8 rounding only
+        assert not expected[h:].any() and not expected[:, w:].any()  # the realistic padding is bottom/right
+
+
+def test_parse_variants() -> None:
+    assert parse_variants("identity") == (IDENTITY,)
+    assert parse_variants("vflip, hflip,vflip") == (IDENTITY, "vflip", "hflip")  # identity always, first
+    with pytest.raises(ValueError):
+        parse_variants("identity,rot90")
+
+
+# --- TeacherCache -------------------------------------------------------------------------------------------
+
+
+def test_variant_files_are_separate_and_written_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = TeacherCache(tmp_path, "t")
+    assert cache.path("0000_0001") == tmp_path / "teacher_t" / "0000_0001.npy"  # identity: unchanged name
+    assert cache.path("0000_0001", "hflip") == tmp_path / "teacher_t" / "0000_0001.hflip.npy"
+    with pytest.raises(ValueError):
+        cache.path("0000_0001", "rot90")
+    emb = np.random.default_rng(0).standard_normal((256, 64, 64)).astype(np.float32)
+    cache.put("0000_0001", emb, "hflip")
+    assert cache.has("0000_0001", "hflip") and not cache.has("0000_0001") and not cache.has("0000_0001", "vflip")
+    got = cache.get("0000_0001", "hflip")
+    assert got.dtype == np.float16
+    np.testing.assert_array_equal(got, emb.astype(np.float16))
+    cache.put("0000_0001", emb * 2)
+    np.testing.assert_array_equal(cache.get("0000_0001"), (emb * 2).astype(np.float16))
+    assert sorted(p.name for p in cache.dir.iterdir()) == ["0000_0001.hflip.npy", "0000_0001.npy"]
+
+    renames: list[tuple[Path, Path]] = []
+
+    def crash(src: Path, dst: Path) -> None:  # the process dies between writing and renaming
+        renames.append((Path(src), Path(dst)))
+        raise OSError("killed")
+
+    monkeypatch.setattr(shards.os, "replace", crash)
+    with pytest.raises(OSError):
+        cache.put("0000_0002", emb, "vflip")
+    assert renames == [(cache.dir / "0000_0002.vflip.tmp.npy", cache.path("0000_0002", "vflip"))]
+    assert not cache.has("0000_0002", "vflip")  # never a half-written final file
+
+
+# --- teacher_cache.py ---------------------------------------------------------------------------------------
+
+
+def _item(i: int, split: str = "train") -> ShardItem:
+    return ShardItem(f"0000_{i:04d}", 0, i, f"g{i}", "ct", "s", split, 256, 256, i)
+
+
+def test_plan_order(tmp_path: Path) -> None:
+    items = [_item(2), _item(0), _item(9, "val"), _item(1)]  # manifest order differs from rank order
+    cache = TeacherCache(tmp_path, "t")
+    variants = parse_variants("identity,hflip,vflip")
+    got = [(it.id[-1], v) for it, v in teacher_cache.plan(items, cache, variants)]
+    assert got == [("9", IDENTITY), ("0", IDENTITY), ("1", IDENTITY), ("2", IDENTITY),
+                   ("0", "hflip"), ("1", "hflip"), ("2", "hflip"), ("0", "vflip"), ("1", "vflip"), ("2", "vflip")]
+    got = [(it.id[-1], v) for it, v in teacher_cache.plan(items, cache, variants, block=2)]
+    assert got == [("9", IDENTITY), ("0", IDENTITY), ("1", IDENTITY), ("0", "hflip"), ("1", "hflip"),
+                   ("0", "vflip"), ("1", "vflip"), ("2", IDENTITY), ("2", "hflip"), ("2", "vflip")]
+    cache.put("0000_0001", np.zeros((1,)), "hflip")
+    got = [(it.id[-1], v) for it, v in teacher_cache.plan(items, cache, variants, limit=2)]
+    assert ("1", "hflip") not in got and ("2", IDENTITY) not in got and len(got) == 6
+    assert [v for _, v in teacher_cache.plan(items, cache, parse_variants("identity"))] == [IDENTITY] * 4
+
+
+def test_teacher_cache_computes_each_variant_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = _prepare(tmp_path)
+    teacher = FakeTeacher()
+    monkeypatch.setattr(teacher_cache, "load_teacher_spec", lambda spec: (teacher, "fake"))
+    items = read_manifest(data)
+    train, val = [it for it in items if it.split == "train"], [it for it in items if it.split == "val"]
+    assert train and val
+
+    # default: identity only, as before
+    assert teacher_cache.main(["--data", str(data), "--batch", "3"]) == 0
+    assert teacher.image_encoder.images == len(items)
+    cache_dir = data / "teacher_fake"
+    assert sorted(p.name for p in cache_dir.iterdir()) == sorted(f"{it.id}.npy" for it in items)
+
+    teacher.image_encoder.images = 0
+    assert teacher_cache.main(["--data", str(data), "--batch", "3", "--variants", "identity,hflip,vflip"]) == 0
+    assert teacher.image_encoder.images == 2 * len(train)  # identity was there already; validation gets no flips
+    cache, images = TeacherCache(data, "fake"), ShardImages(data)
+    for it in val:
+        assert not cache.has(it.id, "hflip") and not cache.has(it.id, "vflip")
+    for it in train:
+        for v in (IDENTITY, *FLIPS):
+            expected = _target(apply_variant(images.get(it), it.h, it.w, v))
+            np.testing.assert_allclose(cache.get(it.id, v).astype(np.float32), expected, atol=1e-6)
+    assert not list(cache_dir.glob("*.tmp.npy"))
+
+    teacher.image_encoder.images = 0
+    cache.path(train[0].id, "vflip").unlink()
+    assert teacher_cache.main(["--data", str(data), "--variants", "hflip,vflip"]) == 0
+    assert teacher.image_encoder.images == 1  # resumed: only the missing one
+    with pytest.raises(SystemExit):
+        teacher_cache.main(["--data", str(data), "--variants", "identity,rot90"])
+
+
+# --- distill.py ---------------------------------------------------------------------------------------------
+
+
+def _filled_cache(tmp_path: Path, tag: str = "fake") -> tuple[Path, list[ShardItem], TeacherCache, ShardImages]:
+    """Identity for every item, hflip for the first 6 training items, vflip for items 3..8 (some both, some none)."""
+    data = _prepare(tmp_path)
+    items = read_manifest(data)
+    cache, images = TeacherCache(data, tag), ShardImages(data)
+    train = sorted((it for it in items if it.split == "train"), key=lambda it: it.rank)
+    todo = [(it, IDENTITY) for it in items] + [(it, "hflip") for it in train[:6]]
+    todo += [(it, "vflip") for it in train[3:9]]
+    teacher_cache.fill(FakeEncoder(), todo, images, cache, torch.device("cpu"), batch_size=4)
+    return data, items, cache, images
+
+
+def test_flips_draw_only_cached_variants_paired_with_their_target(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    _, items, cache, images = _filled_cache(tmp_path)
+    train = [it for it in items if it.split == "train"]
+    seen: dict[str, set[str]] = {it.id: set() for it in train}
+    original = distill.load_batch
+
+    def checked(batch: list[ShardItem], imgs: ShardImages, c: TeacherCache,
+                variants: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = original(batch, imgs, c, variants)
+        assert variants is not None and len(variants) == len(batch)
+        for it, v in zip(batch, variants):
+            assert c.has(it.id, v), (it.id, v)
+            seen[it.id].add(v)
+        # each target is the teacher's output on exactly this (flipped) image
+        expected = FakeEncoder()(x).numpy().astype(np.float16).astype(np.float32)
+        np.testing.assert_allclose(y.numpy(), expected, atol=1e-6)
+        return x, y
+
+    monkeypatch.setattr(distill, "load_batch", checked)
+    batches = distill.Batches(train, cache, images, 4, 0, 1, random.Random(0), flips=True)
+    for _ in range(20 * len(train) // 4):
+        batches.next()
+    for it in train:
+        available = {v for v in (IDENTITY, *FLIPS) if cache.has(it.id, v)}
+        assert seen[it.id] == available, it.id  # only cached ones, and each of them drawn at some point
+    assert sum(len(s) > 1 for s in seen.values()) == 9
+
+
+def test_flips_off_is_identity_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, items, cache, images = _filled_cache(tmp_path)
+    train = [it for it in items if it.split == "train"]
+    calls: list[tuple[list[str], list[str] | None]] = []
+    original = distill.load_batch
+
+    def record(batch: list[ShardItem], imgs: ShardImages, c: TeacherCache,
+               variants: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        calls.append(([it.id for it in batch], variants))
+        return original(batch, imgs, c, variants)
+
+    monkeypatch.setattr(distill, "load_batch", record)
+    for rank in (0, 1):
+        calls.clear()
+        batches = distill.Batches(train, cache, images, 2, rank, 2, random.Random(3))
+        outputs = [batches.next() for _ in range(12)]
+        # the item order of the code before flips existed: shuffle the ready list, take rank::world
+        ref_rng, expected = random.Random(3), []
+        while len(expected) < 12:
+            ready = [it for it in train if cache.has(it.id)]
+            ref_rng.shuffle(ready)
+            queue = ready[rank::2]
+            while len(queue) >= 2:
+                expected.append([it.id for it in queue[:2]])
+                queue = queue[2:]
+        assert [ids for ids, _ in calls] == expected[:12]
+        assert all(v == [IDENTITY, IDENTITY] for _, v in calls)
+        by_id = {it.id: it for it in train}
+        for (ids, _), (x, y) in zip(calls, outputs):
+            raw = np.stack([images.get(by_id[i]) for i in ids]).transpose(0, 3, 1, 2) / 255.0
+            np.testing.assert_allclose(x.numpy(), raw, atol=1e-6)
+            np.testing.assert_array_equal(y.numpy(), np.stack([cache.get(i) for i in ids]).astype(np.float32))
+
+
+@pytest.mark.slow
+def test_distill_cli_with_flips(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from medsam_desktop.model import build_model, save_checkpoint
+    from medsam_desktop.model.checkpoint import sha256_of
+
+    teacher = tmp_path / "teacher.pt"
+    torch.manual_seed(0)
+    save_checkpoint(build_model("swin_tiny_test"), teacher, "swin_tiny_test")
+    data, *_ = _filled_cache(tmp_path, f"teacher-{sha256_of(teacher)[:8]}")
+    out = tmp_path / "run"
+    with caplog.at_level(logging.INFO, logger="distill"):
+        assert distill.main(["--data", str(data), "--out", str(out), "--teacher", str(teacher), "--flips",
+                             "--batch-size", "2", "--max-steps", "2", "--val-every", "2", "--threads", "1"]) == 0
+    assert "flipped targets available: hflip 6, vflip 6" in caplog.text
+    assert torch.load(out / "last.pt", map_location="cpu", weights_only=True)["state"]["step"] == 2
