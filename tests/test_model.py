@@ -75,6 +75,21 @@ def test_decode_shapes_and_shared_embedding() -> None:
     assert torch.allclose(logits[1:], single, atol=1e-4)  # one shared embedding, prompts independent
 
 
+def test_shared_image_side_equals_one_image_copy_per_box() -> None:
+    """The decoder keeps a batch-1 image through its first layer: same numbers as one image copy per box."""
+    torch.manual_seed(1)
+    model = build_model("repvit_m0_6").eval()
+    emb = torch.randn(1, 256, 64, 64) * 0.3
+    boxes = torch.tensor([[10.0, 10.0, 100.0, 120.0], [50.0, 60.0, 200.0, 230.0], [0.0, 0.0, 255.0, 255.0]])
+    with torch.inference_mode():
+        shared, iou_shared = model.decode(emb, boxes)
+        copied, iou_copied = model.decode(emb.expand(3, -1, -1, -1).contiguous(), boxes)
+    assert torch.allclose(shared, copied, atol=1e-5), (shared - copied).abs().max()
+    assert torch.allclose(iou_shared, iou_copied, atol=1e-6)
+    with pytest.raises(ValueError, match="prompt batch"):
+        model.decode(torch.randn(2, 256, 64, 64), boxes)
+
+
 def test_checkpoint_round_trip(tmp_path) -> None:
     model = build_model("repvit_m0_6")
     path = tmp_path / "student.pt"

@@ -66,20 +66,18 @@ class MaskDecoder(nn.Module):
         out_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         out_tokens = out_tokens.unsqueeze(0).expand(n, -1, -1).to(sparse_prompt_embeddings.dtype)
         tokens = torch.cat([out_tokens, sparse_prompt_embeddings], dim=1)
-        if image_embeddings.shape[0] == n:
-            src = image_embeddings
-        elif image_embeddings.shape[0] == 1:
-            src = image_embeddings.expand(n, -1, -1, -1)
-        else:
+        if image_embeddings.shape[0] not in (1, n):
             raise ValueError(
                 f"image batch {image_embeddings.shape[0]} must equal the prompt batch {n} or be 1"
             )
-        src = src + dense_prompt_embeddings
-        pos = image_pe.expand(n, -1, -1, -1)
-        b, c, h, w = src.shape
+        # batch 1 stays batch 1 (with a batch-1 dense prompt): the transformer broadcasts it per prompt late
+        src = image_embeddings + dense_prompt_embeddings
+        pos = image_pe
+        h, w = src.shape[-2:]
         hs, src = self.transformer(src, pos, tokens)
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
+        b, c = src.shape[0], src.shape[2]
         upscaled = self.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1

@@ -32,6 +32,7 @@ class MedSAMLite(nn.Module):
     def decode(self, embeddings: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         boxes = boxes.reshape(-1, 4).to(embeddings.dtype)
         sparse, dense = self.prompt_encoder(points=None, boxes=boxes, masks=None)
+        dense = dense[:1]  # without mask prompts every row is the same no-mask embedding: keep one (see decoder)
         return self.mask_decoder(
             image_embeddings=embeddings,
             image_pe=self.prompt_encoder.get_dense_pe().to(embeddings.dtype),

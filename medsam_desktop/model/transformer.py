@@ -1,6 +1,9 @@
 """SAM's two-way transformer: prompt tokens and image tokens attend to each other.
 
 Shapes: image embedding (B, C, H, W) and its positional encoding (B, C, H, W); prompt tokens (B, N, C).
+The image side may have batch 1 while the prompts have batch B (one image, B boxes): it is broadcast only
+where it first depends on a prompt, so the first layer's image-side projections are computed once per image,
+not once per box (about a quarter of the decoder's multiply-adds per box).
 """
 
 from __future__ import annotations
@@ -27,7 +30,10 @@ class Attention(nn.Module):
         return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """q (Bq, Nq, C), k and v (Bk, Nk, C) with Bq == Bk or either 1 (projected, then broadcast)."""
         q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
+        batch = max(q.shape[0], k.shape[0])
+        q, k, v = (t.expand(batch, -1, -1, -1) if t.shape[0] != batch else t for t in (q, k, v))
         out = F.scaled_dot_product_attention(q, k, v)
         b, h, n, d = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, h * d))
@@ -93,7 +99,7 @@ class TwoWayTransformer(nn.Module):
     def forward(
         self, image_embedding: torch.Tensor, image_pe: torch.Tensor, point_embedding: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns the processed tokens (B, N, C) and image tokens (B, H*W, C)."""
+        """Image (1 or B, C, H, W), its PE (1, C, H, W), tokens (B, N, C) -> tokens (B, N, C), image (B, H*W, C)."""
         keys = image_embedding.flatten(2).transpose(1, 2)
         key_pe = image_pe.flatten(2).transpose(1, 2)
         queries = point_embedding

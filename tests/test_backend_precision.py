@@ -1,0 +1,43 @@
+"""Backend precision: fp32 / bf16 / auto, cache separation by name, bf16 close to fp32."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medsam_desktop.core.backend import TorchBackend, native_bf16_available, resolve_precision
+from medsam_desktop.model import build_model
+
+
+def test_resolve_precision(monkeypatch) -> None:
+    assert resolve_precision("fp32") == "fp32"
+    assert resolve_precision("bf16") == "bf16"
+    monkeypatch.setattr("medsam_desktop.core.backend.native_bf16_available", lambda: False)
+    assert resolve_precision("auto") == "fp32"
+    monkeypatch.setattr("medsam_desktop.core.backend.native_bf16_available", lambda: True)
+    assert resolve_precision("auto") == "bf16"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        resolve_precision("fp16")
+
+
+def test_bf16_backend_names_its_precision_and_returns_fp32() -> None:
+    torch.manual_seed(0)
+    model = build_model("repvit_m0_6").eval()
+    fp32 = TorchBackend(model, name="student")
+    bf16 = TorchBackend(model, name="student", precision="bf16")
+    assert (fp32.name, bf16.name) == ("student", "student+bf16")  # cache keys never mix precisions
+    x = np.random.default_rng(0).random((1, 3, 256, 256), dtype=np.float32)
+    e32, e16 = fp32.encode(x), bf16.encode(x)
+    assert e16.dtype == np.float32 and e16.shape == e32.shape == (1, 256, 64, 64)
+    rel = np.linalg.norm(e16 - e32) / np.linalg.norm(e32)
+    assert 0 < rel < 0.05, rel  # bf16 really ran (not bit-identical) and stayed close
+    boxes = np.array([[20.0, 30.0, 200.0, 220.0]], dtype=np.float32)
+    (l32, i32), (l16, i16) = fp32.decode(e32, boxes), bf16.decode(e32, boxes)
+    assert l16.dtype == np.float32 and l16.shape == l32.shape == (1, 256, 256)
+    assert i16.dtype == np.float32 and abs(float(i16[0]) - float(i32[0])) < 0.05
+    assert np.mean((l16 > 0) == (l32 > 0)) > 0.98
+
+
+def test_native_bf16_probe_returns_a_bool() -> None:
+    assert isinstance(native_bf16_available(), bool)
