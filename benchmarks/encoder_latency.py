@@ -1,67 +1,62 @@
-"""Encoder and decoder latency per slice: student (RepViT-M0.6) vs teacher (LiteMedSAM TinyViT), one process.
+"""Encoder latency per slice and decoder latency per box: student vs teacher, one process, interleaved.
 
-Both networks are fused for inference and run under ``torch.inference_mode`` with the same thread count.
-Runs are interleaved (student, teacher, student, ...) so machine noise hits both alike; medians are reported.
-Weights do not change latency, so the student runs with random weights when none are bundled.
+Each configuration (see ``benchmarks/_common.py``) runs through the backend the app uses. Runs are
+interleaved (teacher, student, student-bf16, teacher, ...) so machine noise hits all alike; medians are
+reported. The decoder is timed for one box and per box in a batch of 8 (boxes of one slice share the
+embedding and the decoder's first-layer image projections).
 
-    .venv/bin/python benchmarks/encoder_latency.py [--threads 2] [--repeats 20]
+    .venv/bin/python benchmarks/encoder_latency.py [--threads 2] [--repeats 20] [--configs teacher,student,student-bf16]
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
-import torch
+import numpy as np
 
-from medsam_desktop.model import build_model, fuse_for_inference, load_teacher
-from medsam_desktop.model.checkpoint import student_checkpoint_path
-
-
-def timed(fn, *args) -> float:
-    t0 = time.perf_counter()
-    fn(*args)
-    return time.perf_counter() - t0
+try:
+    from benchmarks._common import build_backend, machine_line, median_ms, parse_configs, timed
+except ImportError:  # run as a script from benchmarks/
+    from _common import build_backend, machine_line, median_ms, parse_configs, timed  # type: ignore[no-redef]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-
-    from medsam_desktop.model import load_checkpoint
-
-    path = student_checkpoint_path()
-    student = load_checkpoint(path) if path else build_model("repvit_m0_6")
-    nets = {
-        "student repvit_m0_6": fuse_for_inference(student),
-        "teacher litemedsam": fuse_for_inference(load_teacher()),
-    }
-    for net in nets.values():
-        net.image_encoder.to(memory_format=torch.channels_last)
-    x = torch.rand(1, 3, 256, 256).contiguous(memory_format=torch.channels_last)
-    box = torch.tensor([[60.0, 70.0, 180.0, 200.0]])
-    enc: dict[str, list[float]] = {k: [] for k in nets}
-    dec: dict[str, list[float]] = {k: [] for k in nets}
-    with torch.inference_mode():
-        embs = {k: n.encode(x) for k, n in nets.items()}
-        for i in range(args.warmup + args.repeats):
-            for k, n in nets.items():
-                te = timed(n.encode, x)
-                td = timed(n.decode, embs[k], box)
-                if i >= args.warmup:
-                    enc[k].append(te)
-                    dec[k].append(td)
-    print(f"threads={args.threads} repeats={args.repeats} (median, ms)  student weights: {path or 'random'}")
-    print(f"{'model':<22}{'encoder':>10}{'decoder/box':>14}")
-    for k in nets:
-        print(f"{k:<22}{1e3 * statistics.median(enc[k]):>10.1f}{1e3 * statistics.median(dec[k]):>14.1f}")
-    s, t = (statistics.median(enc[k]) for k in nets)
-    print(f"encoder speed-up student vs teacher: {t / s:.1f}x")
+    ap.add_argument("--configs", default="teacher,student,student-bf16")
+    args = ap.parse_args(argv)
+    labels = parse_configs(args.configs)
+    backends = {k: build_backend(k, args.threads) for k in labels}
+    rng = np.random.default_rng(0)
+    x = rng.random((1, 3, 256, 256), dtype=np.float32)
+    box1 = np.array([[60.0, 70.0, 180.0, 200.0]], dtype=np.float32)
+    lo = rng.uniform(0, 150, (8, 2))
+    box8 = np.hstack([lo, lo + rng.uniform(20, 100, (8, 2))]).astype(np.float32)
+    embs = {k: b.encode(x) for k, b in backends.items()}
+    enc: dict[str, list[float]] = {k: [] for k in labels}
+    dec1: dict[str, list[float]] = {k: [] for k in labels}
+    dec8: dict[str, list[float]] = {k: [] for k in labels}
+    for i in range(args.warmup + args.repeats):
+        for k, b in backends.items():
+            te = timed(lambda b=b: b.encode(x))
+            t1 = timed(lambda b=b, k=k: b.decode(embs[k], box1))
+            t8 = timed(lambda b=b, k=k: b.decode(embs[k], box8)) / len(box8)
+            if i >= args.warmup:
+                enc[k].append(te)
+                dec1[k].append(t1)
+                dec8[k].append(t8)
+    print(machine_line(args.threads))
+    print(f"repeats {args.repeats} (medians, ms)")
+    print(f"{'configuration':<16}{'encoder':>10}{'decoder 1 box':>15}{'decoder/box of 8':>18}")
+    for k in labels:
+        print(f"{k:<16}{median_ms(enc[k]):>10.1f}{median_ms(dec1[k]):>15.1f}{median_ms(dec8[k]):>18.1f}")
+    if "teacher" in labels:
+        t = median_ms(enc["teacher"])
+        for k in labels:
+            if k.startswith("student"):
+                print(f"encoder speed-up {k} vs teacher: {t / median_ms(enc[k]):.1f}x")
 
 
 if __name__ == "__main__":

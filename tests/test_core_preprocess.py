@@ -92,3 +92,21 @@ def test_upsampling_matches_torch_bilinear(shape: tuple[int, int]) -> None:
 def test_rejects_non_slices() -> None:
     with pytest.raises(ValueError, match="2D slice"):
         preprocess(np.zeros((2, 3, 4, 5)))
+
+
+def test_grey_fast_path_equals_per_channel_resize() -> None:
+    """Grey slices are resized once and replicated: identical to resizing three equal channels."""
+    from medsam_desktop.core.preprocess import resize_image, resized_size, to_three_channels
+
+    rng = np.random.default_rng(3)
+    grey = rng.integers(0, 255, (300, 170)).astype(np.uint8)
+    x2, _ = preprocess(grey)
+    x3, _ = preprocess(np.repeat(grey[:, :, None], 3, axis=2))
+    h, w = resized_size(grey.shape)
+    slow = resize_image(to_three_channels(grey), (h, w))
+    slow = (slow - slow.min()) / (slow.max() - slow.min())
+    np.testing.assert_array_equal(x2, x3)
+    np.testing.assert_allclose(x2[:, :h, :w], slow.transpose(2, 0, 1), atol=1e-6)
+    colour = np.stack([grey, grey, 255 - grey], axis=2)  # unequal channels take the per-channel path
+    xc, _ = preprocess(colour)
+    assert not np.allclose(xc[0], xc[2])

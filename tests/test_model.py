@@ -148,3 +148,18 @@ def test_bundled_weights_are_checked_against_their_card(tmp_path, monkeypatch) -
         fh.write(bytes([byte[0] ^ 0xFF]))
     with pytest.raises(InvalidCheckpointError, match="sha256"):
         load_named_model("repvit_m0_6")
+
+
+def test_layernorm2d_is_sams_channel_layernorm_and_keeps_dtype() -> None:
+    from medsam_desktop.model.common import LayerNorm2d
+
+    torch.manual_seed(0)
+    ln = LayerNorm2d(16)
+    ln.weight.data.normal_()
+    ln.bias.data.normal_()
+    x = torch.randn(2, 16, 8, 8) * 4 + 3
+    mean = x.mean(1, keepdim=True)
+    var = (x - mean).pow(2).mean(1, keepdim=True)
+    ref = ln.weight[:, None, None] * (x - mean) / torch.sqrt(var + 1e-6) + ln.bias[:, None, None]
+    assert torch.allclose(ln(x), ref, atol=1e-5)
+    assert ln(x.bfloat16()).dtype == torch.bfloat16

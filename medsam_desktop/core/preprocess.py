@@ -86,6 +86,19 @@ def to_three_channels(image: np.ndarray) -> np.ndarray:
     return image[:, :, :3]
 
 
+def _single_channel(image: np.ndarray) -> np.ndarray | None:
+    """The one channel of a grey image: (H, W), (H, W, 1), or colour channels that are all equal; else None."""
+    if image.ndim == 2:
+        return image
+    if image.shape[2] == 1:
+        return image[:, :, 0]
+    if image.shape[2] >= 3 and np.array_equal(image[:, :, 0], image[:, :, 1]) and np.array_equal(
+        image[:, :, 0], image[:, :, 2]
+    ):
+        return image[:, :, 0]
+    return None
+
+
 def preprocess(image: np.ndarray) -> tuple[np.ndarray, FrameInfo]:
     """Slice (H, W) or (H, W, 3) of any numeric dtype -> model input (3, 256, 256) float32 in [0, 1].
 
@@ -94,9 +107,13 @@ def preprocess(image: np.ndarray) -> tuple[np.ndarray, FrameInfo]:
     """
     if image.ndim not in (2, 3) or image.shape[0] < 1 or image.shape[1] < 1:
         raise ValueError(f"expected a 2D slice (H, W) or (H, W, 3), got shape {image.shape}")
-    img = to_three_channels(np.asarray(image))
+    img = np.asarray(image)
     info = FrameInfo((img.shape[0], img.shape[1]), resized_size((img.shape[0], img.shape[1])))
-    small = resize_image(img, info.resized_size)
+    grey = _single_channel(img)
+    if grey is not None:  # resize once, then replicate: a third of the work for grey slices (CT, MR, X-ray)
+        small = np.repeat(resize_image(grey, info.resized_size)[:, :, None], 3, axis=2)
+    else:
+        small = resize_image(to_three_channels(img), info.resized_size)
     lo, hi = float(small.min()), float(small.max())
     small = (small - lo) / max(hi - lo, 1e-8)
     out = np.zeros((3, MODEL_SIZE, MODEL_SIZE), dtype=np.float32)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -19,13 +20,10 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x = x.float()
-        mean = x.mean(1, keepdim=True)
-        var = (x - mean).pow(2).mean(1, keepdim=True)
-        x = (x - mean) * torch.rsqrt(var + self.eps)
-        x = self.weight.float()[:, None, None] * x + self.bias.float()[:, None, None]
-        return x.to(dtype)
+        # one fused layer_norm over the channel axis (moved last): fewer memory passes than mean/var/rsqrt
+        c = x.shape[1]
+        y = F.layer_norm(x.permute(0, 2, 3, 1).float(), (c,), self.weight.float(), self.bias.float(), self.eps)
+        return y.permute(0, 3, 1, 2).to(x.dtype)
 
 
 class ConvBN(nn.Sequential):

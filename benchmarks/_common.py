@@ -1,0 +1,80 @@
+"""Shared pieces of the benchmark scripts: the configurations compared, the machine line, medians, peak RSS.
+
+A configuration is a model name from the registry plus a precision: ``teacher`` is LiteMedSAM as shipped
+(fp32), ``student`` the bundled RepViT-M0.6 (fp32), ``student-bf16`` the same weights under bf16 autocast.
+Every configuration runs through :class:`~medsam_desktop.core.backend.TorchBackend` (fused blocks,
+channels-last, ``inference_mode``), i.e. the code path of the app and the CLIs.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from medsam_desktop.core.backend import TorchBackend, native_bf16_available
+from medsam_desktop.model.checkpoint import default_model_name, load_named_model
+
+CONFIGS: dict[str, tuple[str, str]] = {  # label -> (model name or "student", precision)
+    "teacher": ("litemedsam", "fp32"),
+    "teacher-bf16": ("litemedsam", "bf16"),
+    "student": ("student", "fp32"),
+    "student-bf16": ("student", "bf16"),
+}
+
+
+def build_backend(label: str, threads: int) -> TorchBackend:
+    """The backend of one configuration (``student`` resolves to the bundled student's registry name)."""
+    name, precision = CONFIGS[label]
+    if name == "student":
+        name = default_model_name()
+        if name == "litemedsam":
+            raise SystemExit("no bundled student in models/: nothing to compare with the teacher")
+    return TorchBackend(load_named_model(name), name=name, threads=threads, precision=precision)
+
+
+def parse_configs(spec: str) -> list[str]:
+    labels = [s.strip() for s in spec.split(",") if s.strip()]
+    unknown = [s for s in labels if s not in CONFIGS]
+    if unknown:
+        raise SystemExit(f"unknown configuration(s) {unknown}; known: {', '.join(CONFIGS)}")
+    if any(CONFIGS[s][1] == "bf16" for s in labels) and not native_bf16_available():
+        print("note: this CPU has no native bf16; the bf16 rows measure emulated bf16")
+    return labels
+
+
+def machine_line(threads: int) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, threads {threads}, "
+            f"native bf16 {native_bf16_available()}")
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def median_ms(values: list[float]) -> float:
+    return 1e3 * statistics.median(values)
+
+
+def percentile_ms(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return 1e3 * s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))]
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far (Linux reports kB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if platform.system() == "Darwin" else peak / 1024

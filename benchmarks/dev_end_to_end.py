@@ -1,0 +1,110 @@
+"""End-to-end challenge inference on the dev set: per-case seconds and DSC/NSD, student vs teacher, one run.
+
+Every case is read once and segmented by each configuration in turn (the order rotates from case to case,
+so drifting machine load hits all configurations alike) with the same algorithm as ``medsam-infer``
+(:func:`~medsam_desktop.core.challenge.segment_challenge_case`: 2D boxes decoded on one embedding; 3D
+middle-slice propagation with one embedding per slice). Timing covers preprocessing, encoder, decoder and
+postprocessing, not file reading or scoring. Scores use the challenge metrics (``core.metrics``).
+
+    .venv/bin/python benchmarks/dev_end_to_end.py [--configs teacher,student,student-bf16] [--threads 2]
+        [--data ../shared/data/eval/dev] [--limit N] [--csv out.csv]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from medsam_desktop.core.challenge import segment_challenge_case
+from medsam_desktop.core.metrics import evaluate_case
+from medsam_desktop.core.predictor import Predictor
+from medsam_desktop.io.challenge_npz import read_challenge_gt, read_challenge_npz
+
+try:
+    from benchmarks._common import build_backend, machine_line, parse_configs
+except ImportError:  # run as a script from benchmarks/
+    from _common import build_backend, machine_line, parse_configs  # type: ignore[no-redef]
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "eval" / "dev"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--configs", default="teacher,student,student-bf16")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--limit", type=int, default=0, help="only the first N cases (0: all)")
+    ap.add_argument("--csv", type=Path, default=None, help="also write the per-case rows here")
+    args = ap.parse_args(argv)
+    cases = sorted((args.data / "imgs").glob("*.npz"))
+    if not cases:
+        raise SystemExit(f"no cases in {args.data / 'imgs'} (is ../shared/data present?)")
+    if args.limit:
+        cases = cases[: args.limit]
+    labels = parse_configs(args.configs)
+    predictors = {k: Predictor(build_backend(k, args.threads)) for k in labels}
+
+    rows: list[dict[str, object]] = []
+    for i, path in enumerate(cases):
+        case = read_challenge_npz(path)
+        gts = read_challenge_gt(args.data / "gts" / path.name)
+        spacing = case.spacing_zyx if case.is_3d else None
+        row: dict[str, object] = {"case": case.name, "modality": case.volume.modality, "boxes": len(case.boxes)}
+        order = labels[i % len(labels):] + labels[: i % len(labels)]
+        for k in order:
+            t0 = time.perf_counter()
+            segs = segment_challenge_case(predictors[k], case.volume.array, case.boxes)
+            seconds = time.perf_counter() - t0
+            m = evaluate_case(segs, gts, spacing)
+            row[f"{k}_s"], row[f"{k}_dsc"], row[f"{k}_nsd"] = seconds, m.dsc, m.nsd
+        rows.append(row)
+        print(f"{case.name:<52}" + "".join(f"  {k} {row[f'{k}_s']:6.2f}s {row[f'{k}_dsc']:.3f}" for k in labels),
+              flush=True)
+
+    print()
+    print(machine_line(args.threads))
+    print(f"{len(rows)} cases; per modality: mean seconds per case, mean DSC / NSD")
+    by: dict[str, list[dict[str, object]]] = defaultdict(list)
+    for r in rows:
+        by[str(r["modality"])].append(r)
+    head = f"{'modality':<12}{'n':>3}" + "".join(f"{k + ' s':>16}{'DSC':>7}{'NSD':>7}" for k in labels)
+    print(head)
+
+    def mean(rs: list[dict[str, object]], key: str) -> float:
+        vals = [float(r[key]) for r in rs if not math.isnan(float(r[key]))]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    per_mod: dict[str, dict[str, float]] = {k: {} for k in labels}
+    for mod in sorted(by):
+        rs = by[mod]
+        line = f"{mod:<12}{len(rs):>3}"
+        for k in labels:
+            per_mod[k][mod] = mean(rs, f"{k}_dsc")
+            line += f"{mean(rs, f'{k}_s'):>16.2f}{per_mod[k][mod]:>7.3f}{mean(rs, f'{k}_nsd'):>7.3f}"
+        print(line)
+    totals = {k: sum(float(r[f"{k}_s"]) for r in rows) for k in labels}
+    print("total seconds: " + ", ".join(f"{k} {totals[k]:.1f}" for k in labels))
+    print("mean over modalities DSC: " + ", ".join(f"{k} {np.mean(list(per_mod[k].values())):.4f}" for k in labels))
+    if args.csv:
+        with args.csv.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    if "teacher" in labels:
+        t_dsc = np.mean(list(per_mod["teacher"].values()))
+        for k in labels:
+            if k != "teacher":
+                gap = 100 * (np.mean(list(per_mod[k].values())) - t_dsc)
+                print(f"end-to-end speed-up {k} vs teacher: {totals['teacher'] / totals[k]:.1f}x "
+                      f"(DSC {gap:+.2f} points)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
