@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from enum import Enum
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..io import Volume
+from .reformat import Plane
 from .undo import Region, Step, TableState, UndoStack, make_voxel_diff
 
 log = logging.getLogger(__name__)
@@ -182,7 +184,7 @@ class AnnotationSession:
         self._active = 0
         self._saved_serial = self.history.current_serial
         self._dirty = False
-        self._stroke: tuple[int, bool, int, np.ndarray] | None = None
+        self._stroke: _Stroke | None = None
         self.labels_changed = Signal()
         self.table_changed = Signal()
         self.active_changed = Signal()
@@ -310,26 +312,65 @@ class AnnotationSession:
         local = mask[region[0].start - z0 : region[0].stop - z0, region[1], region[2]]
         return self._edit(region, lambda view: self._paint(view, local, value), description)
 
-    def fill_holes(self, z: int | None = None, label: int | None = None) -> bool:
-        """Fill the holes of ``label`` slice by slice (on slice ``z``, or on every slice when None)."""
+    def apply_plane_mask(
+        self, plane: Plane, index: int, mask: np.ndarray, label: int | None = None, description: str = "Segment"
+    ) -> bool:
+        """Paint a (rows, cols) bool mask in the PLANE FRAME of ``plane`` slice ``index`` (one undo step).
+
+        E.g. a coronal mask (D, W) lands on ``labels[:, index, :]`` (rows reversed when ``plane.flip``).
+        """
+        return self.apply_stack_mask(plane, index, np.asarray(mask, bool)[None], label, description)
+
+    def apply_stack_mask(
+        self, plane: Plane, i0: int, mask: np.ndarray, label: int | None = None, description: str = "Propagate"
+    ) -> bool:
+        """Paint (K, rows, cols) plane-frame masks of ``plane`` slices i0..i0+K-1 as ONE undo step."""
         value = self._label_value(label)
-        zs = range(self.shape[0]) if z is None else range(z, z + 1)
-        present = [k for k in zs if (self._labels[k] == value).any()]
+        mask = np.asarray(mask, bool)
+        depth = plane.depth(self.shape)
+        if mask.ndim != 3 or mask.shape[1:] != plane.size(self.shape) or i0 < 0 or i0 + mask.shape[0] > depth:
+            raise ValueError(
+                f"{plane.orientation} mask shape {mask.shape} at slice {i0} does not fit the volume {self.shape}"
+            )
+        block = plane.to_zyx(mask)  # (z, y, x) order, starting at plane.origin(i0)
+        region = _bbox_region(block, *plane.origin(i0))
+        if region is None:
+            return False
+        z, y, x = plane.origin(i0)
+        local = block[region[0].start - z : region[0].stop - z, region[1].start - y : region[1].stop - y,
+                      region[2].start - x : region[2].stop - x]  # fmt: skip
+        return self._edit(region, lambda view: self._paint(view, local, value), description)
+
+    def fill_holes(self, index: int | None = None, label: int | None = None, plane: Plane | None = None) -> bool:
+        """Fill the holes of ``label`` slice by slice in ``plane`` (default axial), as one undo step.
+
+        ``index`` is the slice along ``plane.axis`` (axial z, coronal y, sagittal x); None fills every slice.
+        Holes are 2D (4-connected background not reaching the slice border) in that plane.
+        """
+        value = self._label_value(label)
+        plane = plane or Plane()
+        depth = plane.depth(self.shape)
+        if index is not None and not 0 <= index < depth:
+            return False
+        stack = plane.stack(self._labels)
+        present = [k for k in (range(depth) if index is None else (index,)) if (stack[k] == value).any()]
         if not present:
             return False
-        region: Region = (slice(present[0], present[-1] + 1), slice(None), slice(None))
+        region = plane.region(present[0], present[-1] - present[0] + 1, self.shape)
 
         def fill(view: np.ndarray) -> None:
-            for k in range(view.shape[0]):
-                m = view[k] == value
+            for sl in plane.stack(view):  # plane-frame views into the label map
+                m = sl == value
                 if m.any():
-                    self._paint(view[k], ndimage.binary_fill_holes(m) & ~m, value)
+                    self._paint(sl, ndimage.binary_fill_holes(m) & ~m, value)
 
         return self._edit(region, fill, "Fill holes")
 
-    def clear_slice(self, z: int, label: int | None = None) -> bool:
-        """Remove ``label`` (every label when None) from slice ``z``."""
-        region: Region = (slice(z, z + 1), slice(None), slice(None))
+    def clear_slice(self, index: int, label: int | None = None, plane: Plane | None = None) -> bool:
+        """Remove ``label`` (every label when None) from slice ``index`` of ``plane`` (default axial)."""
+        plane = plane or Plane()
+        if not 0 <= index < plane.depth(self.shape):
+            return False
 
         def clear(view: np.ndarray) -> None:
             if label is None:
@@ -337,7 +378,7 @@ class AnnotationSession:
             else:
                 view[view == label] = 0
 
-        return self._edit(region, clear, "Clear slice")
+        return self._edit(plane.region(index, 1, self.shape), clear, "Clear slice")
 
     def clear_label(self, label: int) -> bool:
         """Remove every voxel of ``label`` (the label stays in the table)."""
@@ -400,37 +441,56 @@ class AnnotationSession:
         return changed
 
     # --- strokes (one undo step per stroke) ------------------------------------------------------
-    def begin_stroke(self, z: int, erase: bool = False, label: int | None = None) -> None:
-        """Start a brush/eraser stroke on slice ``z``; :meth:`stroke_to` paints, :meth:`end_stroke` records."""
-        value = 0 if erase else self._label_value(label)
-        self._stroke = (z, erase, value, self._labels[z].copy())
+    def begin_stroke(
+        self, index: int, erase: bool = False, label: int | None = None, plane: Plane | None = None
+    ) -> None:
+        """Start a brush/eraser stroke on slice ``index`` of ``plane`` (default axial: ``index`` = z).
 
-    def stroke_to(self, points: np.ndarray, radius: float) -> None:
-        """Paint discs of ``radius`` pixels at points (N, 2) ``(x, y)`` on the stroke's slice (live)."""
-        if self._stroke is None:
+        :meth:`stroke_to` paints (live), :meth:`end_stroke` records the whole stroke as one undo step.
+        """
+        plane = plane or Plane()
+        if not 0 <= index < plane.depth(self.shape):
+            raise IndexError(f"{plane.orientation} slice {index} is outside the volume {self.shape}")
+        value = 0 if erase else self._label_value(label)
+        self._stroke = _Stroke(plane, int(index), erase, value, plane.take(self._labels, index).copy())
+
+    def stroke_to(self, points: np.ndarray, radius: float, connect: bool = False) -> None:
+        """Paint brush dabs at ``points`` (N, 2) ``(col, row)`` in the PLANE FRAME of the stroke's slice (live).
+
+        ``radius`` is in brush pixels (:func:`~medsam_desktop.core.reformat.brush_mm`): every dab is round
+        in mm, i.e. an ellipse of :meth:`Plane.brush_radii` pixels on anisotropic coronal/sagittal slices.
+        With ``connect`` the points are a polyline and dabs are also put along every segment, at most half a
+        radius apart (no gaps when the mouse moves fast). Pixel ``(col, row)`` has its centre at ``(col, row)``.
+        """
+        stroke = self._stroke
+        if stroke is None:
             raise RuntimeError("stroke_to() without begin_stroke()")
-        z, erase, value, _ = self._stroke
-        h, w = self.shape[1:]
+        plane, index = stroke.plane, stroke.index
+        rows, cols = plane.size(self.shape)
+        rc, rr = plane.brush_radii(radius, self.volume.spacing)
         pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        if connect and len(pts) > 1:
+            pts = _densify(pts, rc, rr)
         if not len(pts):
             return
-        r = max(float(radius), 0.5)
-        x0, y0 = max(int(np.floor(pts[:, 0].min() - r)), 0), max(int(np.floor(pts[:, 1].min() - r)), 0)
-        x1, y1 = min(int(np.ceil(pts[:, 0].max() + r)) + 1, w), min(int(np.ceil(pts[:, 1].max() + r)) + 1, h)
-        if x0 >= x1 or y0 >= y1:
+        c0, r0 = max(int(np.floor(pts[:, 0].min() - rc)), 0), max(int(np.floor(pts[:, 1].min() - rr)), 0)
+        c1 = min(int(np.ceil(pts[:, 0].max() + rc)) + 1, cols)
+        r1 = min(int(np.ceil(pts[:, 1].max() + rr)) + 1, rows)
+        if c0 >= c1 or r0 >= r1:
             return
-        yy, xx = np.mgrid[y0:y1, x0:x1]
+        yy, xx = np.mgrid[r0:r1, c0:c1]
         disc = np.zeros(yy.shape, bool)
         for px, py in pts:
-            disc |= (xx - px) ** 2 + (yy - py) ** 2 <= r * r
-        view = self._labels[z, y0:y1, x0:x1]
-        if erase:
+            disc |= ((xx - px) / rc) ** 2 + ((yy - py) / rr) ** 2 <= 1.0
+        view = plane.take(self._labels, index)[r0:r1, c0:c1]  # a view: writes land on the label map
+        if stroke.erase:
             if self.overlap is OverlapRule.BACKGROUND and self._active:
                 disc &= view == self._active
             view[disc] = 0
         else:
-            self._paint(view, disc, value)
-        self.labels_changed.emit(z, z)
+            self._paint(view, disc, stroke.value)
+        za, zb = (plane.voxel(index, r, c0, self.shape)[0] for r in (r0, r1 - 1))
+        self.labels_changed.emit(min(za, zb), max(za, zb))
 
     def end_stroke(self) -> bool:
         """Record the stroke as one undo step; returns True if it changed anything."""
@@ -438,13 +498,12 @@ class AnnotationSession:
         if stroke is None:
             return False
         self._stroke = None
-        z, erase, _, before = stroke
-        region: Region = (slice(z, z + 1), slice(None), slice(None))
-        diff = make_voxel_diff(region, before[None], self._labels[z][None])
+        region = stroke.plane.region(stroke.index, 1, self.shape)
+        diff = make_voxel_diff(region, stroke.plane.to_zyx(stroke.before[None]), self._labels[region])
         if diff is None:
             return False
         r, b, a = diff
-        self._commit(Step("Erase" if erase else "Brush", r, b, a))
+        self._commit(Step("Erase" if stroke.erase else "Brush", r, b, a))
         return True
 
     # --- label table -----------------------------------------------------------------------------
@@ -521,13 +580,33 @@ class AnnotationSession:
 _EMPTY: Region = (slice(0, 0), slice(0, 0), slice(0, 0))
 
 
-def _bbox_region(mask: np.ndarray, z0: int) -> Region | None:
-    """Bounding box (slices, offset by ``z0`` on axis 0) of a (K, H, W) bool mask; None when empty."""
+@dataclass
+class _Stroke:
+    """A brush/eraser stroke in progress: slice ``index`` of ``plane``; ``before`` is that slice (plane frame)."""
+
+    plane: Plane
+    index: int
+    erase: bool
+    value: int
+    before: np.ndarray
+
+
+def _densify(points: np.ndarray, rc: float, rr: float) -> np.ndarray:
+    """Polyline (N, 2) ``(col, row)`` -> points along it at most half a brush radius apart (in radius units)."""
+    out = [points[:1]]
+    for a, b in pairwise(points):
+        n = max(int(np.ceil(2.0 * np.hypot((b[0] - a[0]) / rc, (b[1] - a[1]) / rr))), 1)
+        out.append(a + (b - a) * np.linspace(0.0, 1.0, n + 1)[1:, None])
+    return np.concatenate(out)
+
+
+def _bbox_region(mask: np.ndarray, z0: int, y0: int = 0, x0: int = 0) -> Region | None:
+    """Bounding box of a 3D bool mask as array slices, offset by (z0, y0, x0); None when empty."""
     if not mask.any():
         return None
     out = []
-    for axis in range(3):
+    for axis, offset in zip(range(3), (z0, y0, x0)):
         other = tuple(a for a in range(3) if a != axis)
         idx = np.flatnonzero(mask.any(axis=other))
-        out.append(slice(int(idx[0]), int(idx[-1]) + 1))
-    return slice(out[0].start + z0, out[0].stop + z0), out[1], out[2]
+        out.append(slice(int(idx[0]) + offset, int(idx[-1]) + 1 + offset))
+    return out[0], out[1], out[2]

@@ -25,6 +25,7 @@ from PyQt6.QtWidgets import (
 from ..core import autosave
 from ..core.annotation import AnnotationSession, LabelTable, OverlapRule
 from ..core.intensity import CT_WINDOWS
+from ..core.reformat import Plane, brush_mm
 from ..io import DicomSeriesInfo, MedSAMIOError, Volume
 from . import dialogs, files
 from .labels_panel import LabelsPanel
@@ -64,8 +65,8 @@ class MainWindow(QMainWindow):
         self.settings = AppSettings.load(self.store)
         self._custom_factory = backend_factory
         self.session: AnnotationSession | None = None
-        self._segment_labels: dict[int, int] = {}  # request id -> label value
-        self._propagation: tuple[int, int] | None = None  # (request id, label)
+        self._segment_labels: dict[int, tuple[int, Plane]] = {}  # request id -> (label value, plane drawn on)
+        self._propagation: tuple[int, int, Plane] | None = None  # (request id, label, plane it walks along)
         self._model_error_shown = False
         self._closing = False
         self._after_open: dict[int, Callable[[], None]] = {}
@@ -252,7 +253,6 @@ class MainWindow(QMainWindow):
         self.view.slice_changed.connect(self._on_slice_changed)
         self.view.window_changed.connect(lambda *_: self._window_timer.start())
         self.view.cursor_info.connect(self.cursor_label.setText)
-        self.view.notice.connect(lambda text: self.statusBar().showMessage(text, 5000))  # type: ignore[union-attr]
         self.worker.mask_ready.connect(self._on_mask_ready)
         self.worker.failed.connect(self._on_failed)
         self.worker.model_loaded.connect(lambda name: self.model_label.setText(f"model: {name}"))
@@ -387,8 +387,8 @@ class MainWindow(QMainWindow):
         if self.session is None or self.session.volume.modality != "CT":
             return
         self.worker.set_ct_window(self.view.level, self.view.width)
-        if self.view.orientation == "axial" and self._propagation is None:
-            self.worker.encode(self.view.axial_z)
+        if self._propagation is None:
+            self.worker.encode(self.view.current, self.view.orientation)
 
     def _flush_model_window(self) -> None:
         """Before a box is segmented: a window change still waiting for the timer applies now."""
@@ -451,8 +451,9 @@ class MainWindow(QMainWindow):
         except MedSAMIOError as exc:
             dialogs.show_error(self, "Cannot open mask", str(exc))
             return False
-        except ValueError as exc:
-            dialogs.show_error(self, "Cannot open mask", f"Cannot open '{Path(path).name}': {exc}")
+        except Exception as exc:  # a bug or no memory left: still one line, the details go to the log
+            log.exception("opening the mask %s failed", path)
+            dialogs.show_error(self, "Cannot open mask", dialogs.unexpected_message("open", path, exc))
             return False
         return True
 
@@ -496,6 +497,10 @@ class MainWindow(QMainWindow):
         except MedSAMIOError as exc:
             dialogs.show_error(self, "Cannot save", str(exc))
             return False
+        except Exception as exc:  # a bug or no memory left: still one line, the details go to the log
+            log.exception("saving the labels to %s failed", path)
+            dialogs.show_error(self, "Cannot save", dialogs.unexpected_message("save", path, exc))
+            return False
         self.statusBar().showMessage(f"Saved {saved.name}", 5000)  # type: ignore[union-attr]
         return True
 
@@ -510,33 +515,37 @@ class MainWindow(QMainWindow):
 
     # --- segmentation ----------------------------------------------------------------------------
     def _on_slice_changed(self, _index: int) -> None:
-        if self.session is not None and self.view.orientation == "axial":
-            self.worker.encode(self.view.axial_z)
+        if self.session is not None:
+            self.worker.encode(self.view.current, self.view.orientation)
 
     def _on_box(self, z: int, box: np.ndarray) -> None:
+        """Segment ``box`` (plane pixels of the shown orientation) on its slice ``z`` of that orientation."""
         if self.session is None:
             return
         label = self.session.ensure_active_label()
         self._flush_model_window()
-        req = self.worker.segment(z, box)
-        self._segment_labels = {req: label}
+        plane = self.view.plane
+        req = self.worker.segment(z, box, plane.orientation)
+        self._segment_labels = {req: (label, plane)}
         self.statusBar().showMessage("Segmenting…")  # type: ignore[union-attr]
 
     def segment_last_box(self) -> None:
         """Run the model on the box shown on the current slice (e.g. a sample's suggested box)."""
         box = self.view.last_box
-        if box is not None and self.view.orientation == "axial" and box[0] == self.view.axial_z:
+        if box is not None and self.view.orientation == self.view.last_box_orientation and box[0] == self.view.current:
             self._on_box(*box)
 
     def _on_mask_ready(self, req_id: int, z: int, mask: np.ndarray) -> None:
-        label = self._segment_labels.pop(req_id, None)
-        if self.session is None or label is None or label not in self.session.table:
+        request = self._segment_labels.pop(req_id, None)
+        if self.session is None or request is None or request[0] not in self.session.table:
             return
-        if self.view.orientation != "axial" or self.view.axial_z != z:
+        label, plane = request
+        if self.view.orientation != plane.orientation or self.view.current != z:
             self.statusBar().showMessage("Result discarded: the slice changed", 3000)  # type: ignore[union-attr]
             return
-        self.session.apply_mask(z, mask, label)
-        self.statusBar().showMessage(f"Segmented slice {z}", 3000)  # type: ignore[union-attr]
+        self.session.apply_plane_mask(plane, z, mask, label)  # on the voxels under the box (one undo step)
+        where = "slice" if plane.orientation == "axial" else f"{plane.orientation} slice"
+        self.statusBar().showMessage(f"Segmented {where} {z}", 3000)  # type: ignore[union-attr]
 
     def _on_failed(self, req_id: int, message: str) -> None:
         if self._propagation is not None and self._propagation[0] == req_id:
@@ -550,26 +559,38 @@ class MainWindow(QMainWindow):
                 self._model_error_shown = True
                 dialogs.show_error(self, "Model not available", message + " Viewing and editing still work.")
 
+    def _box_plane(self) -> Plane:
+        """The plane the last box was drawn on."""
+        assert self.session is not None
+        return Plane.of(self.session.volume, self.view.last_box_orientation)
+
     def propagate_dialog(self) -> None:
-        if self.session is None or self.session.shape[0] < 2 or self._propagation is not None:
+        if self.session is None or self._propagation is not None:
             return
         if self.view.last_box is None:
             dialogs.show_error(self, "Propagate", "Draw a box on a slice first, then propagate it.")
             return
+        depth = self._box_plane().depth(self.session.shape)
+        if depth < 2:
+            return
         z = self.view.last_box[0]
-        answer = dialogs.ask_propagation_range(self, z, self.session.shape[0])
+        answer = dialogs.ask_propagation_range(self, z, depth)
         if answer is not None:
             self.propagate(*answer)
 
     def propagate(self, below: int, above: int) -> int | None:
-        """Propagate the last box from its slice ``below`` slices down and ``above`` up (one undo step)."""
+        """Propagate the last box from its slice ``below`` slices down and ``above`` up (one undo step).
+
+        Slices are those of the orientation the box was drawn on (coronal: along y, sagittal: along x).
+        """
         if self.session is None or self.view.last_box is None or self._propagation is not None:
             return None
         z, box = self.view.last_box
+        plane = self._box_plane()
         label = self.session.ensure_active_label()
         self._flush_model_window()
-        req = self.worker.propagate(z, box, below, above)
-        self._propagation = (req, label)
+        req = self.worker.propagate(z, box, below, above, plane.orientation)
+        self._propagation = (req, label, plane)
         self.progress.setRange(0, below + above + 1)
         self.progress.setValue(0)
         self.progress.show()
@@ -587,7 +608,7 @@ class MainWindow(QMainWindow):
 
     def _on_propagated_slice(self, _req: int, z: int, mask: np.ndarray) -> None:
         if self._propagation is not None:
-            self.view.set_preview(z, mask, self._propagation[1])
+            self.view.set_preview(z, mask, self._propagation[1], self._propagation[2].orientation)
 
     def _on_propagation_finished(self, req: int, z0: int, mask: np.ndarray, cancelled: bool) -> None:
         prop, self._propagation = self._propagation, None
@@ -595,7 +616,7 @@ class MainWindow(QMainWindow):
         self.view.clear_preview()
         if self.session is None or prop is None or prop[0] != req or prop[1] not in self.session.table:
             return
-        self.session.apply_volume_mask(mask, prop[1], z0)
+        self.session.apply_stack_mask(prop[2], z0, mask, prop[1])  # one undo step, mapped back to (z, y, x)
         done = int(mask.any(axis=(1, 2)).sum())
         text = f"Propagation {'cancelled' if cancelled else 'done'}: {done} slices segmented (Ctrl+Z undoes)"
         self.statusBar().showMessage(text, 8000)  # type: ignore[union-attr]
@@ -619,13 +640,24 @@ class MainWindow(QMainWindow):
         if self.session is not None:
             self.session.add_label()
 
+    def _shown_slice(self) -> str:
+        """'slice 5' (axial) or 'coronal slice 17': the slice the view shows, for status messages."""
+        where = "slice" if self.view.orientation == "axial" else f"{self.view.orientation} slice"
+        return f"{where} {self.view.current}"
+
     def fill_holes(self) -> None:
-        if self.session is not None and self.session.active_label:
-            self.session.fill_holes(self.view.axial_z)
+        """Fill the active label's holes on the shown slice of the shown view (one undo step)."""
+        if self.session is not None and self.session.active_label and self._propagation is None:
+            done = self.session.fill_holes(self.view.current, plane=self.view.plane)
+            text = f"Fill holes: {self._shown_slice()}" if done else f"No holes to fill on {self._shown_slice()}"
+            self.statusBar().showMessage(text, 3000)  # type: ignore[union-attr]
 
     def clear_slice(self) -> None:
-        if self.session is not None:
-            self.session.clear_slice(self.view.axial_z, self.session.active_label or None)
+        """Clear slice: remove the active label (every label when none) from the shown slice (one undo step)."""
+        if self.session is not None and self._propagation is None:
+            done = self.session.clear_slice(self.view.current, self.session.active_label or None, self.view.plane)
+            text = f"Clear slice: {self._shown_slice()}" if done else f"Nothing to clear on {self._shown_slice()}"
+            self.statusBar().showMessage(text, 3000)  # type: ignore[union-attr]
 
     def clear_label(self) -> None:
         if self.session is not None and self.session.active_label:
@@ -636,8 +668,12 @@ class MainWindow(QMainWindow):
         self.tool_actions[tool].setChecked(True)
 
     def set_brush_radius(self, radius: float) -> None:
+        """Brush radius in brush pixels (round in mm on every view, see core.reformat.brush_mm)."""
         self.view.brush_radius = float(min(max(radius, 1.0), 100.0))
-        self.statusBar().showMessage(f"Brush radius {self.view.brush_radius:g} px", 2000)  # type: ignore[union-attr]
+        text = f"Brush radius {self.view.brush_radius:g} px"
+        if self.session is not None:
+            text += f" ({brush_mm(self.view.brush_radius, self.session.volume.spacing):.3g} mm)"
+        self.statusBar().showMessage(text, 2000)  # type: ignore[union-attr]
 
     def set_orientation(self, orientation: str) -> None:
         self.orientation_actions[orientation].setChecked(True)
@@ -736,13 +772,13 @@ class MainWindow(QMainWindow):
     def _update_actions(self) -> None:
         has = self.session is not None
         busy = self._propagation is not None
-        axial = self.view.orientation == "axial"
+        depth = self.view.depth
         for act in (self.act_save, self.act_open_mask, self.act_new_label, self.act_fill, self.act_clear_slice,
                     self.act_clear_label):  # fmt: skip
             act.setEnabled(has and not busy)
         self.act_undo.setEnabled(has and not busy and self.session.history.can_undo)  # type: ignore[union-attr]
         self.act_redo.setEnabled(has and not busy and self.session.history.can_redo)  # type: ignore[union-attr]
-        self.act_propagate.setEnabled(has and not busy and axial and self.session.shape[0] > 1)  # type: ignore[union-attr]
+        self.act_propagate.setEnabled(has and not busy and depth > 1)
         self.act_cancel.setEnabled(busy)
 
     # --- drag and drop, closing ------------------------------------------------------------------

@@ -1,9 +1,13 @@
 """One 2D view of the volume (axial, coronal or sagittal) with the label overlay and the drawing tools.
 
-Mouse: left-drag draws a box (box tool) or paints (brush/eraser), or pans (pan tool); right-drag changes
-window/level; middle-drag pans; wheel changes slice (Ctrl+wheel zooms). Keys: PageUp/PageDown, Up/Down.
-Boxes are emitted in IMAGE PIXEL coordinates of the current axial slice: ``[x0, y0, x1, y1]``, x = column,
-y = row, inclusive.
+Mouse: left-drag draws a box (box tool), paints (brush/eraser) or pans (pan tool), on every view;
+right-drag changes window/level; middle-drag pans; wheel changes slice (Ctrl+wheel zooms). Keys:
+PageUp/PageDown, Up/Down.
+
+Boxes are emitted in IMAGE PIXEL coordinates of the displayed slice, i.e. the PLANE FRAME of
+:class:`~medsam_desktop.core.reformat.Plane` for the current orientation: ``[x0, y0, x1, y1]``, x = column,
+y = row as shown (coronal/sagittal: rows are z, reversed when the plane is flipped), inclusive. Brush
+strokes are sent to :meth:`AnnotationSession.stroke_to` in the same frame, with the plane shown.
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ from PyQt6.QtWidgets import QGraphicsEllipseItem, QGraphicsRectItem, QLabel, QWi
 
 from ..core.annotation import AnnotationSession
 from ..core.intensity import CT_WINDOWS, percentile_range
+from ..core.reformat import ORIENTATIONS, Plane
 
 log = logging.getLogger(__name__)
 
-ORIENTATIONS = ("axial", "coronal", "sagittal")
+__all__ = ["EMPTY_HINT", "ORIENTATIONS", "SliceView", "Tool", "auto_window"]
 
 
 class Tool(str, Enum):
@@ -49,13 +54,15 @@ EMPTY_HINT = (
 
 
 class SliceView(pg.GraphicsView):
-    """Shows ``session.volume`` and ``session.labels`` for one orientation; edits act on the axial view."""
+    """Shows ``session.volume`` and ``session.labels`` for one orientation.
+
+    Every tool works on every orientation: boxes, brush and eraser act on the plane shown.
+    """
 
     slice_changed = pyqtSignal(int)  # index along the current orientation
-    box_drawn = pyqtSignal(int, object)  # axial z, np.ndarray [x0, y0, x1, y1] pixels
+    box_drawn = pyqtSignal(int, object)  # index along the current orientation, [x0, y0, x1, y1] plane pixels
     cursor_info = pyqtSignal(str)
     window_changed = pyqtSignal(float, float)  # level, width
-    notice = pyqtSignal(str)  # a one-line hint for the status bar (e.g. drawing on a non-axial view)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent, background="k")
@@ -91,11 +98,14 @@ class SliceView(pg.GraphicsView):
         self.orientation = "axial"
         self.index = {o: 0 for o in ORIENTATIONS}
         self.tool = Tool.BOX
-        self.brush_radius = 5.0
+        self.brush_radius = 5.0  # in brush pixels (core.reformat.brush_mm): the same mm on every view
         self.level, self.width = 0.0, 1.0
-        self.preview: dict[int, np.ndarray] = {}  # axial z -> mask drawn during a propagation
+        self.preview: dict[int, np.ndarray] = {}  # index -> plane-frame mask drawn during a propagation
         self.preview_label = 0
-        self.last_box: tuple[int, np.ndarray] | None = None  # (axial z, box)
+        self.preview_orientation = "axial"
+        self._last_box: tuple[int, np.ndarray] | None = None  # (index, box) in last_box_orientation's frame
+        self.last_box_orientation = "axial"
+        self.cursor_voxel: tuple[int, int, int] | None = None  # (z, y, x) last pointed at (linked position)
         self._drag: str | None = None
         self._drag_start = QPointF()
         self._drag_window = (0.0, 1.0)
@@ -109,6 +119,7 @@ class SliceView(pg.GraphicsView):
         self.session = session
         self.preview.clear()
         self.last_box = None
+        self.cursor_voxel = None
         self.hint.setVisible(session is None)
         if session is None:
             self.image.clear()
@@ -122,11 +133,29 @@ class SliceView(pg.GraphicsView):
         self.refresh(reset_range=True)
 
     @property
+    def last_box(self) -> tuple[int, np.ndarray] | None:
+        """The last box ``(index, [x0, y0, x1, y1])``, in the plane frame of :attr:`last_box_orientation`."""
+        return self._last_box
+
+    @last_box.setter
+    def last_box(self, value: tuple[int, np.ndarray] | None) -> None:
+        """Setting a box records the orientation shown now as its orientation."""
+        self._last_box = value
+        self.last_box_orientation = self.orientation
+
+    @property
+    def plane(self) -> Plane:
+        """How the current orientation slices the volume (the frame of displayed pixels, boxes and masks)."""
+        if self.session is None:
+            return Plane(self.orientation)
+        return Plane.of(self.session.volume, self.orientation)
+
+    @property
     def depth(self) -> int:
         """Number of slices along the current orientation."""
         if self.session is None:
             return 0
-        return self.session.shape[ORIENTATIONS.index(self.orientation)]
+        return self.plane.depth(self.session.shape)
 
     @property
     def current(self) -> int:
@@ -138,25 +167,24 @@ class SliceView(pg.GraphicsView):
 
     def _flip_rows(self) -> bool:
         """Coronal/sagittal: show superior up (rows are slices; flip when the slice axis points superior)."""
-        return self.orientation != "axial" and self.session is not None and self.session.volume.direction[8] > 0
+        return self.plane.flip
 
     def _take(self, array: np.ndarray, index: int) -> np.ndarray:
-        if self.orientation == "axial":
-            return array[index]
-        plane = array[:, index] if self.orientation == "coronal" else array[:, :, index]
-        return plane[::-1] if self._flip_rows() else plane
+        return self.plane.take(array, index)
 
     def _pixel_spacing(self) -> tuple[float, float]:
         """(column, row) spacing in mm of the displayed plane."""
         assert self.session is not None
-        sx, sy, sz = self.session.volume.spacing
-        return {"axial": (sx, sy), "coronal": (sx, sz), "sagittal": (sy, sz)}[self.orientation]
+        return self.plane.pixel_spacing(self.session.volume.spacing)
 
     # --- navigation ------------------------------------------------------------------------------
     def set_orientation(self, orientation: str) -> None:
+        """Show ``orientation``; its slice is the one through the last voxel under the cursor (linked position)."""
         if orientation not in ORIENTATIONS:
             raise ValueError(orientation)
         self.orientation = orientation
+        if self.cursor_voxel is not None:
+            self.index[orientation] = self.cursor_voxel[self.plane.axis]
         self.box_item.hide()
         self.refresh(reset_range=True)
         self.slice_changed.emit(self.current)
@@ -168,6 +196,10 @@ class SliceView(pg.GraphicsView):
         if index == self.current:
             return
         self.index[self.orientation] = index
+        if self.cursor_voxel is not None:  # the cursor stays over the same pixel, now on this slice
+            vox = list(self.cursor_voxel)
+            vox[self.plane.axis] = index
+            self.cursor_voxel = (vox[0], vox[1], vox[2])
         self.refresh()
         self.slice_changed.emit(index)
 
@@ -209,7 +241,8 @@ class SliceView(pg.GraphicsView):
         labels = self._take(self.session.labels, self.current)
         lut = self.session.table.lut(int(labels.max()) + 1 if labels.size else 1)
         rgba = lut[labels]
-        if self.orientation == "axial" and self.current in self.preview and self.preview_label in self.session.table:
+        shown = self.orientation == self.preview_orientation and self.current in self.preview
+        if shown and self.preview_label in self.session.table:
             lb = self.session.table.get(self.preview_label)
             m = self.preview[self.current] & (labels == 0)
             rgba[m] = (*lb.color, 160)
@@ -219,14 +252,20 @@ class SliceView(pg.GraphicsView):
         if self.orientation != "axial" or z0 <= self.current <= z1:
             self.refresh_overlay()
 
-    def set_preview(self, z: int, mask: np.ndarray | None, label: int = 0) -> None:
-        """Show a propagation result for axial slice ``z`` before it is committed (None removes it)."""
+    def set_preview(self, z: int, mask: np.ndarray | None, label: int = 0, orientation: str = "axial") -> None:
+        """Show a propagation result (plane frame) for slice ``z`` of ``orientation`` before it is committed.
+
+        ``mask`` None removes it. Previews of one orientation replace those of another.
+        """
+        if orientation != self.preview_orientation:
+            self.preview.clear()
+            self.preview_orientation = orientation
         if mask is None:
             self.preview.pop(z, None)
         else:
             self.preview[z] = mask
             self.preview_label = label
-        if self.orientation == "axial" and z == self.current:
+        if self.orientation == orientation and z == self.current:
             self.refresh_overlay()
 
     def clear_preview(self) -> None:
@@ -234,10 +273,11 @@ class SliceView(pg.GraphicsView):
         self.refresh_overlay()
 
     def _update_box_item(self) -> None:
-        if self.last_box is None or self.orientation != "axial" or self.last_box[0] != self.current:
+        box = self.last_box
+        if box is None or self.orientation != self.last_box_orientation or box[0] != self.current:
             self.box_item.hide()
             return
-        x0, y0, x1, y1 = self.last_box[1]
+        x0, y0, x1, y1 = box[1]
         self._show_box(QRectF(QPointF(x0, y0), QPointF(x1 + 1, y1 + 1)))
 
     def _show_box(self, rect_px: QRectF) -> None:
@@ -260,20 +300,17 @@ class SliceView(pg.GraphicsView):
         if self.session is None:
             return None
         col, row = int(np.floor(px.x())), int(np.floor(px.y()))
-        d, h, w = self.session.shape
-        if self._flip_rows():
-            row = d - 1 - row
-        i = self.current
-        zyx = {"axial": (i, row, col), "coronal": (row, i, col), "sagittal": (row, col, i)}[self.orientation]
-        if all(0 <= v < n for v, n in zip(zyx, (d, h, w))):
-            return zyx
-        return None
+        rows, cols = self.plane.size(self.session.shape)
+        if not (0 <= row < rows and 0 <= col < cols):
+            return None
+        return self.plane.voxel(self.current, row, col, self.session.shape)
 
     def _emit_cursor(self, px: QPointF) -> None:
         vox = self._voxel(px)
         if vox is None or self.session is None:
             self.cursor_info.emit("")
             return
+        self.cursor_voxel = vox
         z, y, x = vox
         value = self.session.volume.array[z, y, x]
         unit = " HU" if self.session.volume.modality == "CT" else ""
@@ -284,7 +321,8 @@ class SliceView(pg.GraphicsView):
 
     # --- mouse / keys ----------------------------------------------------------------------------
     def _can_edit(self) -> bool:
-        return self.session is not None and self.orientation == "axial"
+        """Whether the tools can draw: on every view, as soon as an image is open."""
+        return self.session is not None
 
     def mousePressEvent(self, ev: QMouseEvent | None) -> None:  # noqa: N802 - Qt override
         assert ev is not None
@@ -297,15 +335,12 @@ class SliceView(pg.GraphicsView):
             if self.tool in (Tool.BRUSH, Tool.ERASER):
                 assert self.session is not None
                 try:
-                    self.session.begin_stroke(self.current, erase=self.tool is Tool.ERASER)
-                except KeyError:
+                    self.session.begin_stroke(self.current, erase=self.tool is Tool.ERASER, plane=self.plane)
+                except (KeyError, IndexError):
                     self._drag = None
                     return
                 self._paint_at(pos, first=True)
         else:
-            if button == Qt.MouseButton.LeftButton and self.session is not None and self.tool is not Tool.PAN:
-                tool = self.tool.value
-                self.notice.emit(f"The {tool} works on the axial view: press 1 to switch (left-drag pans here)")
             super().mousePressEvent(ev)
             return
         ev.accept()
@@ -349,8 +384,9 @@ class SliceView(pg.GraphicsView):
         return QPointF(np.floor(p.x()) + add, np.floor(p.y()) + add)
 
     def _finish_box(self, a: QPointF, b: QPointF) -> None:
+        """Emit the box between plane pixels ``a`` and ``b`` (clipped to the displayed slice)."""
         assert self.session is not None
-        _, h, w = self.session.shape
+        h, w = self.plane.size(self.session.shape)
         x0, x1 = sorted((int(np.floor(a.x())), int(np.floor(b.x()))))
         y0, y1 = sorted((int(np.floor(a.y())), int(np.floor(b.y()))))
         x0, x1 = max(x0, 0), min(x1, w - 1)
@@ -364,22 +400,22 @@ class SliceView(pg.GraphicsView):
         self.box_drawn.emit(self.current, box)
 
     def _paint_at(self, pos: QPointF, first: bool = False) -> None:
-        """Paint a disc at ``pos`` and along the segment from the previous point (no gaps on fast moves)."""
+        """Paint a dab at ``pos`` and along the segment from the previous point (no gaps on fast moves)."""
         assert self.session is not None
         px = self.widget_to_pixel(pos)
-        point = np.array([px.x() - 0.5, px.y() - 0.5])
+        point = np.array([px.x() - 0.5, px.y() - 0.5])  # plane frame, pixel centres at integers
         last = point if first or self._last_point is None else self._last_point
-        n = max(int(np.ceil(np.hypot(*(point - last)) / max(self.brush_radius / 2, 0.5))), 1)
-        self.session.stroke_to(last + (point - last) * np.linspace(0, 1, n + 1)[:, None], self.brush_radius)
+        self.session.stroke_to(np.stack([last, point]), self.brush_radius, connect=True)
         self._last_point = point
 
     def _update_brush_cursor(self, px: QPointF) -> None:
         if self.tool not in (Tool.BRUSH, Tool.ERASER) or not self._can_edit():
             self.brush_item.hide()
             return
+        assert self.session is not None
         sx, sy = self._pixel_spacing()
-        r = self.brush_radius
-        self.brush_item.setRect(QRectF((px.x() - r) * sx, (px.y() - r) * sy, 2 * r * sx, 2 * r * sy))
+        rc, rr = self.plane.brush_radii(self.brush_radius, self.session.volume.spacing)  # round in mm
+        self.brush_item.setRect(QRectF((px.x() - rc) * sx, (px.y() - rr) * sy, 2 * rc * sx, 2 * rr * sy))
         self.brush_item.show()
 
     def resizeEvent(self, ev: QResizeEvent | None) -> None:  # noqa: N802

@@ -4,6 +4,10 @@ Requests carry increasing ids; an interactive request (encode, segment) that is 
 worker reaches it is skipped, and results whose id is stale are dropped before they reach the window. When the
 worker is idle it prefetches the embeddings of the neighbouring slices. The model is loaded lazily, on the
 worker thread, at the first request.
+
+Every request names an orientation (axial, coronal, sagittal): slice indices, boxes and masks are in the PLANE
+FRAME of :meth:`medsam_desktop.core.reformat.Plane.of` for that orientation (what the view shows). Embeddings
+are cached per (volume, intensity mapping, orientation) and slice index, so planes never share an embedding.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from ..core.cache import EmbeddingCache
 from ..core.intensity import CT_WINDOWS, percentile_normalise, percentile_range, to_display_uint8, window
 from ..core.predictor import Embedding, Predictor
 from ..core.propagation import PropagationCancelled, propagate_boxes
+from ..core.reformat import Plane
 from ..io import Volume
 
 log = logging.getLogger(__name__)
@@ -50,19 +55,33 @@ class ModelInput:
 
     CT uses ``ct_window`` (level, width; the displayed window, soft tissue by default), other modalities the
     0.5-99.5 percentile range of the whole volume (computed once), 8-bit data passes through. Quacks like a
-    (D, H, W[, 3]) array for ``propagate_boxes``. :attr:`mapping` identifies the mapping for cache keys.
+    (N, rows, cols[, 3]) array for ``propagate_boxes``: the slices of ``plane`` (axial by default: the
+    volume's (D, H, W)), reformatted planes as raw views of the voxels (no resampling to square pixels).
+    :attr:`mapping` identifies the mapping for cache keys.
     """
 
     def __init__(
-        self, volume: Volume, keep: int = 16, ct_window: tuple[float, float] = CT_WINDOWS["soft tissue"]
+        self,
+        volume: Volume,
+        keep: int = 16,
+        ct_window: tuple[float, float] = CT_WINDOWS["soft tissue"],
+        plane: Plane | None = None,
     ) -> None:
         self.volume = volume
-        self.shape = volume.array.shape
+        self.plane = plane or Plane()
+        self._stack = self.plane.stack(volume.array)
+        self.shape = self._stack.shape
         self._range: tuple[float, float] | None = None
         self._slices: OrderedDict[int, np.ndarray] = OrderedDict()
         self._keep = keep
         self._windowed = volume.modality == "CT" and volume.array.dtype not in (np.uint8, np.bool_)
         self.ct_window = (float(ct_window[0]), float(ct_window[1]))
+
+    def reformatted(self, plane: Plane) -> ModelInput:
+        """The same volume and intensity mapping (CT window, percentile range) sliced along ``plane``."""
+        out = ModelInput(self.volume, self._keep, self.ct_window, plane)
+        out._range = self._range
+        return out
 
     @property
     def mapping(self) -> Hashable:
@@ -87,7 +106,7 @@ class ModelInput:
         if hit is not None:
             self._slices.move_to_end(z)
             return hit
-        out = self._convert(self.volume.array[z])
+        out = self._convert(np.ascontiguousarray(self._stack[z]))
         self._slices[z] = out
         while len(self._slices) > self._keep:
             self._slices.popitem(last=False)
@@ -119,11 +138,12 @@ class _Shared:
 class _Worker(QObject):
     """Lives in the worker thread; slots are invoked through queued signals from :class:`SegmentationWorker`."""
 
-    mask_ready = pyqtSignal(int, int, object)  # id, z, mask (H, W) bool
-    encoded = pyqtSignal(int, int)  # id, z
+    # indices and masks are in the plane frame of the request's orientation (axial: z and (H, W))
+    mask_ready = pyqtSignal(int, int, object)  # id, index, mask (rows, cols) bool
+    encoded = pyqtSignal(int, int)  # id, index
     progress = pyqtSignal(int, int, int)  # id, done, total
-    slice_done = pyqtSignal(int, int, object)  # id, z, mask (H, W) bool
-    propagation_finished = pyqtSignal(int, int, object, bool)  # id, z0, mask (K, H, W) bool, cancelled
+    slice_done = pyqtSignal(int, int, object)  # id, index, mask (rows, cols) bool
+    propagation_finished = pyqtSignal(int, int, object, bool)  # id, i0, mask (K, rows, cols) bool, cancelled
     model_loaded = pyqtSignal(str)
     model_failed = pyqtSignal(str)  # one-line reason (also when no request was waiting for the model)
     failed = pyqtSignal(int, str)  # id, one-line message
@@ -136,9 +156,10 @@ class _Worker(QObject):
         self._prefetch_radius = prefetch
         self._predictor: Predictor | None = None
         self._model_error: str | None = None
-        self._input: ModelInput | None = None
+        self._input: ModelInput | None = None  # axial
+        self._inputs: dict[str, ModelInput] = {}  # orientation -> model input sliced along that plane
         self._key: Hashable = None
-        self._prefetch: deque[int] = deque()
+        self._prefetch: deque[tuple[str, int]] = deque()  # (orientation, index)
 
     # --- helpers ---------------------------------------------------------------------------------
     def _start(self) -> None:
@@ -163,33 +184,44 @@ class _Worker(QObject):
             return None
         return self._predictor
 
-    def _encode(self, predictor: Predictor, z: int) -> Embedding:
+    def _input_for(self, orientation: str) -> ModelInput:
+        """The model input sliced along ``orientation`` (as displayed), created at first use."""
         assert self._input is not None
-        return predictor.encode(self._input[z], key=(self._vkey, z))
+        stack = self._inputs.get(orientation)
+        if stack is None:
+            stack = self._input.reformatted(Plane.of(self._input.volume, orientation))
+            self._inputs[orientation] = stack
+        return stack
 
-    @property
-    def _vkey(self) -> Hashable:
-        """Cache key of the current model input: the volume and its intensity mapping (CT window)."""
-        return (self._key, self._input.mapping if self._input is not None else None)
+    def _encode(self, predictor: Predictor, orientation: str, index: int) -> Embedding:
+        return predictor.encode(self._input_for(orientation)[index], key=(self._vkey(orientation), index))
 
-    def _schedule_prefetch(self, z: int) -> None:
+    def _vkey(self, orientation: str = "axial") -> Hashable:
+        """Cache key of a slice stack: the volume, its intensity mapping (CT window) and the orientation.
+
+        A slice's key is ``(vkey, index)``: axial slice 5 and coronal slice 5 never share an embedding.
+        """
+        return (self._key, self._input.mapping if self._input is not None else None, orientation)
+
+    def _schedule_prefetch(self, orientation: str, index: int) -> None:
         if self._input is None or not self._prefetch_radius:
             return
-        depth = len(self._input)
-        near = [z + s * r for r in range(1, self._prefetch_radius + 1) for s in (1, -1)]
-        self._prefetch = deque(n for n in near if 0 <= n < depth)
+        depth = len(self._input_for(orientation))
+        near = [index + s * r for r in range(1, self._prefetch_radius + 1) for s in (1, -1)]
+        self._prefetch = deque((orientation, n) for n in near if 0 <= n < depth)
         QTimer.singleShot(0, self._prefetch_one)
 
     @pyqtSlot()
     def _prefetch_one(self) -> None:
         if self._shared.pending > 0 or not self._prefetch or self._predictor is None or self._input is None:
             return  # a new request is waiting (it reschedules), or nothing to do
-        z = self._prefetch.popleft()
-        if self._predictor.cached(self._input.shape[1:3], (self._vkey, z)) is None:
+        orientation, index = self._prefetch.popleft()
+        stack = self._input_for(orientation)
+        if self._predictor.cached(stack.shape[1:3], (self._vkey(orientation), index)) is None:
             try:
-                self._encode(self._predictor, z)
+                self._encode(self._predictor, orientation, index)
             except Exception:  # prefetch is best effort
-                log.exception("prefetch of slice %d failed", z)
+                log.exception("prefetch of %s slice %d failed", orientation, index)
                 self._prefetch.clear()
                 return
         if self._prefetch:
@@ -201,12 +233,14 @@ class _Worker(QObject):
         self._start()
         self._key = key
         self._input = None if volume is None else ModelInput(volume)
+        self._inputs = {} if self._input is None else {"axial": self._input}
         self._prefetch.clear()
 
     @pyqtSlot(float, float)
     def set_ct_window(self, level: float, width: float) -> None:
         self._start()
-        if self._input is not None and self._input.set_ct_window(level, width):
+        changed = [stack.set_ct_window(level, width) for stack in self._inputs.values()]
+        if any(changed):
             self._prefetch.clear()
 
     @pyqtSlot(int)
@@ -219,25 +253,27 @@ class _Worker(QObject):
         self._start()
         self._factory, self._predictor, self._model_error = factory, None, None
 
-    @pyqtSlot(int, int)
-    def encode(self, req_id: int, z: int) -> None:
+    @pyqtSlot(int, int, str)
+    def encode(self, req_id: int, z: int, orientation: str) -> None:
         self._start()
         if self._stale(req_id) or self._input is None:
             return
+        if not 0 <= z < len(self._input_for(orientation)):
+            return  # a slice index of the previous image, posted while a new one was being shown
         predictor = self._predictor_or_fail(-1)  # slice changes never nag about a missing model
         if predictor is None:
             return
         try:
-            self._encode(predictor, z)
+            self._encode(predictor, orientation, z)
         except Exception as exc:
             log.exception("encode failed")
             self.failed.emit(req_id, _one_line(exc))
             return
         self.encoded.emit(req_id, z)
-        self._schedule_prefetch(z)
+        self._schedule_prefetch(orientation, z)
 
-    @pyqtSlot(int, int, object)
-    def segment(self, req_id: int, z: int, box: np.ndarray) -> None:
+    @pyqtSlot(int, int, object, str)
+    def segment(self, req_id: int, z: int, box: np.ndarray, orientation: str) -> None:
         self._start()
         if self._stale(req_id) or self._input is None:
             log.debug("skipping stale segment request %d", req_id)
@@ -246,25 +282,30 @@ class _Worker(QObject):
         if predictor is None:
             return
         try:
-            pred = predictor.decode(self._encode(predictor, z), np.asarray(box, dtype=np.float64))
+            pred = predictor.decode(self._encode(predictor, orientation, z), np.asarray(box, dtype=np.float64))
         except Exception as exc:  # InvalidBoxError and friends: one line
             log.info("segment failed: %s", exc)
             self.failed.emit(req_id, _one_line(exc))
             return
         self.mask_ready.emit(req_id, z, pred.masks[0])
-        self._schedule_prefetch(z)
+        self._schedule_prefetch(orientation, z)
 
-    @pyqtSlot(int, int, object, int, int, object)
-    def propagate(self, req_id: int, zc: int, box: np.ndarray, below: int, above: int, cancel: object) -> None:
+    @pyqtSlot(int, int, object, int, int, object, str)
+    def propagate(
+        self, req_id: int, zc: int, box: np.ndarray, below: int, above: int, cancel: object, orientation: str
+    ) -> None:
+        """Propagate ``box`` from plane slice ``zc`` along the axis of ``orientation`` (the challenge algorithm
+        on the reformatted stack; indices and masks stay in its plane frame)."""
         self._start()
         predictor = self._predictor_or_fail(req_id)
         if predictor is None or self._input is None:
             return
         user_cancel: threading.Event = cancel  # type: ignore[assignment]
-        depth = len(self._input)
+        stack = self._input_for(orientation)
+        depth = len(stack)
         above, below = max(0, min(above, depth - 1 - zc)), max(0, min(below, zc))
         total, done = above + below + 1, 0
-        out = np.zeros((total, *self._input.shape[1:3]), bool)
+        out = np.zeros((total, *stack.shape[1:3]), bool)
         z0 = zc - below
         cancelled = False
 
@@ -277,8 +318,15 @@ class _Worker(QObject):
 
         boxes3d = np.array([[box[0], box[1], z0, box[2], box[3], zc + above]], dtype=np.float64)
         try:
-            propagate_boxes(predictor, self._input, boxes3d, volume_key=self._vkey, cancel=user_cancel,  # type: ignore[arg-type]
-                            on_slice=on_slice, start_slices=[zc])
+            propagate_boxes(
+                predictor,
+                stack,  # type: ignore[arg-type]  # quacks like the (N, rows, cols) array
+                boxes3d,
+                volume_key=self._vkey(orientation),
+                cancel=user_cancel,
+                on_slice=on_slice,
+                start_slices=[zc],
+            )
         except PropagationCancelled:
             cancelled = True
         except Exception as exc:
@@ -318,9 +366,9 @@ class SegmentationWorker(QObject):
     _post_factory = pyqtSignal(object)
     _post_window = pyqtSignal(float, float)
     _post_threads = pyqtSignal(int)
-    _post_encode = pyqtSignal(int, int)
-    _post_segment = pyqtSignal(int, int, object)
-    _post_propagate = pyqtSignal(int, int, object, int, int, object)
+    _post_encode = pyqtSignal(int, int, str)
+    _post_segment = pyqtSignal(int, int, object, str)
+    _post_propagate = pyqtSignal(int, int, object, int, int, object, str)
 
     def __init__(
         self,
@@ -400,22 +448,26 @@ class SegmentationWorker(QObject):
         self._shared.add_pending(1)
         self._post_factory.emit(factory)
 
-    def encode(self, z: int) -> int:
+    def encode(self, z: int, orientation: str = "axial") -> int:
+        """Encode slice ``z`` of ``orientation`` (then prefetch its neighbours)."""
         req_id = self._next_interactive()
-        self._post_encode.emit(req_id, int(z))
+        self._post_encode.emit(req_id, int(z), str(orientation))
         return req_id
 
-    def segment(self, z: int, box: np.ndarray) -> int:
+    def segment(self, z: int, box: np.ndarray, orientation: str = "axial") -> int:
+        """Segment ``box`` ``[x0, y0, x1, y1]`` (plane-frame pixels) on slice ``z`` of ``orientation``."""
         req_id = self._next_interactive()
-        self._post_segment.emit(req_id, int(z), np.asarray(box, dtype=np.float64).copy())
+        self._post_segment.emit(req_id, int(z), np.asarray(box, dtype=np.float64).copy(), str(orientation))
         return req_id
 
-    def propagate(self, z: int, box: np.ndarray, below: int, above: int) -> int:
+    def propagate(self, z: int, box: np.ndarray, below: int, above: int, orientation: str = "axial") -> int:
+        """Propagate ``box`` from slice ``z`` of ``orientation``, ``below``/``above`` slices along its axis."""
         req_id = next(self._ids)
         self._propagation_id = req_id
         self._cancel = threading.Event()
         self._shared.add_pending(1)
-        self._post_propagate.emit(req_id, int(z), np.asarray(box, np.float64).copy(), below, above, self._cancel)
+        box = np.asarray(box, np.float64).copy()
+        self._post_propagate.emit(req_id, int(z), box, below, above, self._cancel, str(orientation))
         return req_id
 
     def cancel(self) -> None:

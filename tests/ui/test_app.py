@@ -446,13 +446,3 @@ def test_help_lists_every_shortcut_and_empty_window_says_what_to_do(qtbot, make_
     assert {"F1", "Ctrl+P", "Esc", "0", "["}.issubset({k for keys in rows for k in keys.split(" / ")})
     window.open_path_and_wait(synthetic_nifti(tmp_path))
     assert not window.view.hint.isVisible()
-
-
-def test_drawing_on_a_non_axial_view_says_why_nothing_happens(qtbot, make_window, tmp_path) -> None:
-    window = make_window()
-    window.open_path_and_wait(synthetic_nifti(tmp_path))
-    window.set_orientation("coronal")
-    with qtbot.waitSignal(window.view.notice, timeout=2000) as blocker:
-        drag(qtbot, window.view, (10.5, 2.5), (30.5, 6.5))
-    assert "axial" in blocker.args[0] and "axial" in window.statusBar().currentMessage()
-    assert not window.session.labels.any()

@@ -1,0 +1,273 @@
+"""Boxes, masks and propagation on the coronal and sagittal views (issue #4), with exact fake models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PyQt6.QtCore import QEvent, QPoint, QPointF, Qt
+from PyQt6.QtGui import QMouseEvent
+from PyQt6.QtWidgets import QApplication
+
+from medsam_desktop.core.annotation import OverlapRule
+from medsam_desktop.core.intensity import to_display_uint8
+from medsam_desktop.core.preprocess import preprocess
+from medsam_desktop.core.reformat import Plane
+from medsam_desktop.io import Volume
+from medsam_desktop.ui.worker import ModelInput, SegmentationWorker
+
+# 12 slices of 64 x 64: every plane (axial 64x64, coronal/sagittal 12x64) has its longest side 64, so the
+# model frame is exactly 4x the image frame and the fakes below can return exact masks.
+D, H, W = 12, 64, 64
+SPACING = (0.7, 1.3, 2.5)  # x, y, z mm: anisotropic in every plane
+UP = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)  # slice axis points superior: coronal/sagittal rows flipped
+DOWN = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, -1.0)  # not flipped
+
+
+def volume(direction=UP, cuboid: bool = False) -> Volume:
+    """CT-like int16 volume; with ``cuboid`` a 200 HU box (z 3..8, y 20..40, x 10..30) in -1000 HU air."""
+    if cuboid:
+        arr = np.full((D, H, W), -1000, np.int16)
+        arr[3:9, 20:41, 10:31] = 200
+    else:
+        arr = np.random.default_rng(0).integers(-1000, 1000, size=(D, H, W)).astype(np.int16)
+    return Volume(arr, spacing=SPACING, direction=direction, modality="CT")
+
+
+@pytest.fixture
+def box_fake(fake):
+    """Decoded mask == the inclusive prompt box (model scale 4); with ``objects`` also == the bright pixels.
+
+    The encoder stores the model input (256 x 256, channel 0) in the embedding so that decode can see it.
+    """
+
+    class BoxFake(fake):
+        def __init__(self, delay: float = 0.0, objects: bool = False) -> None:
+            super().__init__(delay)
+            self.objects = objects
+            self.inputs: list[np.ndarray] = []
+
+        def encode(self, images: np.ndarray) -> np.ndarray:
+            out = super().encode(images)
+            self.inputs.append(images[0].copy())
+            out[0, :16] = images[0, 0].reshape(16, 64, 64)
+            return out
+
+        def decode(self, embedding: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            boxes = np.asarray(boxes).reshape(-1, 4)
+            image = np.asarray(embedding[0, :16], np.float32).reshape(256, 256)
+            logits = np.full((len(boxes), 256, 256), -10.0, np.float32)
+            for i, (x0, y0, x1, y1) in enumerate(boxes):
+                inside = np.zeros((256, 256), bool)
+                inside[int(np.ceil(y0)) : int(np.floor(y1)) + 4, int(np.ceil(x0)) : int(np.floor(x1)) + 4] = True
+                if self.objects:
+                    inside &= image > 0.5
+                logits[i][inside] = 10.0
+            return logits, np.ones(len(boxes), np.float32)
+
+    return BoxFake
+
+
+def drag(qtbot, view, start: tuple[float, float], end: tuple[float, float]) -> None:
+    """Left-drag from plane pixel ``start`` to ``end`` (as a user would, through widget positions)."""
+    vp = view.viewport()
+    a, b = view.pixel_to_widget(*start), view.pixel_to_widget(*end)
+    pa, pb = QPoint(round(a.x()), round(a.y())), QPoint(round(b.x()), round(b.y()))
+    qtbot.mousePress(vp, Qt.MouseButton.LeftButton, pos=pa)
+    qtbot.mouseMove(vp, pos=(pa + pb) / 2)
+    qtbot.mouseMove(vp, pos=pb)
+    qtbot.mouseRelease(vp, Qt.MouseButton.LeftButton, pos=pb)
+
+
+def open_volume(window, vol: Volume, orientation: str, index: int) -> None:
+    window.set_volume(vol)
+    window.set_orientation(orientation)
+    window.view.set_slice(index)
+    assert window.view.current == index
+
+
+@pytest.mark.parametrize(
+    ("orientation", "index", "aspect", "voxel"),
+    [
+        # plane pixel (40, 8) -> voxel (x, y, z); rows are z reversed (superior up): z = 11 - 8 = 3
+        ("coronal", 17, (30 * 0.7) / (6 * 2.5), "x 40  y 17  z 3"),
+        ("sagittal", 50, (30 * 1.3) / (6 * 2.5), "x 50  y 40  z 3"),
+    ],
+)
+def test_drag_on_a_reformatted_view_gives_the_box_in_plane_pixels(
+    qtbot, make_window, orientation, index, aspect, voxel
+) -> None:
+    window = make_window()
+    open_volume(window, volume(), orientation, index)
+    view = window.view
+    assert view.image.image.shape == (D, W if orientation == "coronal" else H)
+    a, b = view.pixel_to_widget(10, 2), view.pixel_to_widget(40, 8)
+    assert (b.x() - a.x()) / (b.y() - a.y()) == pytest.approx(aspect, rel=0.02)  # physical aspect (widget px are ints)
+    with qtbot.waitSignal(view.box_drawn, timeout=3000) as blocker:
+        drag(qtbot, view, (10.5, 2.5), (40.5, 8.5))
+    z, box = blocker.args
+    assert z == index and box.tolist() == [10, 2, 40, 8]
+    assert view.last_box_orientation == orientation and view.box_item.isVisible()
+    assert window.cursor_label.text().startswith(voxel + "  value")
+
+
+@pytest.mark.parametrize(
+    ("orientation", "direction", "index", "expected_index"),
+    [
+        # box [10, 2, 40, 8] -> rows 2..8 are z 3..9 when flipped (z = 11 - row), z 2..8 when not
+        ("coronal", UP, 17, (slice(3, 10), 17, slice(10, 41))),
+        ("sagittal", UP, 50, (slice(3, 10), slice(10, 41), 50)),
+        ("coronal", DOWN, 17, (slice(2, 9), 17, slice(10, 41))),
+    ],
+)
+def test_box_on_a_reformatted_view_writes_exactly_its_voxels_undo_redo(
+    qtbot, make_window, box_fake, orientation, direction, index, expected_index
+) -> None:
+    window = make_window(box_fake())
+    open_volume(window, volume(direction), orientation, index)
+    s = window.session
+    s.add_label("liver")
+    drag(qtbot, window.view, (10.5, 2.5), (40.5, 8.5))
+    qtbot.waitUntil(lambda: s.labels.any(), timeout=5000)
+    expected = np.zeros((D, H, W), np.uint8)
+    expected[expected_index] = 1
+    np.testing.assert_array_equal(s.labels, expected)
+    assert len(s.history) == 2  # 'add label' + the segmentation
+    window.undo()
+    assert not s.labels.any()
+    window.redo()
+    np.testing.assert_array_equal(s.labels, expected)
+
+
+def test_box_on_coronal_honours_the_overlap_rule(qtbot, make_window, box_fake) -> None:
+    window = make_window(box_fake())
+    open_volume(window, volume(), "coronal", 17)
+    s = window.session
+    s.add_label("kept")
+    other = np.zeros((H, W), bool)
+    other[10:30, 20:25] = True
+    s.apply_mask(5, other)  # label 1 on z 5, y 10..29, x 20..24 (crosses the coronal slice y 17)
+    s.add_label("new")
+    window.apply_settings(window.settings.__class__(window.settings.model, 0, 64, "background"))
+    assert s.overlap is OverlapRule.BACKGROUND
+    window.view.box_drawn.emit(17, np.array([10.0, 2.0, 40.0, 8.0]))
+    qtbot.waitUntil(lambda: (s.labels == 2).any(), timeout=5000)
+    expected = np.zeros((D, H, W), np.uint8)
+    expected[5][other] = 1
+    expected[3:10, 17, 10:41] = 2
+    expected[5, 17, 20:25] = 1  # protected
+    np.testing.assert_array_equal(s.labels, expected)
+
+
+@pytest.mark.parametrize("orientation", ["coronal", "sagittal"])
+def test_propagation_from_a_reformatted_box_walks_its_axis_one_undo_step(
+    qtbot, make_window, box_fake, orientation
+) -> None:
+    backend = box_fake(objects=True)
+    window = make_window(backend)
+    vol = volume(cuboid=True)
+    # cuboid z 3..8 -> plane rows 3..8 (flipped: 11 - z); columns x 10..30 (coronal) or y 20..40 (sagittal)
+    index, box = (30, [8.0, 2.0, 32.0, 9.0]) if orientation == "coronal" else (20, [18.0, 2.0, 42.0, 9.0])
+    open_volume(window, vol, orientation, index)
+    window.view.last_box = (index, np.array(box))
+    s = window.session
+    s.add_label("cuboid")
+    steps = len(s.history)
+    previews: list[tuple[str, int]] = []
+    window.worker.slice_done.connect(lambda _r, i, _m: previews.append((window.view.preview_orientation, i)))
+    window.propagate(below=5, above=20)
+    with qtbot.waitSignal(window.worker.propagation_finished, timeout=20000) as blocker:
+        pass
+    assert blocker.args[3] is False and blocker.args[1] == index - 5  # the stack starts 5 slices below
+    expected = np.zeros((D, H, W), np.uint8)
+    if orientation == "coronal":  # y 25..50 visited; the cuboid spans y 20..40
+        expected[3:9, 25:41, 10:31] = 1
+    else:  # x 15..40 visited; the cuboid spans x 10..30
+        expected[3:9, 20:41, 15:31] = 1
+    np.testing.assert_array_equal(s.labels, expected)
+    assert len(s.history) == steps + 1
+    assert sorted(i for _, i in previews) == list(range(index - 5, index + 21))
+    assert {o for o, _ in previews} == {orientation}
+    window.undo()
+    assert not s.labels.any()
+
+
+def test_axial_and_coronal_slices_with_the_same_index_never_share_an_embedding(qtbot, box_fake) -> None:
+    backend = box_fake()
+    worker = SegmentationWorker(lambda: backend, prefetch=0)
+    try:
+        arr = np.random.default_rng(3).integers(0, 255, size=(8, 16, 24)).astype(np.uint8)
+        worker.set_volume(Volume(arr))  # identity direction: coronal rows are flipped
+        for orientation in ("axial", "coronal", "axial", "coronal", "sagittal"):
+            with qtbot.waitSignal(worker.encoded, timeout=5000):
+                worker.encode(2, orientation)
+        assert backend.encodes == 3 and len(worker.cache) == 3  # the repeats were cache hits
+        np.testing.assert_array_equal(backend.inputs[0], preprocess(arr[2])[0])
+        np.testing.assert_array_equal(backend.inputs[1], preprocess(arr[::-1, 2, :])[0])
+        np.testing.assert_array_equal(backend.inputs[2], preprocess(arr[::-1, :, 2])[0])
+        orientations = sorted(k[1][0][2] for k in worker.cache._data)
+        assert orientations == ["axial", "coronal", "sagittal"] and {k[1][1] for k in worker.cache._data} == {2}
+        # a coronal box is decoded on the coronal embedding, in the coronal plane frame
+        with qtbot.waitSignal(worker.mask_ready, timeout=5000) as blocker:
+            worker.segment(2, np.array([4.0, 1.0, 12.0, 5.0]), "coronal")
+        assert blocker.args[2].shape == (8, 24) and backend.encodes == 3
+    finally:
+        assert worker.shutdown()
+
+
+def test_prefetch_follows_the_shown_orientation(qtbot, fake) -> None:
+    backend = fake()
+    worker = SegmentationWorker(lambda: backend, prefetch=1)
+    try:
+        worker.set_volume(Volume(np.zeros((6, 5, 7), np.uint8)))
+        with qtbot.waitSignal(worker.encoded, timeout=5000):
+            worker.encode(0, "sagittal")
+        qtbot.waitUntil(lambda: len(worker.cache) == 2, timeout=5000)  # sagittal 0, then sagittal 1
+        qtbot.wait(100)
+        assert sorted((k[1][0][2], k[1][1]) for k in worker.cache._data) == [("sagittal", 0), ("sagittal", 1)]
+    finally:
+        assert worker.shutdown()
+
+
+def test_result_for_an_orientation_no_longer_shown_is_dropped(qtbot, fake, make_window) -> None:
+    window = make_window(fake(delay=0.3))
+    open_volume(window, volume(), "coronal", 17)
+    window.view.box_drawn.emit(17, np.array([10.0, 2.0, 40.0, 8.0]))
+    window.set_orientation("axial")  # a newer request: the coronal result is stale
+    with qtbot.waitSignal(window.worker.encoded, timeout=5000):
+        pass
+    qtbot.wait(200)
+    assert not window.session.labels.any()
+
+
+@pytest.mark.parametrize("modality", ["CT", "MR"])
+def test_reformatted_model_input_uses_the_same_intensity_mapping(modality) -> None:
+    rng = np.random.default_rng(1)
+    arr = rng.normal(100, 300, size=(5, 16, 12)).astype(np.int16)
+    vol = Volume(arr, modality=modality)
+    axial = ModelInput(vol)
+    coronal = axial.reformatted(Plane("coronal", flip=True))
+    expected = to_display_uint8(arr, modality)  # one mapping for the whole volume
+    assert len(coronal) == 16 and coronal.shape == (16, 5, 12)
+    for y in (0, 7, 15):
+        np.testing.assert_array_equal(coronal[y], expected[::-1, y, :])
+    assert coronal.mapping == axial.mapping
+
+
+def test_switching_views_keeps_the_slice_under_the_cursor(qtbot, make_window) -> None:
+    window = make_window()
+    window.set_volume(volume())
+    view = window.view
+    p = view.pixel_to_widget(40.5, 25.5)  # axial z 6: voxel x 40, y 25
+    hover = QMouseEvent(  # a plain hover (offscreen Qt delivers no button-less QTest moves)
+        QEvent.Type.MouseMove, QPointF(p), QPointF(view.viewport().mapToGlobal(p)), Qt.MouseButton.NoButton,
+        Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier,
+    )  # fmt: skip
+    QApplication.sendEvent(view.viewport(), hover)
+    assert view.cursor_voxel == (6, 25, 40)
+    window.set_orientation("coronal")
+    assert view.current == 25
+    view.step(1)  # the cursor's voxel moves with the slice
+    window.set_orientation("sagittal")
+    assert view.current == 40
+    window.set_orientation("axial")
+    assert view.current == 6 and view.cursor_voxel == (6, 26, 40)
