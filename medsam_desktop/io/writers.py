@@ -98,7 +98,7 @@ def write_labels_nifti(labels: np.ndarray, reference: Volume, path: str | os.Pat
 def read_labels(path: str | os.PathLike[str], reference: Volume) -> np.ndarray:
     """Re-open a saved label map onto ``reference``: returns (D, H, W) integer labels.
 
-    Any format :func:`read_image` reads is accepted; float files must hold whole numbers. The size,
+    Any format :func:`read_image` reads is accepted; values must be whole numbers >= 0. The size,
     spacing, origin and direction must match ``reference`` within 1e-4 (relative), otherwise
     :class:`GeometryMismatchError` says what differs. 2D picture masks (PNG/JPEG/BMP/TIFF) carry
     no geometry, so only their size is checked.
@@ -121,10 +121,16 @@ def read_labels(path: str | os.PathLike[str], reference: Volume) -> np.ndarray:
             action="Open the mask together with the image it was drawn on.",
         )
     labels = mask.array
+    if labels.dtype.kind in "iuf" and labels.size and labels.min() < 0:  # e.g. the CT picked instead of its mask
+        raise InvalidImageError(
+            f"it holds negative values (down to {labels.min():g}): it looks like an image, not a label map",
+            path=path,
+            action="Open a label map (whole numbers 0, 1, 2 ...), e.g. the _seg file saved for this image.",
+        )
     if labels.dtype.kind == "f":
-        if not np.array_equal(labels, np.rint(labels)) or (labels.size and labels.min() < 0):
+        if not np.array_equal(labels, np.rint(labels)):
             raise InvalidImageError(
-                "it holds fractional or negative values, not integer labels",
+                "it holds fractional values, not integer labels",
                 path=path,
                 action="Open a label map (whole numbers 0, 1, 2 ...).",
             )

@@ -73,7 +73,9 @@ def _install_excepthook() -> None:
     def hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
         log.error("unexpected error", exc_info=(exc_type, exc, tb))
         if QApplication.instance() is not None:
-            dialogs.show_error(None, "Unexpected error", f"{exc_type.__name__}: {exc}")
+            dialogs.show_error(None, "Unexpected error", "Something went wrong and the last action may not have "
+                               "finished. Save your labels; if it happens again, restart MedSAM Desktop and report "
+                               "it.")  # fmt: skip
 
     sys.excepthook = hook
 

@@ -6,6 +6,8 @@ Window code calls these through the module (``dialogs.ask_save_changes(...)``) s
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 from PyQt6.QtWidgets import QDialog, QDialogButtonBox, QFormLayout, QMessageBox, QSpinBox, QWidget
 
@@ -27,6 +29,15 @@ def one_line(text: str, limit: int = 400) -> str:
         text = text.strip().splitlines()[-1]
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def unexpected_message(verb: str, path: str | os.PathLike[str] | None, exc: BaseException) -> str:
+    """One line for a failure nothing foresaw (a bug, no memory left); the details belong in the log only."""
+    name = f" '{Path(path).name}'" if path is not None else ""
+    if isinstance(exc, MemoryError):
+        return f"Cannot {verb}{name}: there is not enough memory. Close other images or programs, then try again."
+    return (f"Cannot {verb}{name}: an unexpected problem occurred. Try again; if it happens again, restart "
+            "MedSAM Desktop and report it.")  # fmt: skip
 
 
 def show_error(parent: QWidget | None, title: str, message: str) -> None:

@@ -114,12 +114,22 @@ def load_mask(session: AnnotationSession, path: str | os.PathLike[str]) -> None:
     if labels.ndim == 2:
         labels = labels[None]
     if labels.size and int(labels.max()) > 65535:
-        raise MedSAMIOError("label values above 65535 are not supported", path=path)
+        raise MedSAMIOError(f"it holds label values up to {int(labels.max())}, above the 65535 supported", path=path,
+                            action="Open a label map whose values are 0..65535.")  # fmt: skip
     table = None
     side = sidecar_path(path)
     if side.is_file():
         try:
-            table = LabelTable.from_json(side.read_text(encoding="utf-8"))
-        except (ValueError, KeyError, TypeError):
-            log.warning("ignoring unreadable sidecar %s", side)
+            table = _checked_table(LabelTable.from_json(side.read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("ignoring unreadable label names in %s: %s", side, exc)
     session.replace_labels(labels.astype(np.uint16 if labels.max(initial=0) > 255 else np.uint8), table)
+
+
+def _checked_table(table: LabelTable) -> LabelTable:
+    """``table`` when every name is text and every colour three values 0..255 (ValueError otherwise)."""
+    for label in table:
+        color = label.color
+        if not isinstance(label.name, str) or len(color) != 3 or not all(0 <= int(c) <= 255 for c in color):
+            raise ValueError(f"label {label.id}: invalid name or colour {color!r}")
+    return table

@@ -15,6 +15,7 @@ from pathlib import Path
 from PyQt6.QtCore import QObject, QThread, pyqtSignal
 
 from ..io import DicomSeriesInfo, MedSAMIOError, Volume
+from .dialogs import unexpected_message
 from .files import read_source
 
 log = logging.getLogger(__name__)
@@ -38,10 +39,20 @@ class _Job(QThread):
             result: object = self.reader(self.path, self.uid)
         except MedSAMIOError as exc:
             result = str(exc)
-        except Exception as exc:  # never a traceback in front of the user
+        except Exception as exc:  # never a traceback in front of the user (MemoryError included)
             log.exception("unexpected error opening %s", self.path)
-            result = f"Cannot open '{self.path.name}': {' '.join(str(exc).split()) or type(exc).__name__}"
+            result = unexpected_message("open", self.path, exc)
         self.done.emit(self.req_id, result)
+
+
+#: reading threads still running after their loader shut down (see :meth:`ImageLoader.wait`)
+_DETACHED: set[_Job] = set()
+
+
+def _release_detached() -> None:
+    for job in [j for j in _DETACHED if j.isFinished()]:
+        _DETACHED.discard(job)
+        job.deleteLater()
 
 
 class ImageLoader(QObject):
@@ -68,7 +79,7 @@ class ImageLoader(QObject):
         self.latest = req_id
         job = _Job(req_id, Path(path), uid, self.reader, self)
         job.done.connect(self._on_done)
-        job.finished.connect(lambda j=job: self._forget(j))
+        job.finished.connect(self._on_job_finished)  # a bound slot: disconnected when the loader is destroyed
         self._jobs.add(job)
         job.start()
         self.busy_changed.emit(True)
@@ -79,14 +90,33 @@ class ImageLoader(QObject):
         self.latest = next(self._ids)
         self.busy_changed.emit(False)
 
-    def wait(self, timeout_ms: int = 10000) -> None:
-        """Block until every reading thread has ended (shutdown)."""
-        for job in list(self._jobs):
-            job.wait(timeout_ms)
+    def wait(self, timeout_ms: int = 10000) -> bool:
+        """Block until every reading thread has ended (shutdown); True when all ended in time.
 
-    def _forget(self, job: _Job) -> None:
-        self._jobs.discard(job)
-        job.deleteLater()
+        A thread still reading after ``timeout_ms`` is detached and kept alive until it ends, so destroying the
+        loader (or the window) never destroys a running QThread.
+        """
+        ok = True
+        for job in list(self._jobs):
+            self._jobs.discard(job)
+            job.done.disconnect()
+            job.finished.disconnect()
+            if not job.wait(timeout_ms):
+                ok = False
+                log.warning("still reading %s after %d ms; leaving it to finish in the background", job.path,
+                            timeout_ms)  # fmt: skip
+                job.setParent(None)
+                _DETACHED.add(job)
+                job.finished.connect(_release_detached)
+                if job.isFinished():  # it ended in between: nothing will emit finished again
+                    _release_detached()
+        return ok
+
+    def _on_job_finished(self) -> None:
+        job = self.sender()
+        if isinstance(job, _Job):
+            self._jobs.discard(job)
+            job.deleteLater()
 
     def _on_done(self, req_id: int, result: object) -> None:
         job = self.sender()
