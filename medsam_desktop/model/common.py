@@ -18,11 +18,12 @@ class LayerNorm2d(nn.Module):
         self.weight = nn.Parameter(torch.ones(num_channels))
         self.bias = nn.Parameter(torch.zeros(num_channels))
         self.eps = eps
+        self.num_channels = num_channels  # a plain int: stays a constant when traced for ONNX export
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # one fused layer_norm over the channel axis (moved last): fewer memory passes than mean/var/rsqrt
-        c = x.shape[1]
-        y = F.layer_norm(x.permute(0, 2, 3, 1).float(), (c,), self.weight.float(), self.bias.float(), self.eps)
+        y = F.layer_norm(x.permute(0, 2, 3, 1).float(), (self.num_channels,), self.weight.float(), self.bias.float(),
+                         self.eps)
         return y.permute(0, 3, 1, 2).to(x.dtype)
 
 

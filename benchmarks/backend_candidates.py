@@ -1,0 +1,113 @@
+"""Should ONNX Runtime or OpenVINO replace torch as the student's default backend? Measured on the dev set.
+
+The bundled student is exported to ONNX once (``core.exported_backends.export_onnx``), then every dev case
+is segmented by each backend in turn (order rotating per case) with the challenge algorithm. Reported per
+backend: total seconds and speed-up vs torch fp32, mask agreement with torch fp32 (IoU of each label,
+averaged per case; mean and worst case), and mean-over-modalities DSC. The adoption rule of issue #6: at
+least 1.3x faster end to end and IoU >= 0.99 with the torch path; reduced precision only if DSC moves by
+less than 0.2 points.
+
+    .venv/bin/python benchmarks/backend_candidates.py [--limit N] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from medsam_desktop.core.backend import TorchBackend
+from medsam_desktop.core.challenge import segment_challenge_case
+from medsam_desktop.core.exported_backends import OnnxRuntimeBackend, OpenVinoBackend, export_onnx
+from medsam_desktop.core.metrics import evaluate_case
+from medsam_desktop.core.predictor import Predictor
+from medsam_desktop.io.challenge_npz import read_challenge_gt, read_challenge_npz
+from medsam_desktop.model.checkpoint import load_named_model
+
+try:
+    from benchmarks._common import machine_line
+    from benchmarks.dev_end_to_end import DEFAULT_DATA
+except ImportError:  # run as a script from benchmarks/
+    from _common import machine_line  # type: ignore[no-redef]
+    from dev_end_to_end import DEFAULT_DATA  # type: ignore[no-redef]
+
+REFERENCE = "torch"
+
+
+def label_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean over labels present in either map of the per-label IoU (1.0 when both are empty)."""
+    values = sorted((set(np.unique(a)) | set(np.unique(b))) - {0})
+    if not values:
+        return 1.0
+    ious = []
+    for v in values:
+        ma, mb = a == v, b == v
+        ious.append(float(np.sum(ma & mb)) / max(1, int(np.sum(ma | mb))))
+    return float(np.mean(ious))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--limit", type=int, default=0)
+    args = ap.parse_args(argv)
+    cases = sorted((args.data / "imgs").glob("*.npz"))[: args.limit or None]
+    if not cases:
+        raise SystemExit(f"no cases in {args.data / 'imgs'}")
+    model = load_named_model("repvit_m0_6")
+    folder = Path(tempfile.mkdtemp(prefix="medsam_onnx_"))
+    export_onnx(model, folder)
+    backends = {
+        REFERENCE: TorchBackend(model, name="torch", threads=args.threads),
+        "torch-bf16": TorchBackend(model, name="torch", threads=args.threads, precision="bf16"),
+        "onnxruntime": OnnxRuntimeBackend(folder, threads=args.threads),
+        "openvino": OpenVinoBackend(folder, threads=args.threads),
+        "openvino-bf16": OpenVinoBackend(folder, threads=args.threads, precision="bf16"),
+    }
+    labels = list(backends)
+    predictors = {k: Predictor(b) for k, b in backends.items()}
+    for p in predictors.values():  # warm-up (kernel selection, JIT)
+        p.decode(p.encode(np.zeros((64, 64), np.uint8) + 100), np.array([5, 5, 40, 40]))
+    seconds = {k: 0.0 for k in labels}
+    ious: dict[str, list[float]] = {k: [] for k in labels}
+    dsc: dict[str, dict[str, list[float]]] = {k: defaultdict(list) for k in labels}
+    for i, path in enumerate(cases):
+        case = read_challenge_npz(path)
+        gts = read_challenge_gt(args.data / "gts" / path.name)
+        segs = {}
+        for k in labels[i % len(labels):] + labels[: i % len(labels)]:
+            t0 = time.perf_counter()
+            segs[k] = segment_challenge_case(predictors[k], case.volume.array, case.boxes)
+            seconds[k] += time.perf_counter() - t0
+            dsc[k][case.volume.modality].append(evaluate_case(segs[k], gts, case.spacing_zyx if case.is_3d else None,
+                                                              ).dsc)
+        for k in labels:
+            ious[k].append(label_iou(segs[k], segs[REFERENCE]))
+        print(f"{case.name:<52}" + "".join(f" {k} {ious[k][-1]:.4f}" for k in labels if k != REFERENCE), flush=True)
+
+    print()
+    print(machine_line(args.threads))
+    print(f"{len(cases)} dev cases, student weights; IoU vs {REFERENCE} fp32 masks")
+    print(f"{'backend':<16}{'seconds':>9}{'speed-up':>10}{'IoU mean':>10}{'IoU min':>9}{'DSC':>8}")
+    ref_dsc = np.mean([np.mean(v) for v in dsc[REFERENCE].values()])
+    verdicts = []
+    for k in labels:
+        speed = seconds[REFERENCE] / seconds[k]
+        d = np.mean([np.mean(v) for v in dsc[k].values()])
+        print(f"{k:<16}{seconds[k]:>9.1f}{speed:>9.2f}x{np.mean(ious[k]):>10.4f}{min(ious[k]):>9.4f}{d:>8.4f}")
+        if k != REFERENCE:
+            reduced = "bf16" in k
+            ok = speed >= 1.3 and (abs(d - ref_dsc) * 100 < 0.2 if reduced else np.mean(ious[k]) >= 0.99)
+            verdicts.append(f"{k}: {'meets' if ok else 'misses'} the adoption rule ({speed:.2f}x, "
+                            f"IoU {np.mean(ious[k]):.4f}, DSC {100 * (d - ref_dsc):+.2f} points)")
+    print("\n".join(verdicts))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,68 @@
+"""ONNX export and the candidate backends (ONNX Runtime, OpenVINO) agree with the torch backend.
+
+Skips a runtime that is not installed (both are optional; see docs/performance.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medsam_desktop.core.backend import InferenceBackend, TorchBackend
+from medsam_desktop.core.exported_backends import export_onnx
+from medsam_desktop.core.predictor import Predictor
+from medsam_desktop.model import build_model
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
+    pytest.importorskip("onnx")
+    torch.manual_seed(0)
+    model = build_model("repvit_m0_6").eval()
+    folder = tmp_path_factory.mktemp("onnx")
+    export_onnx(model, folder)
+    return model, folder
+
+
+def _candidate(kind: str, folder: Path) -> InferenceBackend:
+    if kind == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+        from medsam_desktop.core.exported_backends import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(folder, threads=2)
+    pytest.importorskip("openvino")
+    from medsam_desktop.core.exported_backends import OpenVinoBackend
+
+    return OpenVinoBackend(folder, threads=2)
+
+
+@pytest.mark.parametrize("kind", ["onnxruntime", "openvino"])
+def test_candidate_matches_torch(exported: tuple[torch.nn.Module, Path], kind: str) -> None:
+    model, folder = exported
+    ref, cand = TorchBackend(model), _candidate(kind, folder)
+    x = np.random.default_rng(0).random((1, 3, 256, 256), dtype=np.float32)
+    e_ref, e_cand = ref.encode(x), cand.encode(x)
+    assert e_cand.shape == (1, 256, 64, 64)
+    np.testing.assert_allclose(e_cand, e_ref, atol=2e-4, rtol=1e-3)
+    boxes = np.array([[10, 20, 120, 140], [50, 50, 250, 200], [0, 0, 30, 30]], dtype=np.float32)
+    (l_ref, i_ref), (l_cand, i_cand) = ref.decode(e_ref, boxes), cand.decode(e_ref, boxes)
+    assert l_cand.shape == (3, 256, 256) and i_cand.shape == (3,)
+    np.testing.assert_allclose(l_cand, l_ref, atol=2e-3, rtol=1e-3)
+    np.testing.assert_allclose(i_cand, i_ref, atol=1e-4)
+    empty_logits, empty_iou = cand.decode(e_ref, np.zeros((0, 4), np.float32))
+    assert empty_logits.shape == (0, 256, 256) and empty_iou.shape == (0,)
+
+
+@pytest.mark.parametrize("kind", ["onnxruntime", "openvino"])
+def test_candidate_serves_the_predictor(exported: tuple[torch.nn.Module, Path], kind: str) -> None:
+    """Through Predictor (the app's and CLIs' path): same masks as torch on a 300x200 slice."""
+    model, folder = exported
+    image = (np.random.default_rng(1).random((300, 200)) * 255).astype(np.uint8)
+    box = np.array([20.0, 30.0, 150.0, 260.0])
+    masks = [Predictor(b).decode(Predictor(b).encode(image), box).masks for b in (TorchBackend(model),
+                                                                                    _candidate(kind, folder))]
+    assert masks[0].shape == (1, 300, 200)
+    assert np.mean(masks[0] == masks[1]) > 0.999
