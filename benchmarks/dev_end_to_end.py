@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medsam_desktop.cli.evaluate import modality_of
 from medsam_desktop.core.challenge import segment_challenge_case
 from medsam_desktop.core.metrics import evaluate_case
 from medsam_desktop.core.predictor import Predictor
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         case = read_challenge_npz(path)
         gts = read_challenge_gt(args.data / "gts" / path.name)
         spacing = case.spacing_zyx if case.is_3d else None
-        row: dict[str, object] = {"case": case.name, "modality": case.volume.modality, "boxes": len(case.boxes)}
+        row: dict[str, object] = {"case": case.name, "modality": modality_of(path.name), "boxes": len(case.boxes)}
         order = labels[i % len(labels):] + labels[: i % len(labels)]
         for k in order:
             t0 = time.perf_counter()

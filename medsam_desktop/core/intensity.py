@@ -16,11 +16,25 @@ CT_WINDOWS: dict[str, tuple[float, float]] = {
 }
 
 
+CHUNK_ELEMENTS = 1 << 22  # volumes are mapped in slabs of ~4M voxels: float temporaries stay ~16 MB
+
+
+def _slabs(shape: tuple[int, ...]) -> list[slice]:
+    """Slices along axis 0 of a (N, ...) array (N >= 1 rows) in slabs of about CHUNK_ELEMENTS elements."""
+    per = max(1, CHUNK_ELEMENTS // max(1, int(np.prod(shape[1:]))))
+    return [slice(i, i + per) for i in range(0, shape[0], per)]
+
+
 def window(array: np.ndarray, level: float, width: float) -> np.ndarray:
-    """Linear window to uint8: level - width/2 -> 0, level + width/2 -> 255."""
+    """Linear window to uint8: level - width/2 -> 0, level + width/2 -> 255 (slab by slab: bounded memory)."""
     lo, hi = level - width / 2.0, level + width / 2.0
-    out = (np.clip(array.astype(np.float32), lo, hi) - lo) / max(hi - lo, 1e-6) * 255.0
-    return np.round(out).astype(np.uint8)
+    src = np.asarray(array)
+    arr = src.reshape(1, -1) if src.ndim < 2 else src
+    out = np.empty(arr.shape, dtype=np.uint8)
+    for sl in _slabs(arr.shape):
+        slab = (np.clip(arr[sl].astype(np.float32), lo, hi) - lo) / max(hi - lo, 1e-6) * 255.0
+        out[sl] = np.round(slab)
+    return out.reshape(src.shape)
 
 
 def percentile_range(array: np.ndarray, low: float = 0.5, high: float = 99.5) -> tuple[float, float]:
@@ -47,11 +61,15 @@ def percentile_normalise(
     the volume) instead of the percentiles of ``array``.
     """
     lo, hi = value_range if value_range is not None else percentile_range(array, low, high)
-    arr = np.nan_to_num(np.asarray(array, dtype=np.float32), nan=lo, posinf=hi, neginf=lo)
-    out = (np.clip(arr, lo, hi) - lo) / max(hi - lo, 1e-6) * 255.0
-    out = np.round(out).astype(np.uint8)
-    out[arr == 0] = 0
-    return out
+    src = np.asarray(array)
+    flat = src.reshape(1, -1) if src.ndim < 2 else src
+    out = np.empty(flat.shape, dtype=np.uint8)
+    for sl in _slabs(flat.shape):  # slab by slab: float temporaries stay small for whole volumes
+        arr = np.nan_to_num(np.asarray(flat[sl], dtype=np.float32), nan=lo, posinf=hi, neginf=lo)
+        slab = np.round((np.clip(arr, lo, hi) - lo) / max(hi - lo, 1e-6) * 255.0).astype(np.uint8)
+        slab[arr == 0] = 0
+        out[sl] = slab
+    return out.reshape(src.shape)
 
 
 def to_display_uint8(array: np.ndarray, modality: str = "unknown", ct_window: str = "soft tissue") -> np.ndarray:
