@@ -1,14 +1,18 @@
 """Box transforms between the image frame and the 256 model frame.
 
 Boxes are ``[x0, y0, x1, y1]`` in pixels (x = column, y = row), inclusive corners as in the challenge
-files. The model frame is the image scaled by ``s = 256 / max(H, W)`` (no offset: padding is bottom/right).
+files. The model frame is the image scaled by ``s = 256 / max(H, W)`` (no offset: padding is bottom/right);
+for anisotropic pixels (``pixel_aspect`` = row mm / column mm != 1, see
+:func:`medsam_desktop.core.preprocess.pixel_aspect`) x is scaled by ``sx`` and y by ``sy`` of
+:func:`medsam_desktop.core.preprocess.model_scales`, so the model frame has the slice's physical aspect.
+With square pixels (the default) every function gives exactly LiteMedSAM's results.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .preprocess import MODEL_SIZE
+from .preprocess import MODEL_SIZE, model_scales
 
 
 class InvalidBoxError(ValueError):
@@ -16,7 +20,14 @@ class InvalidBoxError(ValueError):
 
 
 def model_scale(original_size: tuple[int, int]) -> float:
+    """The uniform image -> model factor of square pixels, ``256 / max(H, W)``."""
     return MODEL_SIZE / max(original_size)
+
+
+def _xyxy_scales(original_size: tuple[int, int], pixel_aspect: float) -> np.ndarray:
+    """(4,) factors (sx, sy, sx, sy) multiplying an image-frame box ``[x0, y0, x1, y1]`` into the model frame."""
+    sx, sy = model_scales((int(original_size[0]), int(original_size[1])), pixel_aspect)
+    return np.array([sx, sy, sx, sy])
 
 
 def validate_box(box: np.ndarray | list[float], original_size: tuple[int, int]) -> np.ndarray:
@@ -35,14 +46,21 @@ def validate_box(box: np.ndarray | list[float], original_size: tuple[int, int]) 
     return out
 
 
-def box_to_model(box: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
-    """Image-frame box(es) (..., 4) -> model-frame box(es) (..., 4), float."""
-    return np.asarray(box, dtype=np.float64) * model_scale(original_size)
+def box_to_model(box: np.ndarray, original_size: tuple[int, int], pixel_aspect: float = 1.0) -> np.ndarray:
+    """Image-frame box(es) (..., 4) of an (H, W) slice -> model-frame box(es) (..., 4), float.
+
+    ``pixel_aspect`` (row mm / column mm, 1.0 = square = uniform ``256 / max(H, W)``): x by sx, y by sy.
+    """
+    if pixel_aspect == 1.0:
+        return np.asarray(box, dtype=np.float64) * model_scale(original_size)
+    return np.asarray(box, dtype=np.float64) * _xyxy_scales(original_size, pixel_aspect)
 
 
-def box_from_model(box: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
-    """Model-frame box(es) (..., 4) -> image frame (..., 4), float."""
-    return np.asarray(box, dtype=np.float64) / model_scale(original_size)
+def box_from_model(box: np.ndarray, original_size: tuple[int, int], pixel_aspect: float = 1.0) -> np.ndarray:
+    """Model-frame box(es) (..., 4) -> image frame (..., 4) of an (H, W) slice, float (inverse of box_to_model)."""
+    if pixel_aspect == 1.0:
+        return np.asarray(box, dtype=np.float64) / model_scale(original_size)
+    return np.asarray(box, dtype=np.float64) / _xyxy_scales(original_size, pixel_aspect)
 
 
 def mask_bbox(mask: np.ndarray) -> np.ndarray | None:
@@ -54,19 +72,24 @@ def mask_bbox(mask: np.ndarray) -> np.ndarray | None:
     return np.array([cols[0], rows[0], cols[-1], rows[-1]], dtype=np.float64)
 
 
-def mask_bbox_model(mask: np.ndarray, margin: int = 3) -> np.ndarray | None:
-    """Box prompt from a previous slice's mask, in the model frame, as the challenge computes it.
+def mask_bbox_model(mask: np.ndarray, margin: int = 3, pixel_aspect: float = 1.0) -> np.ndarray | None:
+    """Box prompt from a previous slice's (H, W) image-frame mask, in the model frame, as the challenge does.
 
     The challenge resizes the mask to the 256 frame with area averaging (a 256-pixel is set when it overlaps
-    any mask pixel), takes its tight bbox and grows it by ``margin`` pixels, clipped to [0, 255].
+    any mask pixel), takes its tight bbox and grows it by ``margin`` pixels, clipped to [0, 255]. With
+    anisotropic pixels (``pixel_aspect`` = row mm / column mm) x uses sx and y uses sy; the margin stays
+    ``margin`` MODEL-FRAME pixels on every side.
     """
     bb = mask_bbox(mask)
     if bb is None:
         return None
-    s = model_scale(mask.shape)
-    x0 = np.floor(bb[0] * s)
-    y0 = np.floor(bb[1] * s)
-    x1 = np.ceil((bb[2] + 1) * s) - 1
-    y1 = np.ceil((bb[3] + 1) * s) - 1
+    if pixel_aspect == 1.0:
+        sx = sy = model_scale(mask.shape)
+    else:
+        sx, sy = model_scales((int(mask.shape[0]), int(mask.shape[1])), pixel_aspect)
+    x0 = np.floor(bb[0] * sx)
+    y0 = np.floor(bb[1] * sy)
+    x1 = np.ceil((bb[2] + 1) * sx) - 1
+    y1 = np.ceil((bb[3] + 1) * sy) - 1
     lim = MODEL_SIZE - 1
     return np.array([max(0, x0 - margin), max(0, y0 - margin), min(lim, x1 + margin), min(lim, y1 + margin)])

@@ -1,7 +1,9 @@
 """Box-prompted segmentation of one slice: ``encode`` once, ``decode`` many boxes.
 
 Frames: boxes given to :meth:`Predictor.decode` are in image pixels ``[x0, y0, x1, y1]``; masks come back
-in the image frame (H, W); logits stay in the 256 model frame.
+in the image frame (H, W); logits stay in the 256 model frame. A slice encoded with a ``pixel_spacing``
+(column, row mm) is seen by the model with its physical aspect; its :class:`FrameInfo` remembers the aspect,
+so boxes and masks of that embedding are mapped per axis.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 from .backend import InferenceBackend
 from .boxes import box_to_model, validate_box
 from .cache import EmbeddingCache
-from .preprocess import FrameInfo, logits_to_masks, preprocess, resized_size
+from .preprocess import FrameInfo, logits_to_masks, pixel_aspect, preprocess
 
 
 @dataclass(frozen=True)
@@ -45,33 +47,46 @@ class Predictor:
         self.backend = backend
         self.cache = cache
 
-    def encode(self, image: np.ndarray, key: Hashable | None = None) -> Embedding:
-        """Slice (H, W) or (H, W, 3) in display range -> Embedding. ``key`` enables the cache."""
+    def encode(
+        self, image: np.ndarray, key: Hashable | None = None, pixel_spacing: tuple[float, float] | None = None
+    ) -> Embedding:
+        """Slice (H, W) or (H, W, 3) in display range -> Embedding. ``key`` enables the cache.
+
+        ``pixel_spacing`` = (column, row) mm of the slice's pixels (None: square; see
+        :func:`~medsam_desktop.core.preprocess.preprocess`). The cache key holds the pixel aspect too, so the
+        same slice seen with another aspect is never served the other's embedding.
+        """
         if key is not None and self.cache is not None:
-            hit = self.cached(image.shape, key)
+            hit = self.cached(image.shape, key, pixel_spacing)
             if hit is not None:
                 return hit
-        x, frame = preprocess(image)
+        x, frame = preprocess(image, pixel_spacing)
         emb = self.backend.encode(x[None])
         if key is not None and self.cache is not None:
-            self.cache.put((self.backend.name, key), emb)
+            self.cache.put(self._cache_key(key, frame.pixel_aspect), emb)
         return Embedding(emb, frame)
 
-    def cached(self, image_shape: tuple[int, ...], key: Hashable) -> Embedding | None:
-        """The cached embedding for ``key`` without computing anything (None on a miss)."""
+    def _cache_key(self, key: Hashable, aspect: float) -> Hashable:
+        """``(backend name, caller's key, pixel aspect)``: the caller's key stays the second element."""
+        return (self.backend.name, key, aspect)
+
+    def cached(
+        self, image_shape: tuple[int, ...], key: Hashable, pixel_spacing: tuple[float, float] | None = None
+    ) -> Embedding | None:
+        """The cached embedding for ``key`` (and this pixel spacing) without computing anything (None on a miss)."""
         if self.cache is None:
             return None
-        arr = self.cache.get((self.backend.name, key))
+        arr = self.cache.get(self._cache_key(key, pixel_aspect(pixel_spacing)))
         if arr is None:
             return None
-        size = (int(image_shape[0]), int(image_shape[1]))
-        return Embedding(arr, FrameInfo(size, resized_size(size)))
+        return Embedding(arr, FrameInfo.of((int(image_shape[0]), int(image_shape[1])), pixel_spacing))
 
     def decode(self, embedding: Embedding, boxes: np.ndarray) -> Prediction:
         """Boxes (4,) or (N, 4) in image pixels -> Prediction with N masks. Invalid boxes raise InvalidBoxError."""
         b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        valid = np.stack([validate_box(bx, embedding.frame.original_size) for bx in b])
-        return self.decode_model_boxes(embedding, box_to_model(valid, embedding.frame.original_size))
+        frame = embedding.frame
+        valid = np.stack([validate_box(bx, frame.original_size) for bx in b])
+        return self.decode_model_boxes(embedding, box_to_model(valid, frame.original_size, frame.pixel_aspect))
 
     def decode_model_boxes(self, embedding: Embedding, boxes_model: np.ndarray) -> Prediction:
         """Boxes (N, 4) already in the 256 model frame -> Prediction."""

@@ -1,37 +1,113 @@
 """The single preprocessing path (LiteMedSAM) used by the app, the CLIs and training.
 
 Image frame: pixel (x, y) of the original slice, shape (H, W). Model frame: the 256x256 input, obtained by
-scaling the longest side to 256 (factor ``s = 256 / max(H, W)``), min-max normalising to [0, 1] and padding
+scaling the slice so that its longest PHYSICAL side becomes 256, min-max normalising to [0, 1] and padding
 bottom/right with zeros. Grey slices are repeated to 3 channels.
+
+Square pixels (the default, and the challenge path): both axes are scaled by ``s = 256 / max(H, W)``, exactly
+as LiteMedSAM does. Anisotropic pixels (e.g. a coronal slice of 0.7 mm columns and 2.5 mm rows): with pixel
+spacing ``(col_mm, row_mm)`` the slice covers ``H * row_mm`` by ``W * col_mm`` mm; columns are scaled by
+``sx = 256 * col_mm / m`` and rows by ``sy = 256 * row_mm / m`` with ``m = max(H * row_mm, W * col_mm)``, so
+the model sees the slice with its physical aspect ratio. Only the ratio ``row_mm / col_mm`` matters
+(:func:`pixel_aspect`); it is kept in :class:`FrameInfo`.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
+log = logging.getLogger(__name__)
+
 MODEL_SIZE = 256
+
+#: spacings whose ratio is within this relative distance of 1 count as square (float noise of DICOM headers)
+SQUARE_TOLERANCE = 1e-6
+
+
+def pixel_aspect(pixel_spacing: tuple[float, float] | None) -> float:
+    """Height over width of one pixel, ``row_mm / col_mm``, from ``pixel_spacing`` = (column, row) mm.
+
+    The order is (x, y) like :meth:`medsam_desktop.core.reformat.Plane.pixel_spacing` and SimpleITK. Returns
+    exactly 1.0 (square pixels: LiteMedSAM's uniform scaling) when ``pixel_spacing`` is None, not two finite
+    positive numbers, or square within :data:`SQUARE_TOLERANCE`.
+    """
+    if pixel_spacing is None:
+        return 1.0
+    try:
+        col_mm, row_mm = (float(v) for v in pixel_spacing)
+    except (TypeError, ValueError):
+        log.warning("ignoring pixel spacing %r: expected (column, row) mm", pixel_spacing)
+        return 1.0
+    if not (math.isfinite(col_mm) and math.isfinite(row_mm) and col_mm > 0 and row_mm > 0):
+        log.warning("ignoring pixel spacing %r: not two positive numbers; using square pixels", pixel_spacing)
+        return 1.0
+    aspect = row_mm / col_mm
+    return 1.0 if abs(aspect - 1.0) <= SQUARE_TOLERANCE else aspect
+
+
+def model_scales(
+    original_size: tuple[int, int], pixel_aspect: float = 1.0, target: int = MODEL_SIZE
+) -> tuple[float, float]:
+    """(sx, sy): model-frame pixels per image pixel along columns (x) and rows (y) of an (H, W) slice.
+
+    Square pixels (``pixel_aspect == 1``): both are ``target / max(H, W)``, bit for bit the LiteMedSAM scale.
+    Otherwise the longest physical side maps to ``target``: ``sx = target / m``, ``sy = target * a / m`` with
+    ``a = pixel_aspect`` (row mm / column mm) and ``m = max(H * a, W)`` (extents in column-mm units).
+    """
+    h, w = original_size
+    if pixel_aspect == 1.0:
+        s = target / max(h, w)
+        return s, s
+    longest = max(h * pixel_aspect, w)
+    return target / longest, target * pixel_aspect / longest
 
 
 @dataclass(frozen=True)
 class FrameInfo:
-    """Sizes linking an original slice to the model frame."""
+    """Sizes linking an original slice (image frame) to the model frame.
+
+    ``pixel_aspect`` is row mm / column mm of the slice's pixels (1.0: square, the LiteMedSAM frame).
+    """
 
     original_size: tuple[int, int]  # (H, W)
     resized_size: tuple[int, int]  # (h, w) inside the 256 frame, before padding
+    pixel_aspect: float = 1.0
+
+    @classmethod
+    def of(cls, original_size: tuple[int, int], pixel_spacing: tuple[float, float] | None = None) -> FrameInfo:
+        """The frame of an (H, W) slice with ``pixel_spacing`` (column, row) mm (None: square pixels)."""
+        size = (int(original_size[0]), int(original_size[1]))
+        aspect = pixel_aspect(pixel_spacing)
+        return cls(size, resized_size(size, pixel_aspect=aspect), aspect)
+
+    @property
+    def scales(self) -> tuple[float, float]:
+        """(sx, sy) image -> model frame factors along x (columns) and y (rows); see :func:`model_scales`."""
+        return model_scales(self.original_size, self.pixel_aspect)
 
     @property
     def scale(self) -> float:
+        """The uniform image -> model factor ``256 / max(H, W)`` (square pixels; see :attr:`scales`)."""
+        if self.pixel_aspect != 1.0:
+            raise ValueError("anisotropic frame: the scale differs per axis, use FrameInfo.scales")
         return MODEL_SIZE / max(self.original_size)
 
 
-def resized_size(original_size: tuple[int, int], target: int = MODEL_SIZE) -> tuple[int, int]:
-    """(h, w) after scaling the longest side of (H, W) to ``target`` (rounded half up, as LiteMedSAM)."""
+def resized_size(
+    original_size: tuple[int, int], target: int = MODEL_SIZE, pixel_aspect: float = 1.0
+) -> tuple[int, int]:
+    """(h, w) after scaling the longest (physical) side of (H, W) to ``target`` (rounded half up, as LiteMedSAM).
+
+    ``pixel_aspect`` = row mm / column mm (see :func:`pixel_aspect`); 1.0 gives LiteMedSAM's sizes exactly.
+    """
     h, w = original_size
-    scale = target / max(h, w)
-    return max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
+    sx, sy = model_scales((h, w), pixel_aspect, target)
+    return min(target, max(1, int(h * sy + 0.5))), min(target, max(1, int(w * sx + 0.5)))
 
 
 @lru_cache(maxsize=64)
@@ -99,16 +175,20 @@ def _single_channel(image: np.ndarray) -> np.ndarray | None:
     return None
 
 
-def preprocess(image: np.ndarray) -> tuple[np.ndarray, FrameInfo]:
+def preprocess(
+    image: np.ndarray, pixel_spacing: tuple[float, float] | None = None
+) -> tuple[np.ndarray, FrameInfo]:
     """Slice (H, W) or (H, W, 3) of any numeric dtype -> model input (3, 256, 256) float32 in [0, 1].
 
     Intensities should already be in display range (e.g. windowed CT, uint8 challenge images); the result
-    is min-max normalised after resizing, as LiteMedSAM does.
+    is min-max normalised after resizing, as LiteMedSAM does. ``pixel_spacing`` = (column, row) mm of the
+    slice's pixels: the slice is resized straight to its physical aspect ratio inside the 256 frame (no
+    intermediate full-resolution array). None or square pixels: LiteMedSAM's preprocessing, bit for bit.
     """
     if image.ndim not in (2, 3) or image.shape[0] < 1 or image.shape[1] < 1:
         raise ValueError(f"expected a 2D slice (H, W) or (H, W, 3), got shape {image.shape}")
     img = np.asarray(image)
-    info = FrameInfo((img.shape[0], img.shape[1]), resized_size((img.shape[0], img.shape[1])))
+    info = FrameInfo.of((img.shape[0], img.shape[1]), pixel_spacing)
     grey = _single_channel(img)
     if grey is not None:  # resize once, then replicate: a third of the work for grey slices (CT, MR, X-ray)
         small = np.repeat(resize_image(grey, info.resized_size)[:, :, None], 3, axis=2)
@@ -122,19 +202,23 @@ def preprocess(image: np.ndarray) -> tuple[np.ndarray, FrameInfo]:
     return out, info
 
 
-def preprocess_uint8(image: np.ndarray) -> tuple[np.ndarray, FrameInfo]:
+def preprocess_uint8(
+    image: np.ndarray, pixel_spacing: tuple[float, float] | None = None
+) -> tuple[np.ndarray, FrameInfo]:
     """As :func:`preprocess` but returns (256, 256, 3) uint8 (compact storage for training shards).
 
     ``preprocess_uint8(x)[0] / 255`` equals ``preprocess(x)[0]`` up to rounding (<= 0.5/255).
     """
-    arr, info = preprocess(image)
+    arr, info = preprocess(image, pixel_spacing)
     return np.round(arr.transpose(1, 2, 0) * 255.0).astype(np.uint8), info
 
 
 def upsample_logits(logits: np.ndarray, frame: FrameInfo) -> np.ndarray:
     """Model-frame logits (N, 256, 256) -> image-frame logits (N, H, W).
 
-    Crops the padded part away, then bilinear resize (as LiteMedSAM's ``postprocess_masks``).
+    Crops the padded part away, then bilinear resize (as LiteMedSAM's ``postprocess_masks``). Anisotropic
+    frames need nothing more: the crop (h, w) has the physical aspect and is resized back to the slice's own
+    (H, W) pixels, each axis by its own factor.
     """
     h, w = frame.resized_size
     crop = np.asarray(logits, dtype=np.float32)[:, :h, :w]

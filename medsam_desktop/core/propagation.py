@@ -9,6 +9,11 @@ challenge writes them in order).
 
 All boxes are advanced together in one upward and one downward sweep, so each slice is encoded at most once
 per sweep and its embedding is shared by every box that needs it (slices needed by both sweeps are kept).
+
+An optional ``pixel_spacing`` (column, row) mm, the same for every slice of the stack, makes the model see
+each slice with its physical aspect (e.g. coronal slices of thick-slice CT); prompts are then mapped to the
+model frame per axis, and the +3 px margin stays 3 MODEL-FRAME pixels. Without it (the challenge path) the
+results are LiteMedSAM's exactly.
 """
 
 from __future__ import annotations
@@ -67,15 +72,29 @@ def _label_dtype(n: int) -> type:
     return np.uint8 if n <= 255 else np.uint16
 
 
+def _encode(
+    predictor: Predictor, image: np.ndarray, key: Hashable | None, pixel_spacing: tuple[float, float] | None
+) -> Embedding:
+    """``predictor.encode``; the spacing is passed only when given, so predictors predating it keep working."""
+    if pixel_spacing is None:
+        return predictor.encode(image, key=key)
+    return predictor.encode(image, key=key, pixel_spacing=pixel_spacing)
+
+
 def segment_slice(
-    predictor: Predictor, image: np.ndarray, boxes: np.ndarray, key: Hashable | None = None
+    predictor: Predictor,
+    image: np.ndarray,
+    boxes: np.ndarray,
+    key: Hashable | None = None,
+    pixel_spacing: tuple[float, float] | None = None,
 ) -> np.ndarray:
-    """2D: boxes (N, 4) on one image (H, W[, 3]) -> labels (H, W), label i+1 for box i, later boxes win."""
+    """2D: boxes (N, 4) image pixels on one image (H, W[, 3]) -> labels (H, W), label i+1 for box i, later
+    boxes win. ``pixel_spacing``: (column, row) mm of the image's pixels (None: square)."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     labels = np.zeros(image.shape[:2], dtype=_label_dtype(len(boxes)))
     if len(boxes) == 0:
         return labels
-    emb = predictor.encode(image, key=key)
+    emb = _encode(predictor, image, key, pixel_spacing)
     pred = predictor.decode(emb, boxes)
     for i, mask in enumerate(pred.masks):
         labels[mask] = i + 1
@@ -92,6 +111,7 @@ def propagate_boxes(
     on_slice: SliceCallback | None = None,
     label_values: list[int] | None = None,
     start_slices: list[int] | None = None,
+    pixel_spacing: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Segment a volume (D, H, W) or (D, H, W, 3) in display range from 3D boxes (N, 6).
 
@@ -101,7 +121,8 @@ def propagate_boxes(
     Returns labels (D, H, W) with ``label_values[i]`` (default i + 1) for box i. ``progress(done, total)``
     counts slice visits; ``on_slice(z, labels[z])`` is called when a slice changes; setting ``cancel``
     stops between slices with :class:`PropagationCancelled`. ``start_slices[i]`` replaces box i's middle slice
-    as the slice segmented with the 2D box (the app starts where the user drew it).
+    as the slice segmented with the 2D box (the app starts where the user drew it). ``pixel_spacing``:
+    (column, row) mm of every slice's pixels (None: square pixels, the challenge's preprocessing).
     """
     depth = volume.shape[0]
     raw = np.asarray(boxes3d).reshape(-1, 6)
@@ -127,7 +148,7 @@ def propagate_boxes(
         if z in kept:
             return kept.pop(z)
         key = None if volume_key is None else (volume_key, z)
-        emb = predictor.encode(volume[z], key=key)
+        emb = _encode(predictor, volume[z], key, pixel_spacing)
         if z in keep:
             kept[z] = emb
         return emb
@@ -141,9 +162,9 @@ def propagate_boxes(
             if not (upward and z == b.zmid):
                 prev_mask = prev[i] if not (not upward and z == b.zmid - 1) else mid_masks[i]
                 if prev_mask is not None:
-                    prompt = mask_bbox_model(prev_mask)
+                    prompt = mask_bbox_model(prev_mask, pixel_aspect=emb.frame.pixel_aspect)
             if prompt is None:
-                prompt = box_to_model(b.xyxy, emb.frame.original_size)
+                prompt = box_to_model(b.xyxy, emb.frame.original_size, emb.frame.pixel_aspect)
             prompts.append(prompt)
         pred = predictor.decode_model_boxes(emb, np.stack(prompts))
         sl = labels[z]

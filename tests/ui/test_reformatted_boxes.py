@@ -15,10 +15,16 @@ from medsam_desktop.core.reformat import Plane
 from medsam_desktop.io import Volume
 from medsam_desktop.ui.worker import ModelInput, SegmentationWorker
 
-# 12 slices of 64 x 64: every plane (axial 64x64, coronal/sagittal 12x64) has its longest side 64, so the
-# model frame is exactly 4x the image frame and the fakes below can return exact masks.
+# 12 slices of 64 x 64: every plane (axial 64x64, coronal/sagittal 12x64) has its longest PHYSICAL side along
+# its 64 columns, so the model frame is exactly 4x the image frame along columns; rows of the reformatted
+# planes are stretched to their physical size (2.5 mm slices), by SCALES[orientation][1] model px per row.
 D, H, W = 12, 64, 64
 SPACING = (0.7, 1.3, 2.5)  # x, y, z mm: anisotropic in every plane
+SCALES = {  # (sx, sy) model-frame pixels per plane pixel, by hand: 256 / 64 columns; rows * row mm / col mm
+    "axial": (4.0, 4.0 * 1.3 / 0.7),
+    "coronal": (4.0, 4.0 * 2.5 / 0.7),
+    "sagittal": (4.0, 4.0 * 2.5 / 1.3),
+}
 UP = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)  # slice axis points superior: coronal/sagittal rows flipped
 DOWN = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, -1.0)  # not flipped
 
@@ -35,15 +41,18 @@ def volume(direction=UP, cuboid: bool = False) -> Volume:
 
 @pytest.fixture
 def box_fake(fake):
-    """Decoded mask == the inclusive prompt box (model scale 4); with ``objects`` also == the bright pixels.
+    """Decoded mask == the inclusive prompt box; with ``objects`` also == the bright pixels.
 
-    The encoder stores the model input (256 x 256, channel 0) in the embedding so that decode can see it.
+    ``scale`` = (sx, sy) model px per image px (default 4: square 64-pixel planes): the model-frame pixels whose
+    centres lie in the image pixels of the inclusive box are set. The encoder stores the model input (256 x 256,
+    channel 0) in the embedding so that decode can see it.
     """
 
     class BoxFake(fake):
-        def __init__(self, delay: float = 0.0, objects: bool = False) -> None:
+        def __init__(self, delay: float = 0.0, objects: bool = False, scale: tuple[float, float] = (4.0, 4.0)):
             super().__init__(delay)
             self.objects = objects
+            self.scale = scale
             self.inputs: list[np.ndarray] = []
 
         def encode(self, images: np.ndarray) -> np.ndarray:
@@ -56,9 +65,12 @@ def box_fake(fake):
             boxes = np.asarray(boxes).reshape(-1, 4)
             image = np.asarray(embedding[0, :16], np.float32).reshape(256, 256)
             logits = np.full((len(boxes), 256, 256), -10.0, np.float32)
+            sx, sy = self.scale
             for i, (x0, y0, x1, y1) in enumerate(boxes):
                 inside = np.zeros((256, 256), bool)
-                inside[int(np.ceil(y0)) : int(np.floor(y1)) + 4, int(np.ceil(x0)) : int(np.floor(x1)) + 4] = True
+                rows = slice(int(np.ceil(y0 - 0.5)), int(np.floor(y1 + sy - 0.5)) + 1)
+                cols = slice(int(np.ceil(x0 - 0.5)), int(np.floor(x1 + sx - 0.5)) + 1)
+                inside[rows, cols] = True
                 if self.objects:
                     inside &= image > 0.5
                 logits[i][inside] = 10.0
@@ -122,7 +134,7 @@ def test_drag_on_a_reformatted_view_gives_the_box_in_plane_pixels(
 def test_box_on_a_reformatted_view_writes_exactly_its_voxels_undo_redo(
     qtbot, make_window, box_fake, orientation, direction, index, expected_index
 ) -> None:
-    window = make_window(box_fake())
+    window = make_window(box_fake(scale=SCALES[orientation]))
     open_volume(window, volume(direction), orientation, index)
     s = window.session
     s.add_label("liver")
@@ -138,8 +150,48 @@ def test_box_on_a_reformatted_view_writes_exactly_its_voxels_undo_redo(
     np.testing.assert_array_equal(s.labels, expected)
 
 
+@pytest.mark.parametrize(
+    ("orientation", "index", "box", "spacing", "bright", "expected_index"),
+    [
+        # coronal y 30: 12 rows of 2.5 mm x 64 columns of 0.7 mm (30 x 44.8 mm) -> 171 x 256 model px; the
+        # cuboid's plane rows 3..8 (z 8..3, flipped) -> model rows [3, 9) * 171 / 12 = [42.75, 128.25), its
+        # columns x 10..30 -> [40, 124): 85 x 84 model px for 15 mm x 14.7 mm (raw voxels would give 24 x 84)
+        ("coronal", 30, [5.0, 1.0, 40.0, 10.0], (0.7, 2.5), ((43, 127), (40, 123)), (slice(3, 9), 30, slice(10, 31))),
+        # sagittal x 20: 12 rows of 2.5 mm x 64 columns of 1.3 mm (30 x 83.2 mm) -> 92 x 256 model px; rows
+        # [3, 9) * 92 / 12 = [23, 69), columns y 20..40 -> [80, 164): 46 x 84 px for 15 mm x 27.3 mm
+        ("sagittal", 20, [15.0, 1.0, 45.0, 10.0], (1.3, 2.5), ((23, 68), (80, 163)), (slice(3, 9), slice(20, 41), 20)),
+    ],
+)
+def test_reformatted_slice_reaches_the_model_with_its_physical_aspect(
+    qtbot, make_window, box_fake, orientation, index, box, spacing, bright, expected_index
+) -> None:
+    backend = box_fake(objects=True, scale=SCALES[orientation])
+    window = make_window(backend)
+    vol = volume(cuboid=True)
+    open_volume(window, vol, orientation, index)
+    s = window.session
+    s.add_label("cuboid")
+    window.view.box_drawn.emit(index, np.array(box))
+    qtbot.waitUntil(lambda: s.labels.any(), timeout=5000)
+    # what the model was given for this slice: the displayed slice, windowed, at its physical aspect
+    plane = Plane.of(vol, orientation)
+    assert plane.pixel_spacing(SPACING) == spacing
+    shown = ModelInput(vol).reformatted(plane)[index]
+    x = backend.inputs[-1]
+    np.testing.assert_array_equal(x, preprocess(shown, spacing)[0])
+    inside = x[0] > 0.5
+    rows, cols = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
+    assert ((rows[0], rows[-1]), (cols[0], cols[-1])) == bright
+    height_mm, width_mm = 6 * 2.5, 21 * spacing[0]  # the cuboid's extent in this plane
+    assert (rows[-1] - rows[0] + 1) / (cols[-1] - cols[0] + 1) == pytest.approx(height_mm / width_mm, rel=0.03)
+    # the mask comes back in plane pixels and lands on exactly the cuboid's voxels of this plane
+    expected = np.zeros((D, H, W), np.uint8)
+    expected[expected_index] = 1
+    np.testing.assert_array_equal(s.labels, expected)
+
+
 def test_box_on_coronal_honours_the_overlap_rule(qtbot, make_window, box_fake) -> None:
-    window = make_window(box_fake())
+    window = make_window(box_fake(scale=SCALES["coronal"]))
     open_volume(window, volume(), "coronal", 17)
     s = window.session
     s.add_label("kept")
@@ -162,7 +214,7 @@ def test_box_on_coronal_honours_the_overlap_rule(qtbot, make_window, box_fake) -
 def test_propagation_from_a_reformatted_box_walks_its_axis_one_undo_step(
     qtbot, make_window, box_fake, orientation
 ) -> None:
-    backend = box_fake(objects=True)
+    backend = box_fake(objects=True, scale=SCALES[orientation])
     window = make_window(backend)
     vol = volume(cuboid=True)
     # cuboid z 3..8 -> plane rows 3..8 (flipped: 11 - z); columns x 10..30 (coronal) or y 20..40 (sagittal)
