@@ -1,7 +1,7 @@
 """Where bundled files live, resolved from the package (never from the working directory).
 
 Order: an environment override, the PyInstaller bundle (``sys._MEIPASS``), then the source checkout
-(``<repo>/models``, ``<repo>/resources``).
+(``<repo>/models``, ``<repo>/resources``). Per-user caches: :func:`user_cache_dir`.
 """
 
 from __future__ import annotations
@@ -31,3 +31,13 @@ def models_dir() -> Path:
 def resources_dir() -> Path:
     """Icons and the sample list (``$MEDSAM_RESOURCES_DIR`` overrides)."""
     return _bundled("resources", "MEDSAM_RESOURCES_DIR")
+
+
+def user_cache_dir() -> Path:
+    """Per-user cache folder for regenerable files, e.g. exported models (``$MEDSAM_CACHE_DIR`` overrides)."""
+    override = os.environ.get("MEDSAM_CACHE_DIR")
+    if override:
+        return Path(override)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("MedSAM Desktop", appauthor=False))

@@ -41,3 +41,11 @@ def test_bf16_backend_names_its_precision_and_returns_fp32() -> None:
 
 def test_native_bf16_probe_returns_a_bool() -> None:
     assert isinstance(native_bf16_available(), bool)
+
+
+def test_numpy_blas_runs_single_threaded_once_a_backend_exists() -> None:
+    """The model runtime owns the cores: numpy's BLAS pool must not fight it (docs/performance.md)."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    TorchBackend(build_model("repvit_m0_6").eval(), name="student")
+    blas = [p for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+    assert blas and all(p["num_threads"] == 1 for p in blas)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..core.backend import TorchBackend
+from ..core.backend import DEFAULT_PRECISION, DEFAULT_RUNTIME, PRECISIONS, RUNTIMES, load_backend
 from ..core.predictor import Predictor
-from ..model.checkpoint import default_model_name, load_named_model
+from ..model.checkpoint import default_model_name
 from ..model.registry import MODEL_REGISTRY
 
 
@@ -18,10 +18,23 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--weights", type=Path, default=None, help="weights file for --model (our .pt format)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for the model (default: all cores)")
+    parser.add_argument(
+        "--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME,
+        help=f"inference runtime (default: {DEFAULT_RUNTIME}); openvino/onnxruntime export the model to ONNX once "
+        "into the user cache folder and fall back to torch with a warning when unavailable",
+    )
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
+        help=f"compute precision (default: {DEFAULT_PRECISION}); auto = bf16 where the CPU has native bf16; "
+        "onnxruntime runs fp32 only",
+    )
 
 
 def predictor_from_args(args: argparse.Namespace) -> Predictor:
     """Load the requested model (raises ModelNotAvailableError/InvalidCheckpointError with a clear message)."""
     name = args.model or default_model_name()
-    model = load_named_model(name, args.weights)
-    return Predictor(TorchBackend(model, name=name, threads=args.threads))
+    backend = load_backend(
+        name, args.weights, threads=args.threads,
+        precision=getattr(args, "precision", DEFAULT_PRECISION), runtime=getattr(args, "runtime", DEFAULT_RUNTIME),
+    )
+    return Predictor(backend)

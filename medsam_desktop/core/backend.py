@@ -1,14 +1,19 @@
-"""Inference backends: the small interface between the core and a runtime (torch now; ONNX Runtime later).
+"""Inference backends: the small interface between the core and a runtime (torch, OpenVINO, ONNX Runtime).
 
 Arrays cross the interface as numpy so a backend without torch can slot in:
 ``encode``: (B, 3, 256, 256) float32 in [0, 1] -> (B, 256, 64, 64) float32 embeddings;
 ``decode``: embedding (1, 256, 64, 64) + boxes (N, 4) in the model frame -> logits (N, 256, 256), iou (N,).
+
+:func:`load_backend` is the one entry point of the CLIs and the app: model name, runtime and precision in,
+a backend out (falling back to torch, with ``fallback_reason`` set, when the runtime cannot be used).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -17,6 +22,34 @@ log = logging.getLogger(__name__)
 
 DECODE_CHUNK = 16
 PRECISIONS = ("auto", "fp32", "bf16")
+RUNTIMES = ("torch", "openvino", "onnxruntime")
+RUNTIME_TITLES = {"torch": "PyTorch", "openvino": "OpenVINO", "onnxruntime": "ONNX Runtime"}
+#: the defaults of the CLIs and the app (one place to change them)
+DEFAULT_RUNTIME = "torch"
+DEFAULT_PRECISION = "fp32"
+
+
+_blas_limit: object | None = None
+
+
+def single_threaded_numpy_blas() -> None:
+    """Run numpy's BLAS on one thread, once per process: the model runtime owns the cores.
+
+    numpy's OpenBLAS and torch's OpenMP each keep a pool of busy-waiting threads; when numpy's matrix products
+    (resizing a slice, upsampling the mask) follow a model call, the two pools fight over the cores. Measured
+    on a 2-core CPU: box -> mask with a cached embedding 148 ms with both pools, 69 ms with single-threaded
+    BLAS (docs/performance.md). numpy's products here are small (~0.1 GMAC), so one thread loses nothing.
+    """
+    global _blas_limit
+    if _blas_limit is not None:
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional: without it only speed suffers
+        log.debug("threadpoolctl not installed: numpy BLAS keeps its default threads")
+        _blas_limit = False
+        return
+    _blas_limit = threadpool_limits(limits=1, user_api="blas")
 
 
 def native_bf16_available() -> bool:
@@ -39,7 +72,7 @@ def resolve_precision(precision: str) -> str:
 
 
 class InferenceBackend(Protocol):
-    name: str
+    name: str  # identifies model, runtime and precision: the embedding cache keys on it
 
     def encode(self, images: np.ndarray) -> np.ndarray: ...
 
@@ -62,11 +95,13 @@ class TorchBackend:
         self._torch = torch
         if threads:
             torch.set_num_threads(threads)
+        single_threaded_numpy_blas()
         self.model = fuse_for_inference(model)  # type: ignore[arg-type]
         self.model.image_encoder.to(memory_format=torch.channels_last)
         self.precision = resolve_precision(precision)
         self.name = name if self.precision == "fp32" else f"{name}+{self.precision}"
         self._lock = threading.Lock()  # one forward at a time: torch already uses every thread
+        self.fallback_reason: str | None = None  # set by load_backend when another runtime was asked for
 
     def _autocast(self) -> Any:  # a torch autocast context manager
         return self._torch.autocast("cpu", dtype=self._torch.bfloat16, enabled=self.precision == "bf16")
@@ -93,13 +128,98 @@ class TorchBackend:
         return np.concatenate(logits), np.concatenate(ious)
 
 
-def load_backend(
-    model_name: str, weights: str | None = None, threads: int | None = None, precision: str = "fp32"
-) -> TorchBackend:
-    """Build the default backend for a model name from the registry (see ``model.load_named_model``)."""
-    from pathlib import Path
+def check_runtime(runtime: str) -> str:
+    """``runtime`` when it is one of :data:`RUNTIMES`, else ValueError."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    return runtime
 
+
+def backend_name(model_name: str, runtime: str, precision: str) -> str:
+    """``model[+runtime][+bf16]`` (torch fp32 is the bare model name), e.g. ``repvit_m0_6+openvino+bf16``."""
+    name = model_name if runtime == "torch" else f"{model_name}+{runtime}"
+    return name if precision == "fp32" else f"{name}+{precision}"
+
+
+def _checkpoint_file(model_name: str, weights: Path | None) -> Path:
+    """The weights file ``load_named_model`` read for this name (the export cache is keyed by its sha256)."""
+    from ..model.checkpoint import student_checkpoint_path, teacher_checkpoint_path
+
+    path = weights or (teacher_checkpoint_path() if model_name == "litemedsam" else student_checkpoint_path())
+    if path is None:
+        raise FileNotFoundError(f"no weights file for {model_name}")
+    return path
+
+
+OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16"}  # our names -> OpenVINO's INFERENCE_PRECISION_HINT
+
+
+def _exported_backend(
+    model: object, model_name: str, weights: Path | None, threads: int | None, runtime: str, precision: str
+) -> InferenceBackend:
+    """Export once (cached by checkpoint sha256) and compile for ``runtime``."""
+    from ..model.checkpoint import sha256_of
+    from . import exported_backends as eb
+
+    folder = eb.cached_export(model, sha256_of(_checkpoint_file(model_name, weights)), model_name)
+    base = backend_name(model_name, runtime, "fp32")
+    if runtime == "openvino":
+        return eb.OpenVinoBackend(folder, name=base, threads=threads, precision=OPENVINO_PRECISION[precision])
+    return eb.OnnxRuntimeBackend(folder, name=base, threads=threads)
+
+
+def _runtime_installed(runtime: str) -> bool:
+    """Import the runtime's package (cheap check before exporting anything)."""
+    try:
+        importlib.import_module(runtime)
+    except ImportError:
+        return False
+    return True
+
+
+def load_backend(
+    model_name: str,
+    weights: str | Path | None = None,
+    threads: int | None = None,
+    precision: str = DEFAULT_PRECISION,
+    runtime: str = DEFAULT_RUNTIME,
+) -> InferenceBackend:
+    """The backend for a registry model name (see ``model.load_named_model``) on ``runtime`` at ``precision``.
+
+    ``auto`` precision resolves per CPU (:func:`resolve_precision`). ONNX Runtime runs fp32 only: a bf16
+    request runs fp32 and says so in ``fallback_reason``. When OpenVINO / ONNX Runtime is not installed or the
+    export / compilation fails, the model runs on torch at the requested precision, a WARNING is logged and
+    ``fallback_reason`` (one line for the user) is set; otherwise ``fallback_reason`` is None. Unknown
+    runtime/precision values raise ValueError; missing or invalid weights raise as ``load_named_model`` does.
+    """
     from ..model.checkpoint import load_named_model
 
-    model = load_named_model(model_name, Path(weights) if weights else None)
-    return TorchBackend(model, name=model_name, threads=threads, precision=precision)
+    check_runtime(runtime)
+    precision = resolve_precision(precision)
+    path = Path(weights) if weights else None
+    model = load_named_model(model_name, path)
+    if runtime == "torch":
+        return TorchBackend(model, name=model_name, threads=threads, precision=precision)
+
+    title = RUNTIME_TITLES[runtime]
+    note, run_precision = None, precision
+    if runtime == "onnxruntime" and precision != "fp32":
+        note, run_precision = f"{title} has no {precision} on CPU: running fp32", "fp32"
+    if not _runtime_installed(runtime):
+        reason = f"{title} is not installed: using PyTorch"
+    else:
+        try:
+            backend = _exported_backend(model, model_name, path, threads, runtime, run_precision)
+        except Exception as exc:  # export or compilation failed: torch still works
+            log.debug("%s backend failed", title, exc_info=True)
+            detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            reason = f"{title} failed ({exc.__class__.__name__}{': ' + detail if detail else ''}): using PyTorch"
+        else:
+            if note:
+                log.warning("%s", note)
+            backend.fallback_reason = note
+            return backend
+    log.warning("%s", reason)
+    torch_backend = TorchBackend(model, name=model_name, threads=threads, precision=precision)  # as requested
+    torch_backend.fallback_reason = reason
+    return torch_backend

@@ -6,12 +6,22 @@ torch) writes ``encoder.onnx`` ((1, 3, 256, 256) -> (1, 256, 64, 64)) and ``deco
 (1, 256, 64, 64) + boxes (N, 4) model frame -> logits (N, 256, 256), iou (N,)). Both runtimes are optional
 dependencies and are imported only when such a backend is built. See docs/performance.md for the measured
 comparison that decides whether one of them replaces torch as the default.
+
+:func:`cached_export` keeps one export per (checkpoint sha256, architecture, exporter version) in the user
+cache folder, written atomically (see docs/engine.md, "Runtimes").
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
+import shutil
+import tempfile
 import threading
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +29,20 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 ENCODER_FILE, DECODER_FILE = "encoder.onnx", "decoder.onnx"
+MANIFEST_FILE = "export.json"  # written last: a folder without a valid manifest is never used
+OPSET = 17
+EXPORT_FORMAT = 1  # bump whenever export_onnx changes what it writes: old cached exports are then ignored
+STALE_TMP_SECONDS = 24 * 3600  # temp folders of exports killed mid-way are removed after this
 
 
-def export_onnx(model: object, folder: Path, opset: int = 17) -> tuple[Path, Path]:
+def exporter_version() -> str:
+    """Identifies the exporter in cache folder names: our export format, the opset and the torch version."""
+    import torch
+
+    return f"onnx{EXPORT_FORMAT}-opset{OPSET}-torch{torch.__version__}"
+
+
+def export_onnx(model: object, folder: Path, opset: int = OPSET) -> tuple[Path, Path]:
     """Export a :class:`~medsam_desktop.model.MedSAMLite` (fused for inference) to ``folder``."""
     import torch
 
@@ -52,8 +73,95 @@ def export_onnx(model: object, folder: Path, opset: int = 17) -> tuple[Path, Pat
     return enc_path, dec_path
 
 
+def exports_root() -> Path:
+    """``<user cache>/exported``: one subfolder per cached export."""
+    from ..paths import user_cache_dir
+
+    return user_cache_dir() / "exported"
+
+
+def export_key(checkpoint_sha256: str, arch: str) -> str:
+    """Cache folder name: first 16 hex of the checkpoint's sha256, the architecture, the exporter version."""
+    return f"{checkpoint_sha256[:16]}-{arch}-{exporter_version()}"
+
+
+def _fsync(path: Path) -> None:
+    with path.open("rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def is_complete_export(folder: Path) -> bool:
+    """True when ``folder`` holds a finished export: the manifest exists and every file has its recorded size."""
+    try:
+        manifest = json.loads((folder / MANIFEST_FILE).read_text())
+        files = manifest["files"]
+        return bool(files) and all((folder / name).stat().st_size == size for name, size in files.items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def _remove_stale_temps(root: Path) -> None:
+    """Delete temp folders left by exports that were killed (older than ``STALE_TMP_SECONDS``)."""
+    now = time.time()
+    for tmp in root.glob(".*.tmp-*"):
+        with contextlib.suppress(OSError):
+            if now - tmp.stat().st_mtime > STALE_TMP_SECONDS:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cached_export(model: object, checkpoint_sha256: str, arch: str, root: Path | None = None) -> Path:
+    """The folder of ``model`` exported to ONNX, exporting it only when no finished export is cached.
+
+    The export is written into a fresh temp folder beside the final one, the manifest last, then renamed into
+    place in one step: a crash or an exception mid-export never leaves a folder that passes
+    :func:`is_complete_export`, and two processes exporting at once both end up with one complete folder
+    (the loser of the rename discards its copy).
+    """
+    root = Path(root) if root is not None else exports_root()
+    final = root / export_key(checkpoint_sha256, arch)
+    if is_complete_export(final):
+        log.debug("reusing exported model %s", final)
+        return final
+    root.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(root)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=root))
+    try:
+        log.info("exporting %s to ONNX (once per checkpoint) in %s", arch, final)
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():  # tracer chatter about shape-dependent branches: harmless here
+            warnings.simplefilter("ignore")
+            paths = export_onnx(model, tmp)
+        files = {}
+        for path in paths:
+            _fsync(path)
+            files[path.name] = path.stat().st_size
+        manifest = {"arch": arch, "checkpoint_sha256": checkpoint_sha256, "exporter": exporter_version(),
+                    "files": files}
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1))
+        _fsync(tmp / MANIFEST_FILE)
+        if final.exists() and not is_complete_export(final):  # damaged leftover: move it out of the way
+            trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=root))
+            with contextlib.suppress(OSError):  # someone else moved or replaced it meanwhile
+                os.replace(final, trash / "old")
+            shutil.rmtree(trash, ignore_errors=True)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not is_complete_export(final):  # not a lost race with another exporter: a real failure
+                raise
+            log.debug("another process finished the export of %s first", final.name)
+            shutil.rmtree(tmp, ignore_errors=True)
+        log.info("exported %s in %.1f s", arch, time.perf_counter() - t0)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
 class _OneBoxDecodeMixin:
     """Decodes box by box: both runtimes ran one box faster than a dynamic batch on a 2-core CPU."""
+
+    fallback_reason: str | None = None  # set by load_backend when it had to change what was asked for
 
     def _decode_one(self, embedding: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
@@ -73,6 +181,9 @@ class OnnxRuntimeBackend(_OneBoxDecodeMixin):
     def __init__(self, folder: Path, name: str = "onnxruntime", threads: int | None = None) -> None:
         import onnxruntime as ort
 
+        from .backend import single_threaded_numpy_blas
+
+        single_threaded_numpy_blas()
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
@@ -103,6 +214,9 @@ class OpenVinoBackend(_OneBoxDecodeMixin):
     ) -> None:
         import openvino as ov
 
+        from .backend import single_threaded_numpy_blas
+
+        single_threaded_numpy_blas()
         core = ov.Core()
         config: dict[str, object] = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
         if threads:

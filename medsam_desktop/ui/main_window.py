@@ -106,7 +106,8 @@ class MainWindow(QMainWindow):
 
     # --- construction ----------------------------------------------------------------------------
     def _factory(self) -> BackendFactory:
-        return self._custom_factory or default_backend_factory(self.settings.model, self.settings.threads)
+        s = self.settings
+        return self._custom_factory or default_backend_factory(s.model, s.threads, s.runtime, s.precision)
 
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
@@ -257,6 +258,7 @@ class MainWindow(QMainWindow):
         self.worker.failed.connect(self._on_failed)
         self.worker.model_loaded.connect(lambda name: self.model_label.setText(f"model: {name}"))
         self.worker.model_failed.connect(lambda _reason: self.model_label.setText("model: unavailable"))
+        self.worker.model_warning.connect(self._on_model_warning)
         self.worker.progress.connect(self._on_progress)
         self.worker.slice_done.connect(self._on_propagated_slice)
         self.worker.propagation_finished.connect(self._on_propagation_finished)
@@ -696,14 +698,24 @@ class MainWindow(QMainWindow):
         self.worker.cache.set_max_bytes(new.cache_mb * 2**20)
         if self.session is not None:
             self.session.overlap = OverlapRule(new.overlap)
-        if old.model != new.model and self._custom_factory is None:
+        rebuild = (old.model, old.runtime, old.precision) != (new.model, new.runtime, new.precision) or (
+            old.threads != new.threads and new.runtime != "torch"  # exported runtimes fix threads when compiled
+        )
+        if rebuild and self._custom_factory is None:  # new backend on the worker thread; old embeddings dropped
             self._model_error_shown = False
             self.model_label.setText("model: not loaded")
+            self.model_label.setToolTip("")
             self.worker.set_backend_factory(self._factory())
         elif old.threads != new.threads:
             self.worker.set_threads(new.threads)  # live: the model and its cached embeddings stay
 
     # --- state display ---------------------------------------------------------------------------
+    def _on_model_warning(self, reason: str) -> None:
+        """The model loaded, but not as configured (e.g. OpenVINO missing: torch): one status-bar line."""
+        self.model_label.setText(f"{self.model_label.text()} — {reason}")
+        self.model_label.setToolTip(reason)
+        self.statusBar().showMessage(reason, 15000)  # type: ignore[union-attr]
+
     def _on_history(self) -> None:
         self._edits += 1
         self._update_actions()

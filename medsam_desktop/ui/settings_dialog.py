@@ -1,4 +1,4 @@
-"""Application settings (model, threads, embedding cache, overlap rule) stored with QSettings."""
+"""Application settings (model, runtime, precision, threads, embedding cache, overlap rule) stored with QSettings."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from PyQt6.QtCore import QSettings
 from PyQt6.QtWidgets import QComboBox, QDialog, QDialogButtonBox, QFormLayout, QSpinBox, QWidget
 
 from ..core.annotation import OverlapRule
+from ..core.backend import DEFAULT_PRECISION, DEFAULT_RUNTIME, PRECISIONS, RUNTIME_TITLES, RUNTIMES
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +27,21 @@ class AppSettings:
     threads: int = 0  # 0 = let torch decide
     cache_mb: int = 256
     overlap: str = OverlapRule.OVERWRITE.value
+    runtime: str = DEFAULT_RUNTIME  # one of core.backend.RUNTIMES
+    precision: str = DEFAULT_PRECISION  # one of core.backend.PRECISIONS
 
     @classmethod
     def load(cls, store: QSettings | None = None) -> AppSettings:
         s = store or qsettings()
         d = cls()
         try:
+            runtime, precision = str(s.value("model/runtime", d.runtime)), str(s.value("model/precision", d.precision))
+            if runtime not in RUNTIMES or precision not in PRECISIONS:
+                raise ValueError(f"runtime {runtime!r} / precision {precision!r}")
             return cls(
                 model=str(s.value("model/name", d.model)),
+                runtime=runtime,
+                precision=precision,
                 threads=int(s.value("model/threads", d.threads)),
                 cache_mb=int(s.value("model/cache_mb", d.cache_mb)),
                 overlap=OverlapRule(str(s.value("edit/overlap", d.overlap))).value,
@@ -45,10 +53,19 @@ class AppSettings:
     def save(self, store: QSettings | None = None) -> None:
         s = store or qsettings()
         s.setValue("model/name", self.model)
+        s.setValue("model/runtime", self.runtime)
+        s.setValue("model/precision", self.precision)
         s.setValue("model/threads", self.threads)
         s.setValue("model/cache_mb", self.cache_mb)
         s.setValue("edit/overlap", self.overlap)
         s.sync()
+
+
+PRECISION_TITLES = {
+    "auto": "Automatic (bf16 where the CPU supports it)",
+    "fp32": "fp32 (exact)",
+    "bf16": "bf16 (faster on recent CPUs; ONNX Runtime runs fp32)",
+}
 
 
 def available_models() -> list[tuple[str, str]]:
@@ -72,6 +89,16 @@ class SettingsDialog(QDialog):
             self.model.addItem(title, name)
         index = self.model.findData(settings.model)
         self.model.setCurrentIndex(max(index, 0))
+        self.runtime = QComboBox()
+        for name in RUNTIMES:
+            self.runtime.addItem(RUNTIME_TITLES[name], name)
+        self.runtime.setCurrentIndex(max(self.runtime.findData(settings.runtime), 0))
+        self.runtime.setToolTip("OpenVINO and ONNX Runtime convert the model once (cached); "
+                                "when unavailable the app falls back to PyTorch")
+        self.precision = QComboBox()
+        for name in PRECISIONS:
+            self.precision.addItem(PRECISION_TITLES.get(name, name), name)
+        self.precision.setCurrentIndex(max(self.precision.findData(settings.precision), 0))
         self.threads = QSpinBox()
         self.threads.setRange(0, 64)
         self.threads.setSpecialValueText("automatic")
@@ -86,6 +113,8 @@ class SettingsDialog(QDialog):
         self.overlap.setCurrentIndex(max(self.overlap.findData(settings.overlap), 0))
         form = QFormLayout(self)
         form.addRow("Model", self.model)
+        form.addRow("Runtime", self.runtime)
+        form.addRow("Precision", self.precision)
         form.addRow("CPU threads", self.threads)
         form.addRow("Embedding cache", self.cache)
         form.addRow("Overlap", self.overlap)
@@ -97,6 +126,8 @@ class SettingsDialog(QDialog):
     def result_settings(self) -> AppSettings:
         return AppSettings(
             model=str(self.model.currentData()),
+            runtime=str(self.runtime.currentData()),
+            precision=str(self.precision.currentData()),
             threads=self.threads.value(),
             cache_mb=self.cache.value(),
             overlap=str(self.overlap.currentData()),

@@ -8,6 +8,8 @@ worker thread, at the first request.
 Every request names an orientation (axial, coronal, sagittal): slice indices, boxes and masks are in the PLANE
 FRAME of :meth:`medsam_desktop.core.reformat.Plane.of` for that orientation (what the view shows). Embeddings
 are cached per (volume, intensity mapping, orientation) and slice index, so planes never share an embedding.
+Every slice is given to the model with its plane's pixel spacing (:attr:`ModelInput.pixel_spacing`), i.e. at
+its physical aspect ratio (the predictor adds the pixel aspect to the cache key).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PyQt6.QtCore import QObject, QThread, QTimer, pyqtSignal, pyqtSlot
 
-from ..core.backend import InferenceBackend
+from ..core.backend import DEFAULT_PRECISION, DEFAULT_RUNTIME, InferenceBackend
 from ..core.cache import EmbeddingCache
 from ..core.intensity import CT_WINDOWS, percentile_normalise, percentile_range, to_display_uint8, window
 from ..core.predictor import Embedding, Predictor
@@ -37,15 +39,19 @@ log = logging.getLogger(__name__)
 BackendFactory = Callable[[], InferenceBackend]
 
 
-def default_backend_factory(model: str = "auto", threads: int = 0) -> BackendFactory:
-    """A factory loading the named model (``auto``: bundled student, else the installed teacher)."""
+def default_backend_factory(
+    model: str = "auto", threads: int = 0, runtime: str = DEFAULT_RUNTIME, precision: str = DEFAULT_PRECISION
+) -> BackendFactory:
+    """A factory loading the named model (``auto``: bundled student, else the installed teacher) on ``runtime``
+    at ``precision`` (see ``core.backend.load_backend``; an unusable runtime falls back to torch and the backend's
+    ``fallback_reason`` says why)."""
 
     def factory() -> InferenceBackend:
         from ..core.backend import load_backend
         from ..model.checkpoint import default_model_name
 
         name = default_model_name() if model == "auto" else model
-        return load_backend(name, threads=threads or None)
+        return load_backend(name, threads=threads or None, precision=precision, runtime=runtime)
 
     return factory
 
@@ -56,7 +62,9 @@ class ModelInput:
     CT uses ``ct_window`` (level, width; the displayed window, soft tissue by default), other modalities the
     0.5-99.5 percentile range of the whole volume (computed once), 8-bit data passes through. Quacks like a
     (N, rows, cols[, 3]) array for ``propagate_boxes``: the slices of ``plane`` (axial by default: the
-    volume's (D, H, W)), reformatted planes as raw views of the voxels (no resampling to square pixels).
+    volume's (D, H, W)), reformatted planes as views of the voxels (no full-resolution resampling here).
+    :attr:`pixel_spacing` gives the (column, row) mm of a slice's pixels: the predictor resizes each slice
+    straight to its physical aspect in the 256 model frame (square pixels: exactly the challenge's input).
     :attr:`mapping` identifies the mapping for cache keys.
     """
 
@@ -87,6 +95,17 @@ class ModelInput:
     def mapping(self) -> Hashable:
         """The CT window when it applies (embeddings of other windows must not be reused), else None."""
         return self.ct_window if self._windowed else None
+
+    @property
+    def pixel_spacing(self) -> tuple[float, float]:
+        """(column, row) mm of one pixel of a slice in the plane frame (axial: the in-plane (x, y) spacing).
+
+        Passed to the predictor for every view, axial included: the model sees each slice with the physical
+        aspect the view shows (square pixels, the usual axial case, change nothing).
+        """
+        sx, sy, sz = (float(v) for v in self.volume.spacing[:3])
+        col_mm, row_mm = self.plane.pixel_spacing((sx, sy, sz))
+        return float(col_mm), float(row_mm)
 
     def set_ct_window(self, level: float, width: float) -> bool:
         """Use another CT window; True when the model input changed (cached slices are dropped)."""
@@ -146,6 +165,7 @@ class _Worker(QObject):
     propagation_finished = pyqtSignal(int, int, object, bool)  # id, i0, mask (K, rows, cols) bool, cancelled
     model_loaded = pyqtSignal(str)
     model_failed = pyqtSignal(str)  # one-line reason (also when no request was waiting for the model)
+    model_warning = pyqtSignal(str)  # the model loaded, but not as asked (e.g. runtime missing: torch fallback)
     failed = pyqtSignal(int, str)  # id, one-line message
 
     def __init__(self, factory: BackendFactory, cache: EmbeddingCache, shared: _Shared, prefetch: int) -> None:
@@ -174,6 +194,8 @@ class _Worker(QObject):
                 backend = self._factory()
                 self._predictor = Predictor(backend, self._cache)
                 self.model_loaded.emit(str(getattr(backend, "name", "model")))
+                if getattr(backend, "fallback_reason", None):
+                    self.model_warning.emit(str(backend.fallback_reason))
             except Exception as exc:  # any load failure becomes one line for the user
                 log.exception("model could not be loaded")
                 self._model_error = _one_line(exc)
@@ -194,7 +216,9 @@ class _Worker(QObject):
         return stack
 
     def _encode(self, predictor: Predictor, orientation: str, index: int) -> Embedding:
-        return predictor.encode(self._input_for(orientation)[index], key=(self._vkey(orientation), index))
+        """Embedding of plane slice ``index``, seen by the model with its physical pixel aspect."""
+        stack = self._input_for(orientation)
+        return predictor.encode(stack[index], key=(self._vkey(orientation), index), pixel_spacing=stack.pixel_spacing)
 
     def _vkey(self, orientation: str = "axial") -> Hashable:
         """Cache key of a slice stack: the volume, its intensity mapping (CT window) and the orientation.
@@ -217,7 +241,7 @@ class _Worker(QObject):
             return  # a new request is waiting (it reschedules), or nothing to do
         orientation, index = self._prefetch.popleft()
         stack = self._input_for(orientation)
-        if self._predictor.cached(stack.shape[1:3], (self._vkey(orientation), index)) is None:
+        if self._predictor.cached(stack.shape[1:3], (self._vkey(orientation), index), stack.pixel_spacing) is None:
             try:
                 self._encode(self._predictor, orientation, index)
             except Exception:  # prefetch is best effort
@@ -326,6 +350,7 @@ class _Worker(QObject):
                 cancel=user_cancel,
                 on_slice=on_slice,
                 start_slices=[zc],
+                pixel_spacing=stack.pixel_spacing,
             )
         except PropagationCancelled:
             cancelled = True
@@ -360,6 +385,7 @@ class SegmentationWorker(QObject):
     propagation_finished = pyqtSignal(int, int, object, bool)
     model_loaded = pyqtSignal(str)
     model_failed = pyqtSignal(str)
+    model_warning = pyqtSignal(str)
     failed = pyqtSignal(int, str)
 
     _post_volume = pyqtSignal(object, object)
@@ -403,6 +429,7 @@ class SegmentationWorker(QObject):
         self._worker.propagation_finished.connect(self._on_finished)
         self._worker.model_loaded.connect(self.model_loaded)
         self._worker.model_failed.connect(self.model_failed)
+        self._worker.model_warning.connect(self.model_warning)
         self._worker.failed.connect(self.failed)
         self._thread.start()
 
@@ -425,7 +452,7 @@ class SegmentationWorker(QObject):
         """Switch to a new image; drops the embeddings of the previous one. Returns the cache key."""
         key = (next(self._volume_ids), str(volume.source_path) if volume is not None else "")
         self.volume_key = key
-        self.cache.discard(lambda k: not (isinstance(k, tuple) and len(k) == 2 and isinstance(k[1], tuple)
+        self.cache.discard(lambda k: not (isinstance(k, tuple) and len(k) >= 2 and isinstance(k[1], tuple)
                                           and isinstance(k[1][0], tuple) and k[1][0][0] == key))  # fmt: skip
         self._shared.latest = next(self._ids)  # everything queued for the old image is stale
         self._shared.add_pending(1)
