@@ -1,9 +1,9 @@
 """Shared pieces of the benchmark scripts: the configurations compared, the machine line, medians, peak RSS.
 
-A configuration is a model name from the registry plus a precision: ``teacher`` is LiteMedSAM as shipped
-(fp32), ``student`` the bundled RepViT-M0.6 (fp32), ``student-bf16`` the same weights under bf16 autocast.
-Every configuration runs through :class:`~medsam_desktop.core.backend.TorchBackend` (fused blocks,
-channels-last, ``inference_mode``), i.e. the code path of the app and the CLIs.
+A configuration is a model name from the registry, a precision and a runtime: ``teacher`` is LiteMedSAM as
+shipped (torch, fp32), ``student`` the bundled RepViT-M0.6 (torch, fp32), ``-bf16`` the same weights in bf16,
+``-openvino`` the same network exported to OpenVINO. Every configuration is built by
+:func:`~medsam_desktop.core.backend.load_backend`, i.e. the code path of the app and the CLIs.
 """
 
 from __future__ import annotations
@@ -17,25 +17,30 @@ from collections.abc import Callable
 
 import torch
 
-from medsam_desktop.core.backend import TorchBackend, native_bf16_available
-from medsam_desktop.model.checkpoint import default_model_name, load_named_model
+from medsam_desktop.core.backend import InferenceBackend, load_backend, native_bf16_available
+from medsam_desktop.model.checkpoint import default_model_name
 
-CONFIGS: dict[str, tuple[str, str]] = {  # label -> (model name or "student", precision)
-    "teacher": ("litemedsam", "fp32"),
-    "teacher-bf16": ("litemedsam", "bf16"),
-    "student": ("student", "fp32"),
-    "student-bf16": ("student", "bf16"),
+CONFIGS: dict[str, tuple[str, str, str]] = {  # label -> (model name or "student", precision, runtime)
+    "teacher": ("litemedsam", "fp32", "torch"),
+    "teacher-bf16": ("litemedsam", "bf16", "torch"),
+    "student": ("student", "fp32", "torch"),
+    "student-bf16": ("student", "bf16", "torch"),
+    "student-openvino": ("student", "fp32", "openvino"),
+    "student-openvino-bf16": ("student", "bf16", "openvino"),
 }
 
 
-def build_backend(label: str, threads: int) -> TorchBackend:
+def build_backend(label: str, threads: int) -> InferenceBackend:
     """The backend of one configuration (``student`` resolves to the bundled student's registry name)."""
-    name, precision = CONFIGS[label]
+    name, precision, runtime = CONFIGS[label]
     if name == "student":
         name = default_model_name()
         if name == "litemedsam":
             raise SystemExit("no bundled student in models/: nothing to compare with the teacher")
-    return TorchBackend(load_named_model(name), name=name, threads=threads, precision=precision)
+    backend = load_backend(name, threads=threads, precision=precision, runtime=runtime)
+    if getattr(backend, "fallback_reason", None):
+        raise SystemExit(f"{label}: {backend.fallback_reason}")
+    return backend
 
 
 def parse_configs(spec: str) -> list[str]:

@@ -49,9 +49,9 @@ def main(argv: list[str] | None = None) -> None:
                 dec8[k].append(t8)
     print(machine_line(args.threads))
     print(f"repeats {args.repeats} (medians, ms)")
-    print(f"{'configuration':<16}{'encoder':>10}{'decoder 1 box':>15}{'decoder/box of 8':>18}")
+    print(f"{'configuration':<24}{'encoder':>10}{'decoder 1 box':>15}{'decoder/box of 8':>18}")
     for k in labels:
-        print(f"{k:<16}{median_ms(enc[k]):>10.1f}{median_ms(dec1[k]):>15.1f}{median_ms(dec8[k]):>18.1f}")
+        print(f"{k:<24}{median_ms(enc[k]):>10.1f}{median_ms(dec1[k]):>15.1f}{median_ms(dec8[k]):>18.1f}")
     if "teacher" in labels:
         t = median_ms(enc["teacher"])
         for k in labels:

@@ -59,9 +59,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print(machine_line(args.threads))
     print(f"512x512 CT slice; cached: {args.repeats} random boxes, first mask: {args.new_slices} new slices (ms)")
-    print(f"{'configuration':<16}{'cached p50':>12}{'cached p95':>12}{'first p50':>12}{'first p95':>12}")
+    print(f"{'configuration':<24}{'cached p50':>12}{'cached p95':>12}{'first p50':>12}{'first p95':>12}")
     for k in labels:
-        print(f"{k:<16}{percentile_ms(cached[k], 50):>12.1f}{percentile_ms(cached[k], 95):>12.1f}"
+        print(f"{k:<24}{percentile_ms(cached[k], 50):>12.1f}{percentile_ms(cached[k], 95):>12.1f}"
               f"{percentile_ms(first[k], 50):>12.1f}{percentile_ms(first[k], 95):>12.1f}")
     if "teacher" in labels:
         for k in labels:

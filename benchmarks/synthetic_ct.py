@@ -178,9 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     print(machine_line(args.threads))
     print(f"synthetic CT 512x512x{args.depth} int16 ({next(iter(results.values()))['volume_mb']:.0f} MB), "
           f"{len(OBJECTS)} objects, default cache 256 MB")
-    print(f"{'configuration':<16}{'seconds':>9}{'peak RSS MB':>13}{'slices':>8}{'boxes':>7}{'DSC':>7}")
+    print(f"{'configuration':<24}{'seconds':>9}{'peak RSS MB':>13}{'slices':>8}{'boxes':>7}{'DSC':>7}")
     for k, r in results.items():
-        print(f"{k:<16}{r['seconds']:>9.1f}{r['peak_rss_mb']:>13.0f}{r['slices_encoded']:>8}{r['boxes_decoded']:>7}"
+        print(f"{k:<24}{r['seconds']:>9.1f}{r['peak_rss_mb']:>13.0f}{r['slices_encoded']:>8}{r['boxes_decoded']:>7}"
               f"{r['mean_dsc']:>7.3f}")
     if "teacher" in results:
         for k in results:
