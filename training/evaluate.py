@@ -25,7 +25,9 @@ DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / 
 
 def run_model(name: str, arch: str, weights: Path | None, data: Path, out: Path, threads: int | None) -> Path:
     segs = out / name
-    argv = ["-i", str(data / "imgs"), "-o", str(segs), "--model", arch, "-q"]
+    # models are compared in fp32 on torch (the reference); the app's faster defaults are measured in benchmarks/
+    argv = ["-i", str(data / "imgs"), "-o", str(segs), "--model", arch, "--precision", "fp32", "--runtime", "torch",
+            "-q"]
     if weights is not None:
         argv += ["--weights", str(weights)]
     if threads:
