@@ -28,26 +28,17 @@ import torch
 from medsam_desktop.model import fuse_for_inference, load_checkpoint, load_teacher
 from medsam_desktop.model.checkpoint import sha256_of
 
-try:
-    from training.shards import (
-        IDENTITY,
-        ShardImages,
-        ShardItem,
-        TeacherCache,
-        apply_variant,
-        parse_variants,
-        read_manifest,
-    )
-except ImportError:  # run as a script from training/
-    from shards import (  # type: ignore[no-redef]
-        IDENTITY,
-        ShardImages,
-        ShardItem,
-        TeacherCache,
-        apply_variant,
-        parse_variants,
-        read_manifest,
-    )
+if __package__ in (None, ""):  # run as a script: make the repository root (holding `training`) importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from training.shards import (
+    IDENTITY,
+    ShardImages,
+    ShardItem,
+    TeacherCache,
+    apply_variant,
+    parse_variants,
+    read_manifest,
+)
 
 log = logging.getLogger("teacher_cache")
 
