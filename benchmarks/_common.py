@@ -79,7 +79,21 @@ def percentile_ms(values: list[float], q: float) -> float:
     return 1e3 * s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))]
 
 
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS counter of this process (Linux >= 4.0); False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (Linux reports kB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if platform.system() == "Darwin" else peak / 1024
+    """Peak resident set size of this process since start or :func:`reset_peak_rss` (VmHWM where available)."""
+    try:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM")) / 1024
+    except (OSError, StopIteration):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # never reset; Linux kB, macOS bytes
+        return peak / 2**20 if platform.system() == "Darwin" else peak / 1024

@@ -1,6 +1,7 @@
 """Should ONNX Runtime or OpenVINO replace torch as the student's default backend? Measured on the dev set.
 
-The bundled student is exported to ONNX once (``core.exported_backends.export_onnx``), then every dev case
+Every backend is built by ``core.backend.load_backend`` (the exported runtimes reuse its cached ONNX export), then
+every dev case
 is segmented by each backend in turn (order rotating per case) with the challenge algorithm. Reported per
 backend: total seconds, speed-up and mask agreement (IoU of each label, averaged per case; mean and worst
 case) against torch AT THE SAME PRECISION (fp32 runtimes vs torch fp32, bf16 runtimes vs torch bf16), and
@@ -14,7 +15,6 @@ fp32 of the same runtime).
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -22,13 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from medsam_desktop.cli.evaluate import modality_of
-from medsam_desktop.core.backend import TorchBackend
+from medsam_desktop.core.backend import load_backend
 from medsam_desktop.core.challenge import segment_challenge_case
-from medsam_desktop.core.exported_backends import OnnxRuntimeBackend, OpenVinoBackend, export_onnx
 from medsam_desktop.core.metrics import evaluate_case
 from medsam_desktop.core.predictor import Predictor
 from medsam_desktop.io.challenge_npz import read_challenge_gt, read_challenge_npz
-from medsam_desktop.model.checkpoint import load_named_model
 
 try:
     from benchmarks._common import machine_line
@@ -66,16 +64,15 @@ def main(argv: list[str] | None = None) -> int:
     cases = sorted((args.data / "imgs").glob("*.npz"))[: args.limit or None]
     if not cases:
         raise SystemExit(f"no cases in {args.data / 'imgs'}")
-    model = load_named_model("repvit_m0_6")
-    folder = Path(tempfile.mkdtemp(prefix="medsam_onnx_"))
-    export_onnx(model, folder)
-    backends = {
-        REFERENCE: TorchBackend(model, name="torch", threads=args.threads),
-        "torch-bf16": TorchBackend(model, name="torch", threads=args.threads, precision="bf16"),
-        "onnxruntime": OnnxRuntimeBackend(folder, threads=args.threads),
-        "openvino": OpenVinoBackend(folder, threads=args.threads),
-        "openvino-bf16": OpenVinoBackend(folder, threads=args.threads, precision="bf16"),
+    specs = {  # label -> (runtime, precision), all built like the app's (load_backend: cached ONNX export)
+        REFERENCE: ("torch", "fp32"), "torch-bf16": ("torch", "bf16"), "onnxruntime": ("onnxruntime", "fp32"),
+        "openvino": ("openvino", "fp32"), "openvino-bf16": ("openvino", "bf16"),
     }
+    backends = {}
+    for label, (runtime, precision) in specs.items():
+        backends[label] = load_backend("repvit_m0_6", threads=args.threads, precision=precision, runtime=runtime)
+        if getattr(backends[label], "fallback_reason", None):
+            raise SystemExit(f"{label}: {backends[label].fallback_reason}")
     labels = list(backends)
     predictors = {k: Predictor(b) for k, b in backends.items()}
     for p in predictors.values():  # warm-up (kernel selection, JIT)

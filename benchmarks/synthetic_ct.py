@@ -21,9 +21,15 @@ from pathlib import Path
 import numpy as np
 
 try:
-    from benchmarks._common import build_backend, machine_line, parse_configs, peak_rss_mb
+    from benchmarks._common import build_backend, machine_line, parse_configs, peak_rss_mb, reset_peak_rss
 except ImportError:  # run as a script from benchmarks/
-    from _common import build_backend, machine_line, parse_configs, peak_rss_mb  # type: ignore[no-redef]
+    from _common import (  # type: ignore[no-redef]
+        build_backend,
+        machine_line,
+        parse_configs,
+        peak_rss_mb,
+        reset_peak_rss,
+    )
 
 # name, centre (z, y, x) as fractions of the volume, semi-axes (z, y, x) in voxels, HU
 OBJECTS = [
@@ -94,24 +100,6 @@ class WindowedSlices:
         return self._window(self.volume[z])
 
 
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS counter of this process (Linux >= 4.0); False where unsupported."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_rss_mb() -> float:
-    try:
-        with open("/proc/self/status") as fh:
-            return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM")) / 1024
-    except (OSError, StopIteration):
-        return peak_rss_mb()
-
-
 def run_one(label: str, threads: int, depth: int) -> dict[str, float]:
     from medsam_desktop.core.cache import EmbeddingCache
     from medsam_desktop.core.predictor import Predictor
@@ -132,11 +120,11 @@ def run_one(label: str, threads: int, depth: int) -> dict[str, float]:
         return dec(e, b)
 
     backend.encode, backend.decode = counting_encode, counting_decode  # type: ignore[method-assign]
-    reset = _reset_peak_rss()  # from here: volume + model resident, peak of the segmentation itself
+    reset = reset_peak_rss()  # from here: volume + model resident, peak of the segmentation itself
     t0 = time.perf_counter()
     labels = propagate_boxes(predictor, WindowedSlices(vol), boxes, volume_key="synthetic")
     seconds = time.perf_counter() - t0
-    peak = _peak_rss_mb()
+    peak = peak_rss_mb()
     inter = np.zeros(len(OBJECTS))
     pred_n = np.array([np.sum(labels == v + 1) for v in range(len(OBJECTS))], dtype=float)
     truth_n = np.zeros(len(OBJECTS))

@@ -17,7 +17,6 @@ import torch
 from fakes import SideEffect
 
 from medsam_desktop.cli import infer, segment
-from medsam_desktop.model import build_model, save_checkpoint
 from medsam_desktop.model.checkpoint import (
     InvalidCheckpointError,
     ModelNotAvailableError,
@@ -27,11 +26,9 @@ from medsam_desktop.model.checkpoint import (
 
 
 @pytest.fixture(scope="module")
-def good(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("good") / "student.pt"
-    save_checkpoint(build_model("repvit_m0_6"), path, "repvit_m0_6")
-    return path
+def good(random_weights: Path) -> Path:
+    """A valid random-weights student checkpoint (the shared conftest fixture)."""
+    return random_weights
 
 
 def _state(good: Path) -> dict[str, torch.Tensor]:
