@@ -18,9 +18,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .allocator import tune_malloc_for_inference
+
 log = logging.getLogger(__name__)
 
-DECODE_CHUNK = 16
+#: boxes per decoder call: per box the transformer carries 4 MB of image tokens in fp32; 4 boxes keep every
+#: tensor under glibc's 32 MB mmap ceiling (see core/allocator.py) and were fastest per box (docs/performance.md)
+DECODE_CHUNK = 4
 PRECISIONS = ("auto", "fp32", "bf16")
 RUNTIMES = ("torch", "openvino", "onnxruntime")
 RUNTIME_TITLES = {"torch": "PyTorch", "openvino": "OpenVINO", "onnxruntime": "ONNX Runtime"}
@@ -99,6 +103,7 @@ class TorchBackend:
         if threads:
             torch.set_num_threads(threads)
         single_threaded_numpy_blas()
+        tune_malloc_for_inference()
         self.model = fuse_for_inference(model)  # type: ignore[arg-type]
         self.model.image_encoder.to(memory_format=torch.channels_last)
         self.precision = resolve_precision(precision)
@@ -118,7 +123,7 @@ class TorchBackend:
 
     def decode(self, embedding: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Boxes are decoded in chunks of ``DECODE_CHUNK``: after the first layer each box carries its own
-        copy of the 64x64x256 image tokens through the two-way transformer (~25 MB per box in one batch)."""
+        copy of the 64x64x256 image tokens through the two-way transformer."""
         torch = self._torch
         emb = torch.from_numpy(np.ascontiguousarray(embedding, dtype=np.float32))
         b = torch.from_numpy(np.asarray(boxes, dtype=np.float32).reshape(-1, 4))

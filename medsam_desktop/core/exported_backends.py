@@ -3,7 +3,8 @@
 Same interface as :class:`~medsam_desktop.core.backend.TorchBackend` (numpy in, numpy out), so the core and
 the app cannot tell them apart; neither runtime needs torch, only the exported files. ``export_onnx`` (needs
 torch) writes ``encoder.onnx`` ((1, 3, 256, 256) -> (1, 256, 64, 64)) and ``decoder.onnx`` (embedding
-(1, 256, 64, 64) + boxes (N, 4) model frame -> logits (N, 256, 256), iou (N,)). Both runtimes are optional
+(1, 256, 64, 64) + one box (1, 4) model frame -> logits (1, 256, 256), iou (1,); the backends loop over
+boxes). Both runtimes are optional
 dependencies and are imported only when such a backend is built. See docs/performance.md for the measured
 comparison that decides whether one of them replaces torch as the default.
 
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 ENCODER_FILE, DECODER_FILE = "encoder.onnx", "decoder.onnx"
 MANIFEST_FILE = "export.json"  # written last: a folder without a valid manifest is never used
 OPSET = 17
-EXPORT_FORMAT = 1  # bump whenever export_onnx changes what it writes: old cached exports are then ignored
+EXPORT_FORMAT = 2  # bump whenever export_onnx changes what it writes: old cached exports are then ignored
 STALE_TMP_SECONDS = 24 * 3600  # temp folders of exports killed mid-way are removed after this
 
 
@@ -67,9 +68,10 @@ def export_onnx(model: object, folder: Path, opset: int = OPSET) -> tuple[Path, 
     with torch.inference_mode():
         torch.onnx.export(net.image_encoder, (x,), str(enc_path), input_names=["image"], output_names=["embedding"],
                           opset_version=opset, dynamo=False)
+        # one box, static shapes: the traced graph is the decoder's single-mask rewrite specialised to one box
+        # (its shape-dependent branches are taken at trace time), and both runtimes ran one box fastest
         torch.onnx.export(_Decoder(), (emb, box), str(dec_path), input_names=["embedding", "boxes"],
-                          output_names=["logits", "iou"], opset_version=opset, dynamo=False,
-                          dynamic_axes={"boxes": {0: "n"}, "logits": {0: "n"}, "iou": {0: "n"}})
+                          output_names=["logits", "iou"], opset_version=opset, dynamo=False)
     return enc_path, dec_path
 
 
@@ -159,7 +161,8 @@ def cached_export(model: object, checkpoint_sha256: str, arch: str, root: Path |
 
 
 class _OneBoxDecodeMixin:
-    """Decodes box by box: both runtimes ran one box faster than a dynamic batch on a 2-core CPU."""
+    """Decodes box by box (the exported decoder takes one box): both runtimes ran one box faster than a
+    dynamic batch on a 2-core CPU."""
 
     fallback_reason: str | None = None  # set by load_backend when it had to change what was asked for
 

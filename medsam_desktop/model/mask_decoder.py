@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .common import MLP, LayerNorm2d
+from .single_mask import predict_single_mask
 from .transformer import TwoWayTransformer
 
 
@@ -13,7 +14,8 @@ class MaskDecoder(nn.Module):
     """Predicts (B, M, 256, 256) mask logits in the model input frame and (B, M) IoU estimates.
 
     M is 1 (single mask) or 3 (``multimask_output``). The image embedding batch is either the prompt batch
-    or 1 (shared by all prompts of one image).
+    or 1 (shared by all prompts of one image). After :meth:`fuse` a single-mask call takes the exact
+    inference rewrite in :mod:`.single_mask` (about half the multiply-adds per box); training never fuses.
     """
 
     def __init__(
@@ -40,6 +42,13 @@ class MaskDecoder(nn.Module):
             MLP(transformer_dim, transformer_dim, transformer_dim // 8, 3) for _ in range(self.num_mask_tokens)
         )
         self.iou_prediction_head = MLP(transformer_dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth)
+        self.single_mask_rewrite = False
+        self._key_pe_memo: tuple[torch.Tensor, torch.Tensor] | None = None  # see single_mask._key_pe
+
+    def fuse(self) -> MaskDecoder:
+        """Switch single-mask calls to the inference rewrite (same parameters, same state dict)."""
+        self.single_mask_rewrite = True
+        return self
 
     def forward(
         self,
@@ -49,6 +58,10 @@ class MaskDecoder(nn.Module):
         dense_prompt_embeddings: torch.Tensor,
         multimask_output: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.single_mask_rewrite and not multimask_output:
+            return predict_single_mask(
+                self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
+            )
         masks, iou = self.predict_masks(
             image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
         )

@@ -78,9 +78,18 @@ class PromptEncoder(nn.Module):
             nn.Conv2d(mask_in_chans, embed_dim, kernel_size=1),
         )
         self.no_mask_embed = nn.Embedding(1, embed_dim)
+        self._dense_pe: torch.Tensor | None = None  # set by fuse(): the grid encoding never changes after training
+
+    def fuse(self) -> PromptEncoder:
+        """For inference: compute the grid encoding once; :meth:`get_dense_pe` then returns that same tensor."""
+        with torch.no_grad():
+            self._dense_pe = self.pe_layer.grid(self.image_embedding_size).unsqueeze(0)
+        return self
 
     def get_dense_pe(self) -> torch.Tensor:
         """Positional encoding of the image embedding grid, (1, 256, 64, 64)."""
+        if self._dense_pe is not None:
+            return self._dense_pe
         return self.pe_layer.grid(self.image_embedding_size).unsqueeze(0)
 
     def _embed_points(self, points: torch.Tensor, labels: torch.Tensor, pad: bool) -> torch.Tensor:
