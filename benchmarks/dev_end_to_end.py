@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     by: dict[str, list[dict[str, object]]] = defaultdict(list)
     for r in rows:
         by[str(r["modality"])].append(r)
-    head = f"{'modality':<12}{'n':>3}" + "".join(f"{k + ' s':>16}{'DSC':>7}{'NSD':>7}" for k in labels)
+    width = max(16, max(len(k) for k in labels) + 4)
+    head = f"{'modality':<12}{'n':>3}" + "".join(f"{k + ' s':>{width}}{'DSC':>7}{'NSD':>7}" for k in labels)
     print(head)
 
     def mean(rs: list[dict[str, object]], key: str) -> float:
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         line = f"{mod:<12}{len(rs):>3}"
         for k in labels:
             per_mod[k][mod] = mean(rs, f"{k}_dsc")
-            line += f"{mean(rs, f'{k}_s'):>16.2f}{per_mod[k][mod]:>7.3f}{mean(rs, f'{k}_nsd'):>7.3f}"
+            line += f"{mean(rs, f'{k}_s'):>{width}.2f}{per_mod[k][mod]:>7.3f}{mean(rs, f'{k}_nsd'):>7.3f}"
         print(line)
     totals = {k: sum(float(r[f"{k}_s"]) for r in rows) for k in labels}
     print("total seconds: " + ", ".join(f"{k} {totals[k]:.1f}" for k in labels))
