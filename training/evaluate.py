@@ -1,6 +1,7 @@
 """Student vs teacher on a labelled challenge-format set (default ../shared/data/eval/dev), same machine, same
 algorithm (``medsam-infer`` then ``medsam-eval``); prints DSC/NSD per modality side by side, the mean over
-modalities, the gap, and the per-case seconds.
+modalities, the gap, the per-case seconds, and the DSC of every label of every 3D case (small structures lost
+in propagation hide in the per-modality means).
 
     python training/evaluate.py --student runs/distill/best.pt [--teacher litemedsam] [--out runs/eval]
 """
@@ -49,6 +50,27 @@ def per_modality(metrics_csv: Path) -> tuple[dict[str, tuple[float, float, int]]
     return table, {r["name"]: float(r["DSC"]) for r in rows}
 
 
+def per_label_3d(data: Path, segs: dict[str, Path]) -> list[str]:
+    """Markdown rows: per 3D case and label, the ground-truth voxel count and each model's DSC."""
+    from medsam_desktop.core.metrics import evaluate_case
+    from medsam_desktop.io.challenge_npz import read_challenge_gt
+
+    rows = ["| 3D case | label | voxels | " + " | ".join(f"{k} DSC" for k in segs) + " |",
+            "|---|---:|---:|" + "---:|" * len(segs)]
+    for gt_path in sorted((data / "gts").glob("3D*.npz")):
+        gts = read_challenge_gt(gt_path)
+        scores = {}
+        for name, folder in segs.items():
+            seg_path = folder / gt_path.name
+            if seg_path.is_file():
+                with np.load(seg_path) as z:
+                    scores[name] = evaluate_case(z["segs"], gts, nsd_dsc_threshold=2.0)  # DSC only
+        for i, label in enumerate(next(iter(scores.values())).labels if scores else ()):
+            cells = " | ".join(f"{scores[k].dsc_per_label[i]:.3f}" if k in scores else "-" for k in segs)
+            rows.append(f"| {gt_path.stem} | {label} | {int(np.sum(gts == label))} | {cells} |")
+    return rows
+
+
 def timing(segs_dir: Path) -> float:
     with (segs_dir / "timing.csv").open() as fh:
         return float(sum(float(r["seconds"]) for r in csv.DictReader(fh)))
@@ -95,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     if (args.out / "teacher" / "timing.csv").is_file():
         ts, tt = timing(args.out / "student"), timing(args.out / "teacher")
         print(f"total inference seconds: student {ts:.1f}, teacher {tt:.1f} (ratio {tt / ts:.1f}x)")
-    (args.out / "table.md").write_text("\n".join(lines) + "\n")
+    label_rows = per_label_3d(args.data, {"teacher": args.out / "teacher", "student": args.out / "student"})
+    print("\n" + "\n".join(label_rows))
+    (args.out / "table.md").write_text("\n".join(lines) + "\n\n" + "\n".join(label_rows) + "\n")
     return 0
 
 
