@@ -84,26 +84,12 @@ def synthetic_ct(depth: int = 300, size: int = 512, seed: int = 0) -> tuple[np.n
     return vol, np.hstack([lo, hi]).astype(np.int64)
 
 
-class WindowedSlices:
-    """The app's model input: a (D, H, W) HU volume windowed to uint8 one slice at a time, when asked."""
-
-    def __init__(self, volume: np.ndarray, ct_window: str = "soft tissue") -> None:
-        from medsam_desktop.core.intensity import CT_WINDOWS, window
-
-        self.volume, self.shape = volume, volume.shape
-        self._window = lambda a: window(a, *CT_WINDOWS[ct_window])
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, z: int) -> np.ndarray:
-        return self._window(self.volume[z])
-
-
 def run_one(label: str, threads: int, depth: int) -> dict[str, float]:
     from medsam_desktop.core.cache import EmbeddingCache
+    from medsam_desktop.core.model_input import ModelInput
     from medsam_desktop.core.predictor import Predictor
     from medsam_desktop.core.propagation import propagate_boxes
+    from medsam_desktop.io import Volume
 
     vol, boxes = synthetic_ct(depth)
     predictor = Predictor(build_backend(label, threads), EmbeddingCache())  # the app's default: 256 MB
@@ -122,7 +108,9 @@ def run_one(label: str, threads: int, depth: int) -> dict[str, float]:
     backend.encode, backend.decode = counting_encode, counting_decode  # type: ignore[method-assign]
     reset = reset_peak_rss()  # from here: volume + model resident, peak of the segmentation itself
     t0 = time.perf_counter()
-    labels = propagate_boxes(predictor, WindowedSlices(vol), boxes, volume_key="synthetic")
+    stack = ModelInput(Volume(vol, modality="CT"))  # the app's model input: soft-tissue window, slice by slice
+    labels = propagate_boxes(predictor, stack, boxes, volume_key="synthetic",  # type: ignore[arg-type]
+                             pixel_spacing=stack.pixel_spacing)
     seconds = time.perf_counter() - t0
     peak = peak_rss_mb()
     inter = np.zeros(len(OBJECTS))

@@ -106,9 +106,9 @@ class SelfTestResult:
 
 def _test_image() -> tuple[np.ndarray, tuple[float, float, float, float], str]:
     """The CT sample mapped as the app maps it (uint8, soft-tissue window), else a synthetic bright disk."""
+    from .core.model_input import ModelInput
     from .io import read_image
     from .samples import SampleNotAvailableError, get_sample
-    from .ui.worker import ModelInput
 
     try:
         sample = get_sample(SELF_TEST_SAMPLE)
@@ -221,12 +221,12 @@ def segment_and_export(image: Path, box: Sequence[float], z: int, output: Path) 
     """
     from .core.annotation import AnnotationSession
     from .core.backend import load_backend
+    from .core.model_input import ModelInput
     from .core.predictor import Predictor
     from .core.propagation import segment_slice
     from .io import read_image
     from .model.checkpoint import default_model_name
     from .ui import files
-    from .ui.worker import ModelInput
 
     volume = read_image(image)
     if not 0 <= z < volume.n_slices:

@@ -9,8 +9,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from medsam_desktop.io.challenge_npz import write_challenge_segs  # noqa: E402
-from training.evaluate import per_label_3d  # noqa: E402
+from medsam_desktop.io.challenge_npz import write_challenge_segs
+from training.evaluate import per_label_3d
 
 
 def test_per_label_rows_show_a_lost_small_label(tmp_path: Path) -> None:

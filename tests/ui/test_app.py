@@ -349,7 +349,7 @@ def test_dicom_folder_with_two_series_asks_which(raw_dir, tmp_path) -> None:
 @pytest.mark.parametrize("modality", ["CT", "MR", "unknown"])
 def test_model_input_matches_the_engine_intensity_mapping(modality) -> None:
     from medsam_desktop.core.intensity import to_display_uint8
-    from medsam_desktop.ui.worker import ModelInput
+    from medsam_desktop.core.model_input import ModelInput
 
     rng = np.random.default_rng(1)
     arr = rng.normal(100, 300, size=(5, 16, 16)).astype(np.int16)
@@ -395,7 +395,7 @@ def test_menu_actions_window_presets_recent_and_samples(qtbot, make_window, tmp_
 
 def test_model_input_follows_the_displayed_ct_window(qtbot, fake, make_window, tmp_path) -> None:
     from medsam_desktop.core.intensity import window as ct_window
-    from medsam_desktop.ui.worker import ModelInput
+    from medsam_desktop.core.model_input import ModelInput
 
     arr = np.random.default_rng(2).integers(-1000, 1000, size=(3, 16, 16)).astype(np.int16)
     lazy = ModelInput(Volume(arr, modality="CT"))

@@ -10,10 +10,11 @@ from PyQt6.QtWidgets import QApplication
 
 from medsam_desktop.core.annotation import OverlapRule
 from medsam_desktop.core.intensity import to_display_uint8
+from medsam_desktop.core.model_input import ModelInput
 from medsam_desktop.core.preprocess import preprocess
 from medsam_desktop.core.reformat import Plane
 from medsam_desktop.io import Volume
-from medsam_desktop.ui.worker import ModelInput, SegmentationWorker
+from medsam_desktop.ui.worker import SegmentationWorker
 
 # 12 slices of 64 x 64: every plane (axial 64x64, coronal/sagittal 12x64) has its longest PHYSICAL side along
 # its 64 columns, so the model frame is exactly 4x the image frame along columns; rows of the reformatted
