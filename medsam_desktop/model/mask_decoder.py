@@ -68,6 +68,18 @@ class MaskDecoder(nn.Module):
         sl = slice(1, None) if multimask_output else slice(0, 1)
         return masks[:, sl], iou[:, sl]
 
+    def prompt_tokens(self, sparse_prompt_embeddings: torch.Tensor, image_batch: int) -> torch.Tensor:
+        """(B, P, C) prompt embeddings -> (B, 1 + 4 + P, C) tokens: IoU token, mask tokens, prompts.
+
+        Raises ValueError unless the image batch is B or 1 (one image shared by all prompts).
+        """
+        n = sparse_prompt_embeddings.shape[0]
+        if image_batch not in (1, n):
+            raise ValueError(f"image batch {image_batch} must equal the prompt batch {n} or be 1")
+        out_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
+        out_tokens = out_tokens.unsqueeze(0).expand(n, -1, -1).to(sparse_prompt_embeddings.dtype)
+        return torch.cat([out_tokens, sparse_prompt_embeddings], dim=1)
+
     def predict_masks(
         self,
         image_embeddings: torch.Tensor,
@@ -75,14 +87,7 @@ class MaskDecoder(nn.Module):
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        n = sparse_prompt_embeddings.shape[0]
-        out_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
-        out_tokens = out_tokens.unsqueeze(0).expand(n, -1, -1).to(sparse_prompt_embeddings.dtype)
-        tokens = torch.cat([out_tokens, sparse_prompt_embeddings], dim=1)
-        if image_embeddings.shape[0] not in (1, n):
-            raise ValueError(
-                f"image batch {image_embeddings.shape[0]} must equal the prompt batch {n} or be 1"
-            )
+        tokens = self.prompt_tokens(sparse_prompt_embeddings, image_embeddings.shape[0])
         # batch 1 stays batch 1 (with a batch-1 dense prompt): the transformer broadcasts it per prompt late
         src = image_embeddings + dense_prompt_embeddings
         pos = image_pe

@@ -101,12 +101,7 @@ def _block(
     key_pe: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One two-way block; keys (B or 1, N, C) -> (B, N, C)."""
-    if layer.skip_first_layer_pe:
-        queries = layer.self_attn(queries, queries, queries)
-    else:
-        q = queries + query_pe
-        queries = queries + layer.self_attn(q, q, queries)
-    queries = layer.norm1(queries)
+    queries = layer.token_self_attention(queries, query_pe)
     keys_pe = keys + key_pe  # used by both cross-attentions
     attn = token_to_image(layer.cross_attn_token_to_image, queries + query_pe, keys_pe, keys)
     queries = layer.norm2(queries + attn)
@@ -160,12 +155,8 @@ def predict_single_mask(
     dense_prompt_embeddings: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Same inputs as :meth:`MaskDecoder.predict_masks`; returns logits (B, 1, 256, 256) and IoU (B, 1)."""
-    n = sparse_prompt_embeddings.shape[0]
-    if image_embeddings.shape[0] not in (1, n):
-        raise ValueError(f"image batch {image_embeddings.shape[0]} must equal the prompt batch {n} or be 1")
-    dtype = sparse_prompt_embeddings.dtype
-    out_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0).to(dtype)
-    tokens = torch.cat([out_tokens.unsqueeze(0).expand(n, -1, -1), sparse_prompt_embeddings], dim=1)
+    tokens = decoder.prompt_tokens(sparse_prompt_embeddings, image_embeddings.shape[0])
+    n = tokens.shape[0]
     side = image_embeddings.shape[-1]
     keys = _tokens(image_embeddings)  # (1|B, N, C)
     dense = dense_prompt_embeddings
