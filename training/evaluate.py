@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
     print(f"\nDSC gap (student - teacher), mean over modalities: {100 * (s_mean - t_mean):+.2f} points; "
           f"worst modality {worst[1]}: {100 * worst[0]:+.2f} points")
-    if (args.out / "teacher" / "timing.csv").is_file():
+    if not args.skip_teacher and (args.out / "teacher" / "timing.csv").is_file():  # both timed in this run
         ts, tt = timing(args.out / "student"), timing(args.out / "teacher")
         print(f"total inference seconds: student {ts:.1f}, teacher {tt:.1f} (ratio {tt / ts:.1f}x)")
     label_rows = per_label_3d(args.data, {"teacher": args.out / "teacher", "student": args.out / "student"})
