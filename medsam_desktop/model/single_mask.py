@@ -129,22 +129,35 @@ def _upscaled_mask(decoder: MaskDecoder, image: torch.Tensor, hyper: torch.Tenso
     return m.reshape(b, 4 * side, 4 * side)
 
 
-def _tokens(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> contiguous (B, H*W, C), row-major over the grid; a view of ``x`` when it is channels-last,
-    so never write into the result."""
+def _tokens(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """(B, C, H, W) -> contiguous (B, H*W, C) in ``dtype`` (default x's), row-major over the grid; a view of
+    ``x`` when it is channels-last in its own dtype, so never write into the result."""
     b, c, h, w = x.shape
-    return x.permute(0, 2, 3, 1).reshape(b, h * w, c).contiguous()
+    if dtype is None or dtype == x.dtype:
+        return x.permute(0, 2, 3, 1).reshape(b, h * w, c).contiguous()
+    out = torch.empty((b, h, w, c), dtype=dtype, device=x.device)
+    out.copy_(x.permute(0, 2, 3, 1))  # transpose and cast in one pass (autocast only: ONNX export traces fp32)
+    return out.reshape(b, h * w, c)
 
 
-def _key_pe(decoder: MaskDecoder, image_pe: torch.Tensor) -> torch.Tensor:
-    """Token layout of the grid encoding, kept while the caller passes the same tensor (a fused prompt encoder
-    returns one tensor every time)."""
+def _key_pe(decoder: MaskDecoder, image_pe: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Token layout of the grid encoding in ``dtype``, kept while the caller passes the same tensor (a fused
+    prompt encoder returns one tensor every time)."""
     memo = decoder._key_pe_memo
-    if memo is not None and memo[0] is image_pe:
+    if memo is not None and memo[0] is image_pe and memo[1].dtype == dtype:
         return memo[1]
-    key_pe = _tokens(image_pe)
+    key_pe = _tokens(image_pe, dtype)
     decoder._key_pe_memo = (image_pe, key_pe)
     return key_pe
+
+
+def _image_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype the (B, N, C) image tokens are kept in: the autocast dtype when autocast is on for x's device
+    (every product would cast them anyway; kept once, they also halve the memory traffic of the adds and
+    LayerNorms), else x's own."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
 
 
 def predict_single_mask(
@@ -158,13 +171,14 @@ def predict_single_mask(
     tokens = decoder.prompt_tokens(sparse_prompt_embeddings, image_embeddings.shape[0])
     n = tokens.shape[0]
     side = image_embeddings.shape[-1]
-    keys = _tokens(image_embeddings)  # (1|B, N, C)
+    dtype = _image_dtype(image_embeddings)
+    keys = _tokens(image_embeddings, dtype)  # (1|B, N, C)
     dense = dense_prompt_embeddings
     if dense.stride(-1) == 0 and dense.stride(-2) == 0:
-        keys = keys + dense[:, :, 0, 0].unsqueeze(1)  # the no-mask embedding: one vector per image
+        keys = keys + dense[:, :, 0, 0].unsqueeze(1).to(dtype)  # the no-mask embedding: one vector per image
     else:
-        keys = keys + _tokens(dense)
-    key_pe = _key_pe(decoder, image_pe)
+        keys = keys + _tokens(dense, dtype)
+    key_pe = _key_pe(decoder, image_pe, dtype)
     transformer = decoder.transformer
     queries = tokens
     for layer in transformer.layers:
