@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import random
 import sys
@@ -289,3 +290,34 @@ def test_distill_cli_with_flips(tmp_path: Path, caplog: pytest.LogCaptureFixture
                              "--batch-size", "2", "--max-steps", "2", "--val-every", "2", "--threads", "1"]) == 0
     assert "flipped targets available: hflip 6, vflip 6" in caplog.text
     assert torch.load(out / "last.pt", map_location="cpu", weights_only=True)["state"]["step"] == 2
+
+
+def test_oversample_repeats_a_modality_within_each_epoch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, items, cache, images = _filled_cache(tmp_path)
+    train = [it for it in items if it.split == "train"]
+    by_id = {it.id: it for it in train}
+    drawn: list[str] = []
+    monkeypatch.setattr(distill, "load_batch", lambda batch, *a, **k: drawn.extend(it.id for it in batch))
+    batches = distill.Batches(train, cache, images, 1, 0, 1, random.Random(0), repeats={"ct": 3})
+    epoch = 3 * sum(it.modality == "ct" for it in train) + sum(it.modality != "ct" for it in train)
+    for _ in range(2 * epoch):
+        batches.next()
+    for half in (drawn[:epoch], drawn[epoch:]):  # per epoch: CT items three times, the others once
+        counts = {i: half.count(i) for i in by_id}
+        assert all(n == (3 if by_id[i].modality == "ct" else 1) for i, n in counts.items()), counts
+    assert distill.parse_repeats("ct=3, MR=2") == {"ct": 3, "mr": 2}
+    for bad in ("ct", "ct=0", "ct=x", "=2"):
+        with pytest.raises(argparse.ArgumentTypeError, match="MODALITY=COUNT"):
+            distill.parse_repeats(bad)
+
+
+def test_teacher_cache_plan_can_keep_to_some_modalities(tmp_path: Path) -> None:
+    data = _prepare(tmp_path)
+    items = read_manifest(data)
+    cache = TeacherCache(data, "fake")
+    jobs = teacher_cache.plan(items, cache, (IDENTITY,), modalities=frozenset({"ct"}))
+    val = [it for it in items if it.split == "val"]
+    assert [it for it, _ in jobs[: len(val)]] == val  # validation first, whatever its modality
+    rest = [it for it, _ in jobs[len(val) :]]
+    assert rest and all(it.modality == "ct" and it.split == "train" for it in rest)
+    assert len(rest) == sum(it.modality == "ct" and it.split == "train" for it in items)

@@ -11,6 +11,9 @@ memory stays bounded (memory-mapped shards, one batch at a time). Uses CUDA when
 ``hflip``/``vflip`` where ``teacher_cache.py --variants`` has computed them); the image is flipped by the same
 ``shards.apply_variant`` as the teacher's input. Off by default: identity only, as before.
 
+``--oversample ct=3``: every cached item of those modalities appears that many times per epoch (e.g. where the
+student is weakest and the pool is thin); the validation set is unchanged.
+
 Outputs in ``--out``: ``last.pt`` (resume state), ``best.pt`` (full network, our checkpoint format),
 ``log.csv`` (step, seconds, lr, train MSE, grad norm, val MSE).
 
@@ -79,7 +82,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--max-hours", type=float, default=0.0, help="stop after this wall time (0: no limit)")
     ap.add_argument("--max-steps", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--oversample", type=parse_repeats, default={}, metavar="MOD=K[,MOD=K]",
+                    help="repeat each cached item of modality MOD K times per epoch (e.g. ct=3)")
     return ap.parse_args(argv)
+
+
+def parse_repeats(spec: str) -> dict[str, int]:
+    """``"ct=3,mr=2"`` -> {"ct": 3, "mr": 2}; each count an integer >= 1."""
+    out: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        mod, sep, count = part.partition("=")
+        if not sep or not mod.strip() or not count.strip().isdigit() or int(count) < 1:
+            raise argparse.ArgumentTypeError(f"expected MODALITY=COUNT with COUNT >= 1, got {part!r}")
+        out[mod.strip().lower()] = int(count)
+    return out
 
 
 class Batches:
@@ -90,10 +106,12 @@ class Batches:
     """
 
     def __init__(self, items: list[ShardItem], cache: TeacherCache, images: ShardImages, batch_size: int,
-                 rank: int, world: int, rng: random.Random, flips: bool = False) -> None:
+                 rank: int, world: int, rng: random.Random, flips: bool = False,
+                 repeats: dict[str, int] | None = None) -> None:
         self.items, self.cache, self.images = items, cache, images
         self.batch_size, self.rank, self.world, self.rng = batch_size, rank, world, rng
         self.flips = flips
+        self.repeats = repeats or {}  # modality -> times each of its items appears per epoch (default 1)
         self.epoch = 0
         self._queue: list[tuple[ShardItem, str]] = []
 
@@ -101,6 +119,7 @@ class Batches:
         ready = [it for it in self.items if self.cache.has(it.id)]
         if len(ready) < self.batch_size * self.world:
             raise RuntimeError(f"only {len(ready)} training items have teacher embeddings; run teacher_cache.py")
+        ready = [it for it in ready for _ in range(self.repeats.get(it.modality, 1))]
         self.rng.shuffle(ready)
         if self.flips:  # drawn on every rank alike (same rng), before the rank::world split
             options = [[v for v in VARIANTS if v == IDENTITY or self.cache.has(it.id, v)] for it in ready]
@@ -111,7 +130,7 @@ class Batches:
             drawn, extra = [IDENTITY] * len(ready), ""
         self._queue = list(zip(ready, drawn))[self.rank :: self.world]
         self.epoch += 1
-        log.info("epoch %d: %d cached training items%s", self.epoch, len(ready), extra)
+        log.info("epoch %d: %d cached training samples%s", self.epoch, len(ready), extra)
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         if len(self._queue) < self.batch_size:
@@ -210,9 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     cache, images = TeacherCache(args.data, tag), ShardImages(args.data)
     val_items = [it for it in items if it.split == "val" and cache.has(it.id)][: args.val_items]
     batches = Batches([it for it in items if it.split == "train"], cache, images, args.batch_size, rank, world, rng,
-                      flips=args.flips)
-    log.info("%d validation items cached; lr %.2e, batch %d x %d, bf16 %s, flips %s", len(val_items),
-             opt.param_groups[0]["lr"], args.batch_size, world, args.bf16, args.flips)
+                      flips=args.flips, repeats=args.oversample)
+    log.info("%d validation items cached; lr %.2e, batch %d x %d, bf16 %s, flips %s, oversample %s",
+             len(val_items), opt.param_groups[0]["lr"], args.batch_size, world, args.bf16, args.flips,
+             args.oversample or "none")
 
     log_path = args.out / "log.csv"
     new_log = not log_path.exists()

@@ -10,8 +10,11 @@ Order: validation items (identity only: validation is on unaugmented images), th
 rank blocks of ``--block`` items (0: one block of all): within a block, every variant in turn in
 ``--variants`` order (identity always first). With the default block, all new items come before any flip.
 
+``--modalities ct,mr`` restricts the training items to those modalities (e.g. to fill the cache where the
+student is weakest first); validation items are always cached.
+
 Usage: python training/teacher_cache.py --data ~/.cache/medsam_desktop/distill [--teacher litemedsam|CKPT]
-       [--variants identity,hflip,vflip] [--block N]
+       [--variants identity,hflip,vflip] [--block N] [--modalities ct,mr]
 """
 
 from __future__ import annotations
@@ -52,10 +55,11 @@ def load_teacher_spec(spec: str) -> tuple[torch.nn.Module, str]:
 
 
 def plan(items: list[ShardItem], cache: TeacherCache, variants: tuple[str, ...], limit: int = 0,
-         block: int = 0) -> list[tuple[ShardItem, str]]:
+         block: int = 0, modalities: frozenset[str] | None = None) -> list[tuple[ShardItem, str]]:
     """The missing (item, variant) embeddings in computing order (see the module docstring)."""
     val = [it for it in items if it.split == "val"]
-    train = sorted((it for it in items if it.split == "train"), key=lambda it: it.rank)
+    train = sorted((it for it in items if it.split == "train" and (not modalities or it.modality in modalities)),
+                   key=lambda it: it.rank)
     if limit:
         train = train[:limit]
     block = block or max(1, len(train))
@@ -94,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", default=IDENTITY, help="comma-separated: identity,hflip,vflip (identity always)")
     ap.add_argument("--block", type=int, default=0, help="rank-block size for the variant order (0: all items)")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (MSE vs fp32 ~7e-5)")
+    ap.add_argument("--modalities", default="", help="comma-separated: only training items of these (default all)")
     args = ap.parse_args(argv)
     try:
         variants = parse_variants(args.variants)
@@ -108,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     cache = TeacherCache(args.data, tag)
     images = ShardImages(args.data)
     items = read_manifest(args.data)
-    todo = plan(items, cache, variants, args.limit, args.block)
+    modalities = frozenset(m.strip().lower() for m in args.modalities.split(",") if m.strip())
+    todo = plan(items, cache, variants, args.limit, args.block, modalities or None)
     counts = {v: sum(1 for _, w in todo if w == v) for v in variants}
     log.info("teacher %s: %d embeddings to cache (%s)", tag, len(todo),
              ", ".join(f"{v} {n}" for v, n in counts.items()))
