@@ -8,13 +8,18 @@ shipped (torch, fp32), ``student`` the bundled RepViT-M0.6 (torch, fp32), ``-bf1
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import resource
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from medsam_desktop.core.backend import InferenceBackend, load_backend, native_bf16_available
@@ -97,3 +102,28 @@ def peak_rss_mb() -> float:
     except (OSError, StopIteration):
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # never reset; Linux kB, macOS bytes
         return peak / 2**20 if platform.system() == "Darwin" else peak / 1024
+
+
+def current_rss_mb() -> float:
+    """Current resident set size of this process (Linux /proc; 0.0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def random_boxes(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` boxes (n, 4) float32 in the 256 model frame: corners in [0, 150), sides 20-100 px."""
+    lo = rng.uniform(0, 150, (n, 2))
+    return np.hstack([lo, lo + rng.uniform(20, 100, (n, 2))]).astype(np.float32)
+
+
+def run_child(script: str, args: list[str], env: dict[str, str] | None = None) -> dict:
+    """Run ``script --child ARGS`` in a fresh interpreter (own peak RSS, own malloc settings) and return the JSON
+    object it prints last; a failing child stops the benchmark with its error output."""
+    out = subprocess.run([sys.executable, str(Path(script).resolve()), "--child", *args], capture_output=True,
+                         text=True, check=False, env=None if env is None else {**os.environ, **env})
+    if out.returncode != 0:
+        raise SystemExit(f"{Path(script).name} --child {' '.join(args)} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])

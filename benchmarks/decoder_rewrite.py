@@ -13,29 +13,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 
 try:
-    from benchmarks._common import build_backend, machine_line, median_ms, timed
+    from benchmarks._common import build_backend, machine_line, median_ms, random_boxes, run_child, timed
     from benchmarks.backend_candidates import label_iou
     from benchmarks.dev_end_to_end import DEFAULT_DATA
 except ImportError:  # run as a script from benchmarks/
-    from _common import build_backend, machine_line, median_ms, timed  # type: ignore[no-redef]
+    from _common import (  # type: ignore[no-redef]
+        build_backend,
+        machine_line,
+        median_ms,
+        random_boxes,
+        run_child,
+        timed,
+    )
     from backend_candidates import label_iou  # type: ignore[no-redef]
     from dev_end_to_end import DEFAULT_DATA  # type: ignore[no-redef]
 
 CONFIGS = ("student", "student-bf16")
-
-
-def _boxes(n: int) -> np.ndarray:
-    rng = np.random.default_rng(0)
-    lo = rng.uniform(0, 150, (n, 2))
-    return np.hstack([lo, lo + rng.uniform(20, 100, (n, 2))]).astype(np.float32)
 
 
 def time_decoders(threads: int, repeats: int, warmup: int = 3) -> dict[str, dict[str, float]]:
@@ -43,7 +41,7 @@ def time_decoders(threads: int, repeats: int, warmup: int = 3) -> dict[str, dict
     backends = {k: build_backend(k, threads) for k in CONFIGS}
     x = np.random.default_rng(1).random((1, 3, 256, 256), dtype=np.float32)
     embs = {k: b.encode(x) for k, b in backends.items()}
-    box1, box8 = _boxes(1), _boxes(8)
+    box1, box8 = random_boxes(np.random.default_rng(0), 1), random_boxes(np.random.default_rng(0), 8)
     samples: dict[str, dict[str, list[float]]] = {k: {} for k in CONFIGS}
     for i in range(warmup + repeats):
         for k, b in backends.items():
@@ -92,12 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(time_decoders(args.threads, args.repeats)))
         return 0
     tuned = time_decoders(args.threads, args.repeats)
-    env = dict(os.environ, MEDSAM_MALLOC_TUNING="0")
-    child = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--child", "--threads", str(args.threads), "--repeats",
-         str(args.repeats)], env=env, capture_output=True, text=True, check=True,
-    )
-    untuned = json.loads(child.stdout.strip().splitlines()[-1])
+    untuned = run_child(__file__, ["--threads", str(args.threads), "--repeats", str(args.repeats)],
+                        env={"MEDSAM_MALLOC_TUNING": "0"})
     print(machine_line(args.threads))
     print(f"repeats {args.repeats}; median ms per box (1 box alone; per box in a batch of 8)")
     print(f"{'configuration':<14}{'malloc':>9}{'old 1':>9}{'new 1':>9}{'old 8':>9}{'new 8':>9}")

@@ -15,9 +15,16 @@ import argparse
 import numpy as np
 
 try:
-    from benchmarks._common import build_backend, machine_line, median_ms, parse_configs, timed
+    from benchmarks._common import build_backend, machine_line, median_ms, parse_configs, random_boxes, timed
 except ImportError:  # run as a script from benchmarks/
-    from _common import build_backend, machine_line, median_ms, parse_configs, timed  # type: ignore[no-redef]
+    from _common import (  # type: ignore[no-redef]
+        build_backend,
+        machine_line,
+        median_ms,
+        parse_configs,
+        random_boxes,
+        timed,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,8 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(0)
     x = rng.random((1, 3, 256, 256), dtype=np.float32)
     box1 = np.array([[60.0, 70.0, 180.0, 200.0]], dtype=np.float32)
-    lo = rng.uniform(0, 150, (8, 2))
-    box8 = np.hstack([lo, lo + rng.uniform(20, 100, (8, 2))]).astype(np.float32)
+    box8 = random_boxes(rng, 8)
     embs = {k: b.encode(x) for k, b in backends.items()}
     enc: dict[str, list[float]] = {k: [] for k in labels}
     dec1: dict[str, list[float]] = {k: [] for k in labels}

@@ -13,29 +13,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 try:
-    from benchmarks._common import build_backend, machine_line, peak_rss_mb
+    from benchmarks._common import build_backend, current_rss_mb, machine_line, peak_rss_mb, run_child
     from benchmarks.synthetic_ct import synthetic_ct
 except ImportError:  # run as a script from benchmarks/
-    from _common import build_backend, machine_line, peak_rss_mb  # type: ignore[no-redef]
+    from _common import (  # type: ignore[no-redef]
+        build_backend,
+        current_rss_mb,
+        machine_line,
+        peak_rss_mb,
+        run_child,
+    )
     from synthetic_ct import synthetic_ct  # type: ignore[no-redef]
-
-
-def rss_mb() -> float:
-    """Current resident set size (Linux /proc; 0 elsewhere)."""
-    try:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        return 0.0
 
 
 def session(rounds: int, prompts: int, threads: int) -> dict[str, object]:
@@ -60,7 +53,7 @@ def session(rounds: int, prompts: int, threads: int) -> dict[str, object]:
         sel = boxes3d[r % len(boxes3d) : r % len(boxes3d) + 2]
         propagate_boxes(predictor, stack, sel, volume_key="synthetic",  # type: ignore[arg-type]
                         pixel_spacing=stack.pixel_spacing)
-        samples.append(rss_mb())
+        samples.append(current_rss_mb())
     return {"rss": samples, "peak": peak_rss_mb(), "seconds": time.perf_counter() - t0}
 
 
@@ -74,14 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         print(json.dumps(session(args.rounds, args.prompts, args.threads)))
         return 0
-    results = {}
-    for label, tuning in (("tuned (default)", "1"), ("untuned", "0")):
-        out = subprocess.run(
-            [sys.executable, str(Path(__file__).resolve()), "--child", "--rounds", str(args.rounds), "--prompts",
-             str(args.prompts), "--threads", str(args.threads)],
-            env=dict(os.environ, MEDSAM_MALLOC_TUNING=tuning), capture_output=True, text=True, check=True,
-        )
-        results[label] = json.loads(out.stdout.strip().splitlines()[-1])
+    child_args = ["--rounds", str(args.rounds), "--prompts", str(args.prompts), "--threads", str(args.threads)]
+    results = {label: run_child(__file__, child_args, env={"MEDSAM_MALLOC_TUNING": tuning})
+               for label, tuning in (("tuned (default)", "1"), ("untuned", "0"))}
     print(machine_line(args.threads))
     print(f"student-bf16, synthetic 512x512x60 CT, {args.rounds} rounds of {args.prompts} prompts + 1 propagation")
     print(f"{'malloc':<18}{'RSS round 1':>12}{'RSS end':>10}{'growth':>9}{'peak':>8}{'seconds':>9}")

@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 try:
-    from benchmarks._common import build_backend, machine_line, parse_configs, peak_rss_mb, reset_peak_rss
+    from benchmarks._common import build_backend, machine_line, parse_configs, peak_rss_mb, reset_peak_rss, run_child
 except ImportError:  # run as a script from benchmarks/
     from _common import (  # type: ignore[no-redef]
         build_backend,
@@ -29,6 +26,7 @@ except ImportError:  # run as a script from benchmarks/
         parse_configs,
         peak_rss_mb,
         reset_peak_rss,
+        run_child,
     )
 
 # name, centre (z, y, x) as fractions of the volume, semi-axes (z, y, x) in voxels, HU
@@ -143,12 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     labels = parse_configs(args.configs)
     results = {}
     for label in labels:
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", label, "--threads", str(args.threads),
-               "--depth", str(args.depth)]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if out.returncode != 0:
-            raise SystemExit(f"{label} failed:\n{out.stderr[-2000:]}")
-        results[label] = json.loads(out.stdout.strip().splitlines()[-1])
+        results[label] = run_child(__file__, [label, "--threads", str(args.threads), "--depth", str(args.depth)])
         print(label, results[label], flush=True)
     print()
     print(machine_line(args.threads))

@@ -211,3 +211,20 @@ def test_write_challenge_segs_failure_keeps_previous(tmp_path: Path, monkeypatch
         write_challenge_segs(tmp_path / "x.npz", np.zeros((2, 2), np.float32))
     with pytest.raises(OutputWriteError, match=r"\.npz"):
         write_challenge_segs(tmp_path / "x.npy", np.zeros((2, 2), np.uint8))
+
+
+def test_segs_round_trip_and_refusals(tmp_path) -> None:
+    from medsam_desktop.io.challenge_npz import read_challenge_segs, write_challenge_segs
+    from medsam_desktop.io.errors import InvalidNpzError
+
+    segs = np.zeros((3, 8, 9), np.int32)
+    segs[1, 2:5, 3:7] = 2
+    path = write_challenge_segs(tmp_path / "case.npz", segs, spacing_zyx=(2.0, 0.8, 0.8))
+    back = read_challenge_segs(path)
+    assert back.dtype == np.uint8 and np.array_equal(back, segs)
+    np.savez(tmp_path / "gts_only.npz", gts=segs)
+    with pytest.raises(InvalidNpzError, match="missing segs"):
+        read_challenge_segs(tmp_path / "gts_only.npz")
+    np.savez(tmp_path / "float.npz", segs=segs.astype(np.float32))
+    with pytest.raises(InvalidNpzError, match="'segs' must be an integer"):
+        read_challenge_segs(tmp_path / "float.npz")

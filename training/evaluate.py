@@ -51,23 +51,21 @@ def per_modality(metrics_csv: Path) -> tuple[dict[str, tuple[float, float, int]]
 
 
 def per_label_3d(data: Path, segs: dict[str, Path]) -> list[str]:
-    """Markdown rows: per 3D case and label, the ground-truth voxel count and each model's DSC."""
-    from medsam_desktop.core.metrics import evaluate_case
-    from medsam_desktop.io.challenge_npz import read_challenge_gt
+    """Markdown rows: per 3D case and ground-truth label, its voxel count and each model's DSC ("-" when that
+    model has no segmentation of the case)."""
+    from medsam_desktop.core.metrics import dice
+    from medsam_desktop.io.challenge_npz import read_challenge_gt, read_challenge_segs
 
     rows = ["| 3D case | label | voxels | " + " | ".join(f"{k} DSC" for k in segs) + " |",
             "|---|---:|---:|" + "---:|" * len(segs)]
     for gt_path in sorted((data / "gts").glob("3D*.npz")):
         gts = read_challenge_gt(gt_path)
-        scores = {}
-        for name, folder in segs.items():
-            seg_path = folder / gt_path.name
-            if seg_path.is_file():
-                with np.load(seg_path) as z:
-                    scores[name] = evaluate_case(z["segs"], gts, nsd_dsc_threshold=2.0)  # DSC only
-        for i, label in enumerate(next(iter(scores.values())).labels if scores else ()):
-            cells = " | ".join(f"{scores[k].dsc_per_label[i]:.3f}" if k in scores else "-" for k in segs)
-            rows.append(f"| {gt_path.stem} | {label} | {int(np.sum(gts == label))} | {cells} |")
+        preds = {k: read_challenge_segs(folder / gt_path.name) for k, folder in segs.items()
+                 if (folder / gt_path.name).is_file()}
+        for label in (int(v) for v in np.unique(gts) if v != 0):
+            truth = gts == label
+            cells = " | ".join(f"{dice(preds[k] == label, truth):.3f}" if k in preds else "-" for k in segs)
+            rows.append(f"| {gt_path.stem} | {label} | {int(truth.sum())} | {cells} |")
     return rows
 
 

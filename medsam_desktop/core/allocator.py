@@ -3,11 +3,12 @@
 A decode call allocates and frees tensors of a few to ~30 MB in a tight loop. With glibc's defaults each
 such block is either mapped afresh (``mmap``, then every page faulted in and zeroed) or returned to the
 system when it reaches the top of the heap (``trim``), and re-faulted on the next call. Measured on this
-project's 2-core CPU: decode of 4 boxes 19.9 -> 12.6 ms per box in bf16, 8 boxes 31 -> 21 ms per box in
-fp32, encoder unchanged (docs/performance.md). Blocks under 32 MB now stay in the heap, and up to
-``TRIM_THRESHOLD`` bytes of free heap top are kept for reuse; larger arrays (whole volumes) are still mapped
-and go back to the system when freed. ``MEDSAM_MALLOC_TUNING=0`` in the environment leaves malloc alone
-(the benchmarks use it to measure the difference).
+project's 2-core CPU (docs/performance.md, A/B with ``MEDSAM_MALLOC_TUNING=0``): decoder per box of 8 24.1 ->
+19.5 ms fp32 and 17.4 -> 13.8 ms bf16; encoder 134 -> 124 ms fp32, 86 -> 75 ms bf16 (LiteMedSAM's 925 -> 752
+ms); RSS over a long session settles (benchmarks/memory_endurance.py). Blocks under 32 MB now stay in the
+heap, and up to ``TRIM_THRESHOLD`` bytes of free heap top are kept for reuse; larger arrays (whole
+volumes) are still mapped and go back to the system when freed. ``MEDSAM_MALLOC_TUNING=0`` in the
+environment leaves malloc alone (the benchmarks use it to measure the difference).
 """
 
 from __future__ import annotations

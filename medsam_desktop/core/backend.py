@@ -30,9 +30,9 @@ RUNTIMES = ("torch", "openvino", "onnxruntime")
 RUNTIME_TITLES = {"torch": "PyTorch", "openvino": "OpenVINO", "onnxruntime": "ONNX Runtime"}
 #: the defaults of the CLIs and the app (one place to change them)
 DEFAULT_RUNTIME = "torch"
-# bf16 where the CPU computes it natively: 1.20x faster end to end on the dev set with DSC -0.03 points, within
-# issue #6's 0.2-point rule; OpenVINO bf16 was 1.36x faster still but its masks agree with torch only to IoU
-# 0.985 (< 0.99), so torch stays the default runtime (docs/performance.md).
+# bf16 where the CPU computes it natively: 1.52x faster end to end on the dev set with DSC -0.00 points, within
+# issue #6's 0.2-point rule; no other runtime is 1.3x faster than torch (OpenVINO bf16 1.06x, masks IoU 0.986),
+# so torch stays the default runtime (docs/performance.md).
 DEFAULT_PRECISION = "auto"
 
 

@@ -30,12 +30,14 @@ __all__ = [
     "modality_from_case_name",
     "read_challenge_gt",
     "read_challenge_npz",
+    "read_challenge_segs",
     "write_challenge_segs",
 ]
 
 _IMG_KEYS_REQUIRED = frozenset({"imgs", "boxes"})
 _IMG_KEYS_ALLOWED = frozenset({"imgs", "boxes", "spacing", "gts"})
 _GT_KEYS_ALLOWED = frozenset({"gts", "spacing"})
+_SEGS_KEYS_ALLOWED = frozenset({"segs", "spacing"})
 _NAME_RE = re.compile(r"^[23]DBox_([^_]+)_", re.IGNORECASE)
 _NAME_MODALITY = {
     "ct": "CT", "mr": "MR", "mri": "MR", "pet": "PT", "pt": "PT", "nm": "NM", "spect": "NM",
@@ -194,16 +196,24 @@ def read_challenge_npz(path: str | os.PathLike[str]) -> ChallengeCase:
     return ChallengeCase(volume=volume, boxes=boxes, spacing_zyx=spacing_zyx, name=path.stem)
 
 
+def _read_labels(path: str | os.PathLike[str], key: str, allowed: frozenset[str]) -> np.ndarray:
+    path = Path(path)
+    labels = _load_arrays(path, (key,), allowed)[key]
+    if labels.ndim not in (2, 3) or labels.dtype.kind not in "biu":
+        raise InvalidNpzError(
+            f"'{key}' must be an integer (H, W) or (D, H, W) array, got {labels.dtype} {labels.shape}", path=path
+        )
+    return labels
+
+
 def read_challenge_gt(path: str | os.PathLike[str]) -> np.ndarray:
     """Ground-truth labels ``gts`` of a challenge ``gts/*.npz``: (H, W) 2D or (D, H, W) 3D, integer."""
-    path = Path(path)
-    arrays = _load_arrays(path, ("gts",), _GT_KEYS_ALLOWED)
-    gts = arrays["gts"]
-    if gts.ndim not in (2, 3) or gts.dtype.kind not in "biu":
-        raise InvalidNpzError(
-            f"'gts' must be an integer (H, W) or (D, H, W) array, got {gts.dtype} {gts.shape}", path=path
-        )
-    return gts
+    return _read_labels(path, "gts", _GT_KEYS_ALLOWED)
+
+
+def read_challenge_segs(path: str | os.PathLike[str]) -> np.ndarray:
+    """Predicted labels ``segs`` of a file written by :func:`write_challenge_segs`: (H, W) or (D, H, W)."""
+    return _read_labels(path, "segs", _SEGS_KEYS_ALLOWED)
 
 
 def write_challenge_segs(

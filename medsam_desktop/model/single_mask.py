@@ -2,7 +2,8 @@
 
 Same function as :meth:`MaskDecoder.predict_masks` followed by taking mask 0, with about half the
 multiply-adds per box and far fewer passes over the (B, 4096, 256) image tokens. Every step is an exact
-algebraic identity; only the floating-point summation order changes (max |logit difference| ~1e-4 in fp32).
+algebraic identity; only the floating-point summation order changes (fp32, LiteMedSAM's weights on a
+dev CT slice: max |logit difference| 5e-5 on logits up to 57, no mask pixel changes).
 
 Notation: B boxes, N = 64*64 image tokens, C = 256 channels, T = 7 tokens (IoU, 4 mask tokens, 2 box
 corners), H = 8 heads of width d = 16 in the cross-attentions (internal width D = 128). Per head h an

@@ -346,20 +346,6 @@ def test_dicom_folder_with_two_series_asks_which(raw_dir, tmp_path) -> None:
     assert files.load_image(tmp_path, lambda series: None) is None
 
 
-@pytest.mark.parametrize("modality", ["CT", "MR", "unknown"])
-def test_model_input_matches_the_engine_intensity_mapping(modality) -> None:
-    from medsam_desktop.core.intensity import to_display_uint8
-    from medsam_desktop.core.model_input import ModelInput
-
-    rng = np.random.default_rng(1)
-    arr = rng.normal(100, 300, size=(5, 16, 16)).astype(np.int16)
-    arr[0, :4] = 0
-    lazy = ModelInput(Volume(arr, modality=modality))
-    expected = to_display_uint8(arr, modality)
-    for z in range(5):
-        np.testing.assert_array_equal(lazy[z], expected[z])
-
-
 def test_propagation_without_model_resets_the_ui(qtbot, make_window, tmp_path, errors) -> None:
     window = make_window(ModelNotAvailableError("no model weights found"))
     window.open_path_and_wait(synthetic_nifti(tmp_path))
