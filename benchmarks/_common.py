@@ -32,6 +32,8 @@ CONFIGS: dict[str, tuple[str, str, str]] = {  # label -> (model name or "student
     "student-bf16": ("student", "bf16", "torch"),
     "student-openvino": ("student", "fp32", "openvino"),
     "student-openvino-bf16": ("student", "bf16", "openvino"),
+    # the shipped int8 encoder (training/quantize_encoder.py); decoder and the rest at auto precision
+    "student-openvino-int8": ("student", "int8", "openvino"),
 }
 
 

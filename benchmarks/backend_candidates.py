@@ -4,10 +4,11 @@ Every backend is built by ``core.backend.load_backend`` (the exported runtimes r
 every dev case
 is segmented by each backend in turn (order rotating per case) with the challenge algorithm. Reported per
 backend: total seconds, speed-up and mask agreement (IoU of each label, averaged per case; mean and worst
-case) against torch AT THE SAME PRECISION (fp32 runtimes vs torch fp32, bf16 runtimes vs torch bf16), and
+case) against torch AT THE SAME PRECISION (fp32 runtimes vs torch fp32, bf16 runtimes vs torch bf16; OpenVINO
+int8, whose int8 encoder has no torch twin and whose other parts run bf16, vs torch bf16), and
 mean-over-modalities DSC. Issue #6's rules: a runtime replaces torch only if >= 1.3x faster end to end
-with IoU >= 0.99 against the torch path; bf16 is used only if DSC moves by less than 0.2 points (bf16 vs
-fp32 of the same runtime).
+with IoU >= 0.99 against the torch path; bf16 (and int8) is used only if DSC moves by less than 0.2 points
+(against fp32 of the same runtime).
 
     .venv/bin/python benchmarks/backend_candidates.py [--limit N] [--threads 2]
 """
@@ -39,8 +40,8 @@ REFERENCE = "torch"
 
 
 def reference_of(label: str) -> str:
-    """The torch configuration a backend is compared with: same precision."""
-    return "torch-bf16" if label.endswith("bf16") else REFERENCE
+    """The torch configuration a backend is compared with: same precision (int8: torch bf16, the default here)."""
+    return "torch-bf16" if label.endswith(("bf16", "int8")) else REFERENCE
 
 
 def label_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     specs = {  # label -> (runtime, precision), all built like the app's (load_backend: cached ONNX export)
         REFERENCE: ("torch", "fp32"), "torch-bf16": ("torch", "bf16"), "onnxruntime": ("onnxruntime", "fp32"),
         "openvino": ("openvino", "fp32"), "openvino-bf16": ("openvino", "bf16"),
+        "openvino-int8": ("openvino", "int8"),
     }
     backends = {}
     for label, (runtime, precision) in specs.items():
@@ -110,11 +112,11 @@ def main(argv: list[str] | None = None) -> int:
             verdicts.append(f"{k} vs {ref}: {'meets' if ok else 'misses'} the runtime rule "
                             f"({speed:.2f}x, IoU {np.mean(ious[k]):.4f})")
     for k in labels:
-        if k.endswith("bf16"):
-            fp32 = k.removesuffix("-bf16")
+        if k.endswith(("bf16", "int8")):
+            fp32 = k.removesuffix("-bf16").removesuffix("-int8")
             move = 100 * (mean_dsc[k] - mean_dsc[fp32])
             verdicts.append(f"{k} vs {fp32}: DSC {move:+.2f} points, {seconds[fp32] / seconds[k]:.2f}x: "
-                            f"{'meets' if abs(move) < 0.2 else 'misses'} the bf16 rule")
+                            f"{'meets' if abs(move) < 0.2 else 'misses'} the reduced-precision rule")
     print("\n".join(verdicts))
     return 0
 

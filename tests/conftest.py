@@ -34,6 +34,14 @@ def dev_dir(shared_data: Path) -> Path:
     return shared_data / "eval" / "dev"
 
 
+@pytest.fixture
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A per-test user cache folder (ONNX exports land there); modules that export use it for every test."""
+    path = tmp_path / "user-cache"
+    monkeypatch.setenv("MEDSAM_CACHE_DIR", str(path))
+    return path
+
+
 @pytest.fixture(scope="session")
 def random_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-weights student checkpoint in our format: exercises the CLIs' plumbing, not accuracy."""

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from medsam_desktop.core.backend import InferenceBackend, TorchBackend
-from medsam_desktop.core.exported_backends import export_onnx
+from medsam_desktop.core.exported_backends import DECODER_SIZES, decoder_file, export_onnx, split_boxes
 from medsam_desktop.core.predictor import Predictor
 from medsam_desktop.model import build_model
 
@@ -47,9 +47,11 @@ def test_candidate_matches_torch(exported: tuple[torch.nn.Module, Path], kind: s
     e_ref, e_cand = ref.encode(x), cand.encode(x)
     assert e_cand.shape == (1, 256, 64, 64)
     np.testing.assert_allclose(e_cand, e_ref, atol=2e-4, rtol=1e-3)
-    boxes = np.array([[10, 20, 120, 140], [50, 50, 250, 200], [0, 0, 30, 30]], dtype=np.float32)
+    # 7 boxes: chunks of every exported size, results in the order given
+    boxes = np.array([[10, 20, 120, 140], [50, 50, 250, 200], [0, 0, 30, 30], [100, 30, 200, 90],
+                      [5, 150, 90, 250], [60, 60, 70, 75], [128, 128, 255, 255]], dtype=np.float32)
     (l_ref, i_ref), (l_cand, i_cand) = ref.decode(e_ref, boxes), cand.decode(e_ref, boxes)
-    assert l_cand.shape == (3, 256, 256) and i_cand.shape == (3,)
+    assert l_cand.shape == (7, 256, 256) and i_cand.shape == (7,)
     np.testing.assert_allclose(l_cand, l_ref, atol=2e-3, rtol=1e-3)
     np.testing.assert_allclose(i_cand, i_ref, atol=1e-4)
     empty_logits, empty_iou = cand.decode(e_ref, np.zeros((0, 4), np.float32))
@@ -66,3 +68,30 @@ def test_candidate_serves_the_predictor(exported: tuple[torch.nn.Module, Path], 
                                                                                     _candidate(kind, folder))]
     assert masks[0].shape == (1, 300, 200)
     assert np.mean(masks[0] == masks[1]) > 0.999
+
+
+def test_layernorm2d_export_form_matches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LayerNorm2d traces as reductions over the channel axis (no transposes, see model/common.py): same values
+    as the fused layer_norm it uses in torch, with non-trivial weight and bias."""
+    from medsam_desktop.model.common import LayerNorm2d
+
+    torch.manual_seed(0)
+    ln = LayerNorm2d(32)
+    with torch.no_grad():
+        ln.weight.normal_()
+        ln.bias.normal_()
+    x = torch.randn(2, 32, 8, 8) * 3 + 1
+    ref = ln(x)
+    monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)
+    torch.testing.assert_close(ln(x), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_boxes_split_into_exported_sizes(exported: tuple[torch.nn.Module, Path]) -> None:
+    assert split_boxes(0) == [] and split_boxes(1) == [1]
+    for n in range(40):
+        chunks = split_boxes(n)
+        assert sum(chunks) == n and set(chunks) <= set(DECODER_SIZES)
+        assert chunks == sorted(chunks, reverse=True)  # largest first: as few calls as possible
+        assert all(chunks.count(k) <= 1 for k in DECODER_SIZES[1:] if k * 2 in DECODER_SIZES)  # no 1+1 for a 2
+    _, folder = exported
+    assert all((folder / decoder_file(k)).is_file() for k in DECODER_SIZES)

@@ -32,12 +32,7 @@ from medsam_desktop.model.checkpoint import sha256_of
 MODEL = "repvit_m0_6"
 
 
-@pytest.fixture(autouse=True)
-def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Exports go to a per-test user cache folder."""
-    path = tmp_path / "user-cache"
-    monkeypatch.setenv("MEDSAM_CACHE_DIR", str(path))
-    return path
+pytestmark = pytest.mark.usefixtures("cache_dir")  # exports go to a per-test user cache folder (conftest)
 
 
 @pytest.fixture

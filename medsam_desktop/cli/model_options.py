@@ -26,7 +26,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
         help=f"compute precision (default: {DEFAULT_PRECISION}); auto = bf16 where the CPU has native bf16; "
-        "onnxruntime runs fp32 only",
+        "onnxruntime runs fp32 only; int8 = the shipped int8 image encoder on openvino (others run auto)",
     )
 
 

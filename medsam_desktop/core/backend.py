@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 #: boxes per decoder call: per box the transformer carries 4 MB of image tokens in fp32; 4 boxes keep every
 #: tensor under glibc's 32 MB mmap ceiling (see core/allocator.py) and were fastest per box (docs/performance.md)
 DECODE_CHUNK = 4
-PRECISIONS = ("auto", "fp32", "bf16")
+#: ``int8`` is the shipped int8 encoder on OpenVINO (core/int8_encoder.py); other runtimes run ``auto`` instead
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
 RUNTIMES = ("torch", "openvino", "onnxruntime")
 RUNTIME_TITLES = {"torch": "PyTorch", "openvino": "OpenVINO", "onnxruntime": "ONNX Runtime"}
 #: the defaults of the CLIs and the app (one place to change them)
@@ -70,7 +71,9 @@ def native_bf16_available() -> bool:
 
 
 def resolve_precision(precision: str) -> str:
-    """``auto`` -> ``bf16`` where the CPU has native bf16, else ``fp32``; other values pass through checked."""
+    """``auto`` -> ``bf16`` where the CPU has native bf16, else ``fp32``; other values pass through checked.
+
+    ``int8`` passes through: only :func:`load_backend` knows which runtime can run it."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "auto":
@@ -99,6 +102,9 @@ class TorchBackend:
 
         from ..model.fuse import fuse_for_inference
 
+        self.precision = resolve_precision(precision)
+        if self.precision == "int8":
+            raise ValueError("PyTorch has no int8 path here: int8 runs on OpenVINO (load_backend falls back)")
         self._torch = torch
         if threads:
             torch.set_num_threads(threads)
@@ -106,7 +112,6 @@ class TorchBackend:
         tune_malloc_for_inference()
         self.model = fuse_for_inference(model)  # type: ignore[arg-type]
         self.model.image_encoder.to(memory_format=torch.channels_last)
-        self.precision = resolve_precision(precision)
         self.name = name if self.precision == "fp32" else f"{name}+{self.precision}"
         self._lock = threading.Lock()  # one forward at a time: torch already uses every thread
         self.fallback_reason: str | None = None  # set by load_backend when another runtime was asked for
@@ -163,17 +168,30 @@ OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16"}  # our names -> OpenVINO's 
 
 
 def _exported_backend(
-    model: object, model_name: str, weights: Path | None, threads: int | None, runtime: str, precision: str
+    model: object, model_name: str, weights: Path | None, threads: int | None, runtime: str, precision: str,
+    int8_encoder: Path | None = None,
 ) -> InferenceBackend:
-    """Export once (cached by checkpoint sha256) and compile for ``runtime``."""
+    """Export once (cached by checkpoint sha256) and compile for ``runtime``; OpenVINO takes ``int8_encoder``
+    in place of the exported encoder (``precision`` is then the hint for everything that is not int8)."""
     from ..model.checkpoint import sha256_of
     from . import exported_backends as eb
 
     folder = eb.cached_export(model, sha256_of(_checkpoint_file(model_name, weights)), model_name)
-    base = backend_name(model_name, runtime, "fp32")
+    base = backend_name(model_name, runtime, "int8" if int8_encoder else "fp32")
     if runtime == "openvino":
-        return eb.OpenVinoBackend(folder, name=base, threads=threads, precision=OPENVINO_PRECISION[precision])
+        return eb.OpenVinoBackend(folder, name=base, threads=threads, precision=OPENVINO_PRECISION[precision],
+                                  encoder=int8_encoder)
     return eb.OnnxRuntimeBackend(folder, name=base, threads=threads)
+
+
+def _find_int8_encoder(model_name: str, weights: Path | None) -> tuple[Path | None, str | None]:
+    """(the verified int8 encoder for these weights, None) or (None, why there is none)."""
+    from .int8_encoder import Int8EncoderUnavailable, find_int8_encoder
+
+    try:
+        return find_int8_encoder(_checkpoint_file(model_name, weights)), None
+    except (Int8EncoderUnavailable, FileNotFoundError) as exc:
+        return None, str(exc)
 
 
 def _runtime_installed(runtime: str) -> bool:
@@ -195,9 +213,12 @@ def load_backend(
     """The backend for a registry model name (see ``model.load_named_model``) on ``runtime`` at ``precision``.
 
     ``auto`` precision resolves per CPU (:func:`resolve_precision`). ONNX Runtime runs fp32 only: a bf16
-    request runs fp32 and says so in ``fallback_reason``. When OpenVINO / ONNX Runtime is not installed or the
-    export / compilation fails, the model runs on torch at the requested precision, a WARNING is logged and
-    ``fallback_reason`` (one line for the user) is set; otherwise ``fallback_reason`` is None. Unknown
+    request runs fp32 and says so in ``fallback_reason``. ``int8`` runs the shipped int8 encoder
+    (:mod:`.int8_encoder`) on OpenVINO with everything else at ``auto``; on another runtime, or without an int8
+    encoder made from these weights, the model runs at ``auto`` and ``fallback_reason`` says why. When
+    OpenVINO / ONNX Runtime is not installed or the export / compilation fails, the model runs on torch at the
+    requested precision (``auto`` for int8), a WARNING is logged and ``fallback_reason`` (one line for the
+    user) is set; otherwise ``fallback_reason`` is None. Unknown
     runtime/precision values raise ValueError; missing or invalid weights raise as ``load_named_model`` does.
     """
     from ..model.checkpoint import load_named_model
@@ -206,18 +227,31 @@ def load_backend(
     precision = resolve_precision(precision)
     path = Path(weights) if weights else None
     model = load_named_model(model_name, path)
-    if runtime == "torch":
-        return TorchBackend(model, name=model_name, threads=threads, precision=precision)
-
     title = RUNTIME_TITLES[runtime]
-    note, run_precision = None, precision
+    note, int8_encoder = None, None
+    if precision == "int8":  # the int8 encoder on OpenVINO, everything else at auto precision
+        precision = resolve_precision("auto")
+        shown = "fp32" if runtime == "onnxruntime" else precision
+        if runtime != "openvino":
+            note = f"int8 runs on OpenVINO only: {title} runs {shown}"
+        else:
+            int8_encoder, why = _find_int8_encoder(model_name, path)
+            note = f"{why}: OpenVINO runs {shown}" if why else None
+    if runtime == "torch":
+        backend = TorchBackend(model, name=model_name, threads=threads, precision=precision)
+        if note:
+            log.warning("%s", note)
+        backend.fallback_reason = note
+        return backend
+
+    run_precision = precision
     if runtime == "onnxruntime" and precision != "fp32":
-        note, run_precision = f"{title} has no {precision} on CPU: running fp32", "fp32"
+        note, run_precision = note or f"{title} has no {precision} on CPU: running fp32", "fp32"
     if not _runtime_installed(runtime):
         reason = f"{title} is not installed: using PyTorch"
     else:
         try:
-            backend = _exported_backend(model, model_name, path, threads, runtime, run_precision)
+            backend = _exported_backend(model, model_name, path, threads, runtime, run_precision, int8_encoder)
         except Exception as exc:  # export or compilation failed: torch still works
             log.debug("%s backend failed", title, exc_info=True)
             detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""

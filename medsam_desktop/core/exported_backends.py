@@ -2,11 +2,11 @@
 
 Same interface as :class:`~medsam_desktop.core.backend.TorchBackend` (numpy in, numpy out), so the core and
 the app cannot tell them apart; neither runtime needs torch, only the exported files. ``export_onnx`` (needs
-torch) writes ``encoder.onnx`` ((1, 3, 256, 256) -> (1, 256, 64, 64)) and ``decoder.onnx`` (embedding
-(1, 256, 64, 64) + one box (1, 4) model frame -> logits (1, 256, 256), iou (1,); the backends loop over
-boxes). Both runtimes are optional
-dependencies and are imported only when such a backend is built. See docs/performance.md for the measured
-comparison that decides whether one of them replaces torch as the default.
+torch) writes ``encoder.onnx`` ((1, 3, 256, 256) -> (1, 256, 64, 64)) and one decoder per box count in
+:data:`DECODER_SIZES` (embedding (1, 256, 64, 64) + boxes (K, 4) model frame -> logits (K, 256, 256), iou (K,);
+``decoder.onnx`` for one box, ``decoder_b<K>.onnx`` otherwise); the backends split a call into those sizes.
+Both runtimes are optional dependencies and are imported only when such a backend is built. See
+docs/performance.md for the measured comparison that decides whether one of them replaces torch as the default.
 
 :func:`cached_export` keeps one export per (checkpoint sha256, architecture, exporter version) in the user
 cache folder, written atomically (see docs/engine.md, "Runtimes").
@@ -24,15 +24,21 @@ import threading
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
 ENCODER_FILE, DECODER_FILE = "encoder.onnx", "decoder.onnx"
+#: box counts with their own static decoder export, largest first. The decoder rewrite's branches depend on the
+#: box count, so each count is its own trace. OpenVINO bf16 per box: 13.3 ms (1 box), 10.9 (2), 10.3 (4); each
+#: compiled decoder holds ~100 MB of its own buffers (RSS with sizes 1 / 2,1 / 4,2,1: 257 / 355 / 471 MB), so
+#: the 4-box one is not worth its memory (session 4, 2 threads, docs/performance.md)
+DECODER_SIZES = (2, 1)
 MANIFEST_FILE = "export.json"  # written last: a folder without a valid manifest is never used
 OPSET = 17
-EXPORT_FORMAT = 2  # bump whenever export_onnx changes what it writes: old cached exports are then ignored
+EXPORT_FORMAT = 4  # bump whenever export_onnx changes what it writes: old cached exports are then ignored
 STALE_TMP_SECONDS = 24 * 3600  # temp folders of exports killed mid-way are removed after this
 
 
@@ -43,13 +49,28 @@ def exporter_version() -> str:
     return f"onnx{EXPORT_FORMAT}-opset{OPSET}-torch{torch.__version__}"
 
 
-def export_onnx(model: object, folder: Path, opset: int = OPSET) -> tuple[Path, Path]:
-    """Export a :class:`~medsam_desktop.model.MedSAMLite` (fused for inference) to ``folder``."""
+def decoder_file(boxes: int) -> str:
+    """File name of the decoder exported for ``boxes`` boxes (one of :data:`DECODER_SIZES`)."""
+    return DECODER_FILE if boxes == 1 else f"decoder_b{boxes}.onnx"
+
+
+def split_boxes(n: int) -> list[int]:
+    """``n`` boxes as a sequence of :data:`DECODER_SIZES` chunks, largest first: 5 -> [2, 2, 1]."""
+    sizes = []
+    for size in DECODER_SIZES:
+        k, n = divmod(n, size)
+        sizes += [size] * k
+    return sizes
+
+
+def export_onnx(model: object, folder: Path, opset: int = OPSET) -> tuple[Path, ...]:
+    """Export a :class:`~medsam_desktop.model.MedSAMLite` (fused for inference) to ``folder``: the encoder, then
+    one decoder per size in :data:`DECODER_SIZES`."""
     import torch
 
     from ..model.fuse import fuse_for_inference
 
-    net = fuse_for_inference(model).eval()  # type: ignore[arg-type]
+    net = fuse_for_inference(model).eval()
 
     class _Decoder(torch.nn.Module):
         def __init__(self) -> None:
@@ -61,18 +82,22 @@ def export_onnx(model: object, folder: Path, opset: int = OPSET) -> tuple[Path, 
             return logits[:, 0], iou[:, 0]
 
     folder.mkdir(parents=True, exist_ok=True)
-    enc_path, dec_path = folder / ENCODER_FILE, folder / DECODER_FILE
+    enc_path = folder / ENCODER_FILE
     x = torch.zeros(1, 3, 256, 256)
     emb = torch.zeros(1, 256, 64, 64)
-    box = torch.tensor([[10.0, 10.0, 100.0, 100.0]])
+    paths = [enc_path]
     with torch.inference_mode():
         torch.onnx.export(net.image_encoder, (x,), str(enc_path), input_names=["image"], output_names=["embedding"],
                           opset_version=opset, dynamo=False)
-        # one box, static shapes: the traced graph is the decoder's single-mask rewrite specialised to one box
-        # (its shape-dependent branches are taken at trace time), and both runtimes ran one box fastest
-        torch.onnx.export(_Decoder(), (emb, box), str(dec_path), input_names=["embedding", "boxes"],
-                          output_names=["logits", "iou"], opset_version=opset, dynamo=False)
-    return enc_path, dec_path
+        # static shapes, one file per box count: the traced graph is the decoder's single-mask rewrite
+        # specialised to that count (its shape-dependent branches are taken at trace time)
+        for size in sorted(DECODER_SIZES):
+            box = torch.tensor([[10.0, 10.0, 100.0, 100.0]]).repeat(size, 1) + torch.arange(size)[:, None]
+            path = folder / decoder_file(size)
+            torch.onnx.export(_Decoder(), (emb, box), str(path), input_names=["embedding", "boxes"],
+                              output_names=["logits", "iou"], opset_version=opset, dynamo=False)
+            paths.append(path)
+    return tuple(paths)
 
 
 def exports_root() -> Path:
@@ -160,25 +185,28 @@ def cached_export(model: object, checkpoint_sha256: str, arch: str, root: Path |
     return final
 
 
-class _OneBoxDecodeMixin:
-    """Decodes box by box (the exported decoder takes one box): both runtimes ran one box faster than a
-    dynamic batch on a 2-core CPU."""
+class _ChunkedDecodeMixin:
+    """Decodes a call's boxes in chunks of :data:`DECODER_SIZES` (each size has its own static export)."""
 
     fallback_reason: str | None = None  # set by load_backend when it had to change what was asked for
 
-    def _decode_one(self, embedding: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _decode_chunk(self, embedding: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """boxes (K, 4) with K in DECODER_SIZES -> logits (K, 256, 256), iou (K,)."""
         raise NotImplementedError
 
     def decode(self, embedding: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         emb = np.ascontiguousarray(embedding, dtype=np.float32)
-        b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-        outs = [self._decode_one(emb, b[i : i + 1]) for i in range(len(b))]
+        b = np.ascontiguousarray(np.asarray(boxes, dtype=np.float32).reshape(-1, 4))
+        outs, start = [], 0
+        for size in split_boxes(len(b)):
+            outs.append(self._decode_chunk(emb, b[start : start + size]))
+            start += size
         if not outs:
             return np.zeros((0, 256, 256), np.float32), np.zeros((0,), np.float32)
         return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
 
 
-class OnnxRuntimeBackend(_OneBoxDecodeMixin):
+class OnnxRuntimeBackend(_ChunkedDecodeMixin):
     """ONNX Runtime (CPU execution provider, full graph optimisation)."""
 
     def __init__(self, folder: Path, name: str = "onnxruntime", threads: int | None = None) -> None:
@@ -194,7 +222,8 @@ class OnnxRuntimeBackend(_OneBoxDecodeMixin):
         opts.inter_op_num_threads = 1
         providers = ["CPUExecutionProvider"]
         self._enc = ort.InferenceSession(str(folder / ENCODER_FILE), opts, providers=providers)
-        self._dec = ort.InferenceSession(str(folder / DECODER_FILE), opts, providers=providers)
+        self._dec = {k: ort.InferenceSession(str(folder / decoder_file(k)), opts, providers=providers)
+                     for k in DECODER_SIZES}
         self.name = name
         self._lock = threading.Lock()
 
@@ -203,17 +232,22 @@ class OnnxRuntimeBackend(_OneBoxDecodeMixin):
         with self._lock:
             return np.concatenate([self._enc.run(None, {"image": x[i : i + 1]})[0] for i in range(len(x))])
 
-    def _decode_one(self, embedding: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _decode_chunk(self, embedding: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with self._lock:
-            logits, iou = self._dec.run(None, {"embedding": embedding, "boxes": box})
+            logits, iou = self._dec[len(boxes)].run(None, {"embedding": embedding, "boxes": boxes})
         return logits, iou
 
 
-class OpenVinoBackend(_OneBoxDecodeMixin):
-    """OpenVINO CPU plugin; ``precision`` ``f32`` or ``bf16`` (its inference precision hint)."""
+class OpenVinoBackend(_ChunkedDecodeMixin):
+    """OpenVINO CPU plugin; ``precision`` ``f32`` or ``bf16`` (its inference precision hint).
+
+    ``encoder`` replaces the exported encoder, e.g. the shipped int8 one (:mod:`.int8_encoder`): its
+    quantized convolutions run int8 whatever the hint, which then applies to the rest of it.
+    """
 
     def __init__(
-        self, folder: Path, name: str = "openvino", threads: int | None = None, precision: str = "f32"
+        self, folder: Path, name: str = "openvino", threads: int | None = None, precision: str = "f32",
+        encoder: Path | None = None,
     ) -> None:
         import openvino as ov
 
@@ -224,9 +258,11 @@ class OpenVinoBackend(_OneBoxDecodeMixin):
         config: dict[str, object] = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
-        enc, dec = (core.compile_model(core.read_model(str(folder / f)), "CPU", config)
-                    for f in (ENCODER_FILE, DECODER_FILE))
-        self._enc, self._dec = enc.create_infer_request(), dec.create_infer_request()
+        def request(path: Path) -> Any:
+            return core.compile_model(core.read_model(str(path)), "CPU", config).create_infer_request()
+
+        self._enc = request(encoder or folder / ENCODER_FILE)
+        self._dec = {k: request(folder / decoder_file(k)) for k in DECODER_SIZES}
         self.name = name if precision == "f32" else f"{name}+{precision}"
         self._lock = threading.Lock()
 
@@ -235,7 +271,7 @@ class OpenVinoBackend(_OneBoxDecodeMixin):
         with self._lock:
             return np.concatenate([np.array(self._enc.infer({0: x[i : i + 1]})[0]) for i in range(len(x))])
 
-    def _decode_one(self, embedding: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _decode_chunk(self, embedding: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with self._lock:
-            out = self._dec.infer({0: embedding, 1: box})
+            out = self._dec[len(boxes)].infer({0: embedding, 1: boxes})
         return np.array(out[0]), np.array(out[1])

@@ -65,6 +65,7 @@ PRECISION_TITLES = {
     "auto": "Automatic (bf16 where the CPU supports it)",
     "fp32": "fp32 (exact)",
     "bf16": "bf16 (faster on recent CPUs; ONNX Runtime runs fp32)",
+    "int8": "int8 encoder (OpenVINO only; others run automatic)",
 }
 
 

@@ -36,12 +36,16 @@ def test_dialog_offers_and_returns_runtime_and_precision(qtbot) -> None:
     qtbot.addWidget(dialog)
     assert [dialog.runtime.itemText(i) for i in range(dialog.runtime.count())] == ["PyTorch", "OpenVINO",
                                                                                    "ONNX Runtime"]
-    assert [dialog.precision.itemData(i) for i in range(dialog.precision.count())] == ["auto", "fp32", "bf16"]
+    assert [dialog.precision.itemData(i) for i in range(dialog.precision.count())] == ["auto", "fp32", "bf16",
+                                                                                       "int8"]
+    assert "OpenVINO only" in dialog.precision.itemText(dialog.precision.findData("int8"))
     assert (dialog.runtime.currentData(), dialog.precision.currentData()) == ("onnxruntime", "auto")
     dialog.runtime.setCurrentIndex(dialog.runtime.findData("openvino"))
     dialog.precision.setCurrentIndex(dialog.precision.findData("bf16"))
     result = dialog.result_settings()
     assert (result.runtime, result.precision) == ("openvino", "bf16")
+    dialog.precision.setCurrentIndex(dialog.precision.findData("int8"))
+    assert dialog.result_settings().precision == "int8"
 
 
 def test_runtime_change_rebuilds_backend_and_shows_fallback_once(qtbot, fake, make_window, tmp_path, monkeypatch,
