@@ -82,6 +82,16 @@ def test_torch_has_no_int8_and_says_so(random_weights: Path, caplog: pytest.LogC
     assert any(r.getMessage() == backend.fallback_reason for r in caplog.records)
 
 
+def test_int8_without_openvino_runs_torch_at_auto(random_weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The packaged app has no OpenVINO: an int8 setting must still give a working model, and say why."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # "import openvino" now raises ImportError
+    backend = load_backend(MODEL, random_weights, threads=1, runtime="openvino", precision="int8")
+    assert isinstance(backend, TorchBackend) and backend.precision == resolve_precision("auto")
+    assert backend.fallback_reason == "OpenVINO is not installed: using PyTorch"
+
+
 def test_openvino_without_int8_file_runs_auto_and_says_so(random_weights: Path) -> None:
     pytest.importorskip("openvino")
     backend = load_backend(MODEL, random_weights, threads=1, runtime="openvino", precision="int8")
