@@ -6,7 +6,7 @@ bundled student through the app's core path on a synthetic 512x512 CT: rounds of
 round; reported: RSS after the first round, at the end, the growth in between, and the peak. The engine's
 Python-level leaks are tested in tests/test_endurance.py (fake backend); this script watches the process.
 
-    .venv/bin/python benchmarks/memory_endurance.py [--rounds 12] [--prompts 40] [--threads 2]
+    .venv/bin/python benchmarks/memory_endurance.py [--rounds 12] [--prompts 40] [--threads 2] [--config LABEL]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ except ImportError:  # run as a script from benchmarks/
     from synthetic_ct import synthetic_ct  # type: ignore[no-redef]
 
 
-def session(rounds: int, prompts: int, threads: int) -> dict[str, object]:
+def session(rounds: int, prompts: int, threads: int, config: str = "student-bf16") -> dict[str, object]:
     from medsam_desktop.core.cache import EmbeddingCache
     from medsam_desktop.core.model_input import ModelInput
     from medsam_desktop.core.predictor import Predictor
@@ -40,7 +40,7 @@ def session(rounds: int, prompts: int, threads: int) -> dict[str, object]:
 
     vol, boxes3d = synthetic_ct(60)
     stack = ModelInput(Volume(vol, modality="CT"))
-    predictor = Predictor(build_backend("student-bf16", threads), EmbeddingCache())
+    predictor = Predictor(build_backend(config, threads), EmbeddingCache())
     rng = np.random.default_rng(0)
     samples = []
     t0 = time.perf_counter()
@@ -62,16 +62,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--prompts", type=int, default=40)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--config", default="student-bf16", help="a configuration of benchmarks/_common.py")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        print(json.dumps(session(args.rounds, args.prompts, args.threads)))
+        print(json.dumps(session(args.rounds, args.prompts, args.threads, args.config)))
         return 0
-    child_args = ["--rounds", str(args.rounds), "--prompts", str(args.prompts), "--threads", str(args.threads)]
+    child_args = ["--rounds", str(args.rounds), "--prompts", str(args.prompts), "--threads", str(args.threads),
+                  "--config", args.config]
     results = {label: run_child(__file__, child_args, env={"MEDSAM_MALLOC_TUNING": tuning})
                for label, tuning in (("tuned (default)", "1"), ("untuned", "0"))}
     print(machine_line(args.threads))
-    print(f"student-bf16, synthetic 512x512x60 CT, {args.rounds} rounds of {args.prompts} prompts + 1 propagation")
+    print(f"{args.config}, synthetic 512x512x60 CT, {args.rounds} rounds of {args.prompts} prompts + 1 propagation")
     print(f"{'malloc':<18}{'RSS round 1':>12}{'RSS end':>10}{'growth':>9}{'peak':>8}{'seconds':>9}")
     for label, r in results.items():
         first, last = r["rss"][0], r["rss"][-1]
