@@ -2,7 +2,8 @@
 
 A configuration is a model name from the registry, a precision and a runtime: ``teacher`` is LiteMedSAM as
 shipped (torch, fp32), ``student`` the bundled RepViT-M0.6 (torch, fp32), ``-bf16`` the same weights in bf16,
-``-openvino`` the same network exported to OpenVINO. Every configuration is built by
+``-openvino`` the same network exported to OpenVINO,
+``-openvino-int8`` that with the shipped int8 encoder (``core.int8_encoder``). Every configuration is built by
 :func:`~medsam_desktop.core.backend.load_backend`, i.e. the code path of the app and the CLIs.
 """
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .common import ConvBN, image_neck
+from .conv_gelu import ConvGELU
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,17 @@ class ConvFFN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.pw2(self.act(self.pw1(x)))
 
+    @torch.no_grad()
+    def fuse(self) -> ConvFFN:
+        """Conv+BN folded; the first convolution and GELU become one :class:`ConvGELU` (``act`` an identity).
+        Idempotent, as fusing an already fused model must be."""
+        if isinstance(self.pw1, ConvGELU):
+            return self
+        self.pw1 = ConvGELU(self.pw1.fuse())
+        self.act = nn.Identity()
+        self.pw2 = self.pw2.fuse()
+        return self
+
 
 class RepViTBlock(nn.Module):
     """Token mixer (RepVGG depthwise, optional SE) then residual ConvFFN; same width, same resolution."""
@@ -126,6 +138,16 @@ class Stem(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv2(self.act(self.conv1(x)))
+
+    @torch.no_grad()
+    def fuse(self) -> Stem:
+        """As :meth:`ConvFFN.fuse`: conv1+BN+GELU one :class:`ConvGELU`, conv2+BN one convolution."""
+        if isinstance(self.conv1, ConvGELU):
+            return self
+        self.conv1 = ConvGELU(self.conv1.fuse())
+        self.act = nn.Identity()
+        self.conv2 = self.conv2.fuse()
+        return self
 
 
 class RepViTEncoder(nn.Module):
