@@ -70,7 +70,7 @@ def export_onnx(model: object, folder: Path, opset: int = OPSET) -> tuple[Path, 
 
     from ..model.fuse import fuse_for_inference
 
-    net = fuse_for_inference(model).eval()
+    net = fuse_for_inference(model).eval()  # type: ignore[arg-type]
 
     class _Decoder(torch.nn.Module):
         def __init__(self) -> None:
@@ -258,6 +258,7 @@ class OpenVinoBackend(_ChunkedDecodeMixin):
         config: dict[str, object] = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
+
         def request(path: Path) -> Any:
             return core.compile_model(core.read_model(str(path)), "CPU", config).create_infer_request()
 
