@@ -41,7 +41,16 @@ from medsam_desktop.model import build_model, load_checkpoint, save_checkpoint
 
 try:
     from training.runtime import any_rank, save_atomic, setup_runtime
-    from training.shards import IDENTITY, VARIANTS, ShardImages, ShardItem, TeacherCache, apply_variant, read_manifest
+    from training.shards import (
+        IDENTITY,
+        VARIANTS,
+        ShardImages,
+        ShardItem,
+        TeacherCache,
+        apply_variant,
+        model_input,
+        read_manifest,
+    )
     from training.teacher_cache import load_teacher_spec
 except ImportError:  # run as a script from training/
     from runtime import any_rank, save_atomic, setup_runtime  # type: ignore[no-redef]
@@ -52,6 +61,7 @@ except ImportError:  # run as a script from training/
         ShardItem,
         TeacherCache,
         apply_variant,
+        model_input,
         read_manifest,
     )
     from teacher_cache import load_teacher_spec  # type: ignore[no-redef]
@@ -144,7 +154,7 @@ def load_batch(batch: list[ShardItem], images: ShardImages, cache: TeacherCache,
     """Student inputs (N, 3, 256, 256) and teacher targets (N, 256, 64, 64); ``variants`` per item (identity)."""
     variants = variants or [IDENTITY] * len(batch)
     arr = np.stack([apply_variant(images.get(it), it.h, it.w, v) for it, v in zip(batch, variants, strict=True)])
-    x = torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 255.0
+    x = model_input(arr)
     y = torch.from_numpy(np.stack([cache.get(it.id, v) for it, v in zip(batch, variants, strict=True)])).float()
     return x.contiguous(memory_format=torch.channels_last), y
 

@@ -32,7 +32,7 @@ import platform
 import random
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +42,9 @@ from medsam_desktop.model.checkpoint import load_checkpoint, sha256_of, student_
 from medsam_desktop.paths import models_dir
 
 try:
-    from training.shards import ShardImages, ShardItem, TeacherCache, read_manifest
+    from training.shards import ShardImages, ShardItem, TeacherCache, model_input, read_manifest
 except ImportError:  # run as a script from training/
-    from shards import ShardImages, ShardItem, TeacherCache, read_manifest  # type: ignore[no-redef]
+    from shards import ShardImages, ShardItem, TeacherCache, model_input, read_manifest  # type: ignore[no-redef]
 
 log = logging.getLogger("quantize_encoder")
 
@@ -84,8 +84,8 @@ Against the fp32 student on {n_held} held-out training images per modality (not 
 
 
 def pool_image(images: ShardImages, item: ShardItem) -> np.ndarray:
-    """A prepared pool image as the encoder's input: (1, 3, 256, 256) float32 in [0, 1]."""
-    return (images.get(item).transpose(2, 0, 1)[None].astype(np.float32) / 255.0).copy()
+    """A prepared pool image as the encoder's input: contiguous (1, 3, 256, 256) float32 in [0, 1]."""
+    return model_input(images.get(item)[None]).contiguous().numpy()
 
 
 class _Calibration:
@@ -149,12 +149,15 @@ def split_by_modality(
     return calibration, held
 
 
-def embedding_mse(encode: object, images: ShardImages, items: list[ShardItem], target: object) -> float:
-    """Mean squared error of ``encode(x)`` against ``target(item, x)`` over ``items`` (one image at a time)."""
+def embedding_mse(
+    encode: Callable[[np.ndarray], np.ndarray], images: ShardImages, items: list[ShardItem],
+    target: Callable[[ShardItem, np.ndarray], np.ndarray],
+) -> float:
+    """Mean squared error of ``encode(x)[0]`` against ``target(item, x)`` over ``items`` (one image at a time)."""
     total = 0.0
     for item in items:
         x = pool_image(images, item)
-        total += float(np.mean((encode(x)[0] - target(item, x)) ** 2))  # type: ignore[operator]
+        total += float(np.mean((encode(x)[0] - target(item, x)) ** 2))
     return total / max(len(items), 1)
 
 
@@ -240,8 +243,12 @@ def main(argv: list[str] | None = None) -> int:
             with torch.inference_mode():
                 return net.image_encoder(torch.from_numpy(x)).numpy()
 
-        teacher = lambda item, x: cache.get(item.id).astype(np.float32)  # noqa: E731
-        student = lambda item, x: fp32(x)[0]  # noqa: E731
+        def teacher(item: ShardItem, x: np.ndarray) -> np.ndarray:
+            return cache.get(item.id).astype(np.float32)
+
+        def student(item: ShardItem, x: np.ndarray) -> np.ndarray:
+            return fp32(x)[0]
+
         mse_fp32 = embedding_mse(fp32, images, val, teacher)
         mse_int8 = embedding_mse(backend.encode, images, val, teacher)
         mse_int8_fp32 = embedding_mse(backend.encode, images, val, student)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 SHARD_SIZE = 512  # items per shard file
 
@@ -48,6 +49,15 @@ class ShardImages:
             arr = np.load(self.data_dir / f"shard_{item.shard:04d}.npy", mmap_mode="r")
             self._shards[item.shard] = arr
         return np.array(arr[item.row])  # a private, writable copy
+
+
+def model_input(images: np.ndarray) -> torch.Tensor:
+    """Shard images (N, 256, 256, 3) uint8 -> encoder input (N, 3, 256, 256) float32 in [0, 1].
+
+    The one conversion of the stored ``core.preprocess.preprocess_uint8`` images for every training script
+    (teacher cache, distillation, int8 calibration); the result is channels-last in memory (a permuted view).
+    """
+    return torch.from_numpy(np.asarray(images)).permute(0, 3, 1, 2).float() / 255.0
 
 
 IDENTITY = "identity"

@@ -39,6 +39,7 @@ from training.shards import (
     ShardItem,
     TeacherCache,
     apply_variant,
+    model_input,
     parse_variants,
     read_manifest,
 )
@@ -77,7 +78,7 @@ def fill(encoder: torch.nn.Module, todo: list[tuple[ShardItem, str]], images: Sh
     for start in range(0, len(todo), batch_size):
         batch = todo[start : start + batch_size]
         arr = np.stack([apply_variant(images.get(it), it.h, it.w, v) for it, v in batch])
-        x = torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 255.0
+        x = model_input(arr)
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             emb = encoder(x.to(device)).float().cpu().numpy()
         for (it, v), e in zip(batch, emb):

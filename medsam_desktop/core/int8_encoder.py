@@ -1,10 +1,10 @@
 """The int8 image encoder shipped beside a student's weights, and the checks that tie it to them.
 
 ``training/quantize_encoder.py`` writes ``<weights stem>.encoder-int8.onnx`` (the fused encoder with int8
-weights and int8 inputs to every convolution, calibrated on the distillation pool) and its card
-``<weights stem>.encoder-int8.md``. Only OpenVINO runs it fast (int8 convolutions on VNNI; ONNX Runtime ran it
-slower than fp32), so it is the OpenVINO backend's ``int8`` precision. Calibration needs the training data,
-so the file is built once and shipped; the app never quantizes.
+weights and inputs for its dense convolutions, calibrated on the distillation pool) and its card
+``<weights stem>.encoder-int8.md``. Only OpenVINO runs it fast (int8 convolutions on VNNI; ONNX Runtime ran an
+earlier int8 variant slower than fp32), so it is the OpenVINO backend's ``int8`` precision. Calibration needs
+the training data, so the file is built once and shipped; the app never quantizes.
 
 The card records the file's sha256 (checked like the weights' own card) and the sha256 of the weights it was
 quantized from: an int8 encoder of other weights is refused, never silently paired with a foreign decoder.
