@@ -1,0 +1,389 @@
+"""Distil on a lent GPU: the teacher runs online on augmented batches, from a bundle small enough to travel.
+
+A lent GPU machine is bare, offline and receives at most 64 MiB. Three steps:
+
+``bundle`` (here): the training slices as a lossless pack (``pack_shards.pack``: validation items first, then
+by balanced rank up to ``--max-mb``) plus float16 copies of the teacher's and the student's image encoders
+(``teacher_encoder.pt``, ``student_encoder.pt``; float16 weights move LiteMedSAM's embedding by MSE 4.5e-7,
+the student's starting point is irrelevant at that scale).
+
+``train`` (there): the pack is decoded onto the GPU once. Every step draws a batch, augments it on the GPU
+(:func:`augment`: flips of the content region, a crop-zoom at the same aspect, gamma; re-quantised to uint8
+levels, so inputs stay in the app's domain), computes the teacher's embedding of exactly that input (fp32,
+TF32 matmuls) and trains each student against it: one student per ``--lr``, all sharing the teacher forward.
+bf16 autocast for the students with the loss in fp32 and gradient clipping (the recipe of ``distill.py``); a
+non-finite step is skipped, not applied. The lr follows a cosine over the wall-time budget ``--minutes``.
+Every ``--val-seconds`` each student is scored on the pack's validation items, unaugmented (the first
+``--val-items`` by id, as ``distill.py`` does: the numbers are comparable); ``best_<k>.pt`` and, at the end,
+``final_<k>.pt`` hold encoder weights (+ step, val MSE, lr) and ``log.csv`` the curve.
+
+``assemble`` (here): a trained encoder into a full student checkpoint (the prompt encoder and mask decoder of
+``--base``, i.e. the teacher's), in ``medsam_desktop.model`` format.
+
+    python training/distill_online.py bundle --data DIR --out .gpu [--max-mb 44]
+    python training/distill_online.py train --bundle .gpu --out OUT --minutes 7 --lr 5e-4 1.5e-3
+    python training/distill_online.py assemble --encoder OUT/best_0.pt --base models/X.pt --out student.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medsam_desktop.model import load_checkpoint, load_teacher, save_checkpoint
+from medsam_desktop.model.checkpoint import load_state_into
+from medsam_desktop.model.registry import ENCODER_REGISTRY
+
+if __package__ in (None, ""):  # run as a script: make the repository root (holding `training`) importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from training.pack_shards import decode_item, pack
+from training.runtime import save_atomic
+
+log = logging.getLogger("distill_online")
+
+TEACHER_FILE, STUDENT_FILE, PACK_DIR = "teacher_encoder.pt", "student_encoder.pt", "pack"
+IMAGE = 256  # encoder input side
+
+
+# ----------------------------------------------------------------------------------------------- bundle
+
+
+def save_half_encoder(encoder: torch.nn.Module, arch: str, path: Path, tag: str) -> None:
+    """An image encoder's state (float tensors as float16) with its registry name."""
+    state = {k: (v.half() if v.is_floating_point() else v) for k, v in encoder.state_dict().items()}
+    save_atomic({"arch": arch, "tag": tag, "state": state}, path)
+
+
+def load_encoder(path: Path, device: torch.device) -> tuple[torch.nn.Module, str, str]:
+    """(encoder in float32 on ``device``, arch, tag) from :func:`save_half_encoder`'s file (strict)."""
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    encoder = ENCODER_REGISTRY[obj["arch"]]()
+    load_state_into(encoder, {k: v.float() if v.is_floating_point() else v for k, v in obj["state"].items()},
+                    path.name)
+    return encoder.to(device), obj["arch"], obj.get("tag", obj["arch"])
+
+
+def bundle(data: Path, out: Path, max_mb: float, student: Path, teacher: Path | None, repack: bool = False) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    t_model = load_teacher() if teacher is None else load_checkpoint(teacher)
+    t_arch = "litemedsam" if teacher is None else _arch_of(teacher)
+    save_half_encoder(t_model.image_encoder, t_arch, out / TEACHER_FILE, "litemedsam" if teacher is None
+                      else teacher.stem)
+    save_half_encoder(load_checkpoint(student).image_encoder, _arch_of(student), out / STUDENT_FILE,
+                      student.stem)
+    if (out / PACK_DIR / "manifest.csv").is_file() and not repack:
+        log.info("keeping the existing pack in %s (--repack to rebuild it)", out / PACK_DIR)
+    else:
+        pack(data, out / PACK_DIR, max_mb, codec="webp")
+    total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    log.info("bundle %s: %.1f MiB", out, total / 2**20)
+
+
+def _arch_of(checkpoint: Path) -> str:
+    obj = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    config = obj.get("config") if isinstance(obj, dict) else None
+    return config["arch"] if isinstance(config, dict) and "arch" in config else "litemedsam"
+
+
+# ------------------------------------------------------------------------------------------ augmentation
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Probabilities and ranges of :func:`augment` (all off: the unaugmented model input)."""
+
+    p_hflip: float = 0.5
+    p_vflip: float = 0.5
+    p_zoom: float = 0.3
+    zoom: tuple[float, float] = (0.7, 1.0)  # crop side / content side
+    p_gamma: float = 0.3
+    gamma: tuple[float, float] = (0.7, 1.4)
+
+
+NO_AUGMENT = AugmentConfig(0.0, 0.0, 0.0, (1.0, 1.0), 0.0, (1.0, 1.0))
+
+
+def _flip_index(size: torch.Tensor, flip: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, n) gather index that mirrors ``[0, size)`` where ``flip`` and keeps every other position."""
+    j = torch.arange(n, device=size.device).expand(len(size), n)
+    return torch.where(flip[:, None] & (j < size[:, None]), size[:, None] - 1 - j, j)
+
+
+def augment(images: torch.Tensor, hw: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """Shard images (B, 256, 256, 3) uint8 -> encoder input (B, 3, 256, 256) float32 in [0, 1], augmented.
+
+    The content is ``[:h, :w]`` (top-left, ``hw`` (B, 2) long) with zero padding, as ``core.preprocess`` makes
+    it. Flips mirror the content region only; the crop-zoom cuts a window of the same aspect (side fraction
+    in ``cfg.zoom``) and resamples it bilinearly onto the whole content region, then min-max renormalises it
+    (as preprocessing would a cropped image); gamma keeps 0 and 1. The result is rounded to multiples of
+    1/255 like every real input. With :data:`NO_AUGMENT` it equals ``images / 255`` exactly.
+    """
+    b, dev = images.shape[0], images.device
+    x = images.permute(0, 3, 1, 2).float() / 255.0
+    h, w = hw[:, 0], hw[:, 1]
+
+    def draw(p: float) -> torch.Tensor:
+        return torch.rand(b, generator=gen, device=dev) < p
+
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(b, generator=gen, device=dev)
+
+    hflip, vflip, zoom, gam = draw(cfg.p_hflip), draw(cfg.p_vflip), draw(cfg.p_zoom), draw(cfg.p_gamma)
+    s, fy, fx, g = uniform(*cfg.zoom), uniform(0, 1), uniform(0, 1), uniform(*cfg.gamma)
+    if bool(hflip.any()):
+        idx = _flip_index(w, hflip, IMAGE)[:, None, None, :].expand_as(x)
+        x = x.gather(3, idx)
+    if bool(vflip.any()):
+        idx = _flip_index(h, vflip, IMAGE)[:, None, :, None].expand_as(x)
+        x = x.gather(2, idx)
+    inside = ((torch.arange(IMAGE, device=dev)[None, :, None] < h[:, None, None])
+              & (torch.arange(IMAGE, device=dev)[None, None, :] < w[:, None, None]))[:, None]  # (B, 1, H, W)
+    if bool(zoom.any()):
+        z = zoom.nonzero().squeeze(1)
+        sz = s[z]
+        y0, x0 = fy[z] * h[z] * (1 - sz), fx[z] * w[z] * (1 - sz)  # window origin, pixels
+        theta = torch.zeros(len(z), 2, 3, device=dev)
+        theta[:, 0, 0], theta[:, 0, 2] = sz, sz - 1 + 2 * x0 / IMAGE
+        theta[:, 1, 1], theta[:, 1, 2] = sz, sz - 1 + 2 * y0 / IMAGE
+        grid = F.affine_grid(theta, [len(z), 3, IMAGE, IMAGE], align_corners=False)
+        crop = F.grid_sample(x[z], grid, mode="bilinear", padding_mode="border", align_corners=False)
+        m = inside[z]
+        lo = torch.where(m, crop, torch.inf).amin(dim=(1, 2, 3), keepdim=True)
+        hi = torch.where(m, crop, -torch.inf).amax(dim=(1, 2, 3), keepdim=True)
+        crop = torch.where(m, (crop - lo) / (hi - lo).clamp_min(1e-6), 0.0)
+        x = x.index_copy(0, z, crop)
+    if bool(gam.any()):
+        x = torch.where(gam[:, None, None, None], x.clamp_min(0).pow(g[:, None, None, None]), x)
+    return torch.where(inside, torch.round(x * 255.0) / 255.0, 0.0)
+
+
+# ----------------------------------------------------------------------------------------------- train
+
+
+@dataclass
+class Student:
+    """One student trained against the shared teacher targets."""
+
+    key: str
+    encoder: torch.nn.Module
+    opt: torch.optim.Optimizer
+    peak_lr: float
+    best_val: float = math.inf
+    skipped: int = 0
+    losses: list[float] = field(default_factory=list)
+
+
+def cosine_lr(peak: float, step: int, frac: float, warmup: int, floor: float = 0.02) -> float:
+    """Linear warm-up over ``warmup`` steps, then a cosine from ``peak`` to ``floor * peak`` over ``frac``
+    (elapsed / budget, clipped to [0, 1])."""
+    frac = min(max(frac, 0.0), 1.0)
+    return peak * min(1.0, (step + 1) / max(1, warmup)) * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def load_pack(pack_dir: Path) -> tuple[list[dict[str, str]], np.ndarray, np.ndarray]:
+    """Manifest rows, (N, 256, 256, 3) uint8 images, (N, 2) content sizes."""
+    blob = (pack_dir / "images.bin").read_bytes()
+    offsets = np.load(pack_dir / "offsets.npy")
+    with (pack_dir / "manifest.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    hw = np.array([[int(r["h"]), int(r["w"])] for r in rows], dtype=np.int64)
+    images = np.stack([decode_item(blob[offsets[i] : offsets[i + 1]], *hw[i]) for i in range(len(rows))])
+    return rows, images, hw
+
+
+def validate(encoder: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 32) -> float:
+    encoder.eval()
+    total = 0.0
+    with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16):
+        for i in range(0, len(x), chunk):
+            total += F.mse_loss(encoder(x[i : i + chunk]).float(), y[i : i + chunk], reduction="sum").item()
+    encoder.train()
+    return total / y.numel()
+
+
+def save_student(st: Student, path: Path, arch: str, tag: str, info: dict[str, Any]) -> None:
+    state = {k: v.detach().float().cpu() if v.is_floating_point() else v.cpu()
+             for k, v in st.encoder.state_dict().items()}
+    save_atomic({"arch": arch, "teacher": tag, "encoder": state, "peak_lr": st.peak_lr, **info}, path)
+
+
+def train(args: argparse.Namespace) -> int:
+    t0 = time.time()
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.manual_seed(args.seed)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+        log.info("device %s", torch.cuda.get_device_name(device))
+    args.out.mkdir(parents=True, exist_ok=True)
+    teacher, _, tag = load_encoder(args.bundle / TEACHER_FILE, device)
+    teacher.eval().requires_grad_(False)
+    rows, images_np, hw_np = load_pack(args.bundle / PACK_DIR)
+    is_val = np.array([r["split"] == "val" for r in rows])
+    val_order = sorted(np.flatnonzero(is_val), key=lambda i: rows[i]["id"])[: args.val_items]
+    train_idx = torch.from_numpy(np.flatnonzero(~is_val))
+    images, hw = torch.from_numpy(images_np).to(device), torch.from_numpy(hw_np).to(device)
+    log.info("pack: %d training, %d validation items (decoded in %.1f s)", len(train_idx), len(val_order),
+             time.time() - t0)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(args.seed)
+
+    vi = torch.as_tensor(val_order, dtype=torch.long, device=device)
+    val_x = augment(images[vi], hw[vi], NO_AUGMENT, gen)
+    with torch.no_grad():
+        val_y = torch.cat([teacher(val_x[i : i + 32].contiguous()).float() for i in range(0, len(val_x), 32)])
+    val_x = val_x.contiguous(memory_format=torch.channels_last)
+
+    students: list[Student] = []
+    s_arch = ""
+    for k, lr in enumerate(args.lr):
+        enc, s_arch, _ = load_encoder(args.bundle / STUDENT_FILE, device)
+        enc = enc.to(memory_format=torch.channels_last).train()
+        opt = torch.optim.AdamW(enc.parameters(), lr=lr, weight_decay=args.weight_decay)
+        students.append(Student(str(k), enc, opt, lr))
+    for st in students:
+        st.best_val = validate(st.encoder, val_x, val_y)
+    log.info("start val MSE %.6f; %d student(s), lr %s, batch %d, budget %.1f min", students[0].best_val,
+             len(students), args.lr, args.batch_size, args.minutes)
+
+    log_fh = (args.out / "log.csv").open("w", newline="")
+    writer = csv.writer(log_fh)
+    writer.writerow(["step", "seconds", "images", "student", "lr", "train_mse", "val_mse"])
+    for st in students:
+        writer.writerow([0, 0, 0, st.key, 0, "", f"{st.best_val:.6f}"])
+    cfg = AugmentConfig()
+    budget = args.minutes * 60.0
+    t_train, t_val, step, seen, batch = time.time(), time.time(), 0, 0, args.batch_size
+    order = train_idx[torch.randperm(len(train_idx))]
+    pos = 0
+    while True:
+        frac = (time.time() - t_train) / budget
+        done = frac >= 1.0
+        if done or time.time() - t_val >= args.val_seconds:
+            t_val = time.time()
+            for st in students:
+                v = validate(st.encoder, val_x, val_y)
+                info = {"step": step, "val_mse": v, "seconds": time.time() - t_train, "images": seen}
+                if v < st.best_val:
+                    st.best_val = v
+                    save_student(st, args.out / f"best_{st.key}.pt", s_arch, tag, info)
+                if done:
+                    save_student(st, args.out / f"final_{st.key}.pt", s_arch, tag, info)
+                writer.writerow([step, f"{time.time() - t_train:.0f}", seen, st.key,
+                                 f"{st.opt.param_groups[0]['lr']:.3e}",
+                                 f"{np.mean(st.losses[-20:]) if st.losses else math.nan:.6f}", f"{v:.6f}"])
+                log.info("step %d (%d images, %.0f s) student %s: val %.6f (best %.6f) train %.6f, skipped %d",
+                         step, seen, time.time() - t_train, st.key, v, st.best_val,
+                         np.mean(st.losses[-20:]) if st.losses else math.nan, st.skipped)
+            log_fh.flush()
+        if done:
+            break
+        if pos + batch > len(order):
+            order, pos = train_idx[torch.randperm(len(train_idx))], 0
+        idx = order[pos : pos + batch].to(device)
+        pos += batch
+        try:
+            x = augment(images[idx], hw[idx], cfg, gen)
+            with torch.no_grad():  # NCHW: the teacher ran 1.4x slower on channels-last input (H200, batch 128)
+                y = teacher(x.contiguous()).float()
+            x = x.contiguous(memory_format=torch.channels_last)  # the student's layout (1.8x faster than NCHW)
+            for st in students:
+                lr = cosine_lr(st.peak_lr, step, frac, args.warmup)
+                for group in st.opt.param_groups:
+                    group["lr"] = lr
+                with torch.autocast(device.type, dtype=torch.bfloat16):
+                    pred = st.encoder(x)
+                loss = F.mse_loss(pred.float(), y)
+                st.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                gnorm = torch.nn.utils.clip_grad_norm_(st.encoder.parameters(), args.clip)
+                if torch.isfinite(loss) and torch.isfinite(gnorm):
+                    st.opt.step()
+                    st.losses.append(loss.item())
+                else:
+                    st.skipped += 1
+        except torch.cuda.OutOfMemoryError:
+            if batch <= 8:
+                raise
+            batch //= 2
+            for st in students:
+                st.opt.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
+            log.warning("out of GPU memory: batch size now %d", batch)
+            continue
+        step += 1
+        seen += len(idx)
+        if step in (5, 20) or step % 100 == 0:
+            log.info("step %d: %.1f images/s, train MSE %s", step, seen / (time.time() - t_train),
+                     " ".join(f"{np.mean(st.losses[-20:]):.5f}" for st in students if st.losses))
+    log_fh.close()
+    log.info("done: %d steps, %d images in %.0f s (%.0f s in all)", step, seen, time.time() - t_train,
+             time.time() - t0)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- assemble
+
+
+def assemble(encoder_file: Path, base: Path, out: Path) -> None:
+    """A trained encoder (``train``'s output) + ``base``'s prompt encoder and mask decoder -> a checkpoint."""
+    obj = torch.load(encoder_file, map_location="cpu", weights_only=True)
+    model = load_checkpoint(base, arch=obj["arch"])
+    load_state_into(model.image_encoder, obj["encoder"], encoder_file.name)
+    extra = {k: obj[k] for k in ("teacher", "step", "val_mse", "seconds", "images", "peak_lr") if k in obj}
+    save_checkpoint(model, out, obj["arch"], {"distill_online": extra})
+    log.info("wrote %s (%s)", out, extra)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("bundle", help="pack + float16 encoders, to travel")
+    b.add_argument("--data", type=Path, required=True, help="prepare_data.py's folder")
+    b.add_argument("--out", type=Path, required=True)
+    b.add_argument("--max-mb", type=float, default=44.0, help="pack size limit (MiB)")
+    b.add_argument("--student", type=Path, default=Path("models/medsam_lite_repvit_m0_6.pt"))
+    b.add_argument("--teacher", type=Path, help="teacher checkpoint (default: installed LiteMedSAM)")
+    b.add_argument("--repack", action="store_true", help="rebuild the pack even when OUT/pack exists")
+    t = sub.add_parser("train", help="online distillation (GPU)")
+    t.add_argument("--bundle", type=Path, required=True)
+    t.add_argument("--out", type=Path, required=True)
+    t.add_argument("--minutes", type=float, required=True, help="wall-time budget of the training loop")
+    t.add_argument("--lr", type=float, nargs="+", default=[5e-4], help="peak lr; one student per value")
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--warmup", type=int, default=50, help="warm-up steps")
+    t.add_argument("--weight-decay", type=float, default=0.01)
+    t.add_argument("--clip", type=float, default=1.0)
+    t.add_argument("--val-seconds", type=float, default=60.0)
+    t.add_argument("--val-items", type=int, default=64)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", help="default: cuda when present")
+    a = sub.add_parser("assemble", help="encoder weights -> full student checkpoint")
+    a.add_argument("--encoder", type=Path, required=True)
+    a.add_argument("--base", type=Path, default=Path("models/medsam_lite_repvit_m0_6.pt"))
+    a.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.cmd == "bundle":
+        bundle(args.data, args.out, args.max_mb, args.student, args.teacher, args.repack)
+    elif args.cmd == "train":
+        return train(args)
+    else:
+        assemble(args.encoder, args.base, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
