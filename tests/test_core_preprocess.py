@@ -89,6 +89,23 @@ def test_upsampling_matches_torch_bilinear(shape: tuple[int, int]) -> None:
     np.testing.assert_array_equal(masks, ref[:, 0].numpy() > 0)
 
 
+@pytest.mark.parametrize("shape", [(512, 512), (2048, 1536), (300, 1000), (40, 30), (256, 256)])
+@pytest.mark.parametrize("aspect", [1.0, 2.5])
+def test_masks_equal_the_full_upsampling_wherever_the_structure_is(shape: tuple[int, int], aspect: float) -> None:
+    """logits_to_masks only computes the rows/columns that read a positive logit: same masks as thresholding
+    the whole upsampled frame, for structures in the middle, at every edge and corner, empty, or everywhere."""
+    yy, xx = np.mgrid[:256, :256]
+    centres = [(128, 128), (0, 0), (255, 255), (0, 200), (200, 0), (60, 250)]
+    logits = np.stack([(6.0 - np.hypot(yy - cy, xx - cx)).astype(np.float32) for cy, cx in centres]
+                      + [np.full((256, 256), -1.0, np.float32), np.full((256, 256), 1.0, np.float32)])
+    logits[0, 10, 10] = 0.5  # two separate blobs: one bounding region
+    frame = FrameInfo.of(shape, (1.0, aspect))
+    masks = logits_to_masks(logits, frame)
+    np.testing.assert_array_equal(masks, upsample_logits(logits, frame) > 0)
+    assert masks.shape == (len(logits), *shape) and not masks[-2].any() and masks[-1].all()
+    assert masks[1].any()  # the blob at the (0, 0) corner is inside every frame
+
+
 def test_rejects_non_slices() -> None:
     with pytest.raises(ValueError, match="2D slice"):
         preprocess(np.zeros((2, 3, 4, 5)))

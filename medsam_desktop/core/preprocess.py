@@ -243,5 +243,30 @@ def upsample_logits(logits: np.ndarray, frame: FrameInfo) -> np.ndarray:
 
 
 def logits_to_masks(logits: np.ndarray, frame: FrameInfo) -> np.ndarray:
-    """Model-frame logits (N, 256, 256) -> boolean masks (N, H, W) (sigmoid > 0.5, i.e. logit > 0)."""
-    return upsample_logits(logits, frame) > 0
+    """Model-frame logits (N, 256, 256) -> boolean masks (N, H, W) (sigmoid > 0.5, i.e. logit > 0).
+
+    The same values as ``upsample_logits(logits, frame) > 0``, computed only where a mask can be set: each
+    upsampled pixel is a convex blend of at most four source logits, so it is positive only in the output rows
+    and columns that read a positive source. A structure covering a small part of the slice costs a small part
+    of the full upsampling (a 2048x2048 image: ~25 ms per mask for the full frame).
+    """
+    h, w = frame.resized_size
+    out_h, out_w = frame.original_size
+    crop = np.asarray(logits, dtype=np.float32)[:, :h, :w]
+    masks = np.zeros((crop.shape[0], out_h, out_w), dtype=bool)
+    r0, r1, frac = _bilinear_taps(h, out_h)
+    c0, c1, _ = _bilinear_taps(w, out_w)
+    columns = _bilinear_matrix(w, out_w)
+    for n, lg in enumerate(crop):
+        positive = lg > 0
+        rows_hit = np.flatnonzero(positive.any(axis=1))
+        if rows_hit.size == 0:
+            continue
+        cols_hit = np.flatnonzero(positive.any(axis=0))
+        # r0 <= r1 are non-decreasing: the rows reading a source row in [lo, hi] are one contiguous run
+        y0, y1 = np.searchsorted(r1, rows_hit[0], "left"), np.searchsorted(r0, rows_hit[-1], "right")
+        x0, x1 = np.searchsorted(c1, cols_hit[0], "left"), np.searchsorted(c0, cols_hit[-1], "right")
+        f = frac[y0:y1, None]
+        rows = lg[r0[y0:y1]] * (1 - f) + lg[r1[y0:y1]] * f  # as upsample_logits, on the rows that matter
+        masks[n, y0:y1, x0:x1] = (rows @ columns[x0:x1].T) > 0
+    return masks
