@@ -110,6 +110,21 @@ def _prepared_folder(root: Path) -> None:
             w.writerow([f"0000_{i:04d}", 0, i, f"g{i}", "us", "s", "val" if i == 0 else "train", h, wd, i])
 
 
+def test_second_pack_takes_the_items_the_first_left_out(tmp_path: Path) -> None:
+    from training import pack_shards
+
+    _prepared_folder(tmp_path / "data")
+    imgs, hw = _shard_images()
+    first_two = sum(len(pack_shards.encode(imgs[i, :h, :w])) for i, (h, w) in enumerate(hw[:2]))
+    n1 = pack_shards.pack(tmp_path / "data", tmp_path / "p1", max_mb=(first_two + 1) / 2**20)
+    n2 = pack_shards.pack(tmp_path / "data", tmp_path / "p2", max_mb=100,
+                          exclude_ids=pack_shards.packed_ids([tmp_path / "p1"]))
+    ids1 = [r["id"] for r in online.load_pack(tmp_path / "p1")[0]]
+    ids2 = [r["id"] for r in online.load_pack(tmp_path / "p2")[0]]
+    assert (n1, n2) == (2, 2) and not set(ids1) & set(ids2)
+    assert ids1[0] == "0000_0000"  # the validation item travels in the first pack
+
+
 def test_bundle_train_assemble_round_trip(tmp_path: Path) -> None:
     torch.manual_seed(0)
     teacher, student = tmp_path / "teacher.pt", tmp_path / "student.pt"
@@ -124,8 +139,17 @@ def test_bundle_train_assemble_round_trip(tmp_path: Path) -> None:
     assert half["arch"] == "swin_tiny_test"
     assert all(v.dtype == torch.float16 for v in half["state"].values() if v.is_floating_point())
 
+    # a second pack holds the rest: no item twice
+    assert online.main(["bundle", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "second"),
+                        "--pack-only", "--exclude-pack", str(bundle / online.PACK_DIR)]) == 0
+    assert not (tmp_path / "second" / online.TEACHER_FILE).exists()
+    first_rows = online.load_pack(bundle / online.PACK_DIR)[0]
+    second_rows = online.load_pack(tmp_path / "second" / online.PACK_DIR)[0]
+    assert len(first_rows) == 4 and second_rows == []  # everything fitted into the first one
+
     assert online.main(["train", "--bundle", str(bundle), "--out", str(out), "--minutes", "0.02", "--device",
-                        "cpu", "--batch-size", "2", "--lr", "1e-3", "3e-3", "--val-items", "1"]) == 0
+                        "cpu", "--batch-size", "2", "--lr", "1e-3", "3e-3", "--val-items", "1", "--teacher-bf16",
+                        "--extra-pack", str(tmp_path / "second" / online.PACK_DIR)]) == 0
     with (out / "log.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert {r["student"] for r in rows} == {"0", "1"}

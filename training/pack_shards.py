@@ -70,8 +70,12 @@ def decode_item(data: bytes, h: int, w: int) -> np.ndarray:
     return out
 
 
-def pack(data: Path, out: Path, max_mb: float, codec: str = "webp", quality: int = 92) -> int:
+def pack(data: Path, out: Path, max_mb: float, codec: str = "webp", quality: int = 92,
+         exclude_ids: frozenset[str] = frozenset()) -> int:
+    """Pack the items of ``data`` (validation first, then by rank; none of ``exclude_ids``) until ``max_mb``
+    MiB of image bytes; returns how many were packed."""
     items = sorted(read_manifest(data), key=lambda it: (it.split != "val", it.rank))  # val first, then rank
+    items = [it for it in items if it.id not in exclude_ids]
     images = ShardImages(data)
     out.mkdir(parents=True, exist_ok=True)
     blobs, kept, total = [], [], 0
@@ -95,6 +99,11 @@ def pack(data: Path, out: Path, max_mb: float, codec: str = "webp", quality: int
     log.info("packed %d of %d items in %.1f MiB (%s)", len(kept), len(items), total / 2**20,
              codec if codec == "webp" else f"jpeg quality {quality}")
     return len(kept)
+
+
+def packed_ids(pack_dirs: list[Path]) -> frozenset[str]:
+    """The item ids (of the source data) held by earlier packs."""
+    return frozenset(it.id for d in pack_dirs for it in read_manifest(d))
 
 
 def unpack(pack_dir: Path, out: Path) -> int:
@@ -132,13 +141,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-mb", type=float, default=56.0)
     p.add_argument("--codec", choices=CODECS, default="webp", help="webp: lossless (default); jpeg: lossy")
     p.add_argument("--quality", type=int, default=92, help="JPEG quality")
+    p.add_argument("--exclude-pack", type=Path, action="append", default=[],
+                   help="leave out the items of this earlier pack (a second pack for a second transfer)")
     u = sub.add_parser("unpack")
     u.add_argument("--pack", type=Path, required=True)
     u.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.cmd == "pack":
-        pack(args.data, args.out, args.max_mb, args.codec, args.quality)
+        pack(args.data, args.out, args.max_mb, args.codec, args.quality, packed_ids(args.exclude_pack))
     else:
         unpack(args.pack, args.out)
     return 0
