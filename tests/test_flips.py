@@ -321,3 +321,21 @@ def test_teacher_cache_plan_can_keep_to_some_modalities(tmp_path: Path) -> None:
     rest = [it for it, _ in jobs[len(val) :]]
     assert rest and all(it.modality == "ct" and it.split == "train" for it in rest)
     assert len(rest) == sum(it.modality == "ct" and it.split == "train" for it in items)
+
+
+def test_freeze_bn_keeps_running_statistics_while_the_rest_trains() -> None:
+    from medsam_desktop.model.registry import ENCODER_REGISTRY
+
+    torch.manual_seed(0)
+    encoder = ENCODER_REGISTRY["repvit_m0_6"]()
+    bns = [m for m in encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    before = [m.running_mean.clone() for m in bns]
+    distill.train_mode(encoder, freeze_bn=True)
+    assert encoder.training and bns and not any(m.training for m in bns)
+    encoder(torch.rand(2, 3, 256, 256)).mean().backward()
+    assert all(torch.equal(m.running_mean, b) for m, b in zip(bns, before, strict=True))
+    assert all(m.weight.grad is not None for m in bns)  # affine parameters still learn
+    distill.train_mode(encoder)
+    assert all(m.training for m in bns)
+    encoder(torch.rand(2, 3, 256, 256))
+    assert not all(torch.equal(m.running_mean, b) for m, b in zip(bns, before, strict=True))

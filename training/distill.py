@@ -85,6 +85,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--flips", action="store_true",
                     help="random flips: draw each sample among its cached variants (teacher_cache.py --variants)")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast for the student forward")
+    ap.add_argument("--freeze-bn", action="store_true",
+                    help="BatchNorm layers in eval mode while training (fine-tuning converged weights)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave default)")
     ap.add_argument("--val-every", type=int, default=150, help="steps between validations")
     ap.add_argument("--val-items", type=int, default=64)
@@ -159,9 +161,21 @@ def load_batch(batch: list[ShardItem], images: ShardImages, cache: TeacherCache,
     return x.contiguous(memory_format=torch.channels_last), y
 
 
+def train_mode(encoder: torch.nn.Module, freeze_bn: bool = False) -> torch.nn.Module:
+    """``encoder.train()``; with ``freeze_bn`` its BatchNorm layers stay in eval mode (running statistics used
+    and kept, as a fine-tune from converged weights wants with small batches: batch 8 re-estimates them noisily).
+    Their affine parameters still train."""
+    encoder.train()
+    if freeze_bn:
+        for m in encoder.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
+    return encoder
+
+
 @torch.no_grad()
 def validate(encoder: torch.nn.Module, items: list[ShardItem], images: ShardImages, cache: TeacherCache,
-             device: torch.device, bf16: bool) -> float:
+             device: torch.device, bf16: bool, freeze_bn: bool = False) -> float:
     encoder.eval()
     total, n = 0.0, 0
     for start in range(0, len(items), 8):
@@ -170,7 +184,7 @@ def validate(encoder: torch.nn.Module, items: list[ShardItem], images: ShardImag
             pred = encoder(x.to(device))
         total += F.mse_loss(pred.float(), y.to(device), reduction="sum").item()
         n += y.numel()
-    encoder.train()
+    train_mode(encoder, freeze_bn)
     return total / max(n, 1)
 
 
@@ -213,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     teacher, tag = load_teacher_spec(args.teacher)
     student = build_student(args, teacher)
     del teacher
-    encoder = student.image_encoder.to(device).to(memory_format=torch.channels_last).train()
+    encoder = train_mode(student.image_encoder.to(device).to(memory_format=torch.channels_last), args.freeze_bn)
     opt = torch.optim.AdamW(encoder.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.9, patience=5)
     state: dict[str, Any] = {"step": 0, "seconds": 0.0, "best_val": math.inf, "teacher": tag}
@@ -272,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         state["seconds"] = elapsed
         val = ""
         if val_items and state["step"] % args.val_every == 0:
-            v = validate(encoder, val_items, images, cache, device, args.bf16)
+            v = validate(encoder, val_items, images, cache, device, args.bf16, args.freeze_bn)
             sched.step(v)
             val = f"{v:.6f}"
             if rank == 0 and v < state["best_val"]:
