@@ -228,6 +228,75 @@ def save_student(st: Student, path: Path, arch: str, tag: str, info: dict[str, A
     save_atomic({"arch": arch, "teacher": tag, "encoder": state, "peak_lr": st.peak_lr, **info}, path)
 
 
+@dataclass
+class Data:
+    """The decoded packs on the training device, and the validation inputs and (fp32) teacher targets."""
+
+    images: torch.Tensor  # (N, 256, 256, 3) uint8
+    hw: torch.Tensor  # (N, 2) content sizes
+    train_idx: torch.Tensor  # (T,) indices of training items
+    val_x: torch.Tensor  # (V, 3, 256, 256) channels-last, unaugmented
+    val_y: torch.Tensor  # (V, 256, 64, 64) teacher embeddings
+
+
+def load_data(packs: list[Path], teacher: torch.nn.Module, val_items: int, device: torch.device,
+              gen: torch.Generator) -> Data:
+    """Decode ``packs`` onto ``device``; validation = the first ``val_items`` validation items by id."""
+    loaded = [load_pack(d) for d in packs]
+    rows = [r for p in loaded for r in p[0]]
+    images = torch.from_numpy(np.concatenate([p[1] for p in loaded])).to(device)
+    hw = torch.from_numpy(np.concatenate([p[2] for p in loaded])).to(device)
+    is_val = np.array([r["split"] == "val" for r in rows], dtype=bool)
+    val_order = sorted(np.flatnonzero(is_val), key=lambda i: rows[i]["id"])[:val_items]
+    vi = torch.as_tensor(val_order, dtype=torch.long, device=device)
+    val_x = augment(images[vi], hw[vi], NO_AUGMENT, gen)
+    with torch.no_grad():
+        val_y = torch.cat([teacher(val_x[i : i + 32].contiguous()).float() for i in range(0, len(val_x), 32)])
+    return Data(images, hw, torch.from_numpy(np.flatnonzero(~is_val)), val_x.contiguous(
+        memory_format=torch.channels_last), val_y)
+
+
+def train_step(students: list[Student], teacher: torch.nn.Module, x: torch.Tensor, step: int, frac: float,
+               args: argparse.Namespace) -> None:
+    """One teacher forward on the augmented batch ``x`` (NCHW), one optimiser step per student."""
+    # NCHW: the teacher ran 1.4x slower on channels-last input (H200, batch 128)
+    with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=args.teacher_bf16):
+        y = teacher(x.contiguous()).float()
+    x = x.contiguous(memory_format=torch.channels_last)  # the student's layout (1.8x faster than NCHW)
+    for st in students:
+        for group in st.opt.param_groups:
+            group["lr"] = cosine_lr(st.peak_lr, step, frac, args.warmup)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            pred = st.encoder(x)
+        loss = F.mse_loss(pred.float(), y)  # fp32 loss whatever the forward precision
+        st.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(st.encoder.parameters(), args.clip)
+        if torch.isfinite(loss) and torch.isfinite(gnorm):
+            st.opt.step()
+            st.losses.append(loss.item())
+        else:  # skipped, not applied
+            st.skipped += 1
+
+
+def validate_all(students: list[Student], data: Data, info: dict[str, Any], out: Path, arch: str, tag: str,
+                 writer: Any, final: bool) -> None:
+    """Score every student; write ``best_<k>.pt`` on improvement (and ``final_<k>.pt`` when ``final``)."""
+    for st in students:
+        v = validate(st.encoder, data.val_x, data.val_y)
+        info = {**info, "val_mse": v}
+        if v < st.best_val:
+            st.best_val = v
+            save_student(st, out / f"best_{st.key}.pt", arch, tag, info)
+        if final:
+            save_student(st, out / f"final_{st.key}.pt", arch, tag, info)
+        train_mse = float(np.mean(st.losses[-20:])) if st.losses else math.nan
+        writer.writerow([info["step"], f"{info['seconds']:.0f}", info["images"], st.key,
+                         f"{st.opt.param_groups[0]['lr']:.3e}", f"{train_mse:.6f}", f"{v:.6f}"])
+        log.info("step %d (%d images, %.0f s) student %s: val %.6f (best %.6f) train %.6f, skipped %d",
+                 info["step"], info["images"], info["seconds"], st.key, v, st.best_val, train_mse, st.skipped)
+
+
 def train(args: argparse.Namespace) -> int:
     t0 = time.time()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -240,109 +309,61 @@ def train(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     teacher, _, tag = load_encoder(args.bundle / TEACHER_FILE, device)
     teacher.eval().requires_grad_(False)
-    packs = [load_pack(d) for d in [args.bundle / PACK_DIR, *args.extra_pack]]
-    rows = [r for p in packs for r in p[0]]
-    images_np, hw_np = np.concatenate([p[1] for p in packs]), np.concatenate([p[2] for p in packs])
-    del packs
-    is_val = np.array([r["split"] == "val" for r in rows])
-    val_order = sorted(np.flatnonzero(is_val), key=lambda i: rows[i]["id"])[: args.val_items]
-    train_idx = torch.from_numpy(np.flatnonzero(~is_val))
-    images, hw = torch.from_numpy(images_np).to(device), torch.from_numpy(hw_np).to(device)
-    log.info("pack: %d training, %d validation items (decoded in %.1f s)", len(train_idx), len(val_order),
-             time.time() - t0)
     gen = torch.Generator(device=device)
     gen.manual_seed(args.seed)
-
-    vi = torch.as_tensor(val_order, dtype=torch.long, device=device)
-    val_x = augment(images[vi], hw[vi], NO_AUGMENT, gen)
-    with torch.no_grad():
-        val_y = torch.cat([teacher(val_x[i : i + 32].contiguous()).float() for i in range(0, len(val_x), 32)])
-    val_x = val_x.contiguous(memory_format=torch.channels_last)
+    data = load_data([args.bundle / PACK_DIR, *args.extra_pack], teacher, args.val_items, device, gen)
+    log.info("pack: %d training, %d validation items (loaded in %.1f s)", len(data.train_idx), len(data.val_x),
+             time.time() - t0)
 
     students: list[Student] = []
     s_arch = ""
     for k, lr in enumerate(args.lr):
         enc, s_arch, _ = load_encoder(args.bundle / STUDENT_FILE, device)
         enc = enc.to(memory_format=torch.channels_last).train()
-        opt = torch.optim.AdamW(enc.parameters(), lr=lr, weight_decay=args.weight_decay)
-        students.append(Student(str(k), enc, opt, lr))
-    for st in students:
-        st.best_val = validate(st.encoder, val_x, val_y)
+        students.append(Student(str(k), enc, torch.optim.AdamW(enc.parameters(), lr=lr,
+                                                              weight_decay=args.weight_decay), lr))
+        students[-1].best_val = validate(enc, data.val_x, data.val_y)
     log.info("start val MSE %.6f; %d student(s), lr %s, batch %d, budget %.1f min", students[0].best_val,
              len(students), args.lr, args.batch_size, args.minutes)
 
-    log_fh = (args.out / "log.csv").open("w", newline="")
-    writer = csv.writer(log_fh)
-    writer.writerow(["step", "seconds", "images", "student", "lr", "train_mse", "val_mse"])
-    for st in students:
-        writer.writerow([0, 0, 0, st.key, 0, "", f"{st.best_val:.6f}"])
-    cfg = AugmentConfig()
-    budget = args.minutes * 60.0
-    t_train, t_val, step, seen, batch = time.time(), time.time(), 0, 0, args.batch_size
-    order = train_idx[torch.randperm(len(train_idx))]
-    pos = 0
-    while True:
-        frac = (time.time() - t_train) / budget
-        done = frac >= 1.0
-        if done or time.time() - t_val >= args.val_seconds:
-            t_val = time.time()
-            for st in students:
-                v = validate(st.encoder, val_x, val_y)
-                info = {"step": step, "val_mse": v, "seconds": time.time() - t_train, "images": seen}
-                if v < st.best_val:
-                    st.best_val = v
-                    save_student(st, args.out / f"best_{st.key}.pt", s_arch, tag, info)
-                if done:
-                    save_student(st, args.out / f"final_{st.key}.pt", s_arch, tag, info)
-                writer.writerow([step, f"{time.time() - t_train:.0f}", seen, st.key,
-                                 f"{st.opt.param_groups[0]['lr']:.3e}",
-                                 f"{np.mean(st.losses[-20:]) if st.losses else math.nan:.6f}", f"{v:.6f}"])
-                log.info("step %d (%d images, %.0f s) student %s: val %.6f (best %.6f) train %.6f, skipped %d",
-                         step, seen, time.time() - t_train, st.key, v, st.best_val,
-                         np.mean(st.losses[-20:]) if st.losses else math.nan, st.skipped)
-            log_fh.flush()
-        if done:
-            break
-        if pos + batch > len(order):
-            order, pos = train_idx[torch.randperm(len(train_idx))], 0
-        idx = order[pos : pos + batch].to(device)
-        pos += batch
-        try:
-            x = augment(images[idx], hw[idx], cfg, gen)
-            # NCHW: the teacher ran 1.4x slower on channels-last input (H200, batch 128)
-            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.teacher_bf16):
-                y = teacher(x.contiguous()).float()
-            x = x.contiguous(memory_format=torch.channels_last)  # the student's layout (1.8x faster than NCHW)
-            for st in students:
-                lr = cosine_lr(st.peak_lr, step, frac, args.warmup)
-                for group in st.opt.param_groups:
-                    group["lr"] = lr
-                with torch.autocast(device.type, dtype=torch.bfloat16):
-                    pred = st.encoder(x)
-                loss = F.mse_loss(pred.float(), y)
-                st.opt.zero_grad(set_to_none=True)
-                loss.backward()
-                gnorm = torch.nn.utils.clip_grad_norm_(st.encoder.parameters(), args.clip)
-                if torch.isfinite(loss) and torch.isfinite(gnorm):
-                    st.opt.step()
-                    st.losses.append(loss.item())
-                else:
-                    st.skipped += 1
-        except torch.cuda.OutOfMemoryError:
-            if batch <= 8:
-                raise
-            batch //= 2
-            for st in students:
-                st.opt.zero_grad(set_to_none=True)
-            torch.cuda.empty_cache()
-            log.warning("out of GPU memory: batch size now %d", batch)
-            continue
-        step += 1
-        seen += len(idx)
-        if step in (5, 20) or step % 100 == 0:
-            log.info("step %d: %.1f images/s, train MSE %s", step, seen / (time.time() - t_train),
-                     " ".join(f"{np.mean(st.losses[-20:]):.5f}" for st in students if st.losses))
-    log_fh.close()
+    with (args.out / "log.csv").open("w", newline="") as log_fh:
+        writer = csv.writer(log_fh)
+        writer.writerow(["step", "seconds", "images", "student", "lr", "train_mse", "val_mse"])
+        for st in students:
+            writer.writerow([0, 0, 0, st.key, 0, "", f"{st.best_val:.6f}"])
+        cfg, budget = AugmentConfig(), args.minutes * 60.0
+        t_train, t_val, step, seen, batch = time.time(), time.time(), 0, 0, args.batch_size
+        order, pos = data.train_idx[torch.randperm(len(data.train_idx))], 0
+        while True:
+            frac = (time.time() - t_train) / budget
+            done = frac >= 1.0
+            if done or time.time() - t_val >= args.val_seconds:
+                t_val = time.time()
+                info = {"step": step, "seconds": time.time() - t_train, "images": seen}
+                validate_all(students, data, info, args.out, s_arch, tag, writer, final=done)
+                log_fh.flush()
+            if done:
+                break
+            if pos + batch > len(order):
+                order, pos = data.train_idx[torch.randperm(len(data.train_idx))], 0
+            idx = order[pos : pos + batch].to(device)
+            pos += batch
+            try:
+                train_step(students, teacher, augment(data.images[idx], data.hw[idx], cfg, gen), step, frac, args)
+            except torch.cuda.OutOfMemoryError:
+                if batch <= 8:
+                    raise
+                batch //= 2
+                for st in students:
+                    st.opt.zero_grad(set_to_none=True)
+                torch.cuda.empty_cache()
+                log.warning("out of GPU memory: batch size now %d", batch)
+                continue
+            step += 1
+            seen += len(idx)
+            if step in (5, 20) or step % 100 == 0:
+                log.info("step %d: %.1f images/s, train MSE %s", step, seen / (time.time() - t_train),
+                         " ".join(f"{np.mean(st.losses[-20:]):.5f}" for st in students if st.losses))
     log.info("done: %d steps, %d images in %.0f s (%.0f s in all)", step, seen, time.time() - t_train,
              time.time() - t0)
     return 0
