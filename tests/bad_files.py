@@ -77,6 +77,11 @@ def one_voxel(tmp: Path) -> Path:
     return write_nifti(tmp / "one_voxel.nii.gz", np.zeros((1, 1, 1), np.int16))
 
 
+def complex_nifti(tmp: Path) -> Path:
+    """Complex voxels (e.g. raw MR phase/k-space data): nothing the model or the display can show."""
+    return write_nifti(tmp / "complex.nii.gz", np.ones((3, 8, 9), np.complex64))
+
+
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
@@ -226,6 +231,7 @@ READ_ERRORS: dict[str, tuple[Builder, type[MedSAMIOError], str]] = {
     "unknown_magic": (unknown_magic, UnsupportedFormatError, "not supported"),
     "four_d": (four_d, InvalidImageError, "4D"),
     "one_voxel": (one_voxel, InvalidImageError, "too small"),
+    "complex_voxels": (complex_nifti, InvalidImageError, "complex"),
     "huge_png_1bit": (huge_png, InvalidImageError, "too large"),
     "huge_png_palette": (huge_palette_png, InvalidImageError, "too large"),
     "dicom_missing_slice": (dicom_missing_slice, DicomSeriesError, "slice is probably missing"),

@@ -183,3 +183,45 @@ def test_document_model_imports_no_qt() -> None:
         "sys.exit(1 if bad else 0)\n"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+
+
+def test_edits_arriving_during_a_brush_stroke_stay_separate_undo_steps() -> None:
+    """A segmentation (or propagation, undo ...) landing while the mouse is still down must not be folded into the
+    brush step: undoing everything returns to empty, redoing everything to the final state."""
+    s = make_session()
+    s.add_label()
+    seg = np.zeros(s.shape[1:], bool)
+    seg[20:30, 30:45] = True
+
+    s.begin_stroke(3)
+    s.stroke_to(np.array([[5.0, 5.0]]), radius=2)
+    s.apply_mask(3, seg)  # the model's answer arrives mid-stroke
+    s.stroke_to(np.array([[10.0, 8.0]]), radius=2, connect=True)
+    s.end_stroke()
+    final = s.labels.copy()
+
+    s.undo()  # the brush, only: the segmentation stays
+    np.testing.assert_array_equal(s.labels[3][seg], 1)
+    while s.undo():
+        pass
+    assert not s.labels.any(), "undoing every step must give back the empty label map"
+    while s.redo():
+        pass
+    np.testing.assert_array_equal(s.labels, final)
+
+
+def test_undo_pressed_during_a_brush_stroke_keeps_history_consistent() -> None:
+    s = make_session()
+    s.add_label()
+    seg = np.zeros(s.shape[1:], bool)
+    seg[20:30, 30:45] = True
+    s.apply_mask(3, seg)
+
+    s.begin_stroke(3)
+    s.stroke_to(np.array([[5.0, 5.0]]), radius=2)
+    s.undo()  # Ctrl+Z with the mouse still down
+    s.stroke_to(np.array([[12.0, 12.0]]), radius=2)
+    s.end_stroke()
+    while s.undo():
+        pass
+    assert not s.labels.any()

@@ -220,3 +220,27 @@ def test_write_mask_png_errors_keep_previous(tmp_path: Path) -> None:
         write_mask_png(np.zeros((3, 3), np.uint8), tmp_path / "m.jpg")
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.png"]
+
+
+def test_labels_keep_a_sheared_nifti_affine(tmp_path: Path) -> None:
+    """A NIfTI whose sform is sheared (e.g. gantry-tilted CT) opens through nibabel; its labels must be saved on
+    that exact affine (not ITK's orthogonalised one) and open back onto the image."""
+    import nibabel as nib
+
+    affine = np.array([[0.8, 0.1, 0.0, -100.0], [0.0, 0.8, 0.0, -90.0], [0.0, 0.3, 2.5, 10.0], [0, 0, 0, 1.0]])
+    img = nib.Nifti1Image(np.arange(20 * 16 * 6, dtype=np.int16).reshape(20, 16, 6) - 1000, affine)
+    img.set_sform(affine, code=1)
+    img.set_qform(None, code=0)
+    src = tmp_path / "tilted.nii.gz"
+    nib.save(img, src)
+    volume = read_image(src)
+    labels = np.zeros(volume.shape_zyx, np.uint8)
+    labels[2, 3:5, 4:8] = 1
+    labels[5, 0, 0] = 2
+
+    out = write_labels_nifti(labels, volume, tmp_path / "tilted_seg.nii.gz")
+
+    saved = nib.load(out)
+    np.testing.assert_allclose(saved.affine, affine, atol=1e-4)  # the image's own voxel -> world mapping
+    np.testing.assert_array_equal(np.asarray(saved.dataobj).transpose(2, 1, 0), labels)
+    np.testing.assert_array_equal(read_labels(out, volume), labels)  # "Open mask onto image" accepts it

@@ -252,6 +252,7 @@ class AnnotationSession:
         table_fn: Callable[[], None] | None = None,
     ) -> bool:
         """Run ``fn(labels[region])`` in place and ``table_fn()``; record one step. True if anything changed."""
+        self._flush_stroke()
         table_before = self.table.state() if table_fn else None
         before = self._labels[region].copy()
         fn(self._labels[region])
@@ -466,6 +467,8 @@ class AnnotationSession:
         if stroke is None:
             raise RuntimeError("stroke_to() without begin_stroke()")
         plane, index = stroke.plane, stroke.index
+        if stroke.before is None:  # another edit was recorded meanwhile: the rest of the stroke is a new step
+            stroke.before = plane.take(self._labels, index).copy()
         rows, cols = plane.size(self.shape)
         rc, rr = plane.brush_radii(radius, self.volume.spacing)
         pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
@@ -498,6 +501,19 @@ class AnnotationSession:
         if stroke is None:
             return False
         self._stroke = None
+        return self._commit_stroke(stroke)
+
+    def _flush_stroke(self) -> None:
+        """Another edit (a model result, undo ...) arrives while the mouse is down: record the stroke so far as
+        its own step, so that the two never share one; the stroke goes on as a new step at its next dab."""
+        stroke = self._stroke
+        if stroke is not None and stroke.before is not None:
+            self._commit_stroke(stroke)
+            stroke.before = None
+
+    def _commit_stroke(self, stroke: _Stroke) -> bool:
+        if stroke.before is None:
+            return False
         region = stroke.plane.region(stroke.index, 1, self.shape)
         diff = make_voxel_diff(region, stroke.plane.to_zyx(stroke.before[None]), self._labels[region])
         if diff is None:
@@ -547,6 +563,7 @@ class AnnotationSession:
 
     # --- undo / redo -----------------------------------------------------------------------------
     def undo(self) -> bool:
+        self._flush_stroke()
         step = self.history.pop_undo()
         if step is None:
             return False
@@ -554,6 +571,7 @@ class AnnotationSession:
         return True
 
     def redo(self) -> bool:
+        self._flush_stroke()
         step = self.history.pop_redo()
         if step is None:
             return False
@@ -582,13 +600,14 @@ _EMPTY: Region = (slice(0, 0), slice(0, 0), slice(0, 0))
 
 @dataclass
 class _Stroke:
-    """A brush/eraser stroke in progress: slice ``index`` of ``plane``; ``before`` is that slice (plane frame)."""
+    """A brush/eraser stroke in progress: slice ``index`` of ``plane``; ``before`` is that slice (plane frame)
+    when the stroke's current undo step began (None: taken again at the next dab)."""
 
     plane: Plane
     index: int
     erase: bool
     value: int
-    before: np.ndarray
+    before: np.ndarray | None
 
 
 def _densify(points: np.ndarray, rc: float, rr: float) -> np.ndarray:

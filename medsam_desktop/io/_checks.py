@@ -47,9 +47,15 @@ def check_size(size_xyz: tuple[int, ...] | list[int], path: Path) -> None:
 
 
 def finalize_array(array: np.ndarray, path: Path) -> np.ndarray:
-    """Validate a (D, H, W[, 3]) array; replace NaN/Inf by the finite minimum (with a warning)."""
+    """Validate a (D, H, W[, 3]) array (complex data is refused); replace NaN/Inf by the finite minimum."""
     if array.size == 0:
         raise InvalidImageError("the image has no voxels", path=path)
+    if array.dtype.kind == "c":
+        raise InvalidImageError(
+            "its voxels are complex numbers (e.g. raw MR phase or k-space data), not an image to segment",
+            path=path,
+            action="Export the magnitude image (real-valued) and open that.",
+        )
     if array.dtype.kind == "f":
         finite = np.isfinite(array)
         if not finite.all():

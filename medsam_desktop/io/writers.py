@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 __all__ = ["read_labels", "write_labels_nifti", "write_mask_png"]
 
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 
 def _label_dtype(labels: np.ndarray, path: Path) -> np.dtype:
@@ -49,10 +50,39 @@ def _same_file(a: Path, b: Path) -> bool:
         return a.resolve() == b.resolve()
 
 
+def _is_orthonormal(direction: tuple[float, ...], atol: float = 1e-4) -> bool:
+    """Whether a 3x3 row-major direction matrix is orthonormal (what ITK can store without coercing it)."""
+    d = np.reshape(np.asarray(direction, dtype=np.float64), (3, 3))
+    return bool(np.allclose(d.T @ d, np.eye(3), atol=atol))
+
+
+def _write_nifti_affine(labels: np.ndarray, reference: Volume, path: Path) -> None:
+    """Write (D, H, W) ``labels`` with nibabel on ``reference``'s exact, possibly sheared, voxel -> world affine.
+
+    The affine goes into the sform (scanner code) and the qform is left unset, as in an image that ITK refuses
+    and :func:`~medsam_desktop.io.readers_nibabel.read_nibabel_image` reads: the mask re-opens on the same grid.
+    """
+    import nibabel as nib  # lazy: only needed for sheared images
+
+    lps = np.reshape(np.asarray(reference.direction, dtype=np.float64), (3, 3)) * np.asarray(reference.spacing)
+    affine = np.eye(4)
+    affine[:3, :3] = _LPS_TO_RAS @ lps
+    affine[:3, 3] = _LPS_TO_RAS @ np.asarray(reference.origin, dtype=np.float64)
+    image = nib.Nifti1Image(np.ascontiguousarray(labels.transpose(2, 1, 0)), affine)
+    image.set_sform(affine, code="scanner")
+    image.set_qform(None, code="unknown")
+    image.header.set_xyzt_units("mm")
+    try:
+        nib.save(image, str(path))
+    except Exception as exc:  # nibabel raises many types; the caller reports an OutputWriteError
+        raise OSError(str(exc)) from exc
+
+
 def write_labels_nifti(labels: np.ndarray, reference: Volume, path: str | os.PathLike[str]) -> Path:
     """Save a (D, H, W) integer label map as ``.nii``/``.nii.gz`` on ``reference``'s exact geometry.
 
-    Spacing, origin and direction are copied from ``reference`` (SimpleITK/LPS conventions);
+    Spacing, origin and direction are copied from ``reference`` (SimpleITK/LPS conventions; a sheared,
+    non-orthonormal direction, as nibabel reads some tilted-gantry CT, is kept exactly in the sform);
     dtype is uint8 when max <= 255, else uint16. A (H, W) map is accepted for a one-slice image.
     Raises :class:`GeometryMismatchError` if the shape differs, :class:`OutputWriteError` when the
     name is not NIfTI, the target is the reference image itself, or writing fails.
@@ -80,11 +110,15 @@ def write_labels_nifti(labels: np.ndarray, reference: Volume, path: str | os.Pat
             action="Segment the image that is currently open and save again.",
         )
     dtype = _label_dtype(labels, path)
-    image = sitk.GetImageFromArray(np.ascontiguousarray(labels.astype(dtype, copy=False)))
-    reference.geometry.apply_to(image)
+    data = np.ascontiguousarray(labels.astype(dtype, copy=False))
     try:
         with atomic_write(path) as tmp:
-            sitk.WriteImage(image, str(tmp), useCompression=True)
+            if _is_orthonormal(reference.direction):
+                image = sitk.GetImageFromArray(data)
+                reference.geometry.apply_to(image)
+                sitk.WriteImage(image, str(tmp), useCompression=True)
+            else:  # a sheared affine (read through nibabel): ITK would silently orthogonalise it
+                _write_nifti_affine(data, reference, tmp)
     except (OSError, RuntimeError) as exc:
         raise OutputWriteError(
             "the file could not be written (folder missing, read-only or disk full)",

@@ -66,6 +66,18 @@ def ask_save_changes(parent: QWidget | None) -> str:
     return "cancel"
 
 
+def ask_overwrite(parent: QWidget | None, path: Path) -> bool:
+    """Whether to replace the existing file ``path`` (the save dialog did not ask: the extension was added)."""
+    answer = QMessageBox.question(
+        parent,
+        "Replace file?",
+        f"{path.name} already exists in {path.parent}. Replace it?",
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        QMessageBox.StandardButton.No,
+    )
+    return answer == QMessageBox.StandardButton.Yes
+
+
 def ask_restore(parent: QWidget | None, image_name: str, saved_at: str) -> str:
     """After a crash: 'restore', 'discard' or 'later' (keep the autosave for the next start)."""
     box = QMessageBox(parent)

@@ -486,10 +486,15 @@ class MainWindow(QMainWindow):
             return False
         default = files.default_labels_path(self.session.volume)
         filters = "NIfTI (*.nii.gz *.nii)" + (";;PNG (*.png)" if self.session.shape[0] == 1 else "")
-        path, _ = QFileDialog.getSaveFileName(self, "Save labels", str(default), filters)
-        if path and not path.lower().endswith((".nii.gz", ".nii", ".png")):
-            path += ".nii.gz"
-        return self.save_labels(path) if path else False
+        path, chosen = QFileDialog.getSaveFileName(self, "Save labels", str(default), filters)
+        if not path:
+            return False
+        if not path.lower().endswith((".nii.gz", ".nii", ".png")):
+            # the dialog confirmed the typed name, not this one: never replace an existing file unasked
+            path += ".png" if chosen.startswith("PNG") else ".nii.gz"
+            if Path(path).exists() and not dialogs.ask_overwrite(self, Path(path)):
+                return False
+        return self.save_labels(path)
 
     def save_labels(self, path: str | Path) -> bool:
         if self.session is None:
