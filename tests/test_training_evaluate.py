@@ -37,3 +37,32 @@ def test_per_label_rows_show_a_lost_small_label(tmp_path: Path) -> None:
     assert organ.startswith("| 3DBox_CT_case | 1 | 1024 | 1.000 | ")
     assert float(organ.split("|")[5]) == round(2 * (1024 - 128) / (1024 + 1024 - 128), 3)
     assert vessel == "| 3DBox_CT_case | 2 | 18 | 1.000 | 0.000 | - |"
+
+
+def test_teacher_agreement_averages_labels_per_case_and_splits_2d_from_3d(tmp_path: Path) -> None:
+    from training.evaluate import teacher_agreement
+
+    teacher, student = tmp_path / "teacher", tmp_path / "student"
+    teacher.mkdir()
+    student.mkdir()
+    t2 = np.zeros((10, 10), np.uint8)
+    t2[0:4, 0:5] = 1  # 20 px
+    t2[6:8, 6:8] = 2  # 4 px
+    s2 = t2.copy()
+    s2[6:8, 6:8] = 0  # label 2 lost: DSC 0; label 1 kept: DSC 1 -> case 0.5
+    write_challenge_segs(teacher / "2DBox_US_a.npz", t2)
+    write_challenge_segs(student / "2DBox_US_a.npz", s2)
+    write_challenge_segs(teacher / "2DBox_US_b.npz", np.zeros((10, 10), np.uint8))  # both empty: 1.0
+    write_challenge_segs(student / "2DBox_US_b.npz", np.zeros((10, 10), np.uint8))
+    t3 = np.zeros((3, 8, 8), np.uint8)
+    t3[1, 2:6, 2:6] = 1  # 16 voxels
+    s3 = np.zeros_like(t3)
+    s3[1, 2:6, 2:4] = 1  # 8 of them: DSC 2*8/24
+    write_challenge_segs(teacher / "3DBox_CT_c.npz", t3)
+    write_challenge_segs(student / "3DBox_CT_c.npz", s3)
+    write_challenge_segs(teacher / "2DBox_US_missing.npz", t2)  # no student file: not counted
+
+    agree = teacher_agreement(student, teacher)
+
+    assert agree["2D"] == (0.75, 2)
+    assert agree["3D"][1] == 1 and abs(agree["3D"][0] - 2 * 8 / 24) < 1e-9

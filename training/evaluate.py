@@ -69,6 +69,25 @@ def per_label_3d(data: Path, segs: dict[str, Path]) -> list[str]:
     return rows
 
 
+def teacher_agreement(student: Path, teacher: Path) -> dict[str, tuple[float, int]]:
+    """How closely the student reproduces the teacher's own masks (the distillation goal at mask level):
+    per case, the mean over the labels either one has of the DSC between the two segmentations (1.0 when neither
+    has any label); averaged over the 2D and the 3D cases separately -> {"2D": (mean, n), "3D": (mean, n)}."""
+    from medsam_desktop.core.metrics import dice
+    from medsam_desktop.io.challenge_npz import read_challenge_segs
+
+    per_dim: dict[str, list[float]] = defaultdict(list)
+    for t_path in sorted(teacher.glob("*.npz")):
+        s_path = student / t_path.name
+        if not s_path.is_file():
+            continue
+        t, s = read_challenge_segs(t_path), read_challenge_segs(s_path)
+        labels = [int(v) for v in np.unique(np.concatenate([np.unique(t), np.unique(s)])) if v != 0]
+        value = float(np.mean([dice(s == k, t == k) for k in labels])) if labels else 1.0
+        per_dim["3D" if t_path.name.startswith("3D") else "2D"].append(value)
+    return {k: (float(np.mean(v)), len(v)) for k, v in sorted(per_dim.items())}
+
+
 def timing(segs_dir: Path) -> float:
     with (segs_dir / "timing.csv").open() as fh:
         return float(sum(float(r["seconds"]) for r in csv.DictReader(fh)))
@@ -115,9 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_teacher and (args.out / "teacher" / "timing.csv").is_file():  # both timed in this run
         ts, tt = timing(args.out / "student"), timing(args.out / "teacher")
         print(f"total inference seconds: student {ts:.1f}, teacher {tt:.1f} (ratio {tt / ts:.1f}x)")
+    agree = teacher_agreement(args.out / "student", args.out / "teacher")
+    agree_line = "Student masks vs the teacher's (mean per-case label DSC): " + ", ".join(
+        f"{k} {v:.4f} ({n} cases)" for k, (v, n) in agree.items())
+    print(agree_line)
     label_rows = per_label_3d(args.data, {"teacher": args.out / "teacher", "student": args.out / "student"})
     print("\n" + "\n".join(label_rows))
-    (args.out / "table.md").write_text("\n".join(lines) + "\n\n" + "\n".join(label_rows) + "\n")
+    (args.out / "table.md").write_text("\n".join(lines) + "\n\n" + agree_line + "\n\n" + "\n".join(label_rows) + "\n")
     return 0
 
 
