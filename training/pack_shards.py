@@ -5,7 +5,7 @@ slice. Packing stores each slice's content region (``h`` x ``w``; the padding is
 image file, grey when its channels are equal, concatenated in ``images.bin`` with ``offsets.npy`` and the
 manifest rows of the kept items (validation items first, then by balanced rank, until ``--max-mb``).
 
-Codecs: ``webp`` (default) is lossless, ~34 KB per slice. ``jpeg`` is ~3x smaller but NOT neutral for
+Codecs: ``webp`` (default) is lossless, ~31 KB per slice. ``jpeg`` is ~3x smaller but NOT neutral for
 distillation: LiteMedSAM's embedding moves by MSE 0.0019 (quality 90) / 0.0007 (95) under JPEG artifacts,
 as much as the student's whole distillation error (~0.003), while the student barely reacts; targets computed
 on decoded JPEGs would teach the teacher's artifact response instead of its response to clean images.
@@ -61,8 +61,6 @@ def decode(data: bytes) -> np.ndarray:
 def decode_item(data: bytes, h: int, w: int) -> np.ndarray:
     """Packed content region -> the (256, 256, 3) shard image (content top-left, zero padding)."""
     content = decode(data)
-    if content.shape[:2] == (256, 256):  # packs written before content-only packing
-        return content
     if content.shape[:2] != (h, w):
         raise ValueError(f"packed image is {content.shape[:2]}, the manifest says ({h}, {w})")
     out = np.zeros((256, 256, 3), np.uint8)
