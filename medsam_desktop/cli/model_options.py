@@ -11,13 +11,25 @@ from ..model.checkpoint import default_model_name
 from ..model.registry import MODEL_REGISTRY
 
 
+def _threads(text: str) -> int:
+    """``--threads`` value: a whole number >= 0 (0: all cores); argparse turns the error into one usage line."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of threads, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (all cores) or more, got {value}")
+    return value
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", choices=sorted(n for n in MODEL_REGISTRY if not n.endswith("_test")), default=None,
         help="network to run (default: the bundled student when present, else LiteMedSAM)",
     )
     parser.add_argument("--weights", type=Path, default=None, help="weights file for --model (our .pt format)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for the model (default: all cores)")
+    parser.add_argument("--threads", type=_threads, default=None,
+                        help="CPU threads for the model (default or 0: all cores)")
     parser.add_argument(
         "--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME,
         help=f"inference runtime (default: {DEFAULT_RUNTIME}); openvino/onnxruntime export the model to ONNX once "

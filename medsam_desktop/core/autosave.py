@@ -33,6 +33,11 @@ SNAPSHOT_NAME = "session.npz"
 LOCK_NAME = "lock.json"
 FORMAT_VERSION = 1
 
+#: autosave folders of this process's :class:`Autosaver` objects: a folder whose lock holds our own PID but is
+#: not listed here was left by an earlier run that had the same PID (containers, sandboxes), i.e. an orphan
+_OWN_FOLDERS: set[Path] = set()
+_OWN_LOCK = threading.Lock()
+
 
 def data_dir() -> Path:
     """The per-user data folder (``$MEDSAM_DESKTOP_DATA`` overrides it)."""
@@ -180,6 +185,16 @@ def _lock_pid(folder: Path) -> int:
         return 0
 
 
+def _is_live_owner(folder: Path) -> bool:
+    """Whether the app that wrote ``folder`` is still running: its PID is alive and, when that PID is ours,
+    the folder belongs to one of this process's :class:`Autosaver` objects (not to an earlier run)."""
+    pid = _lock_pid(folder)
+    if pid == os.getpid():
+        with _OWN_LOCK:
+            return folder.resolve() in _OWN_FOLDERS
+    return pid_alive(pid)
+
+
 def find_orphans(root: Path | None = None) -> list[Path]:
     """Snapshots left by apps that did not shut down cleanly (their PID is gone), newest first."""
     root = root or autosave_root()
@@ -188,7 +203,7 @@ def find_orphans(root: Path | None = None) -> list[Path]:
     found = []
     for folder in root.iterdir():
         snap = folder / SNAPSHOT_NAME
-        if folder.is_dir() and snap.is_file() and not pid_alive(_lock_pid(folder)):
+        if folder.is_dir() and snap.is_file() and not _is_live_owner(folder):
             found.append(snap)
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
@@ -211,6 +226,8 @@ class Autosaver:
         root = root or autosave_root()
         self.folder = root / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         self.path = self.folder / SNAPSHOT_NAME
+        with _OWN_LOCK:
+            _OWN_FOLDERS.add(self.folder.resolve())
         self._cond = threading.Condition()
         self._pending: object = None
         self._writing = False
@@ -252,6 +269,8 @@ class Autosaver:
         if self._thread is not None:
             self._thread.join(10)
         shutil.rmtree(self.folder, ignore_errors=True)
+        with _OWN_LOCK:
+            _OWN_FOLDERS.discard(self.folder.resolve())
 
     def _post(self, item: object) -> None:
         with self._cond:

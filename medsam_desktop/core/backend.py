@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import numbers
 import threading
 from pathlib import Path
 from typing import Any, Protocol
@@ -106,7 +107,7 @@ class TorchBackend:
         if self.precision == "int8":
             raise ValueError("PyTorch has no int8 path here: int8 runs on OpenVINO (load_backend falls back)")
         self._torch = torch
-        if threads:
+        if check_threads(threads):
             torch.set_num_threads(threads)
         single_threaded_numpy_blas()
         tune_malloc_for_inference()
@@ -139,6 +140,13 @@ class TorchBackend:
                 logits.append(lg[:, 0].float().numpy())
                 ious.append(iou[:, 0].float().numpy())
         return np.concatenate(logits), np.concatenate(ious)
+
+
+def check_threads(threads: int | None) -> int | None:
+    """``threads`` when it is None (all cores) or an integer >= 0 (0 also means all cores), else ValueError."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 0):
+        raise ValueError(f"threads must be a positive whole number (0 or None: all cores), got {threads!r}")
+    return threads
 
 
 def check_runtime(runtime: str) -> str:
@@ -218,12 +226,13 @@ def load_backend(
     encoder made from these weights, the model runs at ``auto`` and ``fallback_reason`` says why. When
     OpenVINO / ONNX Runtime is not installed or the export / compilation fails, the model runs on torch at the
     requested precision (``auto`` for int8), a WARNING is logged and ``fallback_reason`` (one line for the
-    user) is set; otherwise ``fallback_reason`` is None. Unknown
-    runtime/precision values raise ValueError; missing or invalid weights raise as ``load_named_model`` does.
+    user) is set; otherwise ``fallback_reason`` is None. Unknown runtime/precision values and negative
+    ``threads`` raise ValueError; missing or invalid weights raise as ``load_named_model`` does.
     """
     from ..model.checkpoint import load_named_model
 
     check_runtime(runtime)
+    check_threads(threads)
     precision = resolve_precision(precision)
     path = Path(weights) if weights else None
     model = load_named_model(model_name, path)

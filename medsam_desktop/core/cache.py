@@ -51,7 +51,11 @@ class EmbeddingCache:
         return arr.astype(np.float32) if arr.dtype != np.float32 else arr
 
     def put(self, key: Hashable, value: np.ndarray) -> None:
+        """Store a private, read-only copy of ``value`` (never a view of the caller's buffer: a later write to
+        that buffer must not change what is served, and the bytes held must be the bytes counted)."""
         arr = np.ascontiguousarray(value, dtype=np.float16 if self.fp16 else np.float32)
+        if arr is value or not arr.flags.owndata:  # no conversion happened: ``arr`` shares the caller's memory
+            arr = arr.copy()
         arr.setflags(write=False)
         with self._lock:
             old = self._data.pop(key, None)
