@@ -53,7 +53,7 @@ def old_mask_bbox_model(mask: np.ndarray, margin: int = 3) -> np.ndarray:
     s = 256 / max(mask.shape)
     x0, y0 = np.floor(bb[0] * s), np.floor(bb[1] * s)
     x1, y1 = np.ceil((bb[2] + 1) * s) - 1, np.ceil((bb[3] + 1) * s) - 1
-    return np.array([max(0, x0 - margin), max(0, y0 - margin), min(255, x1 + margin), min(255, y1 + margin)])
+    return np.array([max(0, x0 - margin), max(0, y0 - margin), min(256, x1 + margin), min(256, y1 + margin)])
 
 
 class RecordingBackend:

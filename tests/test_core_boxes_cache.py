@@ -55,7 +55,7 @@ def test_mask_bbox_and_challenge_prompt() -> None:
     assert mask_bbox(np.zeros((4, 4), bool)) is None
     edge = np.zeros((256, 256), bool)
     edge[0:10, 250:256] = True
-    np.testing.assert_array_equal(mask_bbox_model(edge), [247, 0, 255, 12])  # clipped to the frame
+    np.testing.assert_array_equal(mask_bbox_model(edge), [247, 0, 256, 12])  # clipped at 256, as get_bbox256
 
 
 def _emb(value: float) -> np.ndarray:

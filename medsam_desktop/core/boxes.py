@@ -75,9 +75,11 @@ def mask_bbox(mask: np.ndarray) -> np.ndarray | None:
 def mask_bbox_model(mask: np.ndarray, margin: int = 3, pixel_aspect: float = 1.0) -> np.ndarray | None:
     """Box prompt from a previous slice's (H, W) image-frame mask, in the model frame, as the challenge does.
 
-    The challenge resizes the mask to the 256 frame with area averaging (a 256-pixel is set when it overlaps
-    any mask pixel), takes its tight bbox and grows it by ``margin`` pixels, clipped to [0, 255]. With
-    anisotropic pixels (``pixel_aspect`` = row mm / column mm) x uses sx and y uses sy; the margin stays
+    The challenge resizes the mask to the 256 frame with area averaging, takes its tight bbox and grows it by
+    ``margin`` pixels, clipped to [0, 256] (``get_bbox256``: ``min(W, x_max + 3)``, W = 256). Here a 256-pixel
+    counts when it overlaps any mask pixel; the challenge's uint8 averaging of a 0/label mask drops pixels
+    covered less than 1/(2 * label), an approximation kept on purpose (label-independent). With anisotropic
+    pixels (``pixel_aspect`` = row mm / column mm) x uses sx and y uses sy; the margin stays
     ``margin`` MODEL-FRAME pixels on every side.
     """
     bb = mask_bbox(mask)
@@ -91,5 +93,5 @@ def mask_bbox_model(mask: np.ndarray, margin: int = 3, pixel_aspect: float = 1.0
     y0 = np.floor(bb[1] * sy)
     x1 = np.ceil((bb[2] + 1) * sx) - 1
     y1 = np.ceil((bb[3] + 1) * sy) - 1
-    lim = MODEL_SIZE - 1
+    lim = MODEL_SIZE  # not MODEL_SIZE - 1: the challenge clips the grown box at the frame's size
     return np.array([max(0, x0 - margin), max(0, y0 - margin), min(lim, x1 + margin), min(lim, y1 + margin)])
