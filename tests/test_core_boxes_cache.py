@@ -110,3 +110,32 @@ def test_cache_concurrent_use_keeps_the_bound() -> None:
         t.join()
     assert not errors
     assert cache.nbytes == len(cache) * one <= 5 * one
+
+
+class _RandomEncoder:
+    """Backend stub whose embeddings use the full float32 precision (not representable in float16)."""
+
+    name = "random"
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        return np.random.default_rng(int(images.sum()) % 1000).normal(size=(1, 256, 64, 64)).astype(np.float32)
+
+    def decode(self, embedding: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+
+@pytest.mark.parametrize("fp16", [True, False])
+def test_a_cache_miss_gives_the_values_a_later_hit_gives(fp16: bool) -> None:
+    """The first mask on a slice must not differ from the next one on the same slice (cached, fp16-rounded)."""
+    from medsam_desktop.core.predictor import Predictor
+
+    cache = EmbeddingCache(fp16=fp16)
+    predictor = Predictor(_RandomEncoder(), cache)  # type: ignore[arg-type]
+    image = np.arange(64 * 48, dtype=np.uint8).reshape(64, 48)
+    first = predictor.encode(image, key=("vol", 3))
+    assert cache.misses == 1 and len(cache) == 1
+    second = predictor.encode(image, key=("vol", 3))
+    assert cache.hits == 1
+    np.testing.assert_array_equal(first.array, second.array)
+    raw = predictor.encode(image)  # no key: no cache, the backend's own values
+    assert np.array_equal(raw.array, first.array) == (not fp16)

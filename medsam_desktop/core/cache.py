@@ -50,6 +50,13 @@ class EmbeddingCache:
             self.hits += 1
         return arr.astype(np.float32) if arr.dtype != np.float32 else arr
 
+    def as_served(self, value: np.ndarray) -> np.ndarray:
+        """``value`` as a later :meth:`get` of it would return (float16-rounded when the cache stores float16):
+        the caller of a miss uses these values too, so a result never depends on whether a slice was cached."""
+        if self.fp16:
+            return np.asarray(value, dtype=np.float16).astype(np.float32)
+        return np.asarray(value, dtype=np.float32)
+
     def put(self, key: Hashable, value: np.ndarray) -> None:
         """Store a private, read-only copy of ``value`` (never a view of the caller's buffer: a later write to
         that buffer must not change what is served, and the bytes held must be the bytes counted)."""
