@@ -140,3 +140,49 @@ def test_start_slice_replaces_the_middle() -> None:
     assert all(labels[z].max() == 1 for z in range(1, 10))
     with pytest.raises(ValueError, match="start slice"):
         propagate_boxes(fake, volume(), np.array([[20, 30, 1, 80, 90, 9]]), start_slices=[11])
+
+
+class _RecordingBackend:
+    """Full-precision random embeddings (slice index in the pixels); decode records what it is given."""
+
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.encodes = 0
+        self.seen: list[np.ndarray] = []
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        self.encodes += 1
+        seed = round(float(images[0, 0, 0, 0]) * 255)
+        return np.random.default_rng(seed).normal(size=(1, 256, 64, 64)).astype(np.float32)
+
+    def decode(self, embedding: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.seen.append(np.array(embedding))
+        logits = np.full((len(boxes), 256, 256), -1.0, np.float32)
+        for i, (x0, y0, x1, y1) in enumerate(np.asarray(boxes, int)):
+            logits[i, y0 : y1 + 1, x0 : x1 + 1] = 1.0
+        return logits, np.ones(len(boxes), np.float32)
+
+
+def test_slices_kept_for_the_second_sweep_come_back_unchanged_with_a_float16_cache() -> None:
+    """Embeddings of slices needed by both sweeps are held as float16 (half the memory) when the cache is
+    float16: lossless, since the predictor already serves float16-rounded values; the decoder sees the same
+    float32 array in both sweeps."""
+    from medsam_desktop.core.cache import EmbeddingCache
+
+    vol = np.zeros((10, H, W), np.uint8)
+    vol[:, 0, 0] = np.arange(1, 11) * 20  # distinct slices, distinct embeddings
+    vol[:, 64, 64] = 255
+    backend = _RecordingBackend()
+    predictor = Predictor(backend, EmbeddingCache(max_bytes=0))  # nothing stays cached: only the kept copies
+    boxes = np.array([[10, 10, 1, 60, 60, 3], [50, 50, 1, 100, 100, 9]])  # middles 2 and 5: 2, 3 visited twice
+    propagate_boxes(predictor, vol, boxes, volume_key="v")
+    assert backend.encodes == 9  # slices 1..9, each once, although the cache holds nothing
+    by_slice: dict[bytes, list[np.ndarray]] = {}
+    for arr in backend.seen:
+        assert arr.dtype == np.float32
+        by_slice.setdefault(arr[0, 0, :2, :2].tobytes(), []).append(arr)
+    twice = [v for v in by_slice.values() if len(v) == 2]
+    assert len(twice) == 2
+    for first, second in twice:
+        np.testing.assert_array_equal(first, second)

@@ -140,17 +140,22 @@ def propagate_boxes(
     down = sorted({z for b in boxes for z in range(b.z0, b.zmid)}, reverse=True)
     keep = set(up) & set(down)
     kept: dict[int, Embedding] = {}
+    # with a float16 cache and a volume key every embedding holds float16 values (Predictor.encode serves them
+    # so): the slices kept for the second sweep are stored as float16 too, losslessly, at half the memory
+    cache = getattr(predictor, "cache", None)
+    compact = volume_key is not None and cache is not None and bool(getattr(cache, "fp16", False))
     total, done = len(up) + len(down), 0
     prev: list[np.ndarray | None] = [None] * len(boxes)
     mid_masks: list[np.ndarray | None] = [None] * len(boxes)
 
     def embedding(z: int) -> Embedding:
         if z in kept:
-            return kept.pop(z)
+            held = kept.pop(z)
+            return dataclasses.replace(held, array=held.array.astype(np.float32)) if compact else held
         key = None if volume_key is None else (volume_key, z)
         emb = _encode(predictor, volume[z], key, pixel_spacing)
         if z in keep:
-            kept[z] = emb
+            kept[z] = dataclasses.replace(emb, array=emb.array.astype(np.float16)) if compact else emb
         return emb
 
     def visit(z: int, active: list[int], upward: bool) -> None:
