@@ -186,3 +186,19 @@ def test_slices_kept_for_the_second_sweep_come_back_unchanged_with_a_float16_cac
     assert len(twice) == 2
     for first, second in twice:
         np.testing.assert_array_equal(first, second)
+
+
+@pytest.mark.parametrize("values, message", [([1], "1 label values for 2 boxes"), ([1, 0], "1 to 65535"),
+                                             ([2, 70000], "1 to 65535"), ([1, 2.5], "1 to 65535")])
+def test_label_values_are_checked_before_any_work(values: list, message: str) -> None:
+    fake = FakePredictor()
+    boxes = np.array([[10, 10, 0, 40, 40, 9], [60, 60, 4, 100, 100, 11]])
+    with pytest.raises(ValueError, match=message):
+        propagate_boxes(fake, volume(), boxes, label_values=values)
+    assert fake.encoded == []  # refused up front, not half-way through the volume
+
+
+def test_label_values_above_255_widen_the_labels() -> None:
+    boxes = np.array([[10, 10, 0, 40, 40, 9]])
+    labels = propagate_boxes(FakePredictor(), volume(), boxes, label_values=[300])
+    assert labels.dtype == np.uint16 and labels.max() == 300

@@ -72,6 +72,19 @@ def _label_dtype(n: int) -> type:
     return np.uint8 if n <= 255 else np.uint16
 
 
+def _check_label_values(label_values: list[int] | None, n_boxes: int) -> list[int]:
+    """``label_values`` (default 1..n) checked before any work: one whole number in 1..65535 per box."""
+    if label_values is None:
+        return list(range(1, n_boxes + 1))
+    values = list(label_values)
+    if len(values) != n_boxes:
+        raise ValueError(f"{len(values)} label values for {n_boxes} boxes")
+    bad = [v for v in values if isinstance(v, bool) or int(v) != v or not 1 <= int(v) <= 65535]
+    if bad:
+        raise ValueError(f"label values must be whole numbers from 1 to 65535, got {bad}")
+    return [int(v) for v in values]
+
+
 def _encode(
     predictor: Predictor, image: np.ndarray, key: Hashable | None, pixel_spacing: tuple[float, float] | None
 ) -> Embedding:
@@ -132,7 +145,7 @@ def propagate_boxes(
     size = (int(volume.shape[1]), int(volume.shape[2]))
     boxes = [Box3D.from_array(b, depth, z) for b, z in zip(raw, starts)]
     boxes = [dataclasses.replace(b, xyxy=validate_box(b.xyxy, size)) for b in boxes]  # same rules as 2D
-    values = label_values or list(range(1, len(boxes) + 1))
+    values = _check_label_values(label_values, len(boxes))
     labels = np.zeros(volume.shape[:3], dtype=_label_dtype(max(values, default=1)))
     if not boxes:
         return labels
