@@ -131,10 +131,11 @@ def propagate_boxes(
     The x/y part of each box is checked and clipped like a 2D box (:func:`validate_box`: NaN, outside or
     zero-area boxes raise :class:`~medsam_desktop.core.boxes.InvalidBoxError`).
 
-    Returns labels (D, H, W) with ``label_values[i]`` (default i + 1) for box i. ``progress(done, total)``
-    counts slice visits; ``on_slice(z, labels[z])`` is called when a slice changes; setting ``cancel``
-    stops between slices with :class:`PropagationCancelled`. ``start_slices[i]`` replaces box i's middle slice
-    as the slice segmented with the 2D box (the app starts where the user drew it). ``pixel_spacing``:
+    Returns labels (D, H, W) with ``label_values[i]`` (default i + 1; 1..65535, else ValueError) for box i.
+    ``progress(done, total)`` counts slice visits; ``on_slice(z, labels[z])`` is called when a slice changes;
+    setting ``cancel`` stops between slices with :class:`PropagationCancelled`. ``start_slices[i]`` replaces
+    box i's middle slice as the slice segmented with the 2D box (the app starts where the user drew it).
+    ``pixel_spacing``:
     (column, row) mm of every slice's pixels (None: square pixels, the challenge's preprocessing).
     """
     depth = volume.shape[0]
