@@ -135,8 +135,8 @@ def propagate_boxes(
     ``progress(done, total)`` counts slice visits; ``on_slice(z, labels[z])`` is called when a slice changes;
     setting ``cancel`` stops between slices with :class:`PropagationCancelled`. ``start_slices[i]`` replaces
     box i's middle slice as the slice segmented with the 2D box (the app starts where the user drew it).
-    ``pixel_spacing``:
-    (column, row) mm of every slice's pixels (None: square pixels, the challenge's preprocessing).
+    ``pixel_spacing``: (column, row) mm of every slice's pixels (None: square pixels, the challenge's
+    preprocessing).
     """
     depth = volume.shape[0]
     raw = np.asarray(boxes3d).reshape(-1, 6)
