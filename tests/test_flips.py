@@ -339,3 +339,16 @@ def test_freeze_bn_keeps_running_statistics_while_the_rest_trains() -> None:
     assert all(m.training for m in bns)
     encoder(torch.rand(2, 3, 256, 256))
     assert not all(torch.equal(m.running_mean, b) for m, b in zip(bns, before, strict=True))
+
+
+def test_student_step_applies_finite_updates_only() -> None:
+    """The shared step of distill.py and distill_online.py: a NaN target leaves the weights untouched."""
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 4, 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    x, y = torch.rand(2, 3, 8, 8), torch.rand(2, 4, 8, 8)
+    before = model.weight.detach().clone()
+    loss, gnorm, applied = distill.student_step(model, opt, x, y.clone().fill_(float("nan")), clip=1.0, bf16=False)
+    assert not applied and np.isnan(loss) and torch.equal(model.weight, before)
+    loss, gnorm, applied = distill.student_step(model, opt, x, y, clip=1.0, bf16=True)
+    assert applied and np.isfinite(loss) and gnorm > 0 and not torch.equal(model.weight, before)

@@ -39,32 +39,20 @@ import torch.nn.functional as F
 
 from medsam_desktop.model import build_model, load_checkpoint, save_checkpoint
 
-try:
-    from training.runtime import any_rank, save_atomic, setup_runtime
-    from training.shards import (
-        IDENTITY,
-        VARIANTS,
-        ShardImages,
-        ShardItem,
-        TeacherCache,
-        apply_variant,
-        model_input,
-        read_manifest,
-    )
-    from training.teacher_cache import load_teacher_spec
-except ImportError:  # run as a script from training/
-    from runtime import any_rank, save_atomic, setup_runtime  # type: ignore[no-redef]
-    from shards import (  # type: ignore[no-redef]
-        IDENTITY,
-        VARIANTS,
-        ShardImages,
-        ShardItem,
-        TeacherCache,
-        apply_variant,
-        model_input,
-        read_manifest,
-    )
-    from teacher_cache import load_teacher_spec  # type: ignore[no-redef]
+if __package__ in (None, ""):  # run as a script: make the repository root (holding `training`) importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from training.runtime import any_rank, save_atomic, setup_runtime
+from training.shards import (
+    IDENTITY,
+    VARIANTS,
+    ShardImages,
+    ShardItem,
+    TeacherCache,
+    apply_variant,
+    model_input,
+    read_manifest,
+)
+from training.teacher_cache import load_teacher_spec
 
 log = logging.getLogger("distill")
 STUDENT_ARCH = "repvit_m0_6"
@@ -159,6 +147,23 @@ def load_batch(batch: list[ShardItem], images: ShardImages, cache: TeacherCache,
     x = model_input(arr)
     y = torch.from_numpy(np.stack([cache.get(it.id, v) for it, v in zip(batch, variants, strict=True)])).float()
     return x.contiguous(memory_format=torch.channels_last), y
+
+
+def student_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, clip: float,
+                 bf16: bool) -> tuple[float, float, bool]:
+    """One step of the distillation recipe: forward (bf16 autocast if asked), MSE against the teacher's ``y``
+    in fp32 whatever the forward precision, backward, gradient-norm clip (``clip`` <= 0: off); the update is
+    applied only when the loss and the gradient norm are finite. Returns (loss, gradient norm, applied)."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        pred = model(x)
+    loss = F.mse_loss(pred.float(), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip > 0 else float("inf"))
+    applied = bool(torch.isfinite(loss)) and bool(torch.isfinite(gnorm))
+    if applied:
+        opt.step()
+    return loss.item(), float(gnorm), applied
 
 
 def train_mode(encoder: torch.nn.Module, freeze_bn: bool = False) -> torch.nn.Module:
@@ -271,17 +276,11 @@ def main(argv: list[str] | None = None) -> int:
     while True:
         x, y = batches.next()
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
-            pred = model(x)
-        loss = F.mse_loss(pred.float(), y)  # loss in fp32 whatever the forward precision
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(encoder.parameters(), args.clip if args.clip > 0 else float("inf"))
-        if not torch.isfinite(loss) or not torch.isfinite(gnorm):
+        loss, gnorm, applied = student_step(model, opt, x, y, args.clip, args.bf16)
+        if not applied:
             raise SystemExit(f"non-finite loss/gradient at step {state['step']}: stop and inspect (no update made)")
-        opt.step()
         state["step"] += 1
-        losses.append(loss.item())
+        losses.append(loss)
         elapsed = seconds0 + time.time() - t_start
         state["seconds"] = elapsed
         val = ""

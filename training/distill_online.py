@@ -52,6 +52,7 @@ from medsam_desktop.model.registry import ENCODER_REGISTRY
 
 if __package__ in (None, ""):  # run as a script: make the repository root (holding `training`) importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from training.distill import student_step
 from training.pack_shards import decode_item, pack, packed_ids
 from training.runtime import save_atomic
 
@@ -266,16 +267,10 @@ def train_step(students: list[Student], teacher: torch.nn.Module, x: torch.Tenso
     for st in students:
         for group in st.opt.param_groups:
             group["lr"] = cosine_lr(st.peak_lr, step, frac, args.warmup)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16):
-            pred = st.encoder(x)
-        loss = F.mse_loss(pred.float(), y)  # fp32 loss whatever the forward precision
-        st.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(st.encoder.parameters(), args.clip)
-        if torch.isfinite(loss) and torch.isfinite(gnorm):
-            st.opt.step()
-            st.losses.append(loss.item())
-        else:  # skipped, not applied
+        loss, _, applied = student_step(st.encoder, st.opt, x, y, args.clip, bf16=True)
+        if applied:
+            st.losses.append(loss)
+        else:  # a non-finite step is skipped, not applied
             st.skipped += 1
 
 
