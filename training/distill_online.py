@@ -5,7 +5,7 @@ A lent GPU machine is bare, offline and receives at most 64 MiB. Three steps:
 ``bundle`` (here): the training slices as a lossless pack (``pack_shards.pack``: validation items first, then
 by balanced rank up to ``--max-mb``) plus float16 copies of the teacher's and the student's image encoders
 (``teacher_encoder.pt``, ``student_encoder.pt``; float16 weights move LiteMedSAM's embedding by MSE 4.5e-7,
-the student's starting point is irrelevant at that scale).
+the student's float16 copy is only a starting point: training continues in float32 from it).
 
 ``train`` (there): the pack is decoded onto the GPU once. Every step draws a batch, augments it on the GPU
 (:func:`augment`: flips of the content region, a crop-zoom at the same aspect, gamma; re-quantised to uint8

@@ -67,6 +67,12 @@ class Predictor:
             emb = self.cache.as_served(emb)  # the same values as every later hit (deterministic masks)
         return Embedding(emb, frame)
 
+    @property
+    def serves_float16(self) -> bool:
+        """Whether embeddings encoded with a key hold float16 values (a float16 cache: misses are served as hits
+        are), so that keeping one as float16 loses nothing."""
+        return self.cache is not None and self.cache.fp16
+
     def _cache_key(self, key: Hashable, aspect: float) -> Hashable:
         """``(backend name, caller's key, pixel aspect)``: the caller's key stays the second element."""
         return (self.backend.name, key, aspect)

@@ -154,10 +154,8 @@ def propagate_boxes(
     down = sorted({z for b in boxes for z in range(b.z0, b.zmid)}, reverse=True)
     keep = set(up) & set(down)
     kept: dict[int, Embedding] = {}
-    # with a float16 cache and a volume key every embedding holds float16 values (Predictor.encode serves them
-    # so): the slices kept for the second sweep are stored as float16 too, losslessly, at half the memory
-    cache = getattr(predictor, "cache", None)
-    compact = volume_key is not None and cache is not None and bool(getattr(cache, "fp16", False))
+    # slices kept for the second sweep are stored as float16 (half the memory) when that is lossless
+    compact = volume_key is not None and bool(getattr(predictor, "serves_float16", False))
     total, done = len(up) + len(down), 0
     prev: list[np.ndarray | None] = [None] * len(boxes)
     mid_masks: list[np.ndarray | None] = [None] * len(boxes)
