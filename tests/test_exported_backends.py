@@ -70,6 +70,39 @@ def test_candidate_serves_the_predictor(exported: tuple[torch.nn.Module, Path], 
     assert np.mean(masks[0] == masks[1]) > 0.999
 
 
+def test_openvino_bf16_keeps_each_calls_prepared_image(exported: tuple[torch.nn.Module, Path]) -> None:
+    """bf16 OpenVINO hands the prepared image to the decoders in its own buffers: calls from two threads at once
+    (three boxes: a pair and a single per call) get exactly their serial results, close to torch's masks."""
+    import threading
+
+    pytest.importorskip("openvino")
+    from medsam_desktop.core.exported_backends import OpenVinoBackend
+
+    model, folder = exported
+    backend = OpenVinoBackend(folder, threads=2, precision="bf16")
+    rng = np.random.default_rng(3)
+    embeddings = [rng.standard_normal((1, 256, 64, 64)).astype(np.float32) * s for s in (0.5, 1.5)]
+    boxes = np.array([[10, 20, 120, 140], [50, 50, 250, 200], [100, 30, 200, 90]], dtype=np.float32)
+    serial = [backend.decode(e, boxes)[0] for e in embeddings]
+    assert not np.allclose(serial[0], serial[1], atol=1e-2)  # the two calls are told apart
+    torch_logits = TorchBackend(model).decode(embeddings[0], boxes)[0]
+    assert np.mean((serial[0] > 0) == (torch_logits > 0)) > 0.99
+    results: list[tuple[int, np.ndarray]] = []
+
+    def work(i: int) -> None:
+        for _ in range(4):
+            results.append((i, backend.decode(embeddings[i], boxes)[0]))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 8
+    for i, logits in results:
+        np.testing.assert_array_equal(logits, serial[i])
+
+
 def test_layernorm2d_export_form_matches(monkeypatch: pytest.MonkeyPatch) -> None:
     """LayerNorm2d traces as reductions over the channel axis (no transposes, see model/common.py): same values
     as the fused layer_norm it uses in torch, with non-trivial weight and bias."""

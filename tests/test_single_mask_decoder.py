@@ -51,6 +51,35 @@ def test_rewrite_equals_reference_for_any_box_count(n: int) -> None:
     assert torch.allclose(logits[-1:], last, atol=1e-5 * scale)
 
 
+def test_prepared_image_decodes_like_decode_in_any_chunks() -> None:
+    """prepare_decode once + decode_prepared per chunk (the backends' path) = decode of all boxes at once; the
+    prepared image is read, never written, so it serves every chunk."""
+    reference, fused = _pair(_perturbed_model(6))
+    emb = torch.randn(1, 256, 64, 64)
+    with torch.inference_mode():
+        whole, whole_iou = fused.decode(emb, BOXES)
+        image = fused.prepare_decode(emb)
+        keys, keys_pe_t = image.keys.clone(), image.keys_pe_t.clone()
+        parts = [fused.decode_prepared(image, BOXES[a:b]) for a, b in ((0, 2), (2, 3), (3, 5))]
+        again, _ = fused.decode_prepared(image, BOXES[:2])
+        ref, _ = reference.decode(emb, BOXES)
+    assert image.keys.shape == (1, 4096, 256) and image.keys_pe_t.shape == (1, 256, 4096)
+    scale = ref.abs().max()
+    assert scale > 1.0
+    chunked = torch.cat([p[0] for p in parts])
+    assert torch.allclose(chunked, whole, atol=1e-5 * scale), (chunked - whole).abs().max()
+    assert torch.allclose(torch.cat([p[1] for p in parts]), whole_iou, atol=1e-6)
+    assert torch.allclose(chunked, ref, atol=1e-5 * scale)
+    assert torch.equal(again, parts[0][0])
+    assert torch.equal(image.keys, keys) and torch.equal(image.keys_pe_t, keys_pe_t)
+
+
+def test_prepare_decode_needs_the_fused_decoder() -> None:
+    reference, _ = _pair(_perturbed_model(7))
+    with pytest.raises(RuntimeError, match="fuse_for_inference"):
+        reference.prepare_decode(torch.randn(1, 256, 64, 64))
+
+
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_rewrite_never_writes_into_the_embedding(layout: torch.memory_format) -> None:
     _, fused = _pair(_perturbed_model(5))

@@ -128,15 +128,17 @@ class TorchBackend:
         return out.float().contiguous().numpy()
 
     def decode(self, embedding: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Boxes are decoded in chunks of ``DECODE_CHUNK``: after the first layer each box carries its own
-        copy of the 64x64x256 image tokens through the two-way transformer."""
+        """Boxes are decoded in chunks of ``DECODE_CHUNK`` (after the first layer each box carries its own
+        copy of the 64x64x256 image tokens through the two-way transformer); the image side that no box changes
+        is prepared once per call."""
         torch = self._torch
         emb = torch.from_numpy(np.ascontiguousarray(embedding, dtype=np.float32))
         b = torch.from_numpy(np.asarray(boxes, dtype=np.float32).reshape(-1, 4))
         logits, ious = [], []
         with self._lock, torch.inference_mode(), self._autocast():
+            image = self.model.prepare_decode(emb)
             for start in range(0, max(len(b), 1), DECODE_CHUNK):
-                lg, iou = self.model.decode(emb, b[start : start + DECODE_CHUNK])
+                lg, iou = self.model.decode_prepared(image, b[start : start + DECODE_CHUNK])
                 logits.append(lg[:, 0].float().numpy())
                 ious.append(iou[:, 0].float().numpy())
         return np.concatenate(logits), np.concatenate(ious)

@@ -2,9 +2,11 @@
 
 Same interface as :class:`~medsam_desktop.core.backend.TorchBackend` (numpy in, numpy out), so the core and
 the app cannot tell them apart; neither runtime needs torch, only the exported files. ``export_onnx`` (needs
-torch) writes ``encoder.onnx`` ((1, 3, 256, 256) -> (1, 256, 64, 64)) and one decoder per box count in
-:data:`DECODER_SIZES` (embedding (1, 256, 64, 64) + boxes (K, 4) model frame -> logits (K, 256, 256), iou (K,);
-``decoder.onnx`` for one box, ``decoder_b<K>.onnx`` otherwise); the backends split a call into those sizes.
+torch) writes ``encoder.onnx`` ((1, 3, 256, 256) -> (1, 256, 64, 64)), ``prepare.onnx`` (the decoder's
+box-independent image side, :meth:`MedSAMLite.prepare_decode`: embedding (1, 256, 64, 64) -> keys (1, 4096, 256),
+keys_pe_t (1, 256, 4096)) and one decoder per box count in :data:`DECODER_SIZES` (keys, keys_pe_t + boxes (K, 4)
+model frame -> logits (K, 256, 256), iou (K,); ``decoder.onnx`` for one box, ``decoder_b<K>.onnx`` otherwise).
+A decode call prepares its image once and splits its boxes into those sizes.
 Both runtimes are optional dependencies and are imported only when such a backend is built. See
 docs/performance.md for the measured comparison that decides whether one of them replaces torch as the default.
 
@@ -30,15 +32,18 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-ENCODER_FILE, DECODER_FILE = "encoder.onnx", "decoder.onnx"
+ENCODER_FILE, PREPARE_FILE, DECODER_FILE = "encoder.onnx", "prepare.onnx", "decoder.onnx"
 #: box counts with their own static decoder export, largest first. The decoder rewrite's branches depend on the
 #: box count, so each count is its own trace. OpenVINO bf16 per box: 13.3 ms (1 box), 10.9 (2), 10.3 (4); each
 #: compiled decoder holds ~100 MB of its own buffers (RSS with sizes 1 / 2,1 / 4,2,1: 257 / 355 / 471 MB), so
 #: the 4-box one is not worth its memory (session 4, 2 threads, docs/performance.md)
 DECODER_SIZES = (2, 1)
+#: OpenVINO settings of the decoders only: without snippets (its fused subgraphs) the decoder ran 14-22 % faster
+#: per box (1 and 2 boxes, bf16 hint, 2 threads, session 6); the encoder keeps them (5 % faster with them)
+DECODER_CONFIG: dict[str, object] = {"SNIPPETS_MODE": "DISABLE"}
 MANIFEST_FILE = "export.json"  # written last: a folder without a valid manifest is never used
 OPSET = 17
-EXPORT_FORMAT = 4  # bump whenever export_onnx changes what it writes: old cached exports are then ignored
+EXPORT_FORMAT = 6  # bump whenever export_onnx changes what it writes: old cached exports are then ignored
 STALE_TMP_SECONDS = 24 * 3600  # temp folders of exports killed mid-way are removed after this
 
 
@@ -64,37 +69,52 @@ def split_boxes(n: int) -> list[int]:
 
 
 def export_onnx(model: object, folder: Path, opset: int = OPSET) -> tuple[Path, ...]:
-    """Export a :class:`~medsam_desktop.model.MedSAMLite` (fused for inference) to ``folder``: the encoder, then
-    one decoder per size in :data:`DECODER_SIZES`."""
+    """Export a :class:`~medsam_desktop.model.MedSAMLite` (fused for inference) to ``folder``: the encoder, the
+    decoder's image preparation, then one decoder per size in :data:`DECODER_SIZES`."""
     import torch
 
     from ..model.fuse import fuse_for_inference
 
     net = fuse_for_inference(model).eval()  # type: ignore[arg-type]
 
+    from ..model.single_mask import PreparedImage
+
+    class _Prepare(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return tuple(self.net.prepare_decode(embedding))
+
     class _Decoder(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.net = net
 
-        def forward(self, embedding: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            logits, iou = self.net.decode(embedding, boxes)
+        def forward(
+            self, keys: torch.Tensor, keys_pe_t: torch.Tensor, boxes: torch.Tensor
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            logits, iou = self.net.decode_prepared(PreparedImage(keys, keys_pe_t), boxes)
             return logits[:, 0], iou[:, 0]
 
     folder.mkdir(parents=True, exist_ok=True)
     enc_path = folder / ENCODER_FILE
     x = torch.zeros(1, 3, 256, 256)
     emb = torch.zeros(1, 256, 64, 64)
-    paths = [enc_path]
+    paths = [enc_path, folder / PREPARE_FILE]
     with torch.inference_mode():
         torch.onnx.export(net.image_encoder, (x,), str(enc_path), input_names=["image"], output_names=["embedding"],
                           opset_version=opset, dynamo=False)
+        torch.onnx.export(_Prepare(), (emb,), str(paths[1]), input_names=["embedding"],
+                          output_names=["keys", "keys_pe_t"], opset_version=opset, dynamo=False)
+        image = net.prepare_decode(emb)
         # static shapes, one file per box count: the traced graph is the decoder's single-mask rewrite
         # specialised to that count (its shape-dependent branches are taken at trace time)
         for size in sorted(DECODER_SIZES):
             box = torch.tensor([[10.0, 10.0, 100.0, 100.0]]).repeat(size, 1) + torch.arange(size)[:, None]
             path = folder / decoder_file(size)
-            torch.onnx.export(_Decoder(), (emb, box), str(path), input_names=["embedding", "boxes"],
+            torch.onnx.export(_Decoder(), (*image, box), str(path), input_names=["keys", "keys_pe_t", "boxes"],
                               output_names=["logits", "iou"], opset_version=opset, dynamo=False)
             paths.append(path)
     return tuple(paths)
@@ -186,21 +206,33 @@ def cached_export(model: object, checkpoint_sha256: str, arch: str, root: Path |
 
 
 class _ChunkedDecodeMixin:
-    """Decodes a call's boxes in chunks of :data:`DECODER_SIZES` (each size has its own static export)."""
+    """Prepares a call's image once, then decodes its boxes in chunks of :data:`DECODER_SIZES` (each size has
+    its own static export), all under the backend's lock (a prepared image may live in the runtime's own
+    buffers until the next call)."""
 
     fallback_reason: str | None = None  # set by load_backend when it had to change what was asked for
+    _lock: threading.Lock
 
-    def _decode_chunk(self, embedding: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """boxes (K, 4) with K in DECODER_SIZES -> logits (K, 256, 256), iou (K,)."""
+    def _prepare(self, embedding: np.ndarray) -> tuple[Any, Any]:
+        """embedding (1, 256, 64, 64) -> keys (1, 4096, 256), keys_pe_t (1, 256, 4096) (``prepare.onnx``), in
+        whatever form :meth:`_decode_chunk` takes them; called with the lock held."""
+        raise NotImplementedError
+
+    def _decode_chunk(self, image: tuple[Any, Any], boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """prepared image, boxes (K, 4) with K in DECODER_SIZES -> logits (K, 256, 256), iou (K,); called with
+        the lock held."""
         raise NotImplementedError
 
     def decode(self, embedding: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        emb = np.ascontiguousarray(embedding, dtype=np.float32)
         b = np.ascontiguousarray(np.asarray(boxes, dtype=np.float32).reshape(-1, 4))
         outs, start = [], 0
-        for size in split_boxes(len(b)):
-            outs.append(self._decode_chunk(emb, b[start : start + size]))
-            start += size
+        sizes = split_boxes(len(b))
+        with self._lock:
+            if sizes:
+                image = self._prepare(np.ascontiguousarray(embedding, dtype=np.float32))
+            for size in sizes:
+                outs.append(self._decode_chunk(image, b[start : start + size]))
+                start += size
         if not outs:
             return np.zeros((0, 256, 256), np.float32), np.zeros((0,), np.float32)
         return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
@@ -222,6 +254,7 @@ class OnnxRuntimeBackend(_ChunkedDecodeMixin):
         opts.inter_op_num_threads = 1
         providers = ["CPUExecutionProvider"]
         self._enc = ort.InferenceSession(str(folder / ENCODER_FILE), opts, providers=providers)
+        self._prep = ort.InferenceSession(str(folder / PREPARE_FILE), opts, providers=providers)
         self._dec = {k: ort.InferenceSession(str(folder / decoder_file(k)), opts, providers=providers)
                      for k in DECODER_SIZES}
         self.name = name
@@ -232,9 +265,12 @@ class OnnxRuntimeBackend(_ChunkedDecodeMixin):
         with self._lock:
             return np.concatenate([self._enc.run(None, {"image": x[i : i + 1]})[0] for i in range(len(x))])
 
-    def _decode_chunk(self, embedding: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        with self._lock:
-            logits, iou = self._dec[len(boxes)].run(None, {"embedding": embedding, "boxes": boxes})
+    def _prepare(self, embedding: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        keys, keys_pe_t = self._prep.run(None, {"embedding": embedding})
+        return keys, keys_pe_t
+
+    def _decode_chunk(self, image: tuple[np.ndarray, np.ndarray], boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, iou = self._dec[len(boxes)].run(None, {"keys": image[0], "keys_pe_t": image[1], "boxes": boxes})
         return logits, iou
 
 
@@ -243,6 +279,10 @@ class OpenVinoBackend(_ChunkedDecodeMixin):
 
     ``encoder`` replaces the exported encoder, e.g. the shipped int8 one (:mod:`.int8_encoder`): its
     quantized convolutions run int8 whatever the hint, which then applies to the rest of it.
+    The decoder is compiled without OpenVINO's "snippets" (fused subgraphs, :data:`DECODER_CONFIG`): they run its
+    token -> image attentions (a few query rows against 4096 keys) 15-20 % slower than plain matrix products.
+    The prepared image goes from ``prepare.onnx`` to the decoders as OpenVINO tensors in the inference precision
+    (bf16 under the bf16 hint), never through numpy: no copies, no conversions per box chunk.
     """
 
     def __init__(
@@ -250,6 +290,7 @@ class OpenVinoBackend(_ChunkedDecodeMixin):
         encoder: Path | None = None,
     ) -> None:
         import openvino as ov
+        from openvino.preprocess import PrePostProcessor
 
         from .backend import single_threaded_numpy_blas
 
@@ -259,20 +300,44 @@ class OpenVinoBackend(_ChunkedDecodeMixin):
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
 
-        def request(path: Path) -> Any:
-            return core.compile_model(core.read_model(str(path)), "CPU", config).create_infer_request()
+        # the prepared image crosses from one compiled model to the next in the decoder's own precision
+        image_type = ov.Type.bf16 if precision == "bf16" else ov.Type.f32
+
+        def request(path: Path, extra: dict[str, object] | None = None, image_io: str = "") -> Any:
+            model = core.read_model(str(path))
+            if image_io:
+                ppp = PrePostProcessor(model)
+                for name in ("keys", "keys_pe_t"):
+                    (ppp.output(name) if image_io == "out" else ppp.input(name)).tensor().set_element_type(image_type)
+                model = ppp.build()
+            if extra:
+                try:
+                    return core.compile_model(model, "CPU", {**config, **extra}).create_infer_request()
+                except RuntimeError as exc:  # a setting this OpenVINO does not know: compile without it
+                    log.debug("OpenVINO refused %s for %s (%s); compiling without", extra, path.name, exc)
+            return core.compile_model(model, "CPU", config).create_infer_request()
 
         self._enc = request(encoder or folder / ENCODER_FILE)
-        self._dec = {k: request(folder / decoder_file(k)) for k in DECODER_SIZES}
+        self._prep = request(folder / PREPARE_FILE, image_io="out")
+        self._dec = {k: request(folder / decoder_file(k), DECODER_CONFIG, image_io="in") for k in DECODER_SIZES}
         self.name = name if precision == "f32" else f"{name}+{precision}"
         self._lock = threading.Lock()
 
     def encode(self, images: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(images, dtype=np.float32)
         with self._lock:
-            return np.concatenate([np.array(self._enc.infer({0: x[i : i + 1]})[0]) for i in range(len(x))])
+            return np.concatenate(
+                [np.array(self._enc.infer({0: x[i : i + 1]}, share_inputs=True)[0]) for i in range(len(x))]
+            )
 
-    def _decode_chunk(self, embedding: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        with self._lock:
-            out = self._dec[len(boxes)].infer({0: embedding, 1: boxes})
+    def _prepare(self, embedding: np.ndarray) -> tuple[Any, Any]:
+        """The prepare request's own output tensors: valid until its next call (decode holds the lock)."""
+        self._prep.infer({0: embedding}, share_inputs=True)
+        return self._prep.get_output_tensor(0), self._prep.get_output_tensor(1)
+
+    def _decode_chunk(self, image: tuple[Any, Any], boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        request = self._dec[len(boxes)]
+        request.set_input_tensor(0, image[0])
+        request.set_input_tensor(1, image[1])
+        out = request.infer({2: boxes}, share_inputs=True)
         return np.array(out[0]), np.array(out[1])

@@ -21,6 +21,10 @@ attention projects with W_h (d, C) and bias b_h.
   channels-last token layout (no transpose of the image tokens), and the hypernetwork product is taken
   before the final pixel shuffle, which then moves one channel instead of 32.
 
+Decoding is split in two for callers with many boxes on one image (:func:`prepare_image`, once per image;
+:func:`predict_prepared`, per chunk of boxes): the first block's image side does not depend on the boxes, so
+the image tokens, their sum with the no-mask embedding and, transposed, with the grid encoding are made once.
+
 Under autocast the image tokens are kept in the autocast dtype from the start (bf16: half the memory traffic,
 no repeated casts); the reference path keeps them fp32 between layers, so bf16 masks differ slightly (dev set:
 label IoU 0.994 against the reference in bf16, DSC unchanged; fp32 masks are identical).
@@ -28,7 +32,8 @@ label IoU 0.994 against the reference in bf16, DSC unchanged; fp32 masks are ide
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import math
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -43,8 +48,8 @@ def _head_weights(w: torch.Tensor, heads: int) -> torch.Tensor:
     return w.reshape(heads, w.shape[0] // heads, w.shape[1])
 
 
-def token_to_image(attn: Attention, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """Tokens (B, T, C) attend to image tokens: keys, values (B or 1, N, C) -> (B, T, C)."""
+def token_to_image(attn: Attention, queries: torch.Tensor, keys_t: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Tokens (B, T, C) attend to image tokens: keys transposed (B or 1, C, N), values (B or 1, N, C) -> (B, T, C)."""
     h = attn.num_heads
     b, t, _ = queries.shape
     q = attn.q_proj(queries)  # (B, T, D)
@@ -52,7 +57,7 @@ def token_to_image(attn: Attention, queries: torch.Tensor, keys: torch.Tensor, v
     wk = _head_weights(attn.k_proj.weight, h)  # (H, d, C)
     # (B, T, H, d) x (H, d, C) -> (B, H, T, C): the query moved into the image's channel space
     q_img = torch.einsum("bthd,hdc->bhtc", q.reshape(b, t, h, d), wk.to(q.dtype)) * (d**-0.5)
-    scores = _bmm_shared(q_img.reshape(b, h * t, -1), keys.transpose(1, 2))  # (B, H*T, N)
+    scores = _bmm_shared(q_img.reshape(b, h * t, -1), keys_t)  # (B, H*T, N)
     weights = scores.softmax(dim=-1)
     pooled = _bmm_shared(weights, values).reshape(b, h, t, -1)  # (B, H, T, C)
     wv = _head_weights(attn.v_proj.weight, h)
@@ -61,9 +66,10 @@ def token_to_image(attn: Attention, queries: torch.Tensor, keys: torch.Tensor, v
 
 
 def image_to_token(
-    attn: Attention, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, residual: torch.Tensor
+    attn: Attention, queries_t: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, residual: torch.Tensor
 ) -> torch.Tensor:
-    """``residual`` + image tokens (B or 1, N, C) attending to tokens: keys, values (B, T, C) -> (B, N, C).
+    """``residual`` (B or 1, N, C) + image tokens attending to tokens: queries transposed (B or 1, C, N), keys,
+    values (B, T, C) -> (B, N, C).
 
     Scores are laid out (B, H, T, N), so the softmax over the T tokens runs along a long contiguous axis.
     """
@@ -78,10 +84,10 @@ def image_to_token(
     k_img = torch.einsum("bthd,hdc->bhtc", k, wq.to(k.dtype)) * scale  # (B, H, T, C)
     bias = torch.einsum("bthd,hd->bht", k, attn.q_proj.bias.reshape(h, d).to(k.dtype)) * scale  # (B, H, T)
     k_img, bias = k_img.reshape(b, h * t, c), bias.reshape(b, h * t, 1)
-    if queries.shape[0] == 1:  # a shared image: one (B*H*T, C) x (C, N) product
-        scores = torch.addmm(bias.reshape(b * h * t, 1), k_img.reshape(b * h * t, c), queries[0].t())
+    if queries_t.shape[0] == 1:  # a shared image: one (B*H*T, C) x (C, N) product
+        scores = torch.addmm(bias.reshape(b * h * t, 1), k_img.reshape(b * h * t, c), queries_t[0])
     else:
-        scores = torch.baddbmm(bias, k_img, queries.transpose(1, 2))
+        scores = torch.baddbmm(bias, k_img, queries_t)
     weights = scores.reshape(b, h, t, -1).softmax(dim=2)  # over the tokens, per head and image token
     wo = attn.out_proj.weight.reshape(c, h, d)  # (C, H, d)
     per_token = torch.einsum("bthd,chd->bhtc", v.reshape(b, t, h, d), wo.to(v.dtype))  # (B, H, T, C)
@@ -102,17 +108,16 @@ def _bmm_shared(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _block(
-    layer: TwoWayAttentionBlock, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor,
-    key_pe: torch.Tensor,
+    layer: TwoWayAttentionBlock, queries: torch.Tensor, keys: torch.Tensor, keys_pe_t: torch.Tensor,
+    query_pe: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One two-way block; keys (B or 1, N, C) -> (B, N, C)."""
+    """One two-way block; keys (B or 1, N, C) and (keys + grid encoding) transposed (B or 1, C, N) -> (B, N, C)."""
     queries = layer.token_self_attention(queries, query_pe)
-    keys_pe = keys + key_pe  # used by both cross-attentions
-    attn = token_to_image(layer.cross_attn_token_to_image, queries + query_pe, keys_pe, keys)
+    attn = token_to_image(layer.cross_attn_token_to_image, queries + query_pe, keys_pe_t, keys)
     queries = layer.norm2(queries + attn)
     queries = layer.norm3(queries + layer.mlp(queries))
     # a shared (1, N, C) image becomes (B, N, C) here, where it first depends on the box
-    keys = layer.norm4(image_to_token(layer.cross_attn_image_to_token, keys_pe, queries + query_pe, queries, keys))
+    keys = layer.norm4(image_to_token(layer.cross_attn_image_to_token, keys_pe_t, queries + query_pe, queries, keys))
     return queries, keys
 
 
@@ -165,17 +170,23 @@ def _image_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype
 
 
-def predict_single_mask(
-    decoder: MaskDecoder,
-    image_embeddings: torch.Tensor,
-    image_pe: torch.Tensor,
-    sparse_prompt_embeddings: torch.Tensor,
-    dense_prompt_embeddings: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Same inputs as :meth:`MaskDecoder.predict_masks`; returns logits (B, 1, 256, 256) and IoU (B, 1)."""
-    tokens = decoder.prompt_tokens(sparse_prompt_embeddings, image_embeddings.shape[0])
-    n = tokens.shape[0]
-    side = image_embeddings.shape[-1]
+class PreparedImage(NamedTuple):
+    """The box-independent decoder inputs of one image (or one per box), in the image token dtype.
+
+    ``keys`` (B or 1, N, C): image tokens plus the dense prompt (the no-mask embedding);
+    ``keys_pe_t`` (B or 1, C, N): ``keys`` plus the grid encoding, transposed (how both cross-attentions of
+    the first block read it).
+    """
+
+    keys: torch.Tensor
+    keys_pe_t: torch.Tensor
+
+
+def prepare_image(
+    decoder: MaskDecoder, image_embeddings: torch.Tensor, image_pe: torch.Tensor, dense_prompt_embeddings: torch.Tensor
+) -> PreparedImage:
+    """Embeddings (B or 1, C, 64, 64), grid encoding (1, C, 64, 64), dense prompt (B or 1, C, 64, 64) ->
+    :class:`PreparedImage` for :func:`predict_prepared`; made once per image, whatever the number of boxes."""
     dtype = _image_dtype(image_embeddings)
     keys = _tokens(image_embeddings, dtype)  # (1|B, N, C)
     dense = dense_prompt_embeddings
@@ -183,14 +194,29 @@ def predict_single_mask(
         keys = keys + dense[:, :, 0, 0].unsqueeze(1).to(dtype)  # the no-mask embedding: one vector per image
     else:
         keys = keys + _tokens(dense, dtype)
-    key_pe = _key_pe(decoder, image_pe, dtype)
+    keys_pe_t = (keys + _key_pe(decoder, image_pe, dtype)).transpose(1, 2).contiguous()
+    return PreparedImage(keys, keys_pe_t)
+
+
+def predict_prepared(
+    decoder: MaskDecoder, image: PreparedImage, image_pe: torch.Tensor, sparse_prompt_embeddings: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A :class:`PreparedImage` and B boxes' sparse prompt embeddings (B, P, C) -> logits (B, 1, 256, 256) in the
+    model frame and IoU (B, 1); ``image_pe`` is the grid encoding (1, C, 64, 64) the image was prepared with."""
+    tokens = decoder.prompt_tokens(sparse_prompt_embeddings, image.keys.shape[0])
+    n = tokens.shape[0]
+    side = math.isqrt(image.keys.shape[1])
+    key_pe = _key_pe(decoder, image_pe, image.keys.dtype)
     transformer = decoder.transformer
-    queries = tokens
-    for layer in transformer.layers:
-        queries, keys = _block(layer, queries, keys, tokens, key_pe)
+    queries, keys, keys_pe_t = tokens, image.keys, image.keys_pe_t
+    for i, layer in enumerate(transformer.layers):
+        if i:
+            keys_pe_t = (keys + key_pe).transpose(1, 2)
+        queries, keys = _block(layer, queries, keys, keys_pe_t, tokens)
     # final attention: only the IoU token and mask token 0 are read out
     q2 = queries[:, :2]
-    attn = token_to_image(transformer.final_attn_token_to_image, q2 + tokens[:, :2], keys + key_pe, keys)
+    attn = token_to_image(transformer.final_attn_token_to_image, q2 + tokens[:, :2], (keys + key_pe).transpose(1, 2),
+                          keys)
     q2 = transformer.norm_final_attn(q2 + attn)
     hyper = decoder.output_hypernetworks_mlps[0](q2[:, 1])  # (B, C/8)
     # two boxes at a time: the 4x upscaled features are 8 MB per box in fp32; blocks under 32 MB are reused by
@@ -200,3 +226,15 @@ def predict_single_mask(
     ).unsqueeze(1)
     iou = decoder.iou_prediction_head(q2[:, 0])[:, :1]
     return masks, iou
+
+
+def predict_single_mask(
+    decoder: MaskDecoder,
+    image_embeddings: torch.Tensor,
+    image_pe: torch.Tensor,
+    sparse_prompt_embeddings: torch.Tensor,
+    dense_prompt_embeddings: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Same inputs as :meth:`MaskDecoder.predict_masks`; returns logits (B, 1, 256, 256) and IoU (B, 1)."""
+    image = prepare_image(decoder, image_embeddings, image_pe, dense_prompt_embeddings)
+    return predict_prepared(decoder, image, image_pe, sparse_prompt_embeddings)
