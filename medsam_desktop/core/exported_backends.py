@@ -43,7 +43,7 @@ DECODER_SIZES = (2, 1)
 DECODER_CONFIG: dict[str, object] = {"SNIPPETS_MODE": "DISABLE"}
 MANIFEST_FILE = "export.json"  # written last: a folder without a valid manifest is never used
 OPSET = 17
-EXPORT_FORMAT = 6  # bump whenever export_onnx changes what it writes: old cached exports are then ignored
+EXPORT_FORMAT = 7  # bump whenever export_onnx changes what it writes: old cached exports are then ignored
 STALE_TMP_SECONDS = 24 * 3600  # temp folders of exports killed mid-way are removed after this
 
 

@@ -141,13 +141,23 @@ def _upscaled_mask(decoder: MaskDecoder, image: torch.Tensor, hyper: torch.Tenso
 
 def _tokens(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     """(B, C, H, W) -> contiguous (B, H*W, C) in ``dtype`` (default x's), row-major over the grid; a view of
-    ``x`` when it is channels-last in its own dtype, so never write into the result."""
+    ``x`` when it is channels-last in its own dtype, so never write into the result.
+
+    Cast first, in x's own layout (one contiguous pass), then transpose (see :func:`_transposed`).
+    """
     b, c, h, w = x.shape
-    if dtype is None or dtype == x.dtype:
-        return x.permute(0, 2, 3, 1).reshape(b, h * w, c).contiguous()
-    out = torch.empty((b, h, w, c), dtype=dtype, device=x.device)
-    out.copy_(x.permute(0, 2, 3, 1))  # transpose and cast in one pass (autocast only: ONNX export traces fp32)
-    return out.reshape(b, h * w, c)
+    if dtype is not None and dtype != x.dtype:
+        x = x.to(dtype)
+    return _transposed(x.reshape(b, c, h * w))
+
+
+def _transposed(x: torch.Tensor) -> torch.Tensor:
+    """(B, M, K) -> contiguous (B, K, M); no copy when x already is the transpose of a contiguous tensor. For one
+    image torch's 2-D transpose copy is ~3x faster than the batched one (bf16, 256 x 4096: 0.55 vs 1.6 ms, and
+    1.75 ms for the 4-D permute copy used before; session 6)."""
+    if x.shape[0] == 1:
+        return x[0].t().contiguous().unsqueeze(0)
+    return x.transpose(1, 2).contiguous()
 
 
 def _key_pe(decoder: MaskDecoder, image_pe: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -194,7 +204,7 @@ def prepare_image(
         keys = keys + dense[:, :, 0, 0].unsqueeze(1).to(dtype)  # the no-mask embedding: one vector per image
     else:
         keys = keys + _tokens(dense, dtype)
-    keys_pe_t = (keys + _key_pe(decoder, image_pe, dtype)).transpose(1, 2).contiguous()
+    keys_pe_t = _transposed(keys + _key_pe(decoder, image_pe, dtype))
     return PreparedImage(keys, keys_pe_t)
 
 
