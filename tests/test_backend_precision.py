@@ -49,3 +49,12 @@ def test_numpy_blas_runs_single_threaded_once_a_backend_exists() -> None:
     TorchBackend(build_model("repvit_m0_6").eval(), name="student")
     blas = [p for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
     assert blas and all(p["num_threads"] == 1 for p in blas)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_no_boxes_decode_to_empty_arrays(precision: str) -> None:
+    """Like the exported runtimes: zero boxes give (0, 256, 256) logits and (0,) IoU, not an exception."""
+    backend = TorchBackend(build_model("repvit_m0_6").eval(), precision=precision)
+    logits, iou = backend.decode(np.zeros((1, 256, 64, 64), np.float32), np.zeros((0, 4), np.float32))
+    assert logits.shape == (0, 256, 256) and logits.dtype == np.float32
+    assert iou.shape == (0,) and iou.dtype == np.float32

@@ -134,10 +134,12 @@ class TorchBackend:
         torch = self._torch
         emb = torch.from_numpy(np.ascontiguousarray(embedding, dtype=np.float32))
         b = torch.from_numpy(np.asarray(boxes, dtype=np.float32).reshape(-1, 4))
+        if not len(b):  # as the exported runtimes: no boxes, no masks
+            return np.zeros((0, 256, 256), np.float32), np.zeros((0,), np.float32)
         logits, ious = [], []
         with self._lock, torch.inference_mode(), self._autocast():
             image = self.model.prepare_decode(emb)
-            for start in range(0, max(len(b), 1), DECODE_CHUNK):
+            for start in range(0, len(b), DECODE_CHUNK):
                 lg, iou = self.model.decode_prepared(image, b[start : start + DECODE_CHUNK])
                 logits.append(lg[:, 0].float().numpy())
                 ious.append(iou[:, 0].float().numpy())
