@@ -12,7 +12,13 @@ import pytest
 import torch
 
 from medsam_desktop.core.backend import InferenceBackend, TorchBackend
-from medsam_desktop.core.exported_backends import DECODER_SIZES, decoder_file, export_onnx, split_boxes
+from medsam_desktop.core.exported_backends import (
+    DECODER_SIZES,
+    PREPARE_FILE,
+    decoder_file,
+    export_onnx,
+    split_boxes,
+)
 from medsam_desktop.core.predictor import Predictor
 from medsam_desktop.model import build_model
 
@@ -103,6 +109,27 @@ def test_openvino_bf16_keeps_each_calls_prepared_image(exported: tuple[torch.nn.
         np.testing.assert_array_equal(logits, serial[i])
 
 
+def test_openvino_compiles_decoders_without_a_setting_it_does_not_know(
+    exported: tuple[torch.nn.Module, Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A decoder setting an OpenVINO release does not take (DECODER_CONFIG's key is internal) is dropped with an
+    INFO line, not an error; the backend still decodes like torch."""
+    pytest.importorskip("openvino")
+    import logging
+
+    from medsam_desktop.core import exported_backends as eb
+
+    model, folder = exported
+    monkeypatch.setattr(eb, "DECODER_CONFIG", {"NO_SUCH_OPENVINO_KEY": "X"})
+    with caplog.at_level(logging.INFO, logger=eb.__name__):
+        backend = eb.OpenVinoBackend(folder, threads=2)
+    assert "NO_SUCH_OPENVINO_KEY" in caplog.text
+    emb = np.random.default_rng(4).standard_normal((1, 256, 64, 64)).astype(np.float32)
+    boxes = np.array([[10, 20, 120, 140]], dtype=np.float32)
+    np.testing.assert_allclose(backend.decode(emb, boxes)[0], TorchBackend(model).decode(emb, boxes)[0],
+                               atol=2e-3, rtol=1e-3)
+
+
 def test_layernorm2d_export_form_matches(monkeypatch: pytest.MonkeyPatch) -> None:
     """LayerNorm2d traces as reductions over the channel axis (no transposes, see model/common.py): same values
     as the fused layer_norm it uses in torch, with non-trivial weight and bias."""
@@ -128,3 +155,4 @@ def test_boxes_split_into_exported_sizes(exported: tuple[torch.nn.Module, Path])
         assert all(chunks.count(k) <= 1 for k in DECODER_SIZES[1:] if k * 2 in DECODER_SIZES)  # no 1+1 for a 2
     _, folder = exported
     assert all((folder / decoder_file(k)).is_file() for k in DECODER_SIZES)
+    assert (folder / PREPARE_FILE).is_file()

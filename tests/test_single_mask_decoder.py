@@ -74,6 +74,20 @@ def test_prepared_image_decodes_like_decode_in_any_chunks() -> None:
     assert torch.equal(image.keys, keys) and torch.equal(image.keys_pe_t, keys_pe_t)
 
 
+def test_prepared_image_is_never_written_under_bf16_autocast() -> None:
+    """The backends' real path (bf16 autocast): chunks read the prepared image and leave it as it was."""
+    _, fused = _pair(_perturbed_model(8))
+    emb = torch.randn(1, 256, 64, 64)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        image = fused.prepare_decode(emb)
+        before = [t.clone() for t in image]
+        first, _ = fused.decode_prepared(image, BOXES[:4])
+        second, _ = fused.decode_prepared(image, BOXES[:4])
+    assert image.keys.dtype == torch.bfloat16
+    assert all(torch.equal(a, b) for a, b in zip(image, before))
+    assert torch.equal(first, second)
+
+
 def test_prepare_decode_needs_the_fused_decoder() -> None:
     reference, _ = _pair(_perturbed_model(7))
     with pytest.raises(RuntimeError, match="fuse_for_inference"):

@@ -38,9 +38,11 @@ ENCODER_FILE, PREPARE_FILE, DECODER_FILE = "encoder.onnx", "prepare.onnx", "deco
 #: compiled decoder holds ~100 MB of its own buffers (RSS with sizes 1 / 2,1 / 4,2,1: 257 / 355 / 471 MB), so
 #: the 4-box one is not worth its memory (session 4, 2 threads, docs/performance.md)
 DECODER_SIZES = (2, 1)
-#: OpenVINO settings of the decoders only: without snippets (its fused subgraphs) the decoder ran 14-22 % faster
-#: per box (1 and 2 boxes, bf16 hint, 2 threads, session 6); the encoder keeps them (5 % faster with them)
+#: OpenVINO settings of the decoders only: without snippets (its fused subgraphs) a decoder call took 16 % less
+#: time (1 box 14.0 -> 11.7 ms, 2 boxes 24.1 -> 20.2 ms; bf16 hint, 2 threads, session 6); the encoder keeps them
+#: (36.3 ms with, 38.6 ms without). An OpenVINO that does not know the key compiles without it
 DECODER_CONFIG: dict[str, object] = {"SNIPPETS_MODE": "DISABLE"}
+IMAGE_TENSORS = ("keys", "keys_pe_t")  # prepare.onnx's outputs = the decoders' first two inputs, by name
 MANIFEST_FILE = "export.json"  # written last: a folder without a valid manifest is never used
 OPSET = 17
 EXPORT_FORMAT = 7  # bump whenever export_onnx changes what it writes: old cached exports are then ignored
@@ -74,10 +76,9 @@ def export_onnx(model: object, folder: Path, opset: int = OPSET) -> tuple[Path, 
     import torch
 
     from ..model.fuse import fuse_for_inference
+    from ..model.single_mask import PreparedImage
 
     net = fuse_for_inference(model).eval()  # type: ignore[arg-type]
-
-    from ..model.single_mask import PreparedImage
 
     class _Prepare(torch.nn.Module):
         def __init__(self) -> None:
@@ -107,14 +108,14 @@ def export_onnx(model: object, folder: Path, opset: int = OPSET) -> tuple[Path, 
         torch.onnx.export(net.image_encoder, (x,), str(enc_path), input_names=["image"], output_names=["embedding"],
                           opset_version=opset, dynamo=False)
         torch.onnx.export(_Prepare(), (emb,), str(paths[1]), input_names=["embedding"],
-                          output_names=["keys", "keys_pe_t"], opset_version=opset, dynamo=False)
+                          output_names=list(IMAGE_TENSORS), opset_version=opset, dynamo=False)
         image = net.prepare_decode(emb)
         # static shapes, one file per box count: the traced graph is the decoder's single-mask rewrite
         # specialised to that count (its shape-dependent branches are taken at trace time)
         for size in sorted(DECODER_SIZES):
             box = torch.tensor([[10.0, 10.0, 100.0, 100.0]]).repeat(size, 1) + torch.arange(size)[:, None]
             path = folder / decoder_file(size)
-            torch.onnx.export(_Decoder(), (*image, box), str(path), input_names=["keys", "keys_pe_t", "boxes"],
+            torch.onnx.export(_Decoder(), (*image, box), str(path), input_names=[*IMAGE_TENSORS, "boxes"],
                               output_names=["logits", "iou"], opset_version=opset, dynamo=False)
             paths.append(path)
     return tuple(paths)
@@ -225,16 +226,14 @@ class _ChunkedDecodeMixin:
 
     def decode(self, embedding: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         b = np.ascontiguousarray(np.asarray(boxes, dtype=np.float32).reshape(-1, 4))
+        if not len(b):
+            return np.zeros((0, 256, 256), np.float32), np.zeros((0,), np.float32)
         outs, start = [], 0
-        sizes = split_boxes(len(b))
         with self._lock:
-            if sizes:
-                image = self._prepare(np.ascontiguousarray(embedding, dtype=np.float32))
-            for size in sizes:
+            image = self._prepare(np.ascontiguousarray(embedding, dtype=np.float32))
+            for size in split_boxes(len(b)):
                 outs.append(self._decode_chunk(image, b[start : start + size]))
                 start += size
-        if not outs:
-            return np.zeros((0, 256, 256), np.float32), np.zeros((0,), np.float32)
         return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
 
 
@@ -270,7 +269,7 @@ class OnnxRuntimeBackend(_ChunkedDecodeMixin):
         return keys, keys_pe_t
 
     def _decode_chunk(self, image: tuple[np.ndarray, np.ndarray], boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logits, iou = self._dec[len(boxes)].run(None, {"keys": image[0], "keys_pe_t": image[1], "boxes": boxes})
+        logits, iou = self._dec[len(boxes)].run(None, {**dict(zip(IMAGE_TENSORS, image)), "boxes": boxes})
         return logits, iou
 
 
@@ -279,8 +278,8 @@ class OpenVinoBackend(_ChunkedDecodeMixin):
 
     ``encoder`` replaces the exported encoder, e.g. the shipped int8 one (:mod:`.int8_encoder`): its
     quantized convolutions run int8 whatever the hint, which then applies to the rest of it.
-    The decoder is compiled without OpenVINO's "snippets" (fused subgraphs, :data:`DECODER_CONFIG`): they run its
-    token -> image attentions (a few query rows against 4096 keys) 15-20 % slower than plain matrix products.
+    The decoders are compiled without OpenVINO's "snippets" (fused subgraphs, :data:`DECODER_CONFIG`), whose
+    kernels for the token -> image attentions (a few query rows against 4096 keys) made a call 16 % slower.
     The prepared image goes from ``prepare.onnx`` to the decoders as OpenVINO tensors in the inference precision
     (bf16 under the bf16 hint), never through numpy: no copies, no conversions per box chunk.
     """
@@ -300,24 +299,29 @@ class OpenVinoBackend(_ChunkedDecodeMixin):
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
 
-        # the prepared image crosses from one compiled model to the next in the decoder's own precision
-        image_type = ov.Type.bf16 if precision == "bf16" else ov.Type.f32
+        image_type = ov.Type.f32
 
         def request(path: Path, extra: dict[str, object] | None = None, image_io: str = "") -> Any:
             model = core.read_model(str(path))
             if image_io:
                 ppp = PrePostProcessor(model)
-                for name in ("keys", "keys_pe_t"):
+                for name in IMAGE_TENSORS:
                     (ppp.output(name) if image_io == "out" else ppp.input(name)).tensor().set_element_type(image_type)
                 model = ppp.build()
             if extra:
                 try:
                     return core.compile_model(model, "CPU", {**config, **extra}).create_infer_request()
-                except RuntimeError as exc:  # a setting this OpenVINO does not know: compile without it
-                    log.debug("OpenVINO refused %s for %s (%s); compiling without", extra, path.name, exc)
+                except RuntimeError as exc:
+                    if not any(key in str(exc) for key in extra) and "Unsupported property" not in str(exc):
+                        raise
+                    log.info("OpenVINO does not take %s (%s); %s compiled without it", extra, exc, path.name)
             return core.compile_model(model, "CPU", config).create_infer_request()
 
         self._enc = request(encoder or folder / ENCODER_FILE)
+        # the prepared image crosses from one compiled model to the next in the precision OpenVINO really runs
+        # (a bf16 hint runs f32 on a CPU without AVX-512)
+        if self._enc.get_compiled_model().get_property("INFERENCE_PRECISION_HINT") == ov.Type.bf16:
+            image_type = ov.Type.bf16
         self._prep = request(folder / PREPARE_FILE, image_io="out")
         self._dec = {k: request(folder / decoder_file(k), DECODER_CONFIG, image_io="in") for k in DECODER_SIZES}
         self.name = name if precision == "f32" else f"{name}+{precision}"
@@ -326,18 +330,21 @@ class OpenVinoBackend(_ChunkedDecodeMixin):
     def encode(self, images: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(images, dtype=np.float32)
         with self._lock:
-            return np.concatenate(
-                [np.array(self._enc.infer({0: x[i : i + 1]}, share_inputs=True)[0]) for i in range(len(x))]
-            )
+            # results are copied out of OpenVINO's buffers once (np.array), never handed out as views
+            return np.concatenate([
+                np.array(self._enc.infer({0: x[i : i + 1]}, share_inputs=True, share_outputs=True)[0])
+                for i in range(len(x))
+            ])
 
     def _prepare(self, embedding: np.ndarray) -> tuple[Any, Any]:
         """The prepare request's own output tensors: valid until its next call (decode holds the lock)."""
-        self._prep.infer({0: embedding}, share_inputs=True)
-        return self._prep.get_output_tensor(0), self._prep.get_output_tensor(1)
+        self._prep.infer({"embedding": embedding}, share_inputs=True, share_outputs=True)
+        keys, keys_pe_t = IMAGE_TENSORS
+        return self._prep.get_tensor(keys), self._prep.get_tensor(keys_pe_t)
 
     def _decode_chunk(self, image: tuple[Any, Any], boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         request = self._dec[len(boxes)]
-        request.set_input_tensor(0, image[0])
-        request.set_input_tensor(1, image[1])
-        out = request.infer({2: boxes}, share_inputs=True)
-        return np.array(out[0]), np.array(out[1])
+        for name, tensor in zip(IMAGE_TENSORS, image):
+            request.set_tensor(name, tensor)
+        out = request.infer({"boxes": boxes}, share_inputs=True, share_outputs=True)
+        return np.array(out["logits"]), np.array(out["iou"])

@@ -53,16 +53,14 @@ class MedSAMLite(nn.Module):
             raise RuntimeError("prepare_decode needs the decoder fused for inference (fuse_for_inference)")
         h, w = embeddings.shape[-2:]
         dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(1, -1, h, w)
-        pe = self.prompt_encoder.get_dense_pe().to(embeddings.dtype)
-        return prepare_image(self.mask_decoder, embeddings, pe, dense.to(embeddings.dtype))
+        return prepare_image(self.mask_decoder, embeddings, self.prompt_encoder.get_dense_pe(), dense)
 
     def decode_prepared(self, image: PreparedImage, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``decode`` for an image made by :meth:`prepare_decode`: boxes (B, 4) -> logits (B, 1, 256, 256), IoU
         (B, 1); B is the image's batch or any number when the image batch is 1."""
         dtype = self.prompt_encoder.no_mask_embed.weight.dtype
         sparse, _ = self.prompt_encoder(points=None, boxes=boxes.reshape(-1, 4).to(dtype), masks=None)
-        pe = self.prompt_encoder.get_dense_pe().to(dtype)
-        return predict_prepared(self.mask_decoder, image, pe, sparse)
+        return predict_prepared(self.mask_decoder, image, self.prompt_encoder.get_dense_pe(), sparse)
 
     def forward(self, images: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.decode(self.encode(images), boxes)
