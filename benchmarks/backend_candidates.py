@@ -44,6 +44,11 @@ def reference_of(label: str) -> str:
     return "torch-bf16" if label.endswith(("bf16", "int8")) else REFERENCE
 
 
+def _fp32_of(label: str) -> str:
+    """The fp32 configuration of the same runtime: ``openvino-int8`` -> ``openvino``."""
+    return label.removesuffix("-bf16").removesuffix("-int8")
+
+
 def label_iou(a: np.ndarray, b: np.ndarray) -> float:
     """Mean over labels present in either map of the per-label IoU (1.0 when both are empty)."""
     values = sorted((set(np.unique(a)) | set(np.unique(b))) - {0})
@@ -81,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         p.decode(p.encode(np.zeros((64, 64), np.uint8) + 100), np.array([5, 5, 40, 40]))
     seconds = {k: 0.0 for k in labels}
     ious: dict[str, list[float]] = {k: [] for k in labels}
+    precision_ious: dict[str, list[float]] = defaultdict(list)  # reduced precision vs fp32 of the same runtime
     dsc: dict[str, dict[str, list[float]]] = {k: defaultdict(list) for k in labels}
     for i, path in enumerate(cases):
         case = read_challenge_npz(path)
@@ -94,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             dsc[k][modality_of(path.name)].append(evaluate_case(segs[k], gts, spacing).dsc)
         for k in labels:
             ious[k].append(label_iou(segs[k], segs[reference_of(k)]))
+            if k.endswith(("bf16", "int8")):
+                precision_ious[k].append(label_iou(segs[k], segs[_fp32_of(k)]))
         print(f"{case.name:<52}" + "".join(f" {k} {ious[k][-1]:.4f}" for k in labels if k != reference_of(k)),
               flush=True)
 
@@ -113,10 +121,11 @@ def main(argv: list[str] | None = None) -> int:
                             f"({speed:.2f}x, IoU {np.mean(ious[k]):.4f})")
     for k in labels:
         if k.endswith(("bf16", "int8")):
-            fp32 = k.removesuffix("-bf16").removesuffix("-int8")
+            fp32 = _fp32_of(k)
             move = 100 * (mean_dsc[k] - mean_dsc[fp32])
             verdicts.append(f"{k} vs {fp32}: DSC {move:+.2f} points, {seconds[fp32] / seconds[k]:.2f}x: "
-                            f"{'meets' if abs(move) < 0.2 else 'misses'} the reduced-precision rule")
+                            f"{'meets' if abs(move) < 0.2 else 'misses'} the reduced-precision rule "
+                            f"(masks: IoU {np.mean(precision_ious[k]):.4f}, min {min(precision_ious[k]):.4f})")
     print("\n".join(verdicts))
     return 0
 
