@@ -1,14 +1,18 @@
 """Crash safety without Qt: the labels of the open session are saved in the background, atomically.
 
-Each running app owns a folder ``<data>/autosave/<pid>-<random>/`` holding ``lock.json`` (its PID) and
+Each running app owns a folder ``<data>/autosave/<pid>-<random>/`` holding ``lock.json`` (its PID),
+``alive.lock`` (locked by the OS for as long as the app runs: ``flock`` / ``msvcrt.locking``) and
 ``session.npz`` (the label map, compressed, plus a JSON description: label table, active label, source image
-path and fingerprint). A clean shutdown removes the folder; a folder whose PID is no longer running is an
-orphan that the next start offers to restore. ``<data>`` is ``platformdirs.user_data_dir("MedSAM Desktop")``,
-or ``$MEDSAM_DESKTOP_DATA``.
+path and fingerprint). A clean shutdown removes the folder; a folder whose ``alive.lock`` nobody holds is an
+orphan that the next start offers to restore. The OS drops the lock when its process dies, however it dies,
+so a PID reused by another program after a crash (or a reboot) cannot hide the orphan; folders written
+before ``alive.lock`` existed fall back to checking their PID. ``<data>`` is
+``platformdirs.user_data_dir("MedSAM Desktop")``, or ``$MEDSAM_DESKTOP_DATA``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -31,6 +35,7 @@ log = logging.getLogger(__name__)
 ENV_DATA_DIR = "MEDSAM_DESKTOP_DATA"
 SNAPSHOT_NAME = "session.npz"
 LOCK_NAME = "lock.json"
+ALIVE_NAME = "alive.lock"
 FORMAT_VERSION = 1
 
 #: autosave folders of this process's :class:`Autosaver` objects: a folder whose lock holds our own PID but is
@@ -178,21 +183,78 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def _lock_info(folder: Path) -> dict[str, Any]:
+    try:
+        info = json.loads((folder / LOCK_NAME).read_text(encoding="utf-8"))
+        return info if isinstance(info, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
 def _lock_pid(folder: Path) -> int:
     try:
-        return int(json.loads((folder / LOCK_NAME).read_text(encoding="utf-8"))["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return int(_lock_info(folder)["pid"])
+    except (KeyError, TypeError, ValueError):
         return 0
 
 
+def _try_lock(fh: Any) -> bool:
+    """Take the exclusive OS lock of the open file ``fh`` without waiting: True when taken, False when another
+    open file holds it; OSError when this file system cannot lock."""
+    if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
+        import msvcrt
+
+        fh.seek(0)
+        try:
+            msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
+        except PermissionError:
+            return False
+        return True
+    import fcntl
+
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _unlock(fh: Any) -> None:
+    if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
+        import msvcrt
+
+        fh.seek(0)
+        msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)
+    else:
+        import fcntl
+
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _alive_lock_held(folder: Path) -> bool | None:
+    """Whether some process holds ``folder``'s ``alive.lock``; None when that cannot be told (no such file, or
+    no locking on this file system)."""
+    try:
+        with (folder / ALIVE_NAME).open("r+b") as fh:
+            if not _try_lock(fh):
+                return True
+            _unlock(fh)
+            return False
+    except OSError:
+        return None
+
+
 def _is_live_owner(folder: Path) -> bool:
-    """Whether the app that wrote ``folder`` is still running: its PID is alive and, when that PID is ours,
-    the folder belongs to one of this process's :class:`Autosaver` objects (not to an earlier run)."""
+    """Whether the app that wrote ``folder`` is still running: it is one of this process's :class:`Autosaver`
+    objects, or another process holds its ``alive.lock``; for folders without one, its PID is alive (and not
+    ours: our PID on a folder we do not own was left by an earlier run with the same PID)."""
+    with _OWN_LOCK:
+        if folder.resolve() in _OWN_FOLDERS:
+            return True
+    if _lock_info(folder).get("alive_lock") and (held := _alive_lock_held(folder)) is not None:
+        return held
     pid = _lock_pid(folder)
-    if pid == os.getpid():
-        with _OWN_LOCK:
-            return folder.resolve() in _OWN_FOLDERS
-    return pid_alive(pid)
+    return pid != os.getpid() and pid_alive(pid)
 
 
 def find_orphans(root: Path | None = None) -> list[Path]:
@@ -235,6 +297,7 @@ class Autosaver:
         self.writes = 0
         self.last_error: str | None = None
         self._thread: threading.Thread | None = None
+        self._alive: Any = None  # the open alive.lock this app holds locked while it runs
 
     @property
     def busy(self) -> bool:
@@ -268,6 +331,11 @@ class Autosaver:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(10)
+        if self._alive is not None:  # release before removing: Windows cannot delete an open file
+            with contextlib.suppress(OSError):
+                _unlock(self._alive)
+            self._alive.close()
+            self._alive = None
         shutil.rmtree(self.folder, ignore_errors=True)
         with _OWN_LOCK:
             _OWN_FOLDERS.discard(self.folder.resolve())
@@ -283,10 +351,22 @@ class Autosaver:
             self._cond.notify_all()
 
     def _ensure_lock(self) -> None:
+        """Before the first snapshot: take ``alive.lock`` (held until :meth:`close` or the process ends), then
+        write ``lock.json``, so a folder with a snapshot is never seen without its holder."""
         lock = self.folder / LOCK_NAME
-        if not lock.exists():
-            self.folder.mkdir(parents=True, exist_ok=True)
-            lock.write_text(json.dumps({"pid": os.getpid(), "started": time.time()}), encoding="utf-8")
+        if lock.exists():
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        info: dict[str, Any] = {"pid": os.getpid(), "started": time.time()}
+        try:
+            fh = (self.folder / ALIVE_NAME).open("a+b")
+            if _try_lock(fh):
+                self._alive, info["alive_lock"] = fh, True
+            else:  # cannot happen for a fresh folder; keep the PID check then
+                fh.close()
+        except OSError as exc:  # a file system without locks: the PID check remains
+            log.info("autosave: no file lock in %s (%s); orphans are found by PID", self.folder, exc)
+        lock.write_text(json.dumps(info), encoding="utf-8")
 
     def _run(self) -> None:
         while True:
