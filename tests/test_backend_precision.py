@@ -58,3 +58,19 @@ def test_no_boxes_decode_to_empty_arrays(precision: str) -> None:
     logits, iou = backend.decode(np.zeros((1, 256, 64, 64), np.float32), np.zeros((0, 4), np.float32))
     assert logits.shape == (0, 256, 256) and logits.dtype == np.float32
     assert iou.shape == (0,) and iou.dtype == np.float32
+
+
+def test_backend_decodes_with_the_reference_decoder_when_the_rewrite_is_off() -> None:
+    """benchmarks/decoder_rewrite.py switches the rewrite off on a built backend: decode still works, through SAM's
+    decoder as written, and gives the rewrite's masks (6 boxes: two chunks)."""
+    torch.manual_seed(1)
+    backend = TorchBackend(build_model("repvit_m0_6").eval())
+    emb = np.random.default_rng(2).standard_normal((1, 256, 64, 64)).astype(np.float32)
+    boxes = np.array([[10, 20, 120, 140], [50, 50, 250, 200], [0, 0, 30, 30], [100, 30, 200, 90],
+                      [5, 150, 90, 250], [60, 60, 70, 75]], dtype=np.float32)
+    new, new_iou = backend.decode(emb, boxes)
+    backend.model.mask_decoder.single_mask_rewrite = False
+    old, old_iou = backend.decode(emb, boxes)
+    assert old.shape == new.shape == (6, 256, 256)
+    np.testing.assert_allclose(new, old, atol=1e-4 * np.abs(old).max())
+    np.testing.assert_allclose(new_iou, old_iou, atol=1e-5)

@@ -137,10 +137,14 @@ class TorchBackend:
         if not len(b):  # as the exported runtimes: no boxes, no masks
             return np.zeros((0, 256, 256), np.float32), np.zeros((0,), np.float32)
         logits, ious = [], []
+        model = self.model
+        # SAM's decoder as written when the rewrite is switched off (benchmarks/decoder_rewrite.py compares them)
+        rewrite = model.mask_decoder.single_mask_rewrite
         with self._lock, torch.inference_mode(), self._autocast():
-            image = self.model.prepare_decode(emb)
+            image = model.prepare_decode(emb) if rewrite else None
             for start in range(0, len(b), DECODE_CHUNK):
-                lg, iou = self.model.decode_prepared(image, b[start : start + DECODE_CHUNK])
+                chunk = b[start : start + DECODE_CHUNK]
+                lg, iou = model.decode(emb, chunk) if image is None else model.decode_prepared(image, chunk)
                 logits.append(lg[:, 0].float().numpy())
                 ious.append(iou[:, 0].float().numpy())
         return np.concatenate(logits), np.concatenate(ious)
