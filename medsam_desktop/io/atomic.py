@@ -38,17 +38,19 @@ def _fsync_dir(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_write(path: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; on success it atomically replaces ``path``.
 
-    The temporary name ends with the target's name, so extension-driven writers (SimpleITK's
+    The temporary name ends with the target's name (or with ``suffix`` when given, e.g. a lower-case
+    ``.nii.gz`` for ``SEG.NII.GZ``, which ITK does not recognise), so extension-driven writers (SimpleITK's
     ``.nii.gz``, PIL's ``.png``) pick the right format. If the body raises, the temporary file is
     deleted, the exception propagates and any previous file at ``path`` is left untouched.
     Raises ``FileNotFoundError`` when the folder does not exist.
     """
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")
-    fd, tmp_name = tempfile.mkstemp(prefix=".", suffix=f".tmp-{target.name}", dir=folder)
+    tail = f".tmp-{target.name}" if suffix is None else f".tmp{suffix}"
+    fd, tmp_name = tempfile.mkstemp(prefix=".", suffix=tail, dir=folder)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

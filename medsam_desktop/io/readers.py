@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gzip
+import json
 import logging
 import os
 import shutil
@@ -28,7 +29,7 @@ from .errors import (
 )
 from .readers_2d import read_2d_image
 from .readers_dicom import read_dicom_file, read_dicom_series
-from .readers_nibabel import read_nibabel_image
+from .readers_nibabel import NIFTI_FORMS_KEY, nifti_forms, read_nibabel_image
 from .readers_sitk import read_sitk_image
 from .volume import Volume
 
@@ -57,6 +58,11 @@ def _format_from_extension(path: Path) -> str | None:
         if name.endswith(suffix):
             return fmt
     return None
+
+
+def _suffix_is_lower_case(path: Path) -> bool:
+    name = path.name
+    return not any(name.lower().endswith(suffix) and not name.endswith(suffix) for suffix, _ in _EXT_FORMATS)
 
 
 def _sniff_gzip(path: Path) -> str | None:
@@ -131,8 +137,8 @@ def _named_for(path: Path, fmt: str) -> Iterator[Path]:
     A mis-named file is exposed through a temporary symlink (or copy) called ``<name><ext>``.
     """
     by_ext = _format_from_extension(path)
-    if by_ext == fmt or fmt not in _CANONICAL_SUFFIX:
-        yield path
+    if fmt not in _CANONICAL_SUFFIX or (by_ext == fmt and _suffix_is_lower_case(path)):
+        yield path  # ITK refuses mixed-case extensions such as '.Nii': those get a lower-case alias below
         return
     with open(path, "rb") as fh:
         gz = fh.read(2) == GZIP_MAGIC
@@ -148,17 +154,29 @@ def _named_for(path: Path, fmt: str) -> Iterator[Path]:
         yield alias
 
 
-def _read_volume_file(path: Path, fmt: str) -> Volume:
-    if fmt == "nifti":
-        check_nifti_complete(path)
+def _read_nifti(path: Path) -> Volume:
+    check_nifti_complete(path)
+    forms = nifti_forms(path)
+    if forms is not None and forms["ndim"] < 3:
+        # ITK reads a 2D NIfTI as a 2D image and drops the slice's z position and out-of-plane orientation
+        volume = read_nibabel_image(path)
+    else:
         try:
-            return read_sitk_image(path)
+            volume = read_sitk_image(path)
         except CorruptFileError as exc:  # e.g. non-orthonormal sform that ITK refuses: nibabel copes
             log.info("%s: SimpleITK failed (%s); retrying with nibabel", path.name, exc.detail)
             try:
-                return read_nibabel_image(path)
+                volume = read_nibabel_image(path)
             except MedSAMIOError:
                 raise exc from None
+    if forms is not None:  # lets write_labels_nifti give the mask the very same header transforms
+        volume.extra[NIFTI_FORMS_KEY] = json.dumps(forms)
+    return volume
+
+
+def _read_volume_file(path: Path, fmt: str) -> Volume:
+    if fmt == "nifti":
+        return _read_nifti(path)
     if fmt == "mgh":
         return read_nibabel_image(path, modality="MR")  # FreeSurfer MGH/MGZ are MR-derived
     return read_sitk_image(path)  # nrrd, meta

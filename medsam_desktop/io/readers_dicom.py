@@ -197,7 +197,12 @@ def read_dicom_series(folder: str | os.PathLike[str], series_uid: str | None = N
             path=root,
             detail=str(exc),
         ) from exc
-    _check_slice_geometry(reader, info.n_files, root)
+    tilted = _check_slice_geometry(reader, info.n_files, root, image)
+    if tilted is not None:  # gantry tilt: ITK stacks the slices along the normal, they really lie along `step`
+        spacing_z, direction = tilted
+        sx, sy, _ = image.GetSpacing()
+        image.SetSpacing((sx, sy, spacing_z))
+        image.SetDirection(direction)
     photometric = _meta(reader, "0028|0004", 0)
     volume = volume_from_sitk(
         image,
@@ -219,16 +224,22 @@ def _floats_tag(reader: sitk.ImageSeriesReader, index: int, key: str, n: int) ->
     return values if values.shape == (n,) and np.all(np.isfinite(values)) else None
 
 
-def _check_slice_geometry(reader: sitk.ImageSeriesReader, n_files: int, root: Path) -> None:
-    """Refuse a series whose slices differ in orientation or are unevenly spaced (missing slice).
+def _check_slice_geometry(
+    reader: sitk.ImageSeriesReader, n_files: int, root: Path, image: sitk.Image | None = None
+) -> tuple[float, tuple[float, ...]] | None:
+    """Refuse a series whose slices differ in orientation or are unevenly spaced (missing slice, drift).
 
-    ITK would silently average the spacing (placing every slice after a gap at the wrong position).
-    Slices without position/orientation tags are not checked.
+    Every slice's Image Position must lie where the volume's grid puts it (first position + i * step, within
+    10% of the slice step): ITK would silently average the spacing, placing every slice after a gap (or after a
+    change of spacing) at the wrong position. A series whose slices are evenly spaced along a line that is not
+    the slice normal (gantry tilt) is kept: returns ``(spacing_z, direction)`` whose third column is that
+    line (a sheared direction, as nibabel reads tilted CT), to replace ITK's un-sheared geometry of ``image``.
+    Returns None when ``image``'s geometry is right. Slices without position/orientation tags are not checked.
     """
     orients = [_floats_tag(reader, i, "0020|0037", 6) for i in range(n_files)]
     positions = [_floats_tag(reader, i, "0020|0032", 3) for i in range(n_files)]
     if any(o is None for o in orients) or any(p is None for p in positions):
-        return
+        return None
     first = orients[0]
     if any(not np.allclose(o, first, atol=1e-3) for o in orients):  # type: ignore[arg-type]
         raise DicomSeriesError(
@@ -237,10 +248,11 @@ def _check_slice_geometry(reader: sitk.ImageSeriesReader, n_files: int, root: Pa
             action="Export the axial (or sagittal/coronal) slices of one scan into a separate folder.",
         )
     normal = np.cross(first[:3], first[3:])  # type: ignore[index]
-    z = np.sort(np.array([float(np.dot(p, normal)) for p in positions]))  # type: ignore[arg-type]
-    gaps = np.diff(z)
+    pos = np.array(positions, dtype=np.float64)  # in file (= slice) order
+    z = pos @ normal
+    gaps = np.diff(np.sort(z))
     if gaps.size == 0:
-        return
+        return None
     step = float(np.median(gaps))
     if step <= 1e-6 or np.any(gaps <= 1e-6):
         raise DicomSeriesError(
@@ -248,14 +260,38 @@ def _check_slice_geometry(reader: sitk.ImageSeriesReader, n_files: int, root: Pa
             path=root,
             action="Export one acquisition of the scan into a separate folder.",
         )
+    tol = max(0.1 * step, 0.01)
     worst = int(np.argmax(np.abs(gaps - step)))
-    if abs(gaps[worst] - step) > max(0.1 * step, 0.01):
+    if abs(gaps[worst] - step) > tol:
         raise DicomSeriesError(
             f"the slices are not evenly spaced ({gaps[worst]:.3g} mm between slices {worst + 1} and "
             f"{worst + 2}, {step:.3g} mm elsewhere): a slice is probably missing",
             path=root,
             action="Copy or export the complete series again.",
         )
+    n = len(pos)
+    step_vec = (pos[-1] - pos[0]) / (n - 1)  # the grid: slice i at pos[0] + i * step_vec
+    off = np.linalg.norm(pos - (pos[0] + np.arange(n)[:, None] * step_vec), axis=1)
+    if np.any(np.diff(z) * np.sign(z[-1] - z[0]) <= 0) or float(off.max()) > tol:
+        bad = int(np.argmax(off))
+        raise DicomSeriesError(
+            f"the slices are not evenly spaced (slice {bad + 1} lies {off[bad]:.3g} mm from where a regular "
+            f"{np.linalg.norm(step_vec):.3g} mm spacing puts it)",
+            path=root,
+            action="Copy or export the complete series again, or convert it with a tool that resamples it.",
+        )
+    if image is None or image.GetDimension() != 3:
+        return None
+    direction = np.reshape(np.asarray(image.GetDirection(), dtype=np.float64), (3, 3))
+    spacing_z = float(image.GetSpacing()[2])
+    itk_step = direction[:, 2] * spacing_z
+    if float(np.linalg.norm(itk_step - step_vec)) * (n - 1) <= tol:
+        return None  # ITK's grid already puts every slice where it is
+    length = float(np.linalg.norm(step_vec))
+    direction[:, 2] = step_vec / length
+    tilt = float(np.degrees(np.arccos(min(1.0, abs(float(np.dot(step_vec, normal))) / length))))
+    log.info("%s: slices are stacked %.2f degrees off their normal (gantry tilt), kept sheared", root.name, tilt)
+    return length, tuple(float(v) for v in direction.ravel())
 
 
 def _with_dicom_extra(

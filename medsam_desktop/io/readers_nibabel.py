@@ -20,6 +20,42 @@ log = logging.getLogger(__name__)
 
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 
+#: ``Volume.extra`` key holding a NIfTI source's header transforms (JSON, see :func:`nifti_forms`).
+NIFTI_FORMS_KEY = "nifti_forms"
+
+
+def nifti_forms(path: Path) -> dict[str, object] | None:
+    """The header transforms of a NIfTI-1/2 file, or None (not NIfTI, e.g. Analyze, or unreadable header).
+
+    Keys: ``qform``/``sform`` (4x4 lists, RAS), ``qform_code``/``sform_code``, ``zooms`` (pixdim 1..3),
+    ``xyz_units`` (nibabel's name), ``shape`` (x, y, z; 1 for missing axes) and ``ndim`` (dim[0]).
+    Different programs pick different transforms (ITK the qform when the sform is sheared or not
+    "scanner", nibabel the sform), so a mask that must open like its image in all of them needs all of them.
+    """
+    import nibabel as nib
+
+    try:
+        header = nib.load(str(path)).header
+        if not hasattr(header, "get_qform") or not hasattr(header, "get_sform"):
+            return None
+        _, qcode = header.get_qform(coded=True)
+        _, scode = header.get_sform(coded=True)
+        dim = [int(v) for v in header["dim"]]
+        shape = [dim[i] if i <= dim[0] else 1 for i in (1, 2, 3)]
+        return {
+            "qform": np.asarray(header.get_qform(), dtype=np.float64).tolist(),
+            "qform_code": int(qcode),
+            "sform": np.asarray(header.get_sform(), dtype=np.float64).tolist(),
+            "sform_code": int(scode),
+            "zooms": [float(z) for z in (list(header["pixdim"][1:4]))],
+            "xyz_units": str(header.get_xyzt_units()[0]),
+            "shape": shape,
+            "ndim": dim[0],
+        }
+    except Exception as exc:  # any header nibabel cannot parse: the writer then uses the volume's geometry
+        log.debug("no NIfTI transforms for %s: %s", path, exc)
+        return None
+
 
 def affine_ras_to_itk(affine: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
     """4x4 RAS voxel->world affine -> ITK (spacing xyz, origin xyz, direction 9 row-major) in LPS."""

@@ -6,8 +6,10 @@ half-written file and never destroys a previous version.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +17,9 @@ import SimpleITK as sitk
 from PIL import Image
 
 from .atomic import atomic_write
-from .errors import GeometryMismatchError, InvalidImageError, OutputWriteError
+from .errors import GeometryMismatchError, InvalidImageError, MedSAMIOError, OutputWriteError
 from .readers import detect_format, read_image
+from .readers_nibabel import NIFTI_FORMS_KEY
 from .volume import Volume, geometry_differences
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,20 @@ def _label_dtype(labels: np.ndarray, path: Path) -> np.dtype:
     if lo < 0 or hi > np.iinfo(np.uint16).max:
         raise OutputWriteError(f"label values must be between 0 and 65535 (found {lo}..{hi})", path=path)
     return np.dtype(np.uint8 if hi <= 255 else np.uint16)
+
+
+def _refuse_read_only(path: Path) -> None:
+    """A file the user made read-only is not replaced (``os.replace`` would silently do so on POSIX)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if stat.S_ISREG(mode) and not mode & stat.S_IWUSR:
+        raise OutputWriteError(
+            "the existing file is read-only",
+            path=path,
+            action="Choose another file name, or make the file writable first.",
+        )
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -78,14 +95,71 @@ def _write_nifti_affine(labels: np.ndarray, reference: Volume, path: Path) -> No
         raise OSError(str(exc)) from exc
 
 
+class _GeometryCheckFailed(Exception):
+    """The label map just written does not re-open on the reference grid (internal check)."""
+
+
+def _source_forms(reference: Volume) -> dict | None:
+    """The NIfTI transforms :func:`read_image` recorded for ``reference``, if they fit its grid."""
+    raw = reference.extra.get(NIFTI_FORMS_KEY)
+    if not raw:
+        return None
+    try:
+        forms = json.loads(raw)
+        d, h, w = reference.shape_zyx
+        if [int(v) for v in forms["shape"]] != [w, h, d]:
+            return None
+        return forms
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_nifti_forms(labels: np.ndarray, forms: dict, path: Path) -> None:
+    """Write (D, H, W) ``labels`` with nibabel, with the qform, sform, codes, pixdim and units of ``forms``."""
+    import nibabel as nib
+
+    image = nib.Nifti1Image(np.ascontiguousarray(labels.transpose(2, 1, 0)), None)
+    header = image.header
+    header.set_zooms([float(z) for z in forms["zooms"]])
+    qform = np.asarray(forms["qform"], dtype=np.float64)
+    sform = np.asarray(forms["sform"], dtype=np.float64)
+    if int(forms["qform_code"]) > 0:
+        image.set_qform(qform, code=int(forms["qform_code"]))
+    else:
+        image.set_qform(qform, code=0)  # keep the stored quaternion, unused by readers
+        header.set_zooms([float(z) for z in forms["zooms"]])
+    image.set_sform(sform, code=int(forms["sform_code"]))
+    units = forms.get("xyz_units") or "unknown"
+    header.set_xyzt_units(units if units in ("unknown", "meter", "mm", "micron") else "unknown")
+    try:
+        nib.save(image, str(path))
+    except Exception as exc:  # nibabel raises many types; the caller reports an OutputWriteError
+        raise OSError(str(exc)) from exc
+
+
+def _saved_differences(path: Path, labels: np.ndarray, reference: Volume) -> list[str]:
+    """What differs between the label map at ``path`` as :func:`read_image` re-opens it and ``reference``."""
+    try:
+        saved = read_image(path)
+    except MedSAMIOError as exc:
+        return [f"it cannot be re-opened ({exc.problem})"]
+    problems = geometry_differences(saved.geometry, reference.geometry, rtol=1e-5)
+    if not problems and not np.array_equal(saved.array, labels):
+        problems.append("the voxel values differ")
+    return problems
+
+
 def write_labels_nifti(labels: np.ndarray, reference: Volume, path: str | os.PathLike[str]) -> Path:
     """Save a (D, H, W) integer label map as ``.nii``/``.nii.gz`` on ``reference``'s exact geometry.
 
     Spacing, origin and direction are copied from ``reference`` (SimpleITK/LPS conventions; a sheared,
     non-orthonormal direction, as nibabel reads some tilted-gantry CT, is kept exactly in the sform);
     dtype is uint8 when max <= 255, else uint16. A (H, W) map is accepted for a one-slice image.
+    A reference read from NIfTI gives the mask its header's own qform, sform, codes, pixdim and units, so
+    that programs that pick a different transform than ITK (nibabel: the sform) overlay it on the image too.
+    The written file is re-opened before it replaces ``path``: it must open on ``reference``'s grid.
     Raises :class:`GeometryMismatchError` if the shape differs, :class:`OutputWriteError` when the
-    name is not NIfTI, the target is the reference image itself, or writing fails.
+    name is not NIfTI, the target is the reference image itself or a read-only file, or writing fails.
     """
     path = Path(path)
     if not path.name.lower().endswith(_NIFTI_SUFFIXES):
@@ -98,6 +172,7 @@ def write_labels_nifti(labels: np.ndarray, reference: Volume, path: str | os.Pat
             path=path,
             action="Choose a different file name for the segmentation (e.g. add _seg).",
         )
+    _refuse_read_only(path)
     labels = np.asarray(labels)
     if labels.ndim == 2 and reference.n_slices == 1:
         labels = labels[np.newaxis]
@@ -111,14 +186,33 @@ def write_labels_nifti(labels: np.ndarray, reference: Volume, path: str | os.Pat
         )
     dtype = _label_dtype(labels, path)
     data = np.ascontiguousarray(labels.astype(dtype, copy=False))
+    suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else ".nii"  # ITK wants lower-case
+    forms = _source_forms(reference)
     try:
-        with atomic_write(path) as tmp:
-            if _is_orthonormal(reference.direction):
-                image = sitk.GetImageFromArray(data)
-                reference.geometry.apply_to(image)
-                sitk.WriteImage(image, str(tmp), useCompression=True)
-            else:  # a sheared affine (read through nibabel): ITK would silently orthogonalise it
-                _write_nifti_affine(data, reference, tmp)
+        with atomic_write(path, suffix=suffix) as tmp:
+            problems = ["no transforms to copy"]
+            if forms is not None:  # a NIfTI image: the mask gets its very qform/sform, as every reader sees them
+                _write_nifti_forms(data, forms, tmp)
+                problems = _saved_differences(tmp, data, reference)
+                if problems:
+                    log.info("%s: the image's NIfTI transforms give %s; saving its geometry instead",
+                             path.name, "; ".join(problems))  # fmt: skip
+            if problems:
+                if _is_orthonormal(reference.direction):
+                    image = sitk.GetImageFromArray(data)
+                    reference.geometry.apply_to(image)
+                    sitk.WriteImage(image, str(tmp), useCompression=True)
+                else:  # a sheared affine (read through nibabel): ITK would silently orthogonalise it
+                    _write_nifti_affine(data, reference, tmp)
+                problems = _saved_differences(tmp, data, reference)
+            if problems:  # never replace a good file by a mask that opens on another grid
+                raise _GeometryCheckFailed("; ".join(problems))
+    except _GeometryCheckFailed as exc:
+        raise OutputWriteError(
+            f"the saved mask would not open on the image's geometry ({exc})",
+            path=path,
+            action="Nothing was written; please report this image so that it can be supported.",
+        ) from exc
     except (OSError, RuntimeError) as exc:
         raise OutputWriteError(
             "the file could not be written (folder missing, read-only or disk full)",
@@ -201,6 +295,7 @@ def write_mask_png(mask: np.ndarray, path: str | os.PathLike[str], *, binary: bo
                 action="Save it as NIfTI (.nii.gz) instead.",
             )
         out = arr.astype(np.uint8)
+    _refuse_read_only(path)
     try:
         with atomic_write(path) as tmp:
             Image.fromarray(np.ascontiguousarray(out)).save(tmp, format="PNG")
