@@ -308,6 +308,7 @@ class MainWindow(QMainWindow):
             self._open_done(ok)
 
     def _on_loaded(self, req: int, path: Path, volume: Volume) -> None:
+        self._settle_propagation()  # one started while the image was read: keep its slices, then ask
         edited = self._edits != self._edits_at_request  # labels were edited while the image was being read
         if self.session is not None and self.session.dirty and edited and not self.maybe_discard():
             self._finish_open(False)
@@ -391,6 +392,7 @@ class MainWindow(QMainWindow):
         self.worker.set_ct_window(self.view.level, self.view.width)
         if self._propagation is None:
             self.worker.encode(self.view.current, self.view.orientation)
+            self._drop_pending_segment("the window changed (draw the box again)")
 
     def _flush_model_window(self) -> None:
         """Before a box is segmented: a window change still waiting for the timer applies now."""
@@ -512,7 +514,12 @@ class MainWindow(QMainWindow):
         return True
 
     def maybe_discard(self) -> bool:
-        """True when there is no unsaved work, or the user saved or discarded it."""
+        """True when there is no unsaved work, or the user saved or discarded it.
+
+        A running propagation is cancelled first and the slices it finished are kept (one undo step), so they
+        count as unsaved work and are asked about like any other edit.
+        """
+        self._settle_propagation()
         if self.session is None or not self.session.dirty:
             return True
         answer = dialogs.ask_save_changes(self)
@@ -524,6 +531,13 @@ class MainWindow(QMainWindow):
     def _on_slice_changed(self, _index: int) -> None:
         if self.session is not None:
             self.worker.encode(self.view.current, self.view.orientation)
+            self._drop_pending_segment("the slice changed")
+
+    def _drop_pending_segment(self, why: str) -> None:
+        """A newer request (an encode) supersedes a box still being segmented: its result will never come."""
+        if self._segment_labels:
+            self._segment_labels = {}
+            self.statusBar().showMessage(f"Segmentation discarded: {why}", 3000)  # type: ignore[union-attr]
 
     def _on_box(self, z: int, box: np.ndarray) -> None:
         """Segment ``box`` (plane pixels of the shown orientation) on its slice ``z`` of that orientation."""
@@ -544,7 +558,10 @@ class MainWindow(QMainWindow):
 
     def _on_mask_ready(self, req_id: int, z: int, mask: np.ndarray) -> None:
         request = self._segment_labels.pop(req_id, None)
-        if self.session is None or request is None or request[0] not in self.session.table:
+        if self._closing or self.session is None or request is None:
+            return
+        if request[0] not in self.session.table:
+            self.statusBar().showMessage("Result discarded: its label was deleted", 3000)  # type: ignore[union-attr]
             return
         label, plane = request
         if self.view.orientation != plane.orientation or self.view.current != z:
@@ -602,7 +619,7 @@ class MainWindow(QMainWindow):
         self.progress.setValue(0)
         self.progress.show()
         self.cancel_button.show()
-        self.act_propagate.setEnabled(False)
+        self._update_actions()  # save, undo/redo and the edits wait for the propagation (Esc cancels it)
         return req
 
     def _on_progress(self, _req: int, done: int, total: int) -> None:
@@ -621,12 +638,40 @@ class MainWindow(QMainWindow):
         prop, self._propagation = self._propagation, None
         self._end_propagation_ui()
         self.view.clear_preview()
-        if self.session is None or prop is None or prop[0] != req or prop[1] not in self.session.table:
+        if self._closing or self.session is None or prop is None or prop[0] != req:
+            return
+        if prop[1] not in self.session.table:
+            self.statusBar().showMessage("Propagation discarded: its label was deleted", 8000)  # type: ignore[union-attr]
             return
         self.session.apply_stack_mask(prop[2], z0, mask, prop[1])  # one undo step, mapped back to (z, y, x)
         done = int(mask.any(axis=(1, 2)).sum())
         text = f"Propagation {'cancelled' if cancelled else 'done'}: {done} slices segmented (Ctrl+Z undoes)"
         self.statusBar().showMessage(text, 8000)  # type: ignore[union-attr]
+
+    def _settle_propagation(self, timeout_ms: int = 30000) -> None:
+        """Cancel a running propagation and wait until the slices it finished are committed (or it failed).
+
+        The worker stops between slices, so this takes at most about one slice; user input is held meanwhile.
+        """
+        if self._propagation is None:
+            return
+        self.worker.cancel()
+        loop = QEventLoop()
+        timer = QTimer()
+        timer.setSingleShot(True)
+        timer.timeout.connect(loop.quit)
+        self.worker.propagation_finished.connect(loop.quit)
+        self.worker.failed.connect(loop.quit)
+        timer.start(timeout_ms)
+        try:
+            while self._propagation is not None and timer.isActive():
+                loop.exec(QEventLoop.ProcessEventsFlag.ExcludeUserInputEvents)
+        finally:
+            timer.stop()
+            self.worker.propagation_finished.disconnect(loop.quit)
+            self.worker.failed.disconnect(loop.quit)
+        if self._propagation is not None:
+            log.warning("the propagation did not stop within %d ms", timeout_ms)
 
     def _end_propagation_ui(self) -> None:
         if self._propagation is None:
@@ -637,10 +682,12 @@ class MainWindow(QMainWindow):
     # --- editing ---------------------------------------------------------------------------------
     def undo(self) -> None:
         if self.session is not None and self._propagation is None:
+            self.view.end_drag()  # a stroke in progress is recorded first: undo takes it back, painting stops
             self.session.undo()
 
     def redo(self) -> None:
         if self.session is not None and self._propagation is None:
+            self.view.end_drag()
             self.session.redo()
 
     def new_label(self) -> None:

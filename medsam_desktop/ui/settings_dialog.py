@@ -15,6 +15,8 @@ log = logging.getLogger(__name__)
 
 ORGANIZATION = "MedSAM"
 APPLICATION = "MedSAM Desktop"
+MAX_THREADS = 64
+MAX_CACHE_MB = 16384
 
 
 def qsettings() -> QSettings:
@@ -42,8 +44,9 @@ class AppSettings:
                 model=str(s.value("model/name", d.model)),
                 runtime=runtime,
                 precision=precision,
-                threads=int(s.value("model/threads", d.threads)),
-                cache_mb=int(s.value("model/cache_mb", d.cache_mb)),
+                # the dialog's ranges: a hand-edited or corrupt value must not stop the app from starting
+                threads=min(max(int(s.value("model/threads", d.threads)), 0), MAX_THREADS),
+                cache_mb=min(max(int(s.value("model/cache_mb", d.cache_mb)), 0), MAX_CACHE_MB),
                 overlap=OverlapRule(str(s.value("edit/overlap", d.overlap))).value,
             )
         except (TypeError, ValueError):
@@ -105,11 +108,11 @@ class SettingsDialog(QDialog):
         self.precision.setCurrentIndex(max(self.precision.findData(settings.precision), 0))
         self.precision.setToolTip(PRECISION_TIP)
         self.threads = QSpinBox()
-        self.threads.setRange(0, 64)
+        self.threads.setRange(0, MAX_THREADS)
         self.threads.setSpecialValueText("automatic")
         self.threads.setValue(settings.threads)
         self.cache = QSpinBox()
-        self.cache.setRange(0, 16384)
+        self.cache.setRange(0, MAX_CACHE_MB)
         self.cache.setSuffix(" MB")
         self.cache.setValue(settings.cache_mb)
         self.overlap = QComboBox()

@@ -113,6 +113,7 @@ class SliceView(pg.GraphicsView):
 
     # --- document --------------------------------------------------------------------------------
     def set_session(self, session: AnnotationSession | None) -> None:
+        self.end_drag()  # a stroke or box begun on the previous image never continues on this one
         if self.session is not None:
             self.session.labels_changed.disconnect(self._on_labels_changed)
             self.session.table_changed.disconnect(self.refresh_overlay)
@@ -182,6 +183,8 @@ class SliceView(pg.GraphicsView):
         """Show ``orientation``; its slice is the one through the last voxel under the cursor (linked position)."""
         if orientation not in ORIENTATIONS:
             raise ValueError(orientation)
+        if orientation != self.orientation:
+            self.end_drag()  # the mouse position now means another plane: never paint it on the old one
         self.orientation = orientation
         if self.cursor_voxel is not None:
             self.index[orientation] = self.cursor_voxel[self.plane.axis]
@@ -200,6 +203,7 @@ class SliceView(pg.GraphicsView):
             vox = list(self.cursor_voxel)
             vox[self.plane.axis] = index
             self.cursor_voxel = (vox[0], vox[1], vox[2])
+        self._restart_stroke()
         self.refresh()
         self.slice_changed.emit(index)
 
@@ -320,6 +324,27 @@ class SliceView(pg.GraphicsView):
         self.cursor_info.emit(f"x {x}  y {y}  z {z}  value {v}" + (f"  label {label} {name}" if label else ""))
 
     # --- mouse / keys ----------------------------------------------------------------------------
+    def end_drag(self) -> None:
+        """Finish whatever the mouse is doing: a stroke in progress is recorded (one undo step), a box dropped."""
+        drag, self._drag = self._drag, None
+        self._last_point = None
+        if drag in (Tool.BRUSH.value, Tool.ERASER.value) and self.session is not None:
+            self.session.end_stroke()
+        if drag == Tool.BOX.value:
+            self.box_item.hide()
+
+    def _restart_stroke(self) -> None:
+        """The slice changed under a brush stroke: record it so far and go on painting the slice now shown."""
+        if self._drag not in (Tool.BRUSH.value, Tool.ERASER.value) or self.session is None:
+            return
+        erase = self._drag == Tool.ERASER.value
+        self.end_drag()
+        try:
+            self.session.begin_stroke(self.current, erase=erase, plane=self.plane)
+        except (KeyError, IndexError):
+            return
+        self._drag = Tool.ERASER.value if erase else Tool.BRUSH.value
+
     def _can_edit(self) -> bool:
         """Whether the tools can draw: on every view, as soon as an image is open."""
         return self.session is not None
