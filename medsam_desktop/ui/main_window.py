@@ -596,6 +596,8 @@ class MainWindow(QMainWindow):
             return
         depth = self._box_plane().depth(self.session.shape)
         if depth < 2:
+            msg = "Nothing to propagate: the view the box was drawn on has a single slice"
+            self.statusBar().showMessage(msg, 5000)  # type: ignore[union-attr]
             return
         z = self.view.last_box[0]
         answer = dialogs.ask_propagation_range(self, z, depth)

@@ -310,6 +310,18 @@ def test_a_2d_image_propagates_one_slice(qtbot, make_window, tmp_path, excepthoo
     assert excepthook == []
 
 
+def test_propagate_dialog_on_a_single_slice_says_why(make_window, tmp_path, monkeypatch, excepthook) -> None:
+    window = make_window()
+    session = _open(window, tmp_path, shape=(1, 60, 80))
+    asked: list[object] = []
+    monkeypatch.setattr(dialogs, "ask_propagation_range", lambda *a: asked.append(a))
+    window.view.last_box = (0, BOX.copy())
+    window.propagate_dialog()
+    assert asked == [] and window._propagation is None and not session.labels.any()
+    assert "single slice" in _status(window)
+    assert excepthook == []
+
+
 # --- labels, masks, settings ---------------------------------------------------------------------------------
 def test_many_labels_segment_and_undo_exactly(qtbot, make_window, tmp_path, excepthook) -> None:
     window = make_window()
