@@ -299,9 +299,9 @@ class OpenVinoBackend(_ChunkedDecodeMixin):
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
 
-        image_type = ov.Type.f32
-
-        def request(path: Path, extra: dict[str, object] | None = None, image_io: str = "") -> Any:
+        def request(
+            path: Path, extra: dict[str, object] | None = None, image_io: str = "", image_type: Any = None
+        ) -> Any:
             model = core.read_model(str(path))
             if image_io:
                 ppp = PrePostProcessor(model)
@@ -320,10 +320,10 @@ class OpenVinoBackend(_ChunkedDecodeMixin):
         self._enc = request(encoder or folder / ENCODER_FILE)
         # the prepared image crosses from one compiled model to the next in the precision OpenVINO really runs
         # (a bf16 hint runs f32 on a CPU without AVX-512)
-        if self._enc.get_compiled_model().get_property("INFERENCE_PRECISION_HINT") == ov.Type.bf16:
-            image_type = ov.Type.bf16
-        self._prep = request(folder / PREPARE_FILE, image_io="out")
-        self._dec = {k: request(folder / decoder_file(k), DECODER_CONFIG, image_io="in") for k in DECODER_SIZES}
+        real = self._enc.get_compiled_model().get_property("INFERENCE_PRECISION_HINT")
+        image_type = ov.Type.bf16 if real == ov.Type.bf16 else ov.Type.f32
+        self._prep = request(folder / PREPARE_FILE, image_io="out", image_type=image_type)
+        self._dec = {k: request(folder / decoder_file(k), DECODER_CONFIG, "in", image_type) for k in DECODER_SIZES}
         self.name = name if precision == "f32" else f"{name}+{precision}"
         self._lock = threading.Lock()
 
