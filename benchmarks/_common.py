@@ -3,8 +3,11 @@
 A configuration is a model name from the registry, a precision and a runtime: ``teacher`` is LiteMedSAM as
 shipped (torch, fp32), ``student`` the bundled RepViT-M0.6 (torch, fp32), ``-bf16`` the same weights in bf16,
 ``-openvino`` the same network exported to OpenVINO,
-``-openvino-int8`` that with the shipped int8 encoder (``core.int8_encoder``). Every configuration is built by
-:func:`~medsam_desktop.core.backend.load_backend`, i.e. the code path of the app and the CLIs.
+``-openvino-int8`` that with the shipped int8 encoder (``core.backends.shipped``), and ``default`` exactly what the
+app runs on this CPU (``load_backend``'s default: OpenVINO int8 on the shipped files). Every configuration is built
+by :func:`~medsam_desktop.core.backends.load_backend`, i.e. the code path of the app and the CLIs. The instruction
+set can be capped to a laptop's with ``--isa avx2_vnni|avx2`` (benchmarks that run children) or the environment
+(:data:`ISA_CAPS`).
 """
 
 from __future__ import annotations
@@ -21,10 +24,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from medsam_desktop.core.backend import InferenceBackend, load_backend, native_bf16_available
-from medsam_desktop.model.checkpoint import default_model_name
+from medsam_desktop.core.backends import InferenceBackend, describe, load_backend
+from medsam_desktop.model_files import default_model_name
+
+#: environment that caps oneDNN (torch and OpenVINO) and ATen to what laptops have; ``native`` leaves it alone
+ISA_CAPS: dict[str, dict[str, str]] = {
+    "native": {},
+    "avx2_vnni": {"ONEDNN_MAX_CPU_ISA": "AVX2_VNNI", "ATEN_CPU_CAPABILITY": "avx2"},
+    "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
+}
 
 CONFIGS: dict[str, tuple[str, str, str]] = {  # label -> (model name or "student", precision, runtime)
     "teacher": ("litemedsam", "fp32", "torch"),
@@ -35,7 +44,27 @@ CONFIGS: dict[str, tuple[str, str, str]] = {  # label -> (model name or "student
     "student-openvino-bf16": ("student", "bf16", "openvino"),
     # the shipped int8 encoder (training/quantize_encoder.py); decoder and the rest at auto precision
     "student-openvino-int8": ("student", "int8", "openvino"),
+    # what the app runs here (load_backend's defaults)
+    "default": ("student", "default", "default"),
 }
+
+
+def native_bf16_available() -> bool:
+    """torch's probe (benchmarks run from a source install, with torch)."""
+    from medsam_desktop.core.backends.torch_backend import native_bf16_available as probe
+
+    return probe()
+
+
+def isa_label() -> str:
+    """``native``, ``avx2_vnni`` or ``avx2``: the cap this process runs under (from the environment)."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").lower()
+    return cap if cap in ISA_CAPS else "native"
+
+
+def describe_config(label: str, backend: InferenceBackend) -> str:
+    """``default = OpenVINO int8 (bf16 elsewhere)``: what a configuration really ran."""
+    return f"{label} = {describe(backend)}"
 
 
 def build_backend(label: str, threads: int) -> InferenceBackend:
@@ -68,8 +97,18 @@ def machine_line(threads: int) -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return (f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, threads {threads}, "
-            f"native bf16 {native_bf16_available()}")
+    import importlib.metadata
+
+    versions = []
+    for dist in ("torch", "openvino"):
+        try:
+            versions.append(f"{dist} {importlib.metadata.version(dist)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    caps = ISA_CAPS[isa_label()]
+    isa = f"ISA capped to {caps['ONEDNN_MAX_CPU_ISA']} (emulated laptop class)" if caps else "native ISA"
+    return (f"{cpu}, {os.cpu_count()} logical CPUs, {', '.join(versions)}, threads {threads}, {isa}, "
+            f"native bf16 {native_bf16_available() if not caps else False}")
 
 
 def timed(fn: Callable[[], object]) -> float:

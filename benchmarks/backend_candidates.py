@@ -1,6 +1,6 @@
 """Should ONNX Runtime or OpenVINO replace torch as the student's default backend? Measured on the dev set.
 
-Every backend is built by ``core.backend.load_backend`` (the exported runtimes reuse its cached ONNX export), then
+Every backend is built by ``core.backends.load_backend`` (the exported runtimes reuse its cached ONNX export), then
 every dev case
 is segmented by each backend in turn (order rotating per case) with the challenge algorithm. Reported per
 backend: total seconds, speed-up and mask agreement (IoU of each label, averaged per case; mean and worst
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from medsam_desktop.cli.evaluate import modality_of
-from medsam_desktop.core.backend import load_backend
+from medsam_desktop.core.backends import load_backend
 from medsam_desktop.core.challenge import segment_challenge_case
 from medsam_desktop.core.metrics import evaluate_case
 from medsam_desktop.core.predictor import Predictor

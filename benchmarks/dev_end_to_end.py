@@ -6,8 +6,13 @@ so drifting machine load hits all configurations alike) with the same algorithm 
 middle-slice propagation with one embedding per slice). Timing covers preprocessing, encoder, decoder and
 postprocessing, not file reading or scoring. Scores use the challenge metrics (``core.metrics``).
 
-    .venv/bin/python benchmarks/dev_end_to_end.py [--configs teacher,student,student-bf16] [--threads 2]
-        [--data ../shared/data/eval/dev] [--limit N] [--csv out.csv]
+    .venv/bin/python benchmarks/dev_end_to_end.py [--configs teacher,student,default] [--threads 2]
+        [--data ../shared/data/eval/dev] [--limit N] [--csv out.csv] [--gate-reference student]
+
+With ``--gate-reference`` (a configuration in ``--configs``, normally ``student`` = torch fp32) every other
+configuration is checked against the quality gate of the default runtime (issue #15): mean over modalities of DSC
+and of NSD within :data:`GATE_MEAN_POINTS` of the reference, no modality more than :data:`GATE_MODALITY_POINTS`
+below it. Cap the instruction set with the environment of ``benchmarks._common.ISA_CAPS`` for the laptop classes.
 """
 
 from __future__ import annotations
@@ -28,10 +33,12 @@ from medsam_desktop.core.predictor import Predictor
 from medsam_desktop.io.challenge_npz import read_challenge_gt, read_challenge_npz
 
 try:
-    from benchmarks._common import build_backend, machine_line, parse_configs
+    from benchmarks._common import build_backend, describe_config, machine_line, parse_configs
 except ImportError:  # run as a script from benchmarks/
-    from _common import build_backend, machine_line, parse_configs  # type: ignore[no-redef]
+    from _common import build_backend, describe_config, machine_line, parse_configs  # type: ignore[no-redef]
 
+GATE_MEAN_POINTS = 0.3
+GATE_MODALITY_POINTS = 1.0
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "eval" / "dev"
 
 
@@ -42,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=0, help="only the first N cases (0: all)")
     ap.add_argument("--csv", type=Path, default=None, help="also write the per-case rows here")
+    ap.add_argument("--gate-reference", default=None, help="check the other configurations against this one")
     args = ap.parse_args(argv)
     cases = sorted((args.data / "imgs").glob("*.npz"))
     if not cases:
@@ -49,7 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit:
         cases = cases[: args.limit]
     labels = parse_configs(args.configs)
+    if args.gate_reference and args.gate_reference not in labels:
+        raise SystemExit(f"--gate-reference {args.gate_reference} is not one of --configs")
     predictors = {k: Predictor(build_backend(k, args.threads)) for k in labels}
+    for k in labels:
+        print(describe_config(k, predictors[k].backend))
 
     rows: list[dict[str, object]] = []
     for i, path in enumerate(cases):
@@ -83,16 +95,20 @@ def main(argv: list[str] | None = None) -> int:
         return float(np.mean(vals)) if vals else float("nan")
 
     per_mod: dict[str, dict[str, float]] = {k: {} for k in labels}
+    per_mod_nsd: dict[str, dict[str, float]] = {k: {} for k in labels}
     for mod in sorted(by):
         rs = by[mod]
         line = f"{mod:<12}{len(rs):>3}"
         for k in labels:
-            per_mod[k][mod] = mean(rs, f"{k}_dsc")
-            line += f"{mean(rs, f'{k}_s'):>{width}.2f}{per_mod[k][mod]:>7.3f}{mean(rs, f'{k}_nsd'):>7.3f}"
+            per_mod[k][mod], per_mod_nsd[k][mod] = mean(rs, f"{k}_dsc"), mean(rs, f"{k}_nsd")
+            line += f"{mean(rs, f'{k}_s'):>{width}.2f}{per_mod[k][mod]:>7.3f}{per_mod_nsd[k][mod]:>7.3f}"
         print(line)
     totals = {k: sum(float(r[f"{k}_s"]) for r in rows) for k in labels}
     print("total seconds: " + ", ".join(f"{k} {totals[k]:.1f}" for k in labels))
     print("mean over modalities DSC: " + ", ".join(f"{k} {np.mean(list(per_mod[k].values())):.4f}" for k in labels))
+    print("mean over modalities NSD: " + ", ".join(f"{k} {np.mean(list(per_mod_nsd[k].values())):.4f}" for k in labels))
+    if args.gate_reference:
+        print_gate(args.gate_reference, labels, per_mod, per_mod_nsd)
     if args.csv:
         with args.csv.open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -106,6 +122,23 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"end-to-end speed-up {k} vs teacher: {totals['teacher'] / totals[k]:.1f}x "
                       f"(DSC {gap:+.2f} points)")
     return 0
+
+
+def print_gate(
+    ref: str, labels: list[str], dsc: dict[str, dict[str, float]], nsd: dict[str, dict[str, float]]
+) -> None:
+    """One line per configuration: mean and worst-modality differences to ``ref`` in points, PASS or FAIL."""
+    for k in labels:
+        if k == ref:
+            continue
+        parts, ok = [], True
+        for metric, table in (("DSC", dsc), ("NSD", nsd)):
+            diffs = {m: 100 * (table[k][m] - table[ref][m]) for m in table[ref]}
+            mean_diff = 100 * float(np.mean(list(table[k].values())) - np.mean(list(table[ref].values())))
+            worst = min(diffs, key=lambda m: diffs[m])
+            ok &= abs(mean_diff) <= GATE_MEAN_POINTS and diffs[worst] >= -GATE_MODALITY_POINTS
+            parts.append(f"{metric} mean {mean_diff:+.2f}, worst {worst} {diffs[worst]:+.2f}")
+        print(f"gate {k} vs {ref}: {'; '.join(parts)} points -> {'PASS' if ok else 'FAIL'}")
 
 
 if __name__ == "__main__":

@@ -58,14 +58,13 @@ def seconds_since_start() -> float:
 # --- version ---------------------------------------------------------------------------------------------------
 def model_summary() -> str:
     """``repvit_m0_6 sha256 fb7181c8 (200 training steps)`` for the bundled student, or why it is absent."""
-    from .model.checkpoint import STUDENT_FILE, card_sha256, student_checkpoint_path
-    from .paths import models_dir
+    from .model_files import card_path, card_sha256, student_available, student_weights_path
 
-    path = student_checkpoint_path()
-    if path is None:
-        return f"none bundled (expected {models_dir() / STUDENT_FILE})"
+    path = student_weights_path()
+    if not student_available():
+        return f"none bundled (expected {path})"
     sha = card_sha256(path)
-    card = path.with_suffix(".md")
+    card = card_path(path)
     steps = None
     if card.is_file():
         match = re.search(r"\*\*training\*\*:\s*([\d,]+)\s+steps", card.read_text(errors="replace"))
@@ -76,12 +75,36 @@ def model_summary() -> str:
     )
 
 
-def version_line() -> str:
-    """One line: app, model and runtime versions."""
-    import torch
+def runtime_versions() -> str:
+    """``OpenVINO 2026.4.1, torch 2.13.0`` for the runtimes installed (read from their metadata, not imported)."""
+    import importlib.metadata
 
+    found = []
+    for dist, title in (("openvino", "OpenVINO"), ("torch", "torch"), ("onnxruntime", "ONNX Runtime")):
+        try:
+            found.append(f"{title} {importlib.metadata.version(dist)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return ", ".join(found) or "no runtime installed"
+
+
+def default_line() -> str:
+    """``default OpenVINO int8`` (what the app runs for its default model here), without loading anything."""
+    from .core.backends import RUNTIME_TITLES, default_configuration
+    from .model_files import ModelNotAvailableError, default_model_name
+
+    try:
+        runtime, precision = default_configuration(default_model_name())
+    except ModelNotAvailableError:
+        return "default: no model"
+    return f"default {RUNTIME_TITLES[runtime]} {precision}"
+
+
+def version_line() -> str:
+    """One line: app, model, the default runtime and precision, runtime versions."""
     frozen = " (bundle)" if getattr(sys, "frozen", False) else ""
-    return f"medsam-desktop {__version__}{frozen}; model {model_summary()}; torch {torch.__version__}"
+    return (f"medsam-desktop {__version__}{frozen}; model {model_summary()}; {default_line()}; "
+            f"{runtime_versions()}")  # fmt: skip
 
 
 # --- self-test -------------------------------------------------------------------------------------------------
@@ -95,11 +118,13 @@ class SelfTestResult:
     mask_px: int
     box_fraction: float
     samples: str = ""  # "2/2": sample files found / listed (File > Open sample)
+    runtime: str = ""  # "OpenVINO int8": what ran (core.backends.describe)
 
     def line(self) -> str:
         return (
-            f"self-test OK: window {self.window_s:.2f} s after start, model load {self.load_s:.2f} s, "
-            f"first mask {self.mask_s:.2f} s ({self.source}, {self.mask_px} px = {self.box_fraction:.0%} of the box;"
+            f"self-test OK: {self.runtime}; window {self.window_s:.2f} s after start, model load {self.load_s:.2f} s, "
+            f"first mask {self.mask_s * 1e3:.0f} ms ({self.source}, {self.mask_px} px = {self.box_fraction:.0%} of "
+            "the box;"
             f" samples {self.samples})"
         )
 
@@ -176,22 +201,27 @@ def run_self_test() -> SelfTestResult:
         window_s = _show_window()
     except Exception as exc:
         raise SelfTestError(f"self-test FAILED: the window could not be created ({_one_line(exc)})") from exc
-    from .core.backend import load_backend
+    from .core.backends import describe, load_backend
     from .core.predictor import Predictor
     from .core.propagation import segment_slice
+    from .model_files import STUDENT_NAME
 
     t = time.perf_counter()
     try:
-        predictor = Predictor(load_backend("repvit_m0_6"))
+        backend = load_backend(STUDENT_NAME)
+        predictor = Predictor(backend)
     except Exception as exc:
         raise SelfTestError(f"self-test FAILED: the bundled model could not be loaded ({_one_line(exc)})") from exc
+    if backend.fallback_reason:
+        raise SelfTestError(f"self-test FAILED: the default did not run ({backend.fallback_reason})")
     load_s = time.perf_counter() - t
     image, box, source = _test_image()
     t = time.perf_counter()
     mask = segment_slice(predictor, image, np.array([box])) > 0
     mask_s = time.perf_counter() - t
     fraction = check_mask(mask, box)
-    return SelfTestResult(window_s, load_s, mask_s, source, box, int(mask.sum()), fraction, _samples_found())
+    return SelfTestResult(window_s, load_s, mask_s, source, box, int(mask.sum()), fraction, _samples_found(),
+                          describe(backend))  # fmt: skip
 
 
 def _samples_found() -> str:
@@ -220,12 +250,12 @@ def segment_and_export(image: Path, box: Sequence[float], z: int, output: Path) 
     Returns the number of labelled voxels. Output: NIfTI (+ the app's ``.json`` label sidecar).
     """
     from .core.annotation import AnnotationSession
-    from .core.backend import load_backend
+    from .core.backends import load_backend
     from .core.model_input import ModelInput
     from .core.predictor import Predictor
     from .core.propagation import segment_slice
     from .io import read_image
-    from .model.checkpoint import default_model_name
+    from .model_files import default_model_name
     from .ui import files
 
     volume = read_image(image)

@@ -15,8 +15,8 @@ if [ ! -x "$PY" ]; then
     echo "build_app.sh: .venv is missing: run 'bash scripts/setup.sh' first" >&2
     exit 1
 fi
-if [ ! -f models/medsam_lite_repvit_m0_6.pt ] || [ ! -f models/medsam_lite_repvit_m0_6.md ]; then
-    echo "build_app.sh: models/medsam_lite_repvit_m0_6.pt and its card .md are required (the bundled model)" >&2
+if [ ! -f models/medsam_lite_repvit_m0_6.md ] || [ ! -f models/medsam_lite_repvit_m0_6.openvino/encoder-int8.xml ]; then
+    echo "build_app.sh: models/medsam_lite_repvit_m0_6.md and its OpenVINO files (training/export_runtime.py) are required" >&2
     exit 1
 fi
 if ! "$PY" -c "import PyInstaller" 2>/dev/null; then

@@ -34,6 +34,14 @@ def dev_dir(shared_data: Path) -> Path:
     return shared_data / "eval" / "dev"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_user_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Every test (and every subprocess it starts) writes caches (OpenVINO's compiled models, ONNX exports) into a
+    session folder, never into the user's own cache; ``cache_dir`` narrows it to one test."""
+    if "MEDSAM_CACHE_DIR" not in os.environ:
+        os.environ["MEDSAM_CACHE_DIR"] = str(tmp_path_factory.mktemp("session-user-cache"))
+
+
 @pytest.fixture
 def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A per-test user cache folder (ONNX exports land there); modules that export use it for every test."""

@@ -9,13 +9,15 @@ import numpy as np
 
 
 class BoxBackend:
-    """Instant backend: the embedding is zeros; a decoded mask is exactly the prompt box (model frame)."""
+    """Instant backend: the embedding is zeros; a decoded mask is exactly the prompt box (model frame).
+    ``prompts`` records every model-frame box decoded."""
 
     name = "fake-box"
 
     def __init__(self) -> None:
         self.encodes = 0
         self.decodes = 0
+        self.prompts: list[np.ndarray] = []
 
     def encode(self, images: np.ndarray) -> np.ndarray:
         self.encodes += 1
@@ -24,6 +26,7 @@ class BoxBackend:
     def decode(self, embedding: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.decodes += 1
         boxes = np.asarray(boxes).reshape(-1, 4)
+        self.prompts.extend(np.array(bx, dtype=np.float64) for bx in boxes)
         logits = np.full((len(boxes), 256, 256), -10.0, np.float32)
         for i, (x0, y0, x1, y1) in enumerate(boxes):
             logits[i, int(np.ceil(y0)) : int(np.floor(y1)) + 1, int(np.ceil(x0)) : int(np.floor(x1)) + 1] = 10.0

@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from medsam_desktop.core.backend import TorchBackend, native_bf16_available, resolve_precision
+from medsam_desktop.core.backends.torch_backend import TorchBackend, native_bf16_available, resolve_precision
 from medsam_desktop.model import build_model
 
 
 def test_resolve_precision(monkeypatch) -> None:
     assert resolve_precision("fp32") == "fp32"
     assert resolve_precision("bf16") == "bf16"
-    monkeypatch.setattr("medsam_desktop.core.backend.native_bf16_available", lambda: False)
+    monkeypatch.setattr("medsam_desktop.core.backends.torch_backend.native_bf16_available", lambda: False)
     assert resolve_precision("auto") == "fp32"
-    monkeypatch.setattr("medsam_desktop.core.backend.native_bf16_available", lambda: True)
+    monkeypatch.setattr("medsam_desktop.core.backends.torch_backend.native_bf16_available", lambda: True)
     assert resolve_precision("auto") == "bf16"
     with pytest.raises(ValueError, match="precision must be one of"):
         resolve_precision("fp16")

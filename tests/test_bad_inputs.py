@@ -243,7 +243,7 @@ SEGMENT_BOXES: dict[str, tuple[list[str], int, list[int] | str]] = {
     "partly_negative": (["-5", "-5", "20", "20"], 0, [0, 0, 20, 20]),  # clipped to the image
     "past_far_edge": (["30", "20", "90", "70"], 0, [30, 20, 47, 39]),  # clipped to the 48x40 image
     "inverted": (["30", "30", "4", "4"], 0, [4, 4, 30, 30]),  # corners sorted
-    "zero_area": (["10", "10", "10", "30"], 1, "no area"),
+    "zero_height_below": (["4", "40", "30", "40"], 1, "outside"),  # one row below the 48x40 image
     "outside": (["100", "100", "140", "140"], 1, "outside"),
     "all_negative": (["-30", "-30", "-2", "-2"], 1, "outside"),
     "nan": (["nan", "1", "20", "20"], 1, "finite"),
@@ -282,6 +282,22 @@ def test_segment_cli_boxes(
         _assert_no_leftovers(out.parent, set())
 
 
+@pytest.mark.parametrize("box", [[12, 4, 12, 30], [4, 39, 30, 39], [47, 0, 47, 0]], ids=["width0", "lastrow", "pixel"])
+@pytest.mark.parametrize("zrange", [False, True], ids=["slice", "zrange"])
+def test_segment_cli_segments_zero_width_or_height_boxes(
+    tmp_path: Path, box: list[int], zrange: bool, fake_model: BoxBackend, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A box of zero width or height is a valid prompt: scaled to the model frame as LiteMedSAM does."""
+    src = write_nifti(tmp_path / "vol.nii.gz", np.random.default_rng(7).integers(0, 255, (3, 40, 48)).astype(np.uint8))
+    out = tmp_path / "mask.nii.gz"
+    where = ["--zrange", "0", "2"] if zrange else ["--slice", "1"]
+    argv = [str(src), "--box", *map(str, box), *where, "-o", str(out), "-q"]
+    code, err = _cli(segment.main, argv, capsys)
+    assert code == 0 and not _error_lines(err) and "Traceback" not in err, err
+    assert out.is_file()
+    np.testing.assert_allclose(fake_model.prompts[0], np.array(box) * 256 / 48)  # the middle slice: the box
+
+
 # --- medsam-infer -------------------------------------------------------------------------------
 
 
@@ -303,15 +319,25 @@ INFER_ERRORS: dict[str, tuple[Builder, str]] = {
     "missing_key": (npz_missing_key, "missing boxes"),
     "extra_key": (npz_extra_key, "unexpected secret"),
     "truncated": (lambda t: _cut(npz_extra_key(t)), "damaged or truncated"),
-    "box_negative": (lambda t: _npz_2d(t, "2DBox_US_neg.npz", np.array([[-3, 2, 20, 20]])), "outside the image"),
-    "box_inverted": (lambda t: _npz_2d(t, "2DBox_US_inv.npz", np.array([[20, 20, 2, 2]])), "min > max"),
-    "box_zero_area": (lambda t: _npz_2d(t, "2DBox_US_zero.npz", np.array([[5, 5, 5, 20]])), "no area"),
-    "box_outside": (lambda t: _npz_2d(t, "2DBox_US_out.npz", np.array([[10, 10, 60, 20]])), "outside the image"),
-    "box_nan": (lambda t: _npz_2d(t, "2DBox_US_nan.npz", np.array([[np.nan, 1.0, 20.0, 20.0]])), "NaN"),
-    "box3d_zero_area": (lambda t: _npz_3d(t, "3DBox_CT_zero.npz", np.array([[5, 5, 0, 30, 5, 3]])), "no area"),
-    "box3d_outside": (lambda t: _npz_3d(t, "3DBox_CT_out.npz", np.array([[5, 5, 0, 30, 30, 9]])), "outside"),
-    "box3d_nan": (lambda t: _npz_3d(t, "3DBox_CT_nan.npz", np.array([[5.0, 5, 0, np.nan, 30, 3]])), "NaN"),
+    "box_shape": (lambda t: _npz_2d(t, "2DBox_US_shape.npz", np.array([[1, 2, 3, 4, 5]])), "'boxes' must be"),
 }
+
+#: id -> (builder of a case whose object 2 is bad, objects 1 and 3 fine; text of the warning)
+INFER_BAD_OBJECTS: dict[str, tuple[Builder, str]] = {
+    "inverted": (lambda t: _npz_2d(t, "2DBox_US_inv.npz", _three([20, 20, 2, 2])), "min > max"),
+    "outside": (lambda t: _npz_2d(t, "2DBox_US_out.npz", _three([10, 40, 20, 45])), "outside the 48x40 image"),
+    "nan": (lambda t: _npz_2d(t, "2DBox_US_nan.npz", _three([np.nan, 1.0, 20.0, 20.0])), "NaN"),
+    "inf": (lambda t: _npz_2d(t, "2DBox_US_inf.npz", _three([1.0, 1.0, np.inf, 20.0])), "NaN or infinite"),
+    "3d_inverted_z": (lambda t: _npz_3d(t, "3DBox_CT_inv.npz", _three([5, 5, 3, 30, 30, 1])), "min > max"),
+    "3d_outside_z": (lambda t: _npz_3d(t, "3DBox_CT_out.npz", _three([5, 5, 4, 30, 30, 9])), "outside the 48x40x4"),
+    "3d_nan": (lambda t: _npz_3d(t, "3DBox_CT_nan.npz", _three([5.0, 5, 0, np.nan, 30, 3])), "NaN"),
+}
+
+
+def _three(bad: list[float]) -> np.ndarray:
+    """Boxes of three objects, the middle one ``bad`` (2D or 3D, by its length)."""
+    good = [[2, 2, 14, 14], [24, 20, 44, 36]] if len(bad) == 4 else [[2, 2, 0, 14, 14, 3], [24, 20, 1, 44, 36, 2]]
+    return np.array([good[0], bad, good[1]], dtype=np.int64 if np.isfinite(bad).all() else np.float64)
 
 
 def _cut(path: Path) -> Path:
@@ -338,18 +364,82 @@ def test_infer_cli_refuses_bad_cases(
     assert "2DBox_US_good.npz" in (outputs / "timing.csv").read_text()
 
 
+@pytest.mark.parametrize("case", sorted(INFER_BAD_OBJECTS))
+def test_infer_cli_a_bad_object_costs_only_its_mask(
+    tmp_path: Path, case: str, fake_model: BoxBackend, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The case is written with objects 1 and 3 segmented, label 2 empty, one warning line; exit status 0."""
+    build, text = INFER_BAD_OBJECTS[case]
+    inputs, outputs = tmp_path / "imgs", tmp_path / "segs"
+    inputs.mkdir()
+    path = build(inputs)
+    code, err = _cli(infer.main, ["-i", str(inputs), "-o", str(outputs), "-q"], capsys)
+    assert code == 0 and not _error_lines(err) and "Traceback" not in err, err
+    warnings = [line for line in err.splitlines() if "warning:" in line]
+    assert len(warnings) == 1 and f"{path.name}: object 2: " in warnings[0] and text in warnings[0], err
+    segs = np.load(outputs / path.name)["segs"]
+    assert set(np.unique(segs)) == {0, 1, 3}
+    assert (segs[1] if segs.ndim == 3 else segs)[8, 8] == 1 and (segs[1] if segs.ndim == 3 else segs)[28, 34] == 3
+    assert path.name in (outputs / "timing.csv").read_text()
+
+
+def test_infer_cli_exit_status_counts_only_unreadable_or_unwritten_cases(
+    tmp_path: Path, fake_model: BoxBackend, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every object bad: written (all background), warnings, exit 0. A case whose output cannot be written: one
+    error line and exit 1, the rest of the batch still written."""
+    inputs, outputs = tmp_path / "imgs", tmp_path / "segs"
+    inputs.mkdir()
+    _npz_2d(inputs, "2DBox_US_allbad.npz", np.array([[20, 20, 2, 2], [60, 0, 70, 10]]))
+    _npz_3d(inputs, "3DBox_CT_allbad.npz", np.array([[5.0, 5, 0, np.nan, 30, 3]]))
+    code, err = _cli(infer.main, ["-i", str(inputs), "-o", str(outputs), "-q"], capsys)
+    assert code == 0 and not _error_lines(err), err
+    assert len([line for line in err.splitlines() if "warning:" in line]) == 3, err
+    assert not np.load(outputs / "2DBox_US_allbad.npz")["segs"].any()
+    assert np.load(outputs / "3DBox_CT_allbad.npz")["segs"].shape == (4, 40, 48)
+
+    _npz_2d(inputs, "2DBox_US_blocked.npz", np.array([[4, 4, 30, 30]]))
+    (outputs / "2DBox_US_blocked.npz").mkdir()  # its output path is taken by a folder
+    code, err = _cli(infer.main, ["-i", str(inputs), "-o", str(outputs), "-q"], capsys)
+    lines = _error_lines(err)
+    assert code == 1 and len(lines) == 1 and "2DBox_US_blocked.npz" in lines[0] and "Traceback" not in err, err
+    assert "2DBox_US_allbad.npz" in (outputs / "timing.csv").read_text()
+
+
 def test_infer_cli_runs_odd_but_valid_boxes(
     tmp_path: Path, random_weights: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Boxes touching the far edge (x1 == W, allowed by the file format) and float boxes are clipped/rounded."""
+    """Boxes touching the far edge (x1 == W, allowed by the file format) or reaching past the image are clipped,
+    float boxes rounded, zero width/height/depth boxes segmented, with the real (random-weights) model."""
     inputs, outputs = tmp_path / "imgs", tmp_path / "segs"
     inputs.mkdir()
-    _npz_2d(inputs, "2DBox_US_edge.npz", np.array([[0, 0, 48, 40]]))
+    _npz_2d(inputs, "2DBox_US_edge.npz", np.array([[0, 0, 48, 40], [-3, 2, 20, 20], [10, 10, 60, 20]]))
+    _npz_2d(inputs, "2DBox_US_thin.npz", np.array([[10, 39, 40, 39], [5, 5, 5, 30], [47, 0, 47, 0]]))
     _npz_3d(inputs, "3DBox_CT_float.npz", np.array([[5.2, 5.0, 0.0, 30.7, 30.0, 3.0]]))
+    _npz_3d(inputs, "3DBox_CT_thin.npz", np.array([[5, 20, 0, 30, 20, 3], [10, 5, 2, 10, 30, 2]]))
     code, err = _cli(infer.main, ["-i", str(inputs), "-o", str(outputs), *model_args(random_weights)], capsys)
-    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "warning:" in line]
+    assert code == 0 and not _error_lines(err) and len(warnings) == 1 and "rounded" in warnings[0], err
     assert np.load(outputs / "2DBox_US_edge.npz")["segs"].shape == (40, 48)
+    assert np.load(outputs / "2DBox_US_thin.npz")["segs"].shape == (40, 48)
     assert np.load(outputs / "3DBox_CT_float.npz")["segs"].shape == (4, 40, 48)
+    assert np.load(outputs / "3DBox_CT_thin.npz")["segs"].shape == (4, 40, 48)
+
+
+def test_infer_cli_prompts_a_zero_height_box_as_the_reference(
+    tmp_path: Path, fake_model: BoxBackend, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The holdout's ``[637, 521, 661, 521]`` on the last row of a 522-row image: the decoder gets the box times
+    256 / max(H, W) (LiteMedSAM's ``resize_box_to_256``), and the case's other object its mask."""
+    inputs, outputs = tmp_path / "imgs", tmp_path / "segs"
+    inputs.mkdir()
+    img = np.zeros((522, 700, 3), np.uint8)
+    np.savez(inputs / "2DBox_US_thin.npz", imgs=img, boxes=np.array([[637, 521, 661, 521], [100, 100, 300, 300]]))
+    code, err = _cli(infer.main, ["-i", str(inputs), "-o", str(outputs), "-q"], capsys)
+    assert code == 0 and not _error_lines(err), err
+    np.testing.assert_allclose(fake_model.prompts[0], np.array([637, 521, 661, 521]) * 256 / 700)
+    segs = np.load(outputs / "2DBox_US_thin.npz")["segs"]
+    assert segs.shape == (522, 700) and segs[200, 200] == 2
 
 
 def test_unexpected_failures_are_still_one_line(

@@ -40,10 +40,30 @@ def test_validate_box_sorts_clips_and_rejects() -> None:
     np.testing.assert_allclose(validate_box([-20, -5, 30, 500], (100, 80)), [0, 0, 30, 99])
     with pytest.raises(InvalidBoxError, match="outside"):
         validate_box([200, 200, 300, 300], (100, 100))
-    with pytest.raises(InvalidBoxError, match="no area"):
-        validate_box([10, 10, 10, 40], (100, 100))
+    with pytest.raises(InvalidBoxError, match="outside"):
+        validate_box([10, 100, 40, 100], (100, 100))  # a zero-height box one row below the image
     with pytest.raises(InvalidBoxError, match="4 finite"):
         validate_box([1, 2, np.nan, 4], (100, 100))
+
+
+@pytest.mark.parametrize(
+    ("box", "size", "expected"),
+    [
+        ([637, 521, 661, 521], (522, 700), [637, 521, 661, 521]),  # a 1-px-thin target on the last row
+        ([10, 10, 10, 40], (100, 100), [10, 10, 10, 40]),  # zero width
+        ([0, 0, 0, 0], (100, 100), [0, 0, 0, 0]),  # one pixel, the corner
+        ([99, -5, 99, 150], (100, 100), [99, 0, 99, 99]),  # zero width, clipped in y
+        ([5, 0, 30, 0], (1, 700), [5, 0, 30, 0]),  # a one-row image
+    ],
+)
+def test_validate_box_keeps_zero_width_or_height_boxes(
+    box: list[float], size: tuple[int, int], expected: list[float]
+) -> None:
+    """Inclusive corners: x0 == x1 is a one-pixel-wide box, a valid prompt in the model frame (LiteMedSAM
+    segments it); the model-frame box is the image box times 256 / max(H, W), as ``resize_box_to_256``."""
+    out = validate_box(box, size)
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_allclose(box_to_model(out, size), np.array(expected) * 256 / max(size))
 
 
 def test_mask_bbox_and_challenge_prompt() -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import numpy as np
 import pytest
 
 from medsam_desktop.core.boxes import mask_bbox_model
+from medsam_desktop.core.challenge import box_problem, segment_challenge_case
 from medsam_desktop.core.predictor import Embedding, Prediction, Predictor
 from medsam_desktop.core.preprocess import FrameInfo, resized_size
 from medsam_desktop.core.propagation import PropagationCancelled, propagate_boxes, segment_slice
@@ -202,3 +204,88 @@ def test_label_values_above_255_widen_the_labels() -> None:
     boxes = np.array([[10, 10, 0, 40, 40, 9]])
     labels = propagate_boxes(FakePredictor(), volume(), boxes, label_values=[300])
     assert labels.dtype == np.uint16 and labels.max() == 300
+
+
+# --- degenerate boxes (zero width / height / depth) and per-object failures --------------------------------
+
+
+def test_a_zero_height_2d_box_on_the_last_row_is_segmented() -> None:
+    """``[x0, y, x1, y]`` is a one-pixel-thin prompt: scaled to the model frame unchanged, as LiteMedSAM's
+    ``resize_box_to_256`` does, and decoded."""
+    fake = FakePredictor()
+    labels = segment_slice(fake, np.zeros((H, W), np.uint8), np.array([[20, 127, 80, 127], [5, 5, 5, 40]]))
+    np.testing.assert_allclose(fake.prompts[0][1], [40, 254, 160, 254])
+    np.testing.assert_allclose(fake.prompts[1][1], [10, 10, 10, 80])
+    assert labels[127, 20:81].min() == 1 and labels[:127].max() == 2 and labels[5:41, 5].min() == 2
+
+
+def test_segment_slice_label_values() -> None:
+    labels = segment_slice(FakePredictor(), np.zeros((H, W), np.uint8), np.array([[10, 10, 50, 50]]), label_values=[9])
+    assert set(np.unique(labels)) == {0, 9}
+    with pytest.raises(ValueError, match="1 label values for 2 boxes"):
+        segment_slice(FakePredictor(), np.zeros((H, W), np.uint8), np.zeros((2, 4)), label_values=[1])
+
+
+def test_a_zero_height_3d_box_propagates() -> None:
+    """The middle slice gets the thin box itself; the others the +3 px bbox of the previous mask
+    (``get_bbox256``: ``min(256, x_max + 3)``)."""
+    fake = FakePredictor()
+    vol = volume()
+    seen: dict[int, np.ndarray] = {}
+    labels = propagate_boxes(
+        fake, vol, np.array([[20, 30, 2, 80, 30, 8]]), on_slice=lambda z, sl: seen.__setitem__(z, sl.copy())
+    )
+    prompts = dict((z, p) for z, p in fake.prompts)
+    np.testing.assert_allclose(prompts[5], [40, 60, 160, 60])
+    np.testing.assert_allclose(prompts[6], [37, 57, 164, 64])  # from the one-row mask of slice 5
+    for z in (7, 8):
+        np.testing.assert_allclose(prompts[z], mask_bbox_model(seen[z - 1] > 0))
+    assert all(labels[z, 30, 20:81].min() == 1 for z in range(2, 9))
+    assert labels[:2].max() == 0 and labels[9:].max() == 0
+
+
+def test_a_one_slice_zero_width_3d_box_and_a_box_on_the_far_edge() -> None:
+    fake = FakePredictor()
+    labels = propagate_boxes(fake, volume(), np.array([[50, 10, 5, 50, 90, 5], [127, 0, 0, 127, 127, 1]]))
+    prompts = [(z, list(p)) for z, p in fake.prompts]
+    assert (5, [100, 20, 100, 180]) in prompts and (0, [254, 0, 254, 254]) in prompts
+    assert labels[5, 10:91, 50].min() == 1 and labels[0, :, 127].min() == 2
+    assert np.flatnonzero(labels.any(axis=(1, 2))).tolist() == [0, 1, 5]
+
+
+@pytest.mark.parametrize("is_3d", [False, True], ids=["2d", "3d"])
+def test_a_bad_object_costs_only_its_own_mask(is_3d: bool, caplog: pytest.LogCaptureFixture) -> None:
+    """NaN, min > max and outside boxes: empty mask and one warning each; the other objects are segmented with
+    their own label numbers; degenerate boxes are not bad."""
+    boxes2d = [
+        [10, 10, 50, 50],  # 1: fine
+        [np.nan, 10, 50, 50],  # 2: NaN
+        [50, 10, 10, 50],  # 3: min > max
+        [10, 200, 50, 260],  # 4: below the 128x128 image
+        [60, 127, 100, 127],  # 5: zero height, on the last row: fine
+    ]
+    if is_3d:
+        boxes = np.array([[x0, y0, 1, x1, y1, 3] for x0, y0, x1, y1 in boxes2d] + [[10, 10, 9, 50, 50, 20]])
+        imgs = volume(6)  # 6: slices 9..20 of a 6-slice volume
+    else:
+        boxes, imgs = np.array(boxes2d), np.zeros((H, W), np.uint8)
+    with caplog.at_level(logging.WARNING, logger="medsam_desktop"):
+        labels = segment_challenge_case(FakePredictor(), imgs, boxes, name="case.npz")
+    assert set(np.unique(labels)) == {0, 1, 5}
+    sl = labels[2] if is_3d else labels
+    assert sl[30, 30] == 1 and sl[127, 60:101].min() == 5
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    bad = [2, 3, 4, 6] if is_3d else [2, 3, 4]
+    assert len(warnings) == len(bad), warnings
+    for n, text, why in zip(bad, warnings, ["NaN", "min > max", "outside", "outside the 128x128x6 image"]):
+        assert text.startswith(f"case.npz: object {n}: ") and why in text and "mask is left empty" in text, text
+
+
+def test_box_problem_rules() -> None:
+    assert box_problem(np.array([637, 521, 661, 521]), (1, 522, 700)) is None
+    assert box_problem(np.array([0, 0, 700, 522]), (1, 522, 700)) is None  # x1 == W: allowed by the format
+    assert box_problem(np.array([-5, 3, 10, 10]), (1, 522, 700)) is None  # partly outside: clipped later
+    assert box_problem(np.array([4, 4, 2, 9, 9, 2]), (3, 10, 10)) is None  # one slice
+    assert "min > max" in box_problem(np.array([4, 4, 3, 9, 9, 2]), (3, 10, 10))
+    assert "outside the 10x10x3 image" in box_problem(np.array([4, 4, 3, 9, 9, 5]), (3, 10, 10))
+    assert "NaN" in box_problem(np.array([4, np.inf, 9, 9]), (1, 10, 10))

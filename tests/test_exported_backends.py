@@ -11,14 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from medsam_desktop.core.backend import InferenceBackend, TorchBackend
-from medsam_desktop.core.exported_backends import (
-    DECODER_SIZES,
-    PREPARE_FILE,
-    decoder_file,
-    export_onnx,
-    split_boxes,
-)
+from medsam_desktop.core.backends import InferenceBackend
+from medsam_desktop.core.backends.export import PREPARE_FILE, export_onnx
+from medsam_desktop.core.backends.layout import DECODER_SIZES, NetworkFiles, decoder_stem, split_boxes
+from medsam_desktop.core.backends.torch_backend import TorchBackend
 from medsam_desktop.core.predictor import Predictor
 from medsam_desktop.model import build_model
 
@@ -36,13 +32,13 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module,
 def _candidate(kind: str, folder: Path) -> InferenceBackend:
     if kind == "onnxruntime":
         pytest.importorskip("onnxruntime")
-        from medsam_desktop.core.exported_backends import OnnxRuntimeBackend
+        from medsam_desktop.core.backends.onnxruntime_backend import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(folder, threads=2)
+        return OnnxRuntimeBackend(NetworkFiles.in_folder(folder, ".onnx"), threads=2)
     pytest.importorskip("openvino")
-    from medsam_desktop.core.exported_backends import OpenVinoBackend
+    from medsam_desktop.core.backends.openvino_backend import OpenVinoBackend
 
-    return OpenVinoBackend(folder, threads=2)
+    return OpenVinoBackend(NetworkFiles.in_folder(folder, ".onnx"), threads=2, cache=False)
 
 
 @pytest.mark.parametrize("kind", ["onnxruntime", "openvino"])
@@ -82,10 +78,10 @@ def test_openvino_bf16_keeps_each_calls_prepared_image(exported: tuple[torch.nn.
     import threading
 
     pytest.importorskip("openvino")
-    from medsam_desktop.core.exported_backends import OpenVinoBackend
+    from medsam_desktop.core.backends.openvino_backend import OpenVinoBackend
 
     model, folder = exported
-    backend = OpenVinoBackend(folder, threads=2, precision="bf16")
+    backend = OpenVinoBackend(NetworkFiles.in_folder(folder, ".onnx"), threads=2, precision="bf16", cache=False)
     rng = np.random.default_rng(3)
     embeddings = [rng.standard_normal((1, 256, 64, 64)).astype(np.float32) * s for s in (0.5, 1.5)]
     boxes = np.array([[10, 20, 120, 140], [50, 50, 250, 200], [100, 30, 200, 90]], dtype=np.float32)
@@ -117,12 +113,12 @@ def test_openvino_compiles_decoders_without_a_setting_it_does_not_know(
     pytest.importorskip("openvino")
     import logging
 
-    from medsam_desktop.core import exported_backends as eb
+    from medsam_desktop.core.backends import openvino_backend as eb
 
     model, folder = exported
     monkeypatch.setattr(eb, "DECODER_CONFIG", {"NO_SUCH_OPENVINO_KEY": "X"})
     with caplog.at_level(logging.INFO, logger=eb.__name__):
-        backend = eb.OpenVinoBackend(folder, threads=2)
+        backend = eb.OpenVinoBackend(NetworkFiles.in_folder(folder, ".onnx"), threads=2, cache=False)
     assert "NO_SUCH_OPENVINO_KEY" in caplog.text
     emb = np.random.default_rng(4).standard_normal((1, 256, 64, 64)).astype(np.float32)
     boxes = np.array([[10, 20, 120, 140]], dtype=np.float32)
@@ -154,5 +150,5 @@ def test_boxes_split_into_exported_sizes(exported: tuple[torch.nn.Module, Path])
         assert chunks == sorted(chunks, reverse=True)  # largest first: as few calls as possible
         assert all(chunks.count(k) <= 1 for k in DECODER_SIZES[1:] if k * 2 in DECODER_SIZES)  # no 1+1 for a 2
     _, folder = exported
-    assert all((folder / decoder_file(k)).is_file() for k in DECODER_SIZES)
+    assert all((folder / f"{decoder_stem(k)}.onnx").is_file() for k in DECODER_SIZES)
     assert (folder / PREPARE_FILE).is_file()

@@ -13,13 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medsam_desktop.core.backend import TorchBackend, load_backend, resolve_precision
-from medsam_desktop.core.int8_encoder import (
+from medsam_desktop.core.backends import load_backend
+from medsam_desktop.core.backends.shipped import (
     Int8EncoderUnavailable,
     find_int8_encoder,
     int8_card_path,
     int8_encoder_path,
 )
+from medsam_desktop.core.backends.torch_backend import TorchBackend, resolve_precision
 from medsam_desktop.model.checkpoint import sha256_of, student_checkpoint_path
 
 MODEL = "repvit_m0_6"
@@ -108,7 +109,7 @@ def test_quantized_random_student_runs_int8_on_openvino(tmp_path: Path) -> None:
     import onnx
     import torch
 
-    from medsam_desktop.core.exported_backends import export_onnx
+    from medsam_desktop.core.backends.export import export_onnx
     from medsam_desktop.model import build_model, save_checkpoint
     from training.quantize_encoder import float_convolutions, install_int8_encoder, quantize_encoder_onnx
 

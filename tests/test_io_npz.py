@@ -144,8 +144,8 @@ def test_missing_extra_and_malformed_keys(tmp_path: Path) -> None:
     np.savez(tmp_path / "b.npz", imgs=img, boxes=np.array([[0, 0, 5, 5]]), secret=np.ones(3))
     with pytest.raises(InvalidNpzError, match="unexpected secret"):
         read_challenge_npz(tmp_path / "b.npz")
-    np.savez(tmp_path / "c.npz", imgs=img, boxes=np.array([[0, 0, 50, 5]]))
-    with pytest.raises(InvalidNpzError, match="outside the image"):
+    np.savez(tmp_path / "c.npz", imgs=img, boxes=np.array([[0, 0, 5, 5, 5]]))
+    with pytest.raises(InvalidNpzError, match=r"'boxes' must be \(N, 4\)"):
         read_challenge_npz(tmp_path / "c.npz")
     np.savez(tmp_path / "d.npz", imgs=np.zeros((3, 10, 12), np.uint8), boxes=np.array([[0, 0, 0, 5, 5, 2]]),
              spacing=np.array([1.0, -1.0, 1.0]))  # fmt: skip
@@ -157,6 +157,22 @@ def test_missing_extra_and_malformed_keys(tmp_path: Path) -> None:
     np.savez(tmp_path / "g.npz", gts=np.zeros((4, 4), np.float32))
     with pytest.raises(InvalidNpzError, match="integer"):
         read_challenge_gt(tmp_path / "g.npz")
+
+
+def test_bad_boxes_are_kept_for_their_objects(tmp_path: Path) -> None:
+    """Coordinates are not the reader's business: an inverted, outside or NaN box is returned as stored (one bad
+    object must not cost the case; it is reported when segmented), NaN boxes as float64."""
+    img = np.zeros((10, 12, 3), np.uint8)
+    stored = np.array([[0, 0, 50, 5], [8, 8, 2, 2], [3, 9, 11, 9]])
+    np.savez(tmp_path / "2DBox_US_odd.npz", imgs=img, boxes=stored)
+    case = read_challenge_npz(tmp_path / "2DBox_US_odd.npz")
+    assert case.boxes.dtype == np.int64
+    np.testing.assert_array_equal(case.boxes, stored)
+    np.savez(tmp_path / "3DBox_CT_nan.npz", imgs=np.zeros((3, 10, 12), np.uint8),
+             boxes=np.array([[0, 0, 0, 5, 5, 2], [np.nan, 0, 0, 5, 5, 2]]))  # fmt: skip
+    case = read_challenge_npz(tmp_path / "3DBox_CT_nan.npz")
+    assert case.boxes.dtype == np.float64 and np.isnan(case.boxes[1, 0])
+    np.testing.assert_array_equal(case.boxes[0], [0, 0, 0, 5, 5, 2])
 
 
 def test_damaged_archives(tmp_path: Path) -> None:

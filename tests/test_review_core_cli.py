@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from medsam_desktop.cli import infer, segment
-from medsam_desktop.core.backend import load_backend
+from medsam_desktop.core.backends import load_backend
 
 
 def _case(folder: Path) -> None:

@@ -17,17 +17,17 @@ import numpy as np
 import pytest
 from fakes import model_args
 
-from medsam_desktop.core import exported_backends as eb
-from medsam_desktop.core.backend import (
+from medsam_desktop.core.backends import (
     DEFAULT_PRECISION,
     DEFAULT_RUNTIME,
     PRECISIONS,
     RUNTIMES,
-    TorchBackend,
     backend_name,
     load_backend,
 )
-from medsam_desktop.model.checkpoint import sha256_of
+from medsam_desktop.core.backends import export as eb
+from medsam_desktop.core.backends.torch_backend import TorchBackend
+from medsam_desktop.model_files import sha256_of
 
 MODEL = "repvit_m0_6"
 
@@ -72,7 +72,7 @@ def test_names_differ_per_runtime_and_precision() -> None:
     assert len(names) == 6
     assert backend_name(MODEL, "torch", "fp32") == MODEL  # torch keeps the names it always had
     assert backend_name(MODEL, "openvino", "bf16") == "repvit_m0_6+openvino+bf16"
-    assert (DEFAULT_RUNTIME, DEFAULT_PRECISION) == ("torch", "auto")  # chosen by measurement (performance.md)
+    assert (DEFAULT_RUNTIME, DEFAULT_PRECISION) == ("default", "default")  # resolved per model (loader)
     with pytest.raises(ValueError, match="runtime must be one of"):
         load_backend(MODEL, runtime="tensorrt")
     assert "auto" in PRECISIONS
@@ -217,6 +217,15 @@ def test_missing_runtime_falls_back_to_torch(
     assert backend.fallback_reason == f"{title} is not installed: using PyTorch"
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [backend.fallback_reason]
     assert export_calls == [] and not cache_dir.exists()  # nothing exported for a runtime that is missing
+
+
+def test_weights_without_shipped_files_default_to_torch(random_weights: Path) -> None:
+    """The default for weights that have no shipped OpenVINO files beside them is torch at auto precision."""
+    from medsam_desktop.core.backends import default_configuration
+
+    assert default_configuration(MODEL, random_weights) == ("torch", "auto")
+    backend = load_backend(MODEL, random_weights, threads=1)
+    assert isinstance(backend, TorchBackend) and backend.fallback_reason is None
 
 
 def test_torch_runtime_has_no_fallback_reason(random_weights: Path) -> None:

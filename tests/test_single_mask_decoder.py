@@ -180,7 +180,7 @@ def test_malloc_tuning_applies_once_and_can_be_switched_off(monkeypatch: pytest.
     import platform
     import sys
 
-    from medsam_desktop.core import allocator
+    from medsam_desktop.core.backends import allocator
 
     monkeypatch.setattr(allocator, "_tuned", None)
     monkeypatch.setenv("MEDSAM_MALLOC_TUNING", "0")

@@ -1,6 +1,6 @@
 """Quantize the student's image encoder to int8 for OpenVINO and ship it beside the weights with its card.
 
-Post-training static quantization of the fused, exported encoder (``core.exported_backends.export_onnx``) with
+Post-training static quantization of the fused, exported encoder (``core.backends.export.export_onnx``) with
 ONNX Runtime's quantization tool, in QDQ form, which OpenVINO compiles into int8 convolutions:
 
 * only the dense convolutions are quantized (stem, pointwise, neck: nearly all of the multiply-adds): int8
@@ -17,7 +17,8 @@ ONNX Runtime's quantization tool, in QDQ form, which OpenVINO compiles into int8
 
 The result is checked against the teacher's cached embeddings on the validation items (the distillation
 metric) and against the fp32 student, both printed and written into the card. Only the card's figures and
-the file travel into ``models/``; the app never quantizes (``core.int8_encoder``).
+the file travel into ``models/``; the app never quantizes (``core.backends.shipped``);
+``training/export_runtime.py`` then converts it to the shipped OpenVINO IR.
 
     python training/quantize_encoder.py --data /work/cache/distill/data          # the shipped student
     python training/quantize_encoder.py --data ... --checkpoint other.pt --out-dir /tmp/q
@@ -37,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medsam_desktop.core.int8_encoder import int8_card_path, int8_encoder_path
+from medsam_desktop.core.backends.shipped import int8_card_path, int8_encoder_path
 from medsam_desktop.model.checkpoint import load_checkpoint, sha256_of, student_checkpoint_path, verify_against_card
 from medsam_desktop.paths import models_dir
 
@@ -210,8 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime
     import torch
 
-    from medsam_desktop.core.backend import resolve_precision
-    from medsam_desktop.core.exported_backends import OpenVinoBackend, export_onnx
+    from medsam_desktop.core.backends.export import export_onnx
+    from medsam_desktop.core.backends.layout import NetworkFiles
+    from medsam_desktop.core.backends.openvino_backend import OpenVinoBackend
+    from medsam_desktop.core.backends.torch_backend import resolve_precision
     from medsam_desktop.model.fuse import fuse_for_inference
 
     torch.set_num_threads(args.threads)
@@ -236,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         int8 = tmp / "encoder-int8.onnx"
         log.info("calibrating on %d training images", len(calibration))
         quantize_encoder_onnx(tmp / "encoder.onnx", int8, (pool_image(images, it) for it in calibration))
-        backend = OpenVinoBackend(tmp, threads=args.threads, precision=hint, encoder=int8)
+        backend = OpenVinoBackend(NetworkFiles.in_folder(tmp, ".onnx", encoder=int8), threads=args.threads,
+                                  precision=hint, cache=False)
         net = fuse_for_inference(model).eval()
 
         def fp32(x: np.ndarray) -> np.ndarray:

@@ -1,4 +1,9 @@
-"""``medsam-infer``: challenge npz cases in, ``segs`` npz out (same names), plus ``timing.csv``."""
+"""``medsam-infer``: challenge npz cases in, ``segs`` npz out (same names), plus ``timing.csv``.
+
+A case that cannot be read, segmented or written is reported as one error line and the batch goes on; the exit
+status is then 1. An object whose box cannot be used (NaN, min > max, outside the image) costs only that object:
+its label stays empty, one warning line names it, and the case is written with the other objects' masks.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from pathlib import Path
 from ..core.challenge import segment_challenge_case
 from ..io import MedSAMIOError, read_challenge_npz, write_challenge_segs
 from ..io.atomic import atomic_write
-from ..model.checkpoint import InvalidCheckpointError, ModelNotAvailableError
+from ..model_files import InvalidCheckpointError, ModelNotAvailableError
 from .common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -67,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         try:
             case = read_challenge_npz(path)
-            segs = segment_challenge_case(predictor, case.volume.array, case.boxes)
+            segs = segment_challenge_case(predictor, case.volume.array, case.boxes, name=path.name)
             write_challenge_segs(args.output / path.name, segs, case.spacing_zyx)
         except (MedSAMIOError, ValueError) as exc:
             n_failed += 1

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..core.backend import DEFAULT_PRECISION, DEFAULT_RUNTIME, PRECISIONS, RUNTIMES, load_backend
+from ..core.backends import DEFAULT, DEFAULT_PRECISION, DEFAULT_RUNTIME, PRECISIONS, RUNTIMES, load_backend
 from ..core.predictor import Predictor
-from ..model.checkpoint import default_model_name
-from ..model.registry import MODEL_REGISTRY
+from ..model_files import USER_MODELS, default_model_name
 
 
 def _threads(text: str) -> int:
@@ -24,21 +23,22 @@ def _threads(text: str) -> int:
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model", choices=sorted(n for n in MODEL_REGISTRY if not n.endswith("_test")), default=None,
+        "--model", choices=USER_MODELS, default=None,
         help="network to run (default: the bundled student when present, else LiteMedSAM)",
     )
     parser.add_argument("--weights", type=Path, default=None, help="weights file for --model (our .pt format)")
     parser.add_argument("--threads", type=_threads, default=None,
                         help="CPU threads for the model (default or 0: all cores)")
     parser.add_argument(
-        "--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME,
-        help=f"inference runtime (default: {DEFAULT_RUNTIME}); openvino/onnxruntime export the model to ONNX once "
-        "into the user cache folder and fall back to torch with a warning when unavailable",
+        "--runtime", choices=(DEFAULT, *RUNTIMES), default=DEFAULT_RUNTIME,
+        help="inference runtime (default: openvino on the shipped files when the weights have them, else torch); "
+        "openvino/onnxruntime on other weights export them to ONNX once into the user cache folder; an unusable "
+        "runtime falls back with a warning",
     )
     parser.add_argument(
-        "--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
-        help=f"compute precision (default: {DEFAULT_PRECISION}); auto = bf16 where the CPU has native bf16; "
-        "onnxruntime runs fp32 only; int8 = the shipped int8 image encoder on openvino (others run auto)",
+        "--precision", choices=(DEFAULT, *PRECISIONS), default=DEFAULT_PRECISION,
+        help="compute precision (default: int8 on openvino, else auto); auto = bf16 where the CPU has native "
+        "bf16; onnxruntime runs fp32 only; int8 = the shipped int8 image encoder on openvino (others run auto)",
     )
 
 

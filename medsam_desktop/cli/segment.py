@@ -19,7 +19,7 @@ from ..core.boxes import InvalidBoxError
 from ..core.intensity import CT_WINDOWS, to_display_uint8
 from ..core.propagation import propagate_boxes, segment_slice
 from ..io import MedSAMIOError, Volume, read_image, write_labels_nifti, write_mask_png
-from ..model.checkpoint import InvalidCheckpointError, ModelNotAvailableError
+from ..model_files import InvalidCheckpointError, ModelNotAvailableError
 from ..samples import SampleNotAvailableError, get_sample, list_samples
 from .common import (
     EXIT_OK,

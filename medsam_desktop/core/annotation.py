@@ -21,13 +21,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from ..io import Volume
 from .reformat import Plane
 from .undo import Region, Step, TableState, UndoStack, make_voxel_diff
 
 log = logging.getLogger(__name__)
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``mask`` (H, W) bool with every background region that does not reach the border (4-connected, as
+    ``scipy.ndimage.binary_fill_holes`` defines holes) set. Uses SimpleITK, so the app needs no scipy."""
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(np.ascontiguousarray(mask, dtype=np.uint8))
+    filled = sitk.BinaryFillhole(image, fullyConnected=False, foregroundValue=1)
+    return sitk.GetArrayViewFromImage(filled).astype(bool)
 
 SIDECAR_FORMAT = "medsam-desktop-labels"
 MAX_LABEL = 65535
@@ -363,7 +372,7 @@ class AnnotationSession:
             for sl in plane.stack(view):  # plane-frame views into the label map
                 m = sl == value
                 if m.any():
-                    self._paint(sl, ndimage.binary_fill_holes(m) & ~m, value)
+                    self._paint(sl, fill_holes(m) & ~m, value)
 
         return self._edit(region, fill, "Fill holes")
 

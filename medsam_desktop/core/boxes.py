@@ -31,7 +31,12 @@ def _xyxy_scales(original_size: tuple[int, int], pixel_aspect: float) -> np.ndar
 
 
 def validate_box(box: np.ndarray | list[float], original_size: tuple[int, int]) -> np.ndarray:
-    """Return ``box`` as float64 (4,), sorted corners, clipped to the image; raise on unusable boxes."""
+    """Return ``box`` as float64 (4,), sorted corners, clipped to the image; raise on unusable boxes.
+
+    Unusable: not 4 finite numbers, or entirely outside the (H, W) image. A box of zero width or height (e.g.
+    ``[637, 521, 661, 521]``, a one-pixel-thin target: corners are inclusive) is a valid prompt, as in LiteMedSAM,
+    which scales any box to the model frame and feeds it to the prompt encoder.
+    """
     b = np.asarray(box, dtype=np.float64).reshape(-1)
     if b.shape != (4,) or not np.all(np.isfinite(b)):
         raise InvalidBoxError(f"a box needs 4 finite numbers x0 y0 x1 y1, got {np.asarray(box).tolist()}")
@@ -40,10 +45,7 @@ def validate_box(box: np.ndarray | list[float], original_size: tuple[int, int]) 
     h, w = original_size
     if x1 < 0 or y1 < 0 or x0 > w - 1 or y0 > h - 1:
         raise InvalidBoxError(f"box {b.tolist()} lies outside the {w}x{h} image")
-    out = np.array([max(x0, 0), max(y0, 0), min(x1, w - 1), min(y1, h - 1)])
-    if out[2] - out[0] < 1 or out[3] - out[1] < 1:
-        raise InvalidBoxError(f"box {b.tolist()} has no area inside the {w}x{h} image: draw a larger box")
-    return out
+    return np.array([max(x0, 0), max(y0, 0), min(x1, w - 1), min(y1, h - 1)])
 
 
 def box_to_model(box: np.ndarray, original_size: tuple[int, int], pixel_aspect: float = 1.0) -> np.ndarray:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backend import InferenceBackend
+from .backends import InferenceBackend
 from .boxes import box_to_model, validate_box
 from .cache import EmbeddingCache
 from .preprocess import FrameInfo, logits_to_masks, pixel_aspect, preprocess

@@ -100,17 +100,20 @@ def segment_slice(
     boxes: np.ndarray,
     key: Hashable | None = None,
     pixel_spacing: tuple[float, float] | None = None,
+    label_values: list[int] | None = None,
 ) -> np.ndarray:
-    """2D: boxes (N, 4) image pixels on one image (H, W[, 3]) -> labels (H, W), label i+1 for box i, later
-    boxes win. ``pixel_spacing``: (column, row) mm of the image's pixels (None: square)."""
+    """2D: boxes (N, 4) image pixels on one image (H, W[, 3]) -> labels (H, W), ``label_values[i]`` (default
+    i + 1; 1..65535, else ValueError) for box i, later boxes win. ``pixel_spacing``: (column, row) mm of the
+    image's pixels (None: square). Boxes are checked by :func:`validate_box` (zero width or height is fine)."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    labels = np.zeros(image.shape[:2], dtype=_label_dtype(len(boxes)))
+    values = _check_label_values(label_values, len(boxes))
+    labels = np.zeros(image.shape[:2], dtype=_label_dtype(max(values, default=1)))
     if len(boxes) == 0:
         return labels
     emb = _encode(predictor, image, key, pixel_spacing)
     pred = predictor.decode(emb, boxes)
-    for i, mask in enumerate(pred.masks):
-        labels[mask] = i + 1
+    for value, mask in zip(values, pred.masks):
+        labels[mask] = value
     return labels
 
 
@@ -128,8 +131,8 @@ def propagate_boxes(
 ) -> np.ndarray:
     """Segment a volume (D, H, W) or (D, H, W, 3) in display range from 3D boxes (N, 6).
 
-    The x/y part of each box is checked and clipped like a 2D box (:func:`validate_box`: NaN, outside or
-    zero-area boxes raise :class:`~medsam_desktop.core.boxes.InvalidBoxError`).
+    The x/y part of each box is checked and clipped like a 2D box (:func:`validate_box`: NaN or outside boxes
+    raise :class:`~medsam_desktop.core.boxes.InvalidBoxError`; zero width, height or depth is a valid prompt).
 
     Returns labels (D, H, W) with ``label_values[i]`` (default i + 1; 1..65535, else ValueError) for box i.
     ``progress(done, total)`` counts slice visits; ``on_slice(z, labels[z])`` is called when a slice changes;

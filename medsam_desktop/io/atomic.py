@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "replace_folder"]
 
 log = logging.getLogger(__name__)
 
@@ -72,3 +73,27 @@ def atomic_write(path: str | os.PathLike[str], suffix: str | None = None) -> Ite
         raise
     _fsync_dir(folder)
     log.debug("atomically wrote %s", target)
+
+
+def replace_folder(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """Put a copy of the folder ``source`` at ``target``, replacing what was there in one rename.
+
+    The copy is made (and fsynced) under a temporary name beside ``target``; the old folder is renamed out of the
+    way, the new one into place, then the old one deleted: a crash leaves the old or the new folder at
+    ``target`` (at worst none, with the new one complete beside it), never a half-written one.
+    """
+    source, target = Path(source), Path(target)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    new = staging / "new"
+    shutil.copytree(source, new)
+    for child in new.iterdir():
+        _fsync_file(child)
+    old = staging / "old"
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(target, old)
+    try:
+        os.replace(new, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    _fsync_dir(target.parent)
+    log.debug("replaced folder %s", target)

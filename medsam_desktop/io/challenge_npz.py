@@ -51,7 +51,9 @@ _NAME_MODALITY = {
 class ChallengeCase:
     """A challenge input: ``volume`` (1, H, W, 3) for 2D or (D, H, W) for 3D, and its prompt boxes.
 
-    ``boxes``: int64 (N, 4) ``[x0, y0, x1, y1]`` (2D) or (N, 6) ``[x0, y0, z0, x1, y1, z1]`` (3D).
+    ``boxes``: int64 (N, 4) ``[x0, y0, x1, y1]`` (2D) or (N, 6) ``[x0, y0, z0, x1, y1, z1]`` (3D), as stored:
+    a box may be unusable (min > max, outside the image; float64 with NaN when the file has NaN), which costs
+    only its own object (:func:`medsam_desktop.core.challenge.segment_challenge_case`).
     ``spacing_zyx``: the file's ``spacing`` (z, y, x) mm, or None when absent (2D files).
     """
 
@@ -125,7 +127,13 @@ def _spacing(arrays: dict[str, np.ndarray], path: Path) -> tuple[float, float, f
     return float(sp[0]), float(sp[1]), float(sp[2])
 
 
-def _boxes(raw: np.ndarray, shape_zyx: tuple[int, int, int], is_3d: bool, path: Path) -> np.ndarray:
+def _boxes(raw: np.ndarray, is_3d: bool, path: Path) -> np.ndarray:
+    """The file's boxes as (N, 4|6); a wrong shape refuses the case, bad coordinates are left to each object.
+
+    int64, or float64 (rounded, NaN kept) when some coordinate is NaN, infinite or beyond int64: the objects
+    are checked one by one when segmented (:func:`medsam_desktop.core.challenge.box_problem`), so one bad box
+    never costs the case.
+    """
     width = 6 if is_3d else 4
     boxes = np.asarray(raw)
     if boxes.size == 0:
@@ -138,23 +146,13 @@ def _boxes(raw: np.ndarray, shape_zyx: tuple[int, int, int], is_3d: bool, path: 
             path=path,
         )
     if boxes.dtype.kind == "f":
-        if not np.all(np.isfinite(boxes)):
-            raise InvalidNpzError("'boxes' contains NaN or infinite values", path=path)
-        if not np.array_equal(boxes, np.rint(boxes)):
+        finite = np.isfinite(boxes)
+        if not np.array_equal(boxes[finite], np.rint(boxes[finite])):
             log.warning("%s: non-integer box coordinates rounded", path.name)
         boxes = np.rint(boxes)
-    boxes = boxes.astype(np.int64)
-    d, h, w = shape_zyx
-    half = width // 2
-    lo, hi = boxes[:, :half], boxes[:, half:]
-    limits = np.array([w, h, d][:half])
-    if np.any(lo < 0) or np.any(hi < lo) or np.any(hi > limits):
-        raise InvalidNpzError(
-            "'boxes' has boxes with min > max or outside the image "
-            f"(image {w}x{h}{'x' + str(d) if is_3d else ''})",
-            path=path,
-        )
-    return boxes
+        if not finite.all() or np.abs(boxes[finite]).max(initial=0) > 2.0**62:
+            return boxes.astype(np.float64)
+    return boxes.astype(np.int64)
 
 
 def read_challenge_npz(path: str | os.PathLike[str]) -> ChallengeCase:
@@ -183,7 +181,7 @@ def read_challenge_npz(path: str | os.PathLike[str]) -> ChallengeCase:
     if array.size == 0:
         raise InvalidNpzError(f"'imgs' is empty (shape {imgs.shape})", path=path)
     array = finalize_array(array, path)
-    boxes = _boxes(raw_boxes, tuple(int(s) for s in array.shape[:3]), is_3d, path)  # type: ignore[arg-type]
+    boxes = _boxes(raw_boxes, is_3d, path)
     sz, sy, sx = spacing_zyx if spacing_zyx is not None else (1.0, 1.0, 1.0)
     volume = Volume(
         array=array,

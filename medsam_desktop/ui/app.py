@@ -89,6 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = _headless(args)
     if code is not None:
         return code
+    from .platform_check import display_problem
+
+    problem = display_problem()
+    if problem:  # Qt would abort with several lines about plugins
+        print(f"medsam-desktop: {problem}", file=sys.stderr)
+        return 1
     from PyQt6.QtWidgets import QApplication
 
     from .main_window import MainWindow

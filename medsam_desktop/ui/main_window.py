@@ -753,7 +753,7 @@ class MainWindow(QMainWindow):
         if self.session is not None:
             self.session.overlap = OverlapRule(new.overlap)
         rebuild = (old.model, old.runtime, old.precision) != (new.model, new.runtime, new.precision) or (
-            old.threads != new.threads and new.runtime != "torch"  # exported runtimes fix threads when compiled
+            old.threads != new.threads and _runtime_that_runs(new) != "torch"  # others fix threads when compiled
         )
         if rebuild and self._custom_factory is None:  # new backend on the worker thread; old embeddings dropped
             self._model_error_shown = False
@@ -875,3 +875,17 @@ class MainWindow(QMainWindow):
         self._autosave_timer.stop()
         self.autosaver.close()
         ev.accept()
+
+
+def _runtime_that_runs(settings: AppSettings) -> str:
+    """The runtime the settings load (``default`` resolved for their model; ``torch`` when no model is found)."""
+    from ..core.backends import DEFAULT, default_configuration
+    from ..model_files import ModelNotAvailableError, default_model_name
+
+    if settings.runtime != DEFAULT:
+        return settings.runtime
+    try:
+        model = default_model_name() if settings.model == "auto" else settings.model
+    except ModelNotAvailableError:
+        return "torch"
+    return default_configuration(model)[0]

@@ -409,14 +409,18 @@ class SliceView(pg.GraphicsView):
         return QPointF(np.floor(p.x()) + add, np.floor(p.y()) + add)
 
     def _finish_box(self, a: QPointF, b: QPointF) -> None:
-        """Emit the box between plane pixels ``a`` and ``b`` (clipped to the displayed slice)."""
+        """Emit the box between plane pixels ``a`` and ``b`` (clipped to the displayed slice).
+
+        A box one pixel wide or high (a drag along a thin structure) is a valid prompt; a click on one pixel, or a
+        drag entirely off the slice, draws nothing.
+        """
         assert self.session is not None
         h, w = self.plane.size(self.session.shape)
         x0, x1 = sorted((int(np.floor(a.x())), int(np.floor(b.x()))))
         y0, y1 = sorted((int(np.floor(a.y())), int(np.floor(b.y()))))
         x0, x1 = max(x0, 0), min(x1, w - 1)
         y0, y1 = max(y0, 0), min(y1, h - 1)
-        if x1 - x0 < 1 or y1 - y0 < 1:
+        if x1 < x0 or y1 < y0 or (x1 == x0 and y1 == y0):
             self.box_item.hide()
             return
         box = np.array([x0, y0, x1, y1], dtype=np.float64)

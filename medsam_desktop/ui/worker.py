@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PyQt6.QtCore import QObject, QThread, QTimer, pyqtSignal, pyqtSlot
 
-from ..core.backend import DEFAULT_PRECISION, DEFAULT_RUNTIME, InferenceBackend
+from ..core.backends import DEFAULT_PRECISION, DEFAULT_RUNTIME, InferenceBackend
 from ..core.cache import EmbeddingCache
 from ..core.model_input import ModelInput
 from ..core.predictor import Embedding, Predictor
@@ -43,12 +43,12 @@ def default_backend_factory(
     model: str = "auto", threads: int = 0, runtime: str = DEFAULT_RUNTIME, precision: str = DEFAULT_PRECISION
 ) -> BackendFactory:
     """A factory loading the named model (``auto``: bundled student, else the installed teacher) on ``runtime``
-    at ``precision`` (see ``core.backend.load_backend``; an unusable runtime falls back to torch and the backend's
+    at ``precision`` (see ``core.backends.load_backend``; an unusable runtime falls back and the backend's
     ``fallback_reason`` says why)."""
 
     def factory() -> InferenceBackend:
-        from ..core.backend import load_backend
-        from ..model.checkpoint import default_model_name
+        from ..core.backends import load_backend
+        from ..model_files import default_model_name
 
         name = default_model_name() if model == "auto" else model
         return load_backend(name, threads=threads or None, precision=precision, runtime=runtime)

@@ -417,7 +417,9 @@ def test_threads_change_live_without_reloading_the_model(qtbot, fake, make_windo
     window._custom_factory = None  # as in the real app: a model change would reload
     window.open_path_and_wait(synthetic_nifti(tmp_path))
     qtbot.waitUntil(lambda: len(window.worker.cache) == 1, timeout=3000)
-    window.apply_settings(AppSettings(model=window.settings.model, threads=1, cache_mb=window.settings.cache_mb))
+    window.settings.runtime = "torch"  # torch takes a thread count live; OpenVINO compiles it in (a reload)
+    window.apply_settings(AppSettings(model=window.settings.model, threads=1, cache_mb=window.settings.cache_mb,
+                                      runtime="torch"))  # fmt: skip
     qtbot.waitUntil(lambda: calls == [1], timeout=3000)
     assert len(window.worker.cache) == 1 and window.model_label.text() == "model: fake"  # nothing reloaded
 

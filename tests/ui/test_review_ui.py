@@ -262,18 +262,41 @@ def test_a_box_superseded_by_a_slice_change_says_so(qtbot, make_window, tmp_path
     assert excepthook == []
 
 
-def test_degenerate_boxes_give_one_line_and_change_nothing(qtbot, make_window, tmp_path, excepthook) -> None:
+def test_boxes_outside_the_image_give_one_line_and_change_nothing(qtbot, make_window, tmp_path, excepthook) -> None:
     window = make_window()
     session = _open(window, tmp_path)
-    for box in ([10, 10, 10, 40], [100, 100, 200, 200], [-50, -50, -10, -10], [79, 59, 79, 59]):
+    for box in ([100, 100, 200, 200], [-50, -50, -10, -10], [10, 60, 40, 60]):  # the last: one row below
         with qtbot.waitSignal(window.worker.failed, timeout=5000):
             window.view.box_drawn.emit(4, np.array(box, float))
-        assert "\n" not in _status(window) and ("outside" in _status(window) or "no area" in _status(window))
+        assert "\n" not in _status(window) and "outside" in _status(window)
     assert not session.labels.any()
     window.view.set_slice(8)  # the last slice, the whole image
     with qtbot.waitSignal(window.worker.mask_ready, timeout=5000):
         window.view.box_drawn.emit(8, np.array([0.0, 0.0, 79.0, 59.0]))
     assert session.labels[8].mean() > 0.95 and not session.labels[:8].any()
+    assert excepthook == []
+
+
+def test_zero_width_or_height_boxes_are_segmented(qtbot, make_window, tmp_path, excepthook) -> None:
+    """A box one pixel wide or high (inclusive corners) is a valid prompt, drawn or emitted; a click draws none."""
+    window = make_window()
+    _open(window, tmp_path)
+    for box in ([10, 10, 10, 40], [79, 59, 79, 59], [5, 59, 60, 59]):
+        with qtbot.waitSignal(window.worker.mask_ready, timeout=5000):
+            window.view.box_drawn.emit(4, np.array(box, float))
+        assert _status(window).startswith("Segmented"), _status(window)
+    drawn: list[np.ndarray] = []
+    window.view.box_drawn.connect(lambda z, box: drawn.append(np.array(box)))
+    window.set_tool(Tool.BOX)
+    view, vp = window.view, window.view.viewport()
+    with qtbot.waitSignal(window.worker.mask_ready, timeout=5000):
+        qtbot.mousePress(vp, Qt.MouseButton.LeftButton, pos=_pt(view, 20.5, 10.5))
+        qtbot.mouseMove(vp, pos=_pt(view, 20.5, 25.5))
+        qtbot.mouseRelease(vp, Qt.MouseButton.LeftButton, pos=_pt(view, 20.5, 40.5))
+    assert len(drawn) == 1 and drawn[0].tolist() == [20, 10, 20, 40]
+    qtbot.mousePress(vp, Qt.MouseButton.LeftButton, pos=_pt(view, 30.5, 30.5))
+    qtbot.mouseRelease(vp, Qt.MouseButton.LeftButton, pos=_pt(view, 30.5, 30.5))
+    assert len(drawn) == 1  # a click is not a box
     assert excepthook == []
 
 

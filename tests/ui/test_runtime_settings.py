@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from medsam_desktop.core.backend import DEFAULT_PRECISION, DEFAULT_RUNTIME
+from medsam_desktop.core.backends import DEFAULT_PRECISION, DEFAULT_RUNTIME
 
 
 def _volume(tmp_path: Path) -> Path:
@@ -111,7 +111,7 @@ def _rebuilds(qtbot, window, built: list[tuple[str, int, str, str, bool]], messa
 
 
 def test_default_factory_passes_runtime_and_precision(monkeypatch) -> None:
-    from medsam_desktop.core import backend
+    from medsam_desktop.core import backends as backend
     from medsam_desktop.ui.worker import default_backend_factory
 
     calls: list[tuple[object, ...]] = []

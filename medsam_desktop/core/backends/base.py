@@ -1,0 +1,87 @@
+"""The interface between the core and an inference runtime, and the names every runtime shares.
+
+Arrays cross the interface as numpy so that a runtime without torch slots in:
+``encode``: (B, 3, 256, 256) float32 in [0, 1] -> (B, 256, 64, 64) float32 embeddings;
+``decode``: embedding (1, 256, 64, 64) + boxes (N, 4) in the 256 model frame -> logits (N, 256, 256), iou (N,).
+Nothing here imports torch or a runtime.
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+from typing import Protocol
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: the value of ``runtime`` / ``precision`` that means "what the app runs here" (see ``loader.default_configuration``)
+DEFAULT = "default"
+RUNTIMES = ("torch", "openvino", "onnxruntime")
+RUNTIME_TITLES = {"torch": "PyTorch", "openvino": "OpenVINO", "onnxruntime": "ONNX Runtime"}
+#: ``auto`` = bf16 where the CPU computes it natively, else fp32; ``int8`` = the int8 image encoder (OpenVINO only)
+#: (its float layers fp32) with the decoders at ``auto``
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+
+
+class InferenceBackend(Protocol):
+    """A loaded model on one runtime. ``name`` identifies model, runtime and precision (the embedding cache keys on
+    it); ``fallback_reason`` is one line for the user when the loader had to run something else than asked."""
+
+    name: str
+    fallback_reason: str | None
+
+    def encode(self, images: np.ndarray) -> np.ndarray: ...
+
+    def decode(self, embedding: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def check_threads(threads: int | None) -> int | None:
+    """``threads`` when it is None (all cores) or an integer >= 0 (0 also means all cores), else ValueError."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 0):
+        raise ValueError(f"threads must be a positive whole number (0 or None: all cores), got {threads!r}")
+    return threads
+
+
+def check_runtime(runtime: str) -> str:
+    """``runtime`` when it is one of :data:`RUNTIMES` or :data:`DEFAULT`, else ValueError."""
+    if runtime != DEFAULT and runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {DEFAULT}, {', '.join(RUNTIMES)}, got {runtime!r}")
+    return runtime
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` when it is one of :data:`PRECISIONS` or :data:`DEFAULT`, else ValueError."""
+    if precision != DEFAULT and precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {DEFAULT}, {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
+def backend_name(model_name: str, runtime: str, precision: str) -> str:
+    """``model[+runtime][+precision]`` (torch fp32 is the bare model name), e.g. ``repvit_m0_6+openvino+int8``."""
+    name = model_name if runtime == "torch" else f"{model_name}+{runtime}"
+    return name if precision == "fp32" else f"{name}+{precision}"
+
+
+_blas_limit: object | None = None
+
+
+def single_threaded_numpy_blas() -> None:
+    """Run numpy's BLAS on one thread, once per process: the model runtime owns the cores.
+
+    numpy's OpenBLAS and the runtime each keep a pool of busy-waiting threads; when numpy's matrix products
+    (resizing a slice, upsampling the mask) follow a model call, the two pools fight over the cores. Measured
+    on a 2-core CPU: box -> mask with a cached embedding 148 ms with both pools, 69 ms with single-threaded
+    BLAS (docs/performance.md). numpy's products here are small (~0.1 GMAC), so one thread loses nothing.
+    """
+    global _blas_limit
+    if _blas_limit is not None:
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional: without it only speed suffers
+        log.debug("threadpoolctl not installed: numpy BLAS keeps its default threads")
+        _blas_limit = False
+        return
+    _blas_limit = threadpool_limits(limits=1, user_api="blas")
