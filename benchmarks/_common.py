@@ -107,8 +107,10 @@ def machine_line(threads: int) -> str:
             continue
     caps = ISA_CAPS[isa_label()]
     isa = f"ISA capped to {caps['ONEDNN_MAX_CPU_ISA']} (emulated laptop class)" if caps else "native ISA"
-    return (f"{cpu}, {os.cpu_count()} logical CPUs, {', '.join(versions)}, threads {threads}, {isa}, "
-            f"native bf16 {native_bf16_available() if not caps else False}")
+    return (
+        f"{cpu}, {os.cpu_count()} logical CPUs, {', '.join(versions)}, threads {threads}, {isa}, "
+        f"native bf16 {native_bf16_available() if not caps else False}"
+    )
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -164,8 +166,13 @@ def random_boxes(rng: np.random.Generator, n: int) -> np.ndarray:
 def run_child(script: str, args: list[str], env: dict[str, str] | None = None) -> dict:
     """Run ``script --child ARGS`` in a fresh interpreter (own peak RSS, own malloc settings) and return the JSON
     object it prints last; a failing child stops the benchmark with its error output."""
-    out = subprocess.run([sys.executable, str(Path(script).resolve()), "--child", *args], capture_output=True,
-                         text=True, check=False, env=None if env is None else {**os.environ, **env})
+    out = subprocess.run(
+        [sys.executable, str(Path(script).resolve()), "--child", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=None if env is None else {**os.environ, **env},
+    )
     if out.returncode != 0:
         raise SystemExit(f"{Path(script).name} --child {' '.join(args)} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -71,8 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     if not cases:
         raise SystemExit(f"no cases in {args.data / 'imgs'}")
     specs = {  # label -> (runtime, precision), all built like the app's (load_backend: cached ONNX export)
-        REFERENCE: ("torch", "fp32"), "torch-bf16": ("torch", "bf16"), "onnxruntime": ("onnxruntime", "fp32"),
-        "openvino": ("openvino", "fp32"), "openvino-bf16": ("openvino", "bf16"),
+        REFERENCE: ("torch", "fp32"),
+        "torch-bf16": ("torch", "bf16"),
+        "onnxruntime": ("onnxruntime", "fp32"),
+        "openvino": ("openvino", "fp32"),
+        "openvino-bf16": ("openvino", "bf16"),
         "openvino-int8": ("openvino", "int8"),
     }
     backends = {}
@@ -92,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         case = read_challenge_npz(path)
         gts = read_challenge_gt(args.data / "gts" / path.name)
         segs = {}
-        for k in labels[i % len(labels):] + labels[: i % len(labels)]:
+        for k in labels[i % len(labels) :] + labels[: i % len(labels)]:
             t0 = time.perf_counter()
             segs[k] = segment_challenge_case(predictors[k], case.volume.array, case.boxes)
             seconds[k] += time.perf_counter() - t0
@@ -102,8 +105,9 @@ def main(argv: list[str] | None = None) -> int:
             ious[k].append(label_iou(segs[k], segs[reference_of(k)]))
             if k.endswith(("bf16", "int8")):
                 precision_ious[k].append(label_iou(segs[k], segs[_fp32_of(k)]))
-        print(f"{case.name:<52}" + "".join(f" {k} {ious[k][-1]:.4f}" for k in labels if k != reference_of(k)),
-              flush=True)
+        print(
+            f"{case.name:<52}" + "".join(f" {k} {ious[k][-1]:.4f}" for k in labels if k != reference_of(k)), flush=True
+        )
 
     print()
     print(machine_line(args.threads))
@@ -114,18 +118,24 @@ def main(argv: list[str] | None = None) -> int:
     for k in labels:
         ref = reference_of(k)
         speed = seconds[ref] / seconds[k]
-        print(f"{k:<16}{seconds[k]:>9.1f}{speed:>9.2f}x{np.mean(ious[k]):>10.4f}{min(ious[k]):>9.4f}{mean_dsc[k]:>8.4f}")
+        print(
+            f"{k:<16}{seconds[k]:>9.1f}{speed:>9.2f}x{np.mean(ious[k]):>10.4f}{min(ious[k]):>9.4f}{mean_dsc[k]:>8.4f}"
+        )
         if k != ref:
             ok = speed >= 1.3 and np.mean(ious[k]) >= 0.99
-            verdicts.append(f"{k} vs {ref}: {'meets' if ok else 'misses'} the runtime rule "
-                            f"({speed:.2f}x, IoU {np.mean(ious[k]):.4f})")
+            verdicts.append(
+                f"{k} vs {ref}: {'meets' if ok else 'misses'} the runtime rule "
+                f"({speed:.2f}x, IoU {np.mean(ious[k]):.4f})"
+            )
     for k in labels:
         if k.endswith(("bf16", "int8")):
             fp32 = _fp32_of(k)
             move = 100 * (mean_dsc[k] - mean_dsc[fp32])
-            verdicts.append(f"{k} vs {fp32}: DSC {move:+.2f} points, {seconds[fp32] / seconds[k]:.2f}x: "
-                            f"{'meets' if abs(move) < 0.2 else 'misses'} the reduced-precision rule "
-                            f"(masks: IoU {np.mean(precision_ious[k]):.4f}, min {min(precision_ious[k]):.4f})")
+            verdicts.append(
+                f"{k} vs {fp32}: DSC {move:+.2f} points, {seconds[fp32] / seconds[k]:.2f}x: "
+                f"{'meets' if abs(move) < 0.2 else 'misses'} the reduced-precision rule "
+                f"(masks: IoU {np.mean(precision_ious[k]):.4f}, min {min(precision_ious[k]):.4f})"
+            )
     print("\n".join(verdicts))
     return 0
 

@@ -74,8 +74,10 @@ def dev_agreement(data: Path, limit: int, threads: int) -> None:
                 backend.model.mask_decoder.single_mask_rewrite = rewrite
                 segs.append(segment_challenge_case(Predictor(backend), case.volume.array, case.boxes))
             ious.append(label_iou(segs[1], segs[0]))
-        print(f"{k}: rewrite vs reference on {len(cases)} dev cases: label IoU mean {np.mean(ious):.5f}, "
-              f"min {min(ious):.5f} ({cases[int(np.argmin(ious))].name})")
+        print(
+            f"{k}: rewrite vs reference on {len(cases)} dev cases: label IoU mean {np.mean(ious):.5f}, "
+            f"min {min(ious):.5f} ({cases[int(np.argmin(ious))].name})"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,8 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(time_decoders(args.threads, args.repeats)))
         return 0
     tuned = time_decoders(args.threads, args.repeats)
-    untuned = run_child(__file__, ["--threads", str(args.threads), "--repeats", str(args.repeats)],
-                        env={"MEDSAM_MALLOC_TUNING": "0"})
+    untuned = run_child(
+        __file__, ["--threads", str(args.threads), "--repeats", str(args.repeats)], env={"MEDSAM_MALLOC_TUNING": "0"}
+    )
     print(machine_line(args.threads))
     print(f"repeats {args.repeats}; median ms per box (1 box alone; per box in a batch of 8)")
     print(f"{'configuration':<14}{'malloc':>9}{'old 1':>9}{'new 1':>9}{'old 8':>9}{'new 8':>9}")
@@ -103,8 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         dev_agreement(args.data, args.dev_cases, args.threads)
     for k in CONFIGS:
         old, new = untuned[k], tuned[k]
-        print(f"decoder speed-up {k}, new (rewrite + tuned malloc) vs old: 1 box {old['old 1'] / new['new 1']:.2f}x, "
-              f"per box of 8 {old['old 8'] / new['new 8']:.2f}x")
+        print(
+            f"decoder speed-up {k}, new (rewrite + tuned malloc) vs old: 1 box {old['old 1'] / new['new 1']:.2f}x, "
+            f"per box of 8 {old['old 8'] / new['new 8']:.2f}x"
+        )
     return 0
 
 

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         gts = read_challenge_gt(args.data / "gts" / path.name)
         spacing = case.spacing_zyx if case.is_3d else None
         row: dict[str, object] = {"case": case.name, "modality": modality_of(path.name), "boxes": len(case.boxes)}
-        order = labels[i % len(labels):] + labels[: i % len(labels)]
+        order = labels[i % len(labels) :] + labels[: i % len(labels)]
         for k in order:
             t0 = time.perf_counter()
             segs = segment_challenge_case(predictors[k], case.volume.array, case.boxes)
@@ -77,8 +77,10 @@ def main(argv: list[str] | None = None) -> int:
             m = evaluate_case(segs, gts, spacing)
             row[f"{k}_s"], row[f"{k}_dsc"], row[f"{k}_nsd"] = seconds, m.dsc, m.nsd
         rows.append(row)
-        print(f"{case.name:<52}" + "".join(f"  {k} {row[f'{k}_s']:6.2f}s {row[f'{k}_dsc']:.3f}" for k in labels),
-              flush=True)
+        print(
+            f"{case.name:<52}" + "".join(f"  {k} {row[f'{k}_s']:6.2f}s {row[f'{k}_dsc']:.3f}" for k in labels),
+            flush=True,
+        )
 
     print()
     print(machine_line(args.threads))
@@ -119,14 +121,13 @@ def main(argv: list[str] | None = None) -> int:
         for k in labels:
             if k != "teacher":
                 gap = 100 * (np.mean(list(per_mod[k].values())) - t_dsc)
-                print(f"end-to-end speed-up {k} vs teacher: {totals['teacher'] / totals[k]:.1f}x "
-                      f"(DSC {gap:+.2f} points)")
+                print(
+                    f"end-to-end speed-up {k} vs teacher: {totals['teacher'] / totals[k]:.1f}x (DSC {gap:+.2f} points)"
+                )
     return 0
 
 
-def print_gate(
-    ref: str, labels: list[str], dsc: dict[str, dict[str, float]], nsd: dict[str, dict[str, float]]
-) -> None:
+def print_gate(ref: str, labels: list[str], dsc: dict[str, dict[str, float]], nsd: dict[str, dict[str, float]]) -> None:
     """One line per configuration: mean and worst-modality differences to ``ref`` in points, PASS or FAIL."""
     for k in labels:
         if k == ref:

@@ -27,9 +27,11 @@ from training.distill_online import AugmentConfig, augment
 
 def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
     """Median milliseconds of ``fn`` after two warm-up calls."""
+
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
+
     for _ in range(2):
         fn()
     sync()
@@ -58,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     gen.manual_seed(0)
     x = augment(images, hw, AugmentConfig(), gen)
     teacher = ENCODER_REGISTRY["litemedsam"]().to(device).eval().requires_grad_(False)
-    rows: list[tuple[str, float]] = [("augment", timed(lambda: augment(images, hw, AugmentConfig(), gen),
-                                                        args.repeats, device))]
+    rows: list[tuple[str, float]] = [
+        ("augment", timed(lambda: augment(images, hw, AugmentConfig(), gen), args.repeats, device))
+    ]
 
     def teacher_fwd(bf16: bool, cl: bool) -> Callable[[], object]:
         xi = x.contiguous(memory_format=torch.channels_last) if cl else x.contiguous()
@@ -67,12 +70,17 @@ def main(argv: list[str] | None = None) -> int:
         def run() -> object:
             with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 return teacher(xi)
+
         return run
 
     for bf16 in (False, True):
         for cl in (False, True):
-            rows.append((f"teacher fwd {'bf16' if bf16 else 'tf32'} {'NHWC' if cl else 'NCHW'}",
-                         timed(teacher_fwd(bf16, cl), args.repeats, device)))
+            rows.append(
+                (
+                    f"teacher fwd {'bf16' if bf16 else 'tf32'} {'NHWC' if cl else 'NCHW'}",
+                    timed(teacher_fwd(bf16, cl), args.repeats, device),
+                )
+            )
     y = teacher(x).float()
     student_rows = []
     for bf16 in (True, False):
@@ -83,8 +91,12 @@ def main(argv: list[str] | None = None) -> int:
             xi = x.contiguous(memory_format=torch.channels_last) if cl else x.contiguous()
             opt = torch.optim.AdamW(student.parameters(), lr=1e-4)
 
-            def step(student: torch.nn.Module = student, xi: torch.Tensor = xi, opt: torch.optim.Optimizer = opt,
-                     bf16: bool = bf16) -> object:
+            def step(
+                student: torch.nn.Module = student,
+                xi: torch.Tensor = xi,
+                opt: torch.optim.Optimizer = opt,
+                bf16: bool = bf16,
+            ) -> object:
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     pred = student(xi)
                 loss = F.mse_loss(pred.float(), y)
@@ -92,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                 loss.backward()
                 opt.step()
                 return loss
+
             name = f"student fwd+bwd+step {'bf16' if bf16 else 'tf32'} {'NHWC' if cl else 'NCHW'}"
             ms = timed(step, args.repeats, device)
             rows.append((name, ms))

@@ -61,13 +61,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"512x512 CT slice; cached: {args.repeats} random boxes, first mask: {args.new_slices} new slices (ms)")
     print(f"{'configuration':<24}{'cached p50':>12}{'cached p95':>12}{'first p50':>12}{'first p95':>12}")
     for k in labels:
-        print(f"{k:<24}{percentile_ms(cached[k], 50):>12.1f}{percentile_ms(cached[k], 95):>12.1f}"
-              f"{percentile_ms(first[k], 50):>12.1f}{percentile_ms(first[k], 95):>12.1f}")
+        print(
+            f"{k:<24}{percentile_ms(cached[k], 50):>12.1f}{percentile_ms(cached[k], 95):>12.1f}"
+            f"{percentile_ms(first[k], 50):>12.1f}{percentile_ms(first[k], 95):>12.1f}"
+        )
     if "teacher" in labels:
         for k in labels:
             if k != "teacher":
-                print(f"first mask on a new slice, {k} vs teacher: "
-                      f"{percentile_ms(first['teacher'], 50) / percentile_ms(first[k], 50):.1f}x")
+                print(
+                    f"first mask on a new slice, {k} vs teacher: "
+                    f"{percentile_ms(first['teacher'], 50) / percentile_ms(first[k], 50):.1f}x"
+                )
     return 0
 
 

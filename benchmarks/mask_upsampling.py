@@ -74,8 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         if cls not in old_ms:
             continue
         o, n = statistics.median(old_ms[cls]), statistics.median(new_ms[cls])
-        print(f"{cls:<14}{len(area[cls]):>7}{100 * statistics.median(area[cls]):>13.2f}{o:>9.2f}{n:>9.2f}"
-              f"{o / n:>9.1f}")
+        print(f"{cls:<14}{len(area[cls]):>7}{100 * statistics.median(area[cls]):>13.2f}{o:>9.2f}{n:>9.2f}{o / n:>9.1f}")
     total_old = sum(sum(v) for v in old_ms.values())
     total_new = sum(sum(v) for v in new_ms.values())
     print(f"all boxes, total time old / new: {total_old / total_new:.1f}x")

@@ -51,8 +51,13 @@ def session(rounds: int, prompts: int, threads: int, config: str = "student-bf16
             lo = rng.uniform(50, 350, 2)
             predictor.decode(emb, np.concatenate([lo, lo + rng.uniform(20, 150, 2)]))
         sel = boxes3d[r % len(boxes3d) : r % len(boxes3d) + 2]
-        propagate_boxes(predictor, stack, sel, volume_key="synthetic",  # type: ignore[arg-type]
-                        pixel_spacing=stack.pixel_spacing)
+        propagate_boxes(
+            predictor,
+            stack,
+            sel,
+            volume_key="synthetic",  # type: ignore[arg-type]
+            pixel_spacing=stack.pixel_spacing,
+        )
         samples.append(current_rss_mb())
     return {"rss": samples, "peak": peak_rss_mb(), "seconds": time.perf_counter() - t0}
 
@@ -68,10 +73,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         print(json.dumps(session(args.rounds, args.prompts, args.threads, args.config)))
         return 0
-    child_args = ["--rounds", str(args.rounds), "--prompts", str(args.prompts), "--threads", str(args.threads),
-                  "--config", args.config]
-    results = {label: run_child(__file__, child_args, env={"MEDSAM_MALLOC_TUNING": tuning})
-               for label, tuning in (("tuned (default)", "1"), ("untuned", "0"))}
+    child_args = [
+        "--rounds",
+        str(args.rounds),
+        "--prompts",
+        str(args.prompts),
+        "--threads",
+        str(args.threads),
+        "--config",
+        args.config,
+    ]
+    results = {
+        label: run_child(__file__, child_args, env={"MEDSAM_MALLOC_TUNING": tuning})
+        for label, tuning in (("tuned (default)", "1"), ("untuned", "0"))
+    }
     print(machine_line(args.threads))
     print(f"{args.config}, synthetic 512x512x60 CT, {args.rounds} rounds of {args.prompts} prompts + 1 propagation")
     print(f"{'malloc':<18}{'RSS round 1':>12}{'RSS end':>10}{'growth':>9}{'peak':>8}{'seconds':>9}")
@@ -80,9 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label:<18}{first:>12.0f}{last:>10.0f}{last - first:>+9.0f}{r['peak']:>8.0f}{r['seconds']:>9.1f}")
     print("RSS per round (MB), tuned: " + " ".join(f"{v:.0f}" for v in results["tuned (default)"]["rss"]))
     tuned, untuned = results["tuned (default)"], results["untuned"]
-    print(f"tuned vs untuned: growth {tuned['rss'][-1] - tuned['rss'][0]:+.0f} vs "
-          f"{untuned['rss'][-1] - untuned['rss'][0]:+.0f} MB, peak {tuned['peak']:.0f} vs {untuned['peak']:.0f} MB, "
-          f"time {untuned['seconds'] / tuned['seconds']:.2f}x faster")
+    print(
+        f"tuned vs untuned: growth {tuned['rss'][-1] - tuned['rss'][0]:+.0f} vs "
+        f"{untuned['rss'][-1] - untuned['rss'][0]:+.0f} MB, peak {tuned['peak']:.0f} vs {untuned['peak']:.0f} MB, "
+        f"time {untuned['seconds'] / tuned['seconds']:.2f}x faster"
+    )
     return 0
 
 

@@ -107,8 +107,13 @@ def run_one(label: str, threads: int, depth: int) -> dict[str, float]:
     reset = reset_peak_rss()  # from here: volume + model resident, peak of the segmentation itself
     t0 = time.perf_counter()
     stack = ModelInput(Volume(vol, modality="CT"))  # the app's model input: soft-tissue window, slice by slice
-    labels = propagate_boxes(predictor, stack, boxes, volume_key="synthetic",  # type: ignore[arg-type]
-                             pixel_spacing=stack.pixel_spacing)
+    labels = propagate_boxes(
+        predictor,
+        stack,
+        boxes,
+        volume_key="synthetic",  # type: ignore[arg-type]
+        pixel_spacing=stack.pixel_spacing,
+    )
     seconds = time.perf_counter() - t0
     peak = peak_rss_mb()
     inter = np.zeros(len(OBJECTS))
@@ -122,10 +127,16 @@ def run_one(label: str, threads: int, depth: int) -> dict[str, float]:
         truth_n[v] = t.sum()
         inter[v] = np.sum(t & (labels == v + 1))
     dsc = 2 * inter / np.maximum(1, pred_n + truth_n)
-    return {"seconds": seconds, "peak_rss_mb": peak, "peak_is_segmentation_only": reset,
-            "volume_mb": vol.nbytes / 2**20, "slices_encoded": calls["encode"],
-            "boxes_decoded": calls["decoded boxes"], "mean_dsc": float(np.mean(dsc)),
-            "cache_mb": predictor.cache.nbytes / 2**20 if predictor.cache else 0.0}
+    return {
+        "seconds": seconds,
+        "peak_rss_mb": peak,
+        "peak_is_segmentation_only": reset,
+        "volume_mb": vol.nbytes / 2**20,
+        "slices_encoded": calls["encode"],
+        "boxes_decoded": calls["decoded boxes"],
+        "mean_dsc": float(np.mean(dsc)),
+        "cache_mb": predictor.cache.nbytes / 2**20 if predictor.cache else 0.0,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,12 +156,16 @@ def main(argv: list[str] | None = None) -> int:
         print(label, results[label], flush=True)
     print()
     print(machine_line(args.threads))
-    print(f"synthetic CT 512x512x{args.depth} int16 ({next(iter(results.values()))['volume_mb']:.0f} MB), "
-          f"{len(OBJECTS)} objects, default cache 256 MB")
+    print(
+        f"synthetic CT 512x512x{args.depth} int16 ({next(iter(results.values()))['volume_mb']:.0f} MB), "
+        f"{len(OBJECTS)} objects, default cache 256 MB"
+    )
     print(f"{'configuration':<24}{'seconds':>9}{'peak RSS MB':>13}{'slices':>8}{'boxes':>7}{'DSC':>7}")
     for k, r in results.items():
-        print(f"{k:<24}{r['seconds']:>9.1f}{r['peak_rss_mb']:>13.0f}{r['slices_encoded']:>8}{r['boxes_decoded']:>7}"
-              f"{r['mean_dsc']:>7.3f}")
+        print(
+            f"{k:<24}{r['seconds']:>9.1f}{r['peak_rss_mb']:>13.0f}{r['slices_encoded']:>8}{r['boxes_decoded']:>7}"
+            f"{r['mean_dsc']:>7.3f}"
+        )
     if "teacher" in results:
         for k in results:
             if k != "teacher":

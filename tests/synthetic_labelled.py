@@ -43,8 +43,9 @@ def write_labelled_folder(root: Path, n2d: int = 4, n3d: int = 3, seed: int = 0)
         gts[1:5] = _shapes(80, 64, rng)
         gts[0, 5:15, 5:15] = 3  # a label present on one slice only
         imgs = np.stack([_image(g, rng) for g in gts])
-        np.savez_compressed(root / "volumes" / f"3DBox_CT_case{i:02d}.npz", imgs=imgs, gts=gts,
-                            spacing=np.array([2.0, 1.0, 1.0]))
+        np.savez_compressed(
+            root / "volumes" / f"3DBox_CT_case{i:02d}.npz", imgs=imgs, gts=gts, spacing=np.array([2.0, 1.0, 1.0])
+        )
     (root / "eval").mkdir()
     (root / "eval" / "2DBox_Synth_secret.npz").write_bytes(b"never open me")
     return root

@@ -20,8 +20,12 @@ def _write_cases(folder: Path) -> None:
     img2d = rng.integers(0, 255, (96, 120, 3), dtype=np.uint8)
     np.savez(folder / "2DBox_US_test_a.npz", imgs=img2d, boxes=np.array([[10, 10, 60, 50], [40, 30, 100, 90]]))
     img3d = rng.integers(0, 255, (6, 64, 80), dtype=np.uint8)
-    np.savez(folder / "3DBox_CT_test_b.npz", imgs=img3d, boxes=np.array([[5, 5, 1, 40, 40, 4]]),
-             spacing=np.array([2.5, 0.8, 0.8]))
+    np.savez(
+        folder / "3DBox_CT_test_b.npz",
+        imgs=img3d,
+        boxes=np.array([[5, 5, 1, 40, 40, 4]]),
+        spacing=np.array([2.5, 0.8, 0.8]),
+    )
 
 
 def test_infer_writes_segs_and_timing(tmp_path: Path, random_weights: Path) -> None:
@@ -58,8 +62,24 @@ def test_segment_volume_keeps_geometry(tmp_path: Path, random_weights: Path) -> 
     src = tmp_path / "ct.nii.gz"
     sitk.WriteImage(img, str(src))
     out = tmp_path / "mask.nii.gz"
-    code = segment.main([str(src), "--box", "5", "5", "30", "25", "--zrange", "2", "5", "--label", "3",
-                         "-o", str(out), *model_args(random_weights)])
+    code = segment.main(
+        [
+            str(src),
+            "--box",
+            "5",
+            "5",
+            "30",
+            "25",
+            "--zrange",
+            "2",
+            "5",
+            "--label",
+            "3",
+            "-o",
+            str(out),
+            *model_args(random_weights),
+        ]
+    )
     assert code == 0
     mask = sitk.ReadImage(str(out))
     assert mask.GetSize() == img.GetSize()
@@ -82,8 +102,9 @@ def test_segment_volume_keeps_geometry(tmp_path: Path, random_weights: Path) -> 
 def test_segment_errors_are_one_line(tmp_path: Path, random_weights: Path, capsys, extra, message) -> None:
     src = tmp_path / "v.nii.gz"
     sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 20, 20), np.int16)), str(src))
-    code = segment.main([str(src), "--box", "1", "1", "10", "10", "-o", str(tmp_path / "m.nii.gz"),
-                         *extra, *model_args(random_weights)])
+    code = segment.main(
+        [str(src), "--box", "1", "1", "10", "10", "-o", str(tmp_path / "m.nii.gz"), *extra, *model_args(random_weights)]
+    )
     assert code == 1
     err = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln]
     assert len(err) == 1 and message in err[0]

@@ -27,7 +27,8 @@ def test_box_scaling_uses_longest_side() -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(
-    h=st.integers(1, 4096), w=st.integers(1, 4096),
+    h=st.integers(1, 4096),
+    w=st.integers(1, 4096),
     box=st.lists(st.floats(0, 4096, allow_nan=False), min_size=4, max_size=4),
 )
 def test_box_round_trip(h: int, w: int, box: list[float]) -> None:

@@ -96,8 +96,10 @@ def test_masks_equal_the_full_upsampling_wherever_the_structure_is(shape: tuple[
     the whole upsampled frame, for structures in the middle, at every edge and corner, empty, or everywhere."""
     yy, xx = np.mgrid[:256, :256]
     centres = [(128, 128), (0, 0), (255, 255), (0, 200), (200, 0), (60, 250)]
-    logits = np.stack([(6.0 - np.hypot(yy - cy, xx - cx)).astype(np.float32) for cy, cx in centres]
-                      + [np.full((256, 256), -1.0, np.float32), np.full((256, 256), 1.0, np.float32)])
+    logits = np.stack(
+        [(6.0 - np.hypot(yy - cy, xx - cx)).astype(np.float32) for cy, cx in centres]
+        + [np.full((256, 256), -1.0, np.float32), np.full((256, 256), 1.0, np.float32)]
+    )
     logits[0, 10, 10] = 0.5  # two separate blobs: one bounding region
     frame = FrameInfo.of(shape, (1.0, aspect))
     masks = logits_to_masks(logits, frame)

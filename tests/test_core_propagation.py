@@ -190,8 +190,10 @@ def test_slices_kept_for_the_second_sweep_come_back_unchanged_with_a_float16_cac
         np.testing.assert_array_equal(first, second)
 
 
-@pytest.mark.parametrize("values, message", [([1], "1 label values for 2 boxes"), ([1, 0], "1 to 65535"),
-                                             ([2, 70000], "1 to 65535"), ([1, 2.5], "1 to 65535")])
+@pytest.mark.parametrize(
+    "values, message",
+    [([1], "1 label values for 2 boxes"), ([1, 0], "1 to 65535"), ([2, 70000], "1 to 65535"), ([1, 2.5], "1 to 65535")],
+)
 def test_label_values_are_checked_before_any_work(values: list, message: str) -> None:
     fake = FakePredictor()
     boxes = np.array([[10, 10, 0, 40, 40, 9], [60, 60, 4, 100, 100, 11]])

@@ -52,8 +52,9 @@ def test_no_augment_is_the_plain_model_input() -> None:
 @pytest.mark.parametrize("variant", ["hflip", "vflip"])
 def test_flips_mirror_the_content_region_like_the_teacher_cache(variant: str) -> None:
     imgs, hw = _shard_images()
-    cfg = online.AugmentConfig(p_hflip=float(variant == "hflip"), p_vflip=float(variant == "vflip"),
-                               p_zoom=0.0, p_gamma=0.0)
+    cfg = online.AugmentConfig(
+        p_hflip=float(variant == "hflip"), p_vflip=float(variant == "vflip"), p_zoom=0.0, p_gamma=0.0
+    )
     out = _augment(imgs, hw, cfg)
     for i, (h, w) in enumerate(hw):
         expected = apply_variant(imgs[i], int(h), int(w), variant).astype(np.float32) / 255.0
@@ -117,8 +118,9 @@ def test_second_pack_takes_the_items_the_first_left_out(tmp_path: Path) -> None:
     imgs, hw = _shard_images()
     first_two = sum(len(pack_shards.encode(imgs[i, :h, :w])) for i, (h, w) in enumerate(hw[:2]))
     n1 = pack_shards.pack(tmp_path / "data", tmp_path / "p1", max_mb=(first_two + 1) / 2**20)
-    n2 = pack_shards.pack(tmp_path / "data", tmp_path / "p2", max_mb=100,
-                          exclude_ids=pack_shards.packed_ids([tmp_path / "p1"]))
+    n2 = pack_shards.pack(
+        tmp_path / "data", tmp_path / "p2", max_mb=100, exclude_ids=pack_shards.packed_ids([tmp_path / "p1"])
+    )
     ids1 = [r["id"] for r in online.load_pack(tmp_path / "p1")[0]]
     ids2 = [r["id"] for r in online.load_pack(tmp_path / "p2")[0]]
     assert (n1, n2) == (2, 2) and not set(ids1) & set(ids2)
@@ -132,24 +134,74 @@ def test_bundle_train_assemble_round_trip(tmp_path: Path) -> None:
     save_checkpoint(build_model("swin_tiny_test"), student, "swin_tiny_test")
     _prepared_folder(tmp_path / "data")
     bundle, out = tmp_path / "bundle", tmp_path / "out"
-    assert online.main(["bundle", "--data", str(tmp_path / "data"), "--out", str(bundle),
-                        "--student", str(student), "--teacher", str(teacher)]) == 0
+    assert (
+        online.main(
+            [
+                "bundle",
+                "--data",
+                str(tmp_path / "data"),
+                "--out",
+                str(bundle),
+                "--student",
+                str(student),
+                "--teacher",
+                str(teacher),
+            ]
+        )
+        == 0
+    )
     assert {p.name for p in bundle.iterdir()} == {online.TEACHER_FILE, online.STUDENT_FILE, online.PACK_DIR}
     half = torch.load(bundle / online.STUDENT_FILE, weights_only=True)
     assert half["arch"] == "swin_tiny_test"
     assert all(v.dtype == torch.float16 for v in half["state"].values() if v.is_floating_point())
 
     # a second pack holds the rest: no item twice
-    assert online.main(["bundle", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "second"),
-                        "--pack-only", "--exclude-pack", str(bundle / online.PACK_DIR)]) == 0
+    assert (
+        online.main(
+            [
+                "bundle",
+                "--data",
+                str(tmp_path / "data"),
+                "--out",
+                str(tmp_path / "second"),
+                "--pack-only",
+                "--exclude-pack",
+                str(bundle / online.PACK_DIR),
+            ]
+        )
+        == 0
+    )
     assert not (tmp_path / "second" / online.TEACHER_FILE).exists()
     first_rows = online.load_pack(bundle / online.PACK_DIR)[0]
     second_rows = online.load_pack(tmp_path / "second" / online.PACK_DIR)[0]
     assert len(first_rows) == 4 and second_rows == []  # everything fitted into the first one
 
-    assert online.main(["train", "--bundle", str(bundle), "--out", str(out), "--minutes", "0.02", "--device",
-                        "cpu", "--batch-size", "2", "--lr", "1e-3", "3e-3", "--val-items", "1", "--teacher-bf16",
-                        "--extra-pack", str(tmp_path / "second" / online.PACK_DIR)]) == 0
+    assert (
+        online.main(
+            [
+                "train",
+                "--bundle",
+                str(bundle),
+                "--out",
+                str(out),
+                "--minutes",
+                "0.02",
+                "--device",
+                "cpu",
+                "--batch-size",
+                "2",
+                "--lr",
+                "1e-3",
+                "3e-3",
+                "--val-items",
+                "1",
+                "--teacher-bf16",
+                "--extra-pack",
+                str(tmp_path / "second" / online.PACK_DIR),
+            ]
+        )
+        == 0
+    )
     with (out / "log.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert {r["student"] for r in rows} == {"0", "1"}
@@ -159,8 +211,10 @@ def test_bundle_train_assemble_round_trip(tmp_path: Path) -> None:
     assert final["peak_lr"] == pytest.approx(1e-3) and final["step"] == int(last["step"])
 
     assembled = tmp_path / "assembled.pt"
-    assert online.main(["assemble", "--encoder", str(out / "final_0.pt"), "--base", str(student),
-                        "--out", str(assembled)]) == 0
+    assert (
+        online.main(["assemble", "--encoder", str(out / "final_0.pt"), "--base", str(student), "--out", str(assembled)])
+        == 0
+    )
     model, base = load_checkpoint(assembled), load_checkpoint(student)
     for k, v in model.image_encoder.state_dict().items():
         assert torch.equal(v, final["encoder"][k])

@@ -31,8 +31,16 @@ def _free_port() -> int:
 
 
 def _torchrun(script: str, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
-           f"--master_port={_free_port()}", script, *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--nnodes=1",
+        f"--master_port={_free_port()}",
+        script,
+        *args,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
@@ -57,8 +65,25 @@ def _write_shards(data: Path, tag: str, n: int = 6) -> None:
 def test_train_teacher_under_torchrun(tmp_path: Path) -> None:
     data = write_labelled_folder(tmp_path / "labelled")
     out = tmp_path / "run"
-    _torchrun("training/train_teacher.py", "--data", str(data), "--out", str(out), "--encoder-config", "tiny",
-              "--batch-size", "2", "--max-steps", "3", "--val-every", "2", "--val-items", "2", "--threads", "1")
+    _torchrun(
+        "training/train_teacher.py",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--encoder-config",
+        "tiny",
+        "--batch-size",
+        "2",
+        "--max-steps",
+        "3",
+        "--val-every",
+        "2",
+        "--val-items",
+        "2",
+        "--threads",
+        "1",
+    )
     state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)["state"]
     assert state["step"] == 3
     assert load_checkpoint(out / "best.pt").image_encoder.__class__.__name__ == "SwinEncoder"
@@ -71,8 +96,23 @@ def test_distill_under_torchrun(tmp_path: Path) -> None:
     torch.manual_seed(0)
     save_checkpoint(build_model("swin_tiny_test"), teacher, "swin_tiny_test")
     _write_shards(data, f"teacher-{sha256_of(teacher)[:8]}")
-    _torchrun("training/distill.py", "--data", str(data), "--out", str(out), "--teacher", str(teacher),
-              "--batch-size", "2", "--max-steps", "3", "--val-every", "2", "--threads", "1")
+    _torchrun(
+        "training/distill.py",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--teacher",
+        str(teacher),
+        "--batch-size",
+        "2",
+        "--max-steps",
+        "3",
+        "--val-every",
+        "2",
+        "--threads",
+        "1",
+    )
     state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)["state"]
     assert state["step"] == 3
     student = load_checkpoint(out / "best.pt", arch="repvit_m0_6")

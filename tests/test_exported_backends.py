@@ -50,8 +50,18 @@ def test_candidate_matches_torch(exported: tuple[torch.nn.Module, Path], kind: s
     assert e_cand.shape == (1, 256, 64, 64)
     np.testing.assert_allclose(e_cand, e_ref, atol=2e-4, rtol=1e-3)
     # 7 boxes: chunks of every exported size, results in the order given
-    boxes = np.array([[10, 20, 120, 140], [50, 50, 250, 200], [0, 0, 30, 30], [100, 30, 200, 90],
-                      [5, 150, 90, 250], [60, 60, 70, 75], [128, 128, 255, 255]], dtype=np.float32)
+    boxes = np.array(
+        [
+            [10, 20, 120, 140],
+            [50, 50, 250, 200],
+            [0, 0, 30, 30],
+            [100, 30, 200, 90],
+            [5, 150, 90, 250],
+            [60, 60, 70, 75],
+            [128, 128, 255, 255],
+        ],
+        dtype=np.float32,
+    )
     (l_ref, i_ref), (l_cand, i_cand) = ref.decode(e_ref, boxes), cand.decode(e_ref, boxes)
     assert l_cand.shape == (7, 256, 256) and i_cand.shape == (7,)
     np.testing.assert_allclose(l_cand, l_ref, atol=2e-3, rtol=1e-3)
@@ -66,8 +76,10 @@ def test_candidate_serves_the_predictor(exported: tuple[torch.nn.Module, Path], 
     model, folder = exported
     image = (np.random.default_rng(1).random((300, 200)) * 255).astype(np.uint8)
     box = np.array([20.0, 30.0, 150.0, 260.0])
-    masks = [Predictor(b).decode(Predictor(b).encode(image), box).masks for b in (TorchBackend(model),
-                                                                                    _candidate(kind, folder))]
+    masks = [
+        Predictor(b).decode(Predictor(b).encode(image), box).masks
+        for b in (TorchBackend(model), _candidate(kind, folder))
+    ]
     assert masks[0].shape == (1, 300, 200)
     assert np.mean(masks[0] == masks[1]) > 0.999
 
@@ -122,8 +134,9 @@ def test_openvino_compiles_decoders_without_a_setting_it_does_not_know(
     assert "NO_SUCH_OPENVINO_KEY" in caplog.text
     emb = np.random.default_rng(4).standard_normal((1, 256, 64, 64)).astype(np.float32)
     boxes = np.array([[10, 20, 120, 140]], dtype=np.float32)
-    np.testing.assert_allclose(backend.decode(emb, boxes)[0], TorchBackend(model).decode(emb, boxes)[0],
-                               atol=2e-3, rtol=1e-3)
+    np.testing.assert_allclose(
+        backend.decode(emb, boxes)[0], TorchBackend(model).decode(emb, boxes)[0], atol=2e-3, rtol=1e-3
+    )
 
 
 def test_layernorm2d_export_form_matches(monkeypatch: pytest.MonkeyPatch) -> None:

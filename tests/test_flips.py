@@ -152,11 +152,31 @@ def test_plan_order(tmp_path: Path) -> None:
     cache = TeacherCache(tmp_path, "t")
     variants = parse_variants("identity,hflip,vflip")
     got = [(it.id[-1], v) for it, v in teacher_cache.plan(items, cache, variants)]
-    assert got == [("9", IDENTITY), ("0", IDENTITY), ("1", IDENTITY), ("2", IDENTITY),
-                   ("0", "hflip"), ("1", "hflip"), ("2", "hflip"), ("0", "vflip"), ("1", "vflip"), ("2", "vflip")]
+    assert got == [
+        ("9", IDENTITY),
+        ("0", IDENTITY),
+        ("1", IDENTITY),
+        ("2", IDENTITY),
+        ("0", "hflip"),
+        ("1", "hflip"),
+        ("2", "hflip"),
+        ("0", "vflip"),
+        ("1", "vflip"),
+        ("2", "vflip"),
+    ]
     got = [(it.id[-1], v) for it, v in teacher_cache.plan(items, cache, variants, block=2)]
-    assert got == [("9", IDENTITY), ("0", IDENTITY), ("1", IDENTITY), ("0", "hflip"), ("1", "hflip"),
-                   ("0", "vflip"), ("1", "vflip"), ("2", IDENTITY), ("2", "hflip"), ("2", "vflip")]
+    assert got == [
+        ("9", IDENTITY),
+        ("0", IDENTITY),
+        ("1", IDENTITY),
+        ("0", "hflip"),
+        ("1", "hflip"),
+        ("0", "vflip"),
+        ("1", "vflip"),
+        ("2", IDENTITY),
+        ("2", "hflip"),
+        ("2", "vflip"),
+    ]
     cache.put("0000_0001", np.zeros((1,)), "hflip")
     got = [(it.id[-1], v) for it, v in teacher_cache.plan(items, cache, variants, limit=2)]
     assert ("1", "hflip") not in got and ("2", IDENTITY) not in got and len(got) == 6
@@ -212,15 +232,17 @@ def _filled_cache(tmp_path: Path, tag: str = "fake") -> tuple[Path, list[ShardIt
     return data, items, cache, images
 
 
-def test_flips_draw_only_cached_variants_paired_with_their_target(tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_flips_draw_only_cached_variants_paired_with_their_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _, items, cache, images = _filled_cache(tmp_path)
     train = [it for it in items if it.split == "train"]
     seen: dict[str, set[str]] = {it.id: set() for it in train}
     original = distill.load_batch
 
-    def checked(batch: list[ShardItem], imgs: ShardImages, c: TeacherCache,
-                variants: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def checked(
+        batch: list[ShardItem], imgs: ShardImages, c: TeacherCache, variants: list[str] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = original(batch, imgs, c, variants)
         assert variants is not None and len(variants) == len(batch)
         for it, v in zip(batch, variants):
@@ -247,8 +269,9 @@ def test_flips_off_is_identity_only(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     calls: list[tuple[list[str], list[str] | None]] = []
     original = distill.load_batch
 
-    def record(batch: list[ShardItem], imgs: ShardImages, c: TeacherCache,
-               variants: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def record(
+        batch: list[ShardItem], imgs: ShardImages, c: TeacherCache, variants: list[str] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         calls.append(([it.id for it in batch], variants))
         return original(batch, imgs, c, variants)
 
@@ -286,8 +309,28 @@ def test_distill_cli_with_flips(tmp_path: Path, caplog: pytest.LogCaptureFixture
     data, *_ = _filled_cache(tmp_path, f"teacher-{sha256_of(teacher)[:8]}")
     out = tmp_path / "run"
     with caplog.at_level(logging.INFO, logger="distill"):
-        assert distill.main(["--data", str(data), "--out", str(out), "--teacher", str(teacher), "--flips",
-                             "--batch-size", "2", "--max-steps", "2", "--val-every", "2", "--threads", "1"]) == 0
+        assert (
+            distill.main(
+                [
+                    "--data",
+                    str(data),
+                    "--out",
+                    str(out),
+                    "--teacher",
+                    str(teacher),
+                    "--flips",
+                    "--batch-size",
+                    "2",
+                    "--max-steps",
+                    "2",
+                    "--val-every",
+                    "2",
+                    "--threads",
+                    "1",
+                ]
+            )
+            == 0
+        )
     assert "flipped targets available: hflip 6, vflip 6" in caplog.text
     assert torch.load(out / "last.pt", map_location="cpu", weights_only=True)["state"]["step"] == 2
 

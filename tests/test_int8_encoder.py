@@ -130,8 +130,21 @@ def test_quantized_random_student_runs_int8_on_openvino(tmp_path: Path) -> None:
     assert len(convs) == 76 and len(int8_convs) == 76 - len(left_float)
     assert not set(int8_convs) & set(left_float)
 
-    fields = dict(ort_version="x", n_cal=4, seed=0, hardware="test", n_val=0, mse_fp32=0.0, mse_int8=0.0,
-                  mse_int8_fp32=0.0, hint="f32", table="-", per_mod=4, n_held=0, held_table="-")
+    fields = dict(
+        ort_version="x",
+        n_cal=4,
+        seed=0,
+        hardware="test",
+        n_val=0,
+        mse_fp32=0.0,
+        mse_int8=0.0,
+        mse_int8_fp32=0.0,
+        hint="f32",
+        table="-",
+        per_mod=4,
+        n_held=0,
+        held_table="-",
+    )
     final, card = install_int8_encoder(int8, weights, tmp_path, fields)
     assert final == int8_encoder_path(weights) and card.is_file()
     assert find_int8_encoder(weights) == final  # the card's two sha256 lines are what the app checks
@@ -188,8 +201,11 @@ def test_calibration_and_held_out_images_are_drawn_per_modality_and_never_overla
     from training.shards import ShardItem
 
     counts = {"ct": 30, "mr": 12, "us": 3}
-    items = [ShardItem(f"{m}{i:03d}", 0, i, f"g{i}", m, "src", "train", 256, 256, i)
-             for m, n in counts.items() for i in range(n)]
+    items = [
+        ShardItem(f"{m}{i:03d}", 0, i, f"g{i}", m, "src", "train", 256, 256, i)
+        for m, n in counts.items()
+        for i in range(n)
+    ]
     cal, held = split_by_modality(items, per_modality=16, held_out=8, seed=0)
     by_mod = {m: [it for it in cal if it.modality == m] for m in counts}
     assert [len(by_mod[m]) for m in counts] == [16, 4, 0]  # what is left after the held-out draw, capped at 16

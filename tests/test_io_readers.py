@@ -262,8 +262,7 @@ def test_all_nan_and_time_series_are_refused(tmp_path: Path) -> None:
 def test_too_large_is_refused_from_header(tmp_path: Path) -> None:
     for name, dims in [("big2d.mhd", "20000 20000 1"), ("big3d.mhd", "2048 2048 1024")]:
         (tmp_path / name).write_text(
-            f"ObjectType = Image\nNDims = 3\nDimSize = {dims}\nElementType = MET_UCHAR\n"
-            "ElementDataFile = missing.raw\n"
+            f"ObjectType = Image\nNDims = 3\nDimSize = {dims}\nElementType = MET_UCHAR\nElementDataFile = missing.raw\n"
         )
         with pytest.raises(InvalidImageError, match="too large") as info:
             read_image(tmp_path / name)
@@ -510,9 +509,7 @@ def test_multimember_gzip_nifti_is_not_flagged(tmp_path: Path) -> None:
 
 
 def test_corrupt_picture_is_typed(tmp_path: Path) -> None:
-    path = _png(
-        tmp_path, "cut.png", Image.fromarray(np.random.default_rng(3).integers(0, 255, (64, 64), np.uint8))
-    )
+    path = _png(tmp_path, "cut.png", Image.fromarray(np.random.default_rng(3).integers(0, 255, (64, 64), np.uint8)))
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(CorruptFileError) as info:
         read_image(path)

@@ -136,9 +136,7 @@ def test_read_labels_reports_geometry_mismatch(tmp_path: Path, oblique_reference
                      direction=oblique_reference.direction)  # fmt: skip
     with pytest.raises(GeometryMismatchError, match="origin"):
         read_labels(out, shifted)
-    identity = Volume(
-        oblique_reference.array, spacing=oblique_reference.spacing, origin=oblique_reference.origin
-    )
+    identity = Volume(oblique_reference.array, spacing=oblique_reference.spacing, origin=oblique_reference.origin)
     with pytest.raises(GeometryMismatchError, match="orientation"):
         read_labels(out, identity)
     bigger = Volume(np.zeros((6, 7, 9)), spacing=oblique_reference.spacing, origin=oblique_reference.origin,
@@ -200,9 +198,7 @@ def test_write_mask_png_labels_and_binary(tmp_path: Path) -> None:
     ref = Volume(np.zeros((1, 5, 6), np.uint8), is_2d=True)
     np.testing.assert_array_equal(read_labels(tmp_path / "m.png", ref)[0], mask[0])
     # a PNG has no geometry: it also fits a DICOM slice with real spacing/origin, but not another size
-    dicom_like = Volume(
-        np.zeros((1, 5, 6), np.int16), spacing=(0.66, 0.66, 5.0), origin=(-158.0, -179.0, -75.7)
-    )
+    dicom_like = Volume(np.zeros((1, 5, 6), np.int16), spacing=(0.66, 0.66, 5.0), origin=(-158.0, -179.0, -75.7))
     np.testing.assert_array_equal(read_labels(tmp_path / "m.png", dicom_like)[0], mask[0])
     with pytest.raises(GeometryMismatchError, match="size"):
         read_labels(tmp_path / "m.png", Volume(np.zeros((1, 6, 6), np.uint8)))

@@ -21,16 +21,42 @@ def test_infer_refuses_bad_threads_in_one_line(
     tmp_path: Path, random_weights: Path, threads: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _case(tmp_path / "imgs")
-    code = infer.main(["-i", str(tmp_path / "imgs"), "-o", str(tmp_path / "segs"), "--model", "repvit_m0_6",
-                       "--weights", str(random_weights), "--threads", threads, "-q"])
+    code = infer.main(
+        [
+            "-i",
+            str(tmp_path / "imgs"),
+            "-o",
+            str(tmp_path / "segs"),
+            "--model",
+            "repvit_m0_6",
+            "--weights",
+            str(random_weights),
+            "--threads",
+            threads,
+            "-q",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and "--threads" in err, err
     assert not (tmp_path / "segs").exists()
 
 
 def test_segment_refuses_negative_threads(tmp_path: Path, random_weights: Path, capsys) -> None:
-    code = segment.main(["--sample", "ct-vertebra", "-o", str(tmp_path / "m.nii.gz"), "--model", "repvit_m0_6",
-                         "--weights", str(random_weights), "--threads", "-2", "-q"])
+    code = segment.main(
+        [
+            "--sample",
+            "ct-vertebra",
+            "-o",
+            str(tmp_path / "m.nii.gz"),
+            "--model",
+            "repvit_m0_6",
+            "--weights",
+            str(random_weights),
+            "--threads",
+            "-2",
+            "-q",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and "--threads" in err, err
 

@@ -81,12 +81,20 @@ def test_names_differ_per_runtime_and_precision() -> None:
 def test_loaded_backends_have_distinct_names(random_weights: Path) -> None:
     pytest.importorskip("openvino")
     pytest.importorskip("onnxruntime")
-    configs = [("torch", "fp32"), ("torch", "bf16"), ("openvino", "fp32"), ("openvino", "bf16"),
-               ("onnxruntime", "fp32")]
+    configs = [
+        ("torch", "fp32"),
+        ("torch", "bf16"),
+        ("openvino", "fp32"),
+        ("openvino", "bf16"),
+        ("onnxruntime", "fp32"),
+    ]
     backends = [load_backend(MODEL, random_weights, threads=1, runtime=r, precision=p) for r, p in configs]
     assert all(b.fallback_reason is None for b in backends)
     assert [b.name for b in backends] == [
-        "repvit_m0_6", "repvit_m0_6+bf16", "repvit_m0_6+openvino", "repvit_m0_6+openvino+bf16",
+        "repvit_m0_6",
+        "repvit_m0_6+bf16",
+        "repvit_m0_6+openvino",
+        "repvit_m0_6+openvino+bf16",
         "repvit_m0_6+onnxruntime",
     ]
 
@@ -204,8 +212,10 @@ def test_stale_temp_folders_are_cleaned(tmp_path: Path, monkeypatch) -> None:
 
 
 # --- fallback ---------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("runtime", "module", "title"), [("openvino", "openvino", "OpenVINO"),
-                                                           ("onnxruntime", "onnxruntime", "ONNX Runtime")])
+@pytest.mark.parametrize(
+    ("runtime", "module", "title"),
+    [("openvino", "openvino", "OpenVINO"), ("onnxruntime", "onnxruntime", "ONNX Runtime")],
+)
 def test_missing_runtime_falls_back_to_torch(
     random_weights: Path, cache_dir: Path, export_calls: list[Path], monkeypatch, caplog, runtime, module, title
 ) -> None:
@@ -287,8 +297,9 @@ def test_infer_on_openvino_bf16_matches_torch(tmp_path: Path, random_weights: Pa
     img2d = np.clip(40 + 150 * blob + noise, 0, 255).astype(np.uint8)
     np.savez(imgs / "2DBox_US_syn.npz", imgs=np.repeat(img2d[..., None], 3, -1), boxes=np.array([[25, 20, 95, 72]]))
     vol = np.stack([np.roll(img2d, k, axis=1) for k in range(-2, 3)])
-    np.savez(imgs / "3DBox_CT_syn.npz", imgs=vol, boxes=np.array([[25, 20, 1, 95, 72, 3]]),
-             spacing=np.array([2.0, 1.0, 1.0]))
+    np.savez(
+        imgs / "3DBox_CT_syn.npz", imgs=vol, boxes=np.array([[25, 20, 1, 95, 72, 3]]), spacing=np.array([2.0, 1.0, 1.0])
+    )
     outs = {}
     for label, extra in (("torch", []), ("openvino", ["--runtime", "openvino", "--precision", "bf16"])):
         out = tmp_path / f"segs-{label}"

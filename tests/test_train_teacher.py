@@ -31,8 +31,20 @@ from training.labelled_data import (
 )
 from training.teacher_cache import load_teacher_spec
 
-TRAIN_ARGS = ["--encoder-config", "tiny", "--batch-size", "2", "--val-every", "10", "--val-items", "4",
-              "--threads", "1", "--seed", "0"]
+TRAIN_ARGS = [
+    "--encoder-config",
+    "tiny",
+    "--batch-size",
+    "2",
+    "--val-every",
+    "10",
+    "--val-items",
+    "4",
+    "--threads",
+    "1",
+    "--seed",
+    "0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +84,9 @@ def test_eval_needs_the_smoke_test_flag(data_dir: Path, tmp_path: Path, caplog: 
     with pytest.raises(EvalDataError):
         train_teacher.main(["--data", str(data_dir / "eval"), "--out", str(tmp_path), *TRAIN_ARGS])
     with caplog.at_level(logging.WARNING), pytest.raises(SystemExit, match="no labelled training cases"):
-        train_teacher.main(["--data", str(data_dir / "eval"), "--out", str(tmp_path), "--allow-eval-for-smoke-test",
-                            *TRAIN_ARGS])  # the eval file is not an npz: listed, refused, never trained on
+        train_teacher.main(
+            ["--data", str(data_dir / "eval"), "--out", str(tmp_path), "--allow-eval-for-smoke-test", *TRAIN_ARGS]
+        )  # the eval file is not an npz: listed, refused, never trained on
     assert "MUST NOT be used for shipping" in caplog.text
 
 

@@ -70,11 +70,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--lr", type=float, default=5e-3)
     ap.add_argument("--weight-decay", type=float, default=0.01)
     ap.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip (0: off)")
-    ap.add_argument("--flips", action="store_true",
-                    help="random flips: draw each sample among its cached variants (teacher_cache.py --variants)")
+    ap.add_argument(
+        "--flips",
+        action="store_true",
+        help="random flips: draw each sample among its cached variants (teacher_cache.py --variants)",
+    )
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast for the student forward")
-    ap.add_argument("--freeze-bn", action="store_true",
-                    help="BatchNorm layers in eval mode while training (fine-tuning converged weights)")
+    ap.add_argument(
+        "--freeze-bn",
+        action="store_true",
+        help="BatchNorm layers in eval mode while training (fine-tuning converged weights)",
+    )
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave default)")
     ap.add_argument("--val-every", type=int, default=150, help="steps between validations")
     ap.add_argument("--val-items", type=int, default=64)
@@ -82,8 +88,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--max-hours", type=float, default=0.0, help="stop after this wall time (0: no limit)")
     ap.add_argument("--max-steps", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--oversample", type=parse_repeats, default={}, metavar="MOD=K[,MOD=K]",
-                    help="repeat each cached item of modality MOD K times per epoch (e.g. ct=3)")
+    ap.add_argument(
+        "--oversample",
+        type=parse_repeats,
+        default={},
+        metavar="MOD=K[,MOD=K]",
+        help="repeat each cached item of modality MOD K times per epoch (e.g. ct=3)",
+    )
     return ap.parse_args(argv)
 
 
@@ -105,9 +116,18 @@ class Batches:
     ``has()`` checks happen at the refill only); without, every sample is the identity (no extra draws).
     """
 
-    def __init__(self, items: list[ShardItem], cache: TeacherCache, images: ShardImages, batch_size: int,
-                 rank: int, world: int, rng: random.Random, flips: bool = False,
-                 repeats: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        items: list[ShardItem],
+        cache: TeacherCache,
+        images: ShardImages,
+        batch_size: int,
+        rank: int,
+        world: int,
+        rng: random.Random,
+        flips: bool = False,
+        repeats: dict[str, int] | None = None,
+    ) -> None:
         self.items, self.cache, self.images = items, cache, images
         self.batch_size, self.rank, self.world, self.rng = batch_size, rank, world, rng
         self.flips = flips
@@ -139,8 +159,9 @@ class Batches:
         return load_batch([it for it, _ in batch], self.images, self.cache, [v for _, v in batch])
 
 
-def load_batch(batch: list[ShardItem], images: ShardImages, cache: TeacherCache,
-               variants: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def load_batch(
+    batch: list[ShardItem], images: ShardImages, cache: TeacherCache, variants: list[str] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Student inputs (N, 3, 256, 256) and teacher targets (N, 256, 64, 64); ``variants`` per item (identity)."""
     variants = variants or [IDENTITY] * len(batch)
     arr = np.stack([apply_variant(images.get(it), it.h, it.w, v) for it, v in zip(batch, variants, strict=True)])
@@ -149,8 +170,9 @@ def load_batch(batch: list[ShardItem], images: ShardImages, cache: TeacherCache,
     return x.contiguous(memory_format=torch.channels_last), y
 
 
-def student_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, clip: float,
-                 bf16: bool) -> tuple[float, float, bool]:
+def student_step(
+    model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, clip: float, bf16: bool
+) -> tuple[float, float, bool]:
     """One step of the distillation recipe: forward (bf16 autocast if asked), MSE against the teacher's ``y``
     in fp32 whatever the forward precision, backward, gradient-norm clip (``clip`` <= 0: off); the update is
     applied only when the loss and the gradient norm are finite. Returns (loss, gradient norm, applied)."""
@@ -179,8 +201,15 @@ def train_mode(encoder: torch.nn.Module, freeze_bn: bool = False) -> torch.nn.Mo
 
 
 @torch.no_grad()
-def validate(encoder: torch.nn.Module, items: list[ShardItem], images: ShardImages, cache: TeacherCache,
-             device: torch.device, bf16: bool, freeze_bn: bool = False) -> float:
+def validate(
+    encoder: torch.nn.Module,
+    items: list[ShardItem],
+    images: ShardImages,
+    cache: TeacherCache,
+    device: torch.device,
+    bf16: bool,
+    freeze_bn: bool = False,
+) -> float:
     encoder.eval()
     total, n = 0.0, 0
     for start in range(0, len(items), 8):
@@ -213,11 +242,16 @@ def build_student(args: argparse.Namespace, teacher: torch.nn.Module) -> torch.n
     return student
 
 
-def save_state(path: Path, student: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
-               state: dict[str, Any]) -> None:
+def save_state(
+    path: Path, student: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, state: dict[str, Any]
+) -> None:
     payload = {
-        "model": student.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-        "state": state, "torch_rng": torch.get_rng_state(), "format_version": 1,
+        "model": student.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "state": state,
+        "torch_rng": torch.get_rng_state(),
+        "format_version": 1,
     }
     save_atomic(payload, path)
 
@@ -257,11 +291,27 @@ def main(argv: list[str] | None = None) -> int:
     items = read_manifest(args.data)
     cache, images = TeacherCache(args.data, tag), ShardImages(args.data)
     val_items = [it for it in items if it.split == "val" and cache.has(it.id)][: args.val_items]
-    batches = Batches([it for it in items if it.split == "train"], cache, images, args.batch_size, rank, world, rng,
-                      flips=args.flips, repeats=args.oversample)
-    log.info("%d validation items cached; lr %.2e, batch %d x %d, bf16 %s, flips %s, oversample %s",
-             len(val_items), opt.param_groups[0]["lr"], args.batch_size, world, args.bf16, args.flips,
-             args.oversample or "none")
+    batches = Batches(
+        [it for it in items if it.split == "train"],
+        cache,
+        images,
+        args.batch_size,
+        rank,
+        world,
+        rng,
+        flips=args.flips,
+        repeats=args.oversample,
+    )
+    log.info(
+        "%d validation items cached; lr %.2e, batch %d x %d, bf16 %s, flips %s, oversample %s",
+        len(val_items),
+        opt.param_groups[0]["lr"],
+        args.batch_size,
+        world,
+        args.bf16,
+        args.flips,
+        args.oversample or "none",
+    )
 
     log_path = args.out / "log.csv"
     new_log = not log_path.exists()
@@ -290,19 +340,42 @@ def main(argv: list[str] | None = None) -> int:
             val = f"{v:.6f}"
             if rank == 0 and v < state["best_val"]:
                 state["best_val"] = v
-                save_checkpoint(student, args.out / "best.pt", STUDENT_ARCH,
-                                {"teacher": tag, "step": state["step"], "val_mse": v, "seconds": elapsed})
-            log.info("step %d val MSE %.5f (best %.5f) lr %.2e", state["step"], v, state["best_val"],
-                     opt.param_groups[0]["lr"])
+                save_checkpoint(
+                    student,
+                    args.out / "best.pt",
+                    STUDENT_ARCH,
+                    {"teacher": tag, "step": state["step"], "val_mse": v, "seconds": elapsed},
+                )
+            log.info(
+                "step %d val MSE %.5f (best %.5f) lr %.2e",
+                state["step"],
+                v,
+                state["best_val"],
+                opt.param_groups[0]["lr"],
+            )
         if writer and (state["step"] % 10 == 0 or val):
-            writer.writerow([state["step"], f"{elapsed:.0f}", f"{opt.param_groups[0]['lr']:.3e}",
-                             f"{np.mean(losses[-10:]):.6f}", f"{float(gnorm):.3f}", val])
+            writer.writerow(
+                [
+                    state["step"],
+                    f"{elapsed:.0f}",
+                    f"{opt.param_groups[0]['lr']:.3e}",
+                    f"{np.mean(losses[-10:]):.6f}",
+                    f"{float(gnorm):.3f}",
+                    val,
+                ]
+            )
             log_fh.flush()
             if not val:
-                log.info("step %d train MSE %.5f grad %.2f (%.2f s/step)", state["step"], np.mean(losses[-10:]),
-                         float(gnorm), (time.time() - t_start) / max(1, len(losses)))
+                log.info(
+                    "step %d train MSE %.5f grad %.2f (%.2f s/step)",
+                    state["step"],
+                    np.mean(losses[-10:]),
+                    float(gnorm),
+                    (time.time() - t_start) / max(1, len(losses)),
+                )
         stop = (args.max_steps and state["step"] >= args.max_steps) or (
-            args.max_hours and time.time() - t_start >= args.max_hours * 3600)
+            args.max_hours and time.time() - t_start >= args.max_hours * 3600
+        )
         stop = any_rank(bool(stop), rt)  # stop together: a rank that leaves early would hang the others
         if rank == 0 and (stop or time.time() - t_ckpt >= args.checkpoint_minutes * 60):
             save_state(last, student, opt, sched, state)

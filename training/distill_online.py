@@ -75,22 +75,29 @@ def load_encoder(path: Path, device: torch.device) -> tuple[torch.nn.Module, str
     """(encoder in float32 on ``device``, arch, tag) from :func:`save_half_encoder`'s file (strict)."""
     obj = torch.load(path, map_location="cpu", weights_only=True)
     encoder = ENCODER_REGISTRY[obj["arch"]]()
-    load_state_into(encoder, {k: v.float() if v.is_floating_point() else v for k, v in obj["state"].items()},
-                    path.name)
+    load_state_into(encoder, {k: v.float() if v.is_floating_point() else v for k, v in obj["state"].items()}, path.name)
     return encoder.to(device), obj["arch"], obj.get("tag", obj["arch"])
 
 
-def bundle(data: Path, out: Path, max_mb: float, student: Path, teacher: Path | None, repack: bool = False,
-           exclude_packs: list[Path] | None = None, pack_only: bool = False) -> None:
+def bundle(
+    data: Path,
+    out: Path,
+    max_mb: float,
+    student: Path,
+    teacher: Path | None,
+    repack: bool = False,
+    exclude_packs: list[Path] | None = None,
+    pack_only: bool = False,
+) -> None:
     """Write ``out/pack`` (none of the items of ``exclude_packs``) and, unless ``pack_only``, the encoders."""
     out.mkdir(parents=True, exist_ok=True)
     if not pack_only:
         t_model = load_teacher() if teacher is None else load_checkpoint(teacher)
         t_arch = "litemedsam" if teacher is None else _arch_of(teacher)
-        save_half_encoder(t_model.image_encoder, t_arch, out / TEACHER_FILE, "litemedsam" if teacher is None
-                          else teacher.stem)
-        save_half_encoder(load_checkpoint(student).image_encoder, _arch_of(student), out / STUDENT_FILE,
-                          student.stem)
+        save_half_encoder(
+            t_model.image_encoder, t_arch, out / TEACHER_FILE, "litemedsam" if teacher is None else teacher.stem
+        )
+        save_half_encoder(load_checkpoint(student).image_encoder, _arch_of(student), out / STUDENT_FILE, student.stem)
     if (out / PACK_DIR / "manifest.csv").is_file() and not repack:
         log.info("keeping the existing pack in %s (--repack to rebuild it)", out / PACK_DIR)
     else:
@@ -156,8 +163,10 @@ def augment(images: torch.Tensor, hw: torch.Tensor, cfg: AugmentConfig, gen: tor
     if bool(vflip.any()):
         idx = _flip_index(h, vflip, IMAGE)[:, None, :, None].expand_as(x)
         x = x.gather(2, idx)
-    inside = ((torch.arange(IMAGE, device=dev)[None, :, None] < h[:, None, None])
-              & (torch.arange(IMAGE, device=dev)[None, None, :] < w[:, None, None]))[:, None]  # (B, 1, H, W)
+    inside = (
+        (torch.arange(IMAGE, device=dev)[None, :, None] < h[:, None, None])
+        & (torch.arange(IMAGE, device=dev)[None, None, :] < w[:, None, None])
+    )[:, None]  # (B, 1, H, W)
     if bool(zoom.any()):
         z = zoom.nonzero().squeeze(1)
         sz = s[z]
@@ -224,8 +233,9 @@ def validate(encoder: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: 
 
 
 def save_student(st: Student, path: Path, arch: str, tag: str, info: dict[str, Any]) -> None:
-    state = {k: v.detach().float().cpu() if v.is_floating_point() else v.cpu()
-             for k, v in st.encoder.state_dict().items()}
+    state = {
+        k: v.detach().float().cpu() if v.is_floating_point() else v.cpu() for k, v in st.encoder.state_dict().items()
+    }
     save_atomic({"arch": arch, "teacher": tag, "encoder": state, "peak_lr": st.peak_lr, **info}, path)
 
 
@@ -240,8 +250,9 @@ class Data:
     val_y: torch.Tensor  # (V, 256, 64, 64) teacher embeddings
 
 
-def load_data(packs: list[Path], teacher: torch.nn.Module, val_items: int, device: torch.device,
-              gen: torch.Generator) -> Data:
+def load_data(
+    packs: list[Path], teacher: torch.nn.Module, val_items: int, device: torch.device, gen: torch.Generator
+) -> Data:
     """Decode ``packs`` onto ``device``; validation = the first ``val_items`` validation items by id."""
     loaded = [load_pack(d) for d in packs]
     rows = [r for p in loaded for r in p[0]]
@@ -253,12 +264,18 @@ def load_data(packs: list[Path], teacher: torch.nn.Module, val_items: int, devic
     val_x = augment(images[vi], hw[vi], NO_AUGMENT, gen)
     with torch.no_grad():
         val_y = torch.cat([teacher(val_x[i : i + 32].contiguous()).float() for i in range(0, len(val_x), 32)])
-    return Data(images, hw, torch.from_numpy(np.flatnonzero(~is_val)), val_x.contiguous(
-        memory_format=torch.channels_last), val_y)
+    return Data(
+        images,
+        hw,
+        torch.from_numpy(np.flatnonzero(~is_val)),
+        val_x.contiguous(memory_format=torch.channels_last),
+        val_y,
+    )
 
 
-def train_step(students: list[Student], teacher: torch.nn.Module, x: torch.Tensor, step: int, frac: float,
-               args: argparse.Namespace) -> None:
+def train_step(
+    students: list[Student], teacher: torch.nn.Module, x: torch.Tensor, step: int, frac: float, args: argparse.Namespace
+) -> None:
     """One teacher forward on the augmented batch ``x`` (NCHW), one optimiser step per student."""
     # NCHW: the teacher ran 1.4x slower on channels-last input (H200, batch 128)
     with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=args.teacher_bf16):
@@ -274,8 +291,9 @@ def train_step(students: list[Student], teacher: torch.nn.Module, x: torch.Tenso
             st.skipped += 1
 
 
-def validate_all(students: list[Student], data: Data, info: dict[str, Any], out: Path, arch: str, tag: str,
-                 writer: Any, final: bool) -> None:
+def validate_all(
+    students: list[Student], data: Data, info: dict[str, Any], out: Path, arch: str, tag: str, writer: Any, final: bool
+) -> None:
     """Score every student; write ``best_<k>.pt`` on improvement (and ``final_<k>.pt`` when ``final``)."""
     for st in students:
         v = validate(st.encoder, data.val_x, data.val_y)
@@ -286,10 +304,28 @@ def validate_all(students: list[Student], data: Data, info: dict[str, Any], out:
         if final:
             save_student(st, out / f"final_{st.key}.pt", arch, tag, info)
         train_mse = float(np.mean(st.losses[-20:])) if st.losses else math.nan
-        writer.writerow([info["step"], f"{info['seconds']:.0f}", info["images"], st.key,
-                         f"{st.opt.param_groups[0]['lr']:.3e}", f"{train_mse:.6f}", f"{v:.6f}"])
-        log.info("step %d (%d images, %.0f s) student %s: val %.6f (best %.6f) train %.6f, skipped %d",
-                 info["step"], info["images"], info["seconds"], st.key, v, st.best_val, train_mse, st.skipped)
+        writer.writerow(
+            [
+                info["step"],
+                f"{info['seconds']:.0f}",
+                info["images"],
+                st.key,
+                f"{st.opt.param_groups[0]['lr']:.3e}",
+                f"{train_mse:.6f}",
+                f"{v:.6f}",
+            ]
+        )
+        log.info(
+            "step %d (%d images, %.0f s) student %s: val %.6f (best %.6f) train %.6f, skipped %d",
+            info["step"],
+            info["images"],
+            info["seconds"],
+            st.key,
+            v,
+            st.best_val,
+            train_mse,
+            st.skipped,
+        )
 
 
 def train(args: argparse.Namespace) -> int:
@@ -307,19 +343,30 @@ def train(args: argparse.Namespace) -> int:
     gen = torch.Generator(device=device)
     gen.manual_seed(args.seed)
     data = load_data([args.bundle / PACK_DIR, *args.extra_pack], teacher, args.val_items, device, gen)
-    log.info("pack: %d training, %d validation items (loaded in %.1f s)", len(data.train_idx), len(data.val_x),
-             time.time() - t0)
+    log.info(
+        "pack: %d training, %d validation items (loaded in %.1f s)",
+        len(data.train_idx),
+        len(data.val_x),
+        time.time() - t0,
+    )
 
     students: list[Student] = []
     s_arch = ""
     for k, lr in enumerate(args.lr):
         enc, s_arch, _ = load_encoder(args.bundle / STUDENT_FILE, device)
         enc = enc.to(memory_format=torch.channels_last).train()
-        students.append(Student(str(k), enc, torch.optim.AdamW(enc.parameters(), lr=lr,
-                                                              weight_decay=args.weight_decay), lr))
+        students.append(
+            Student(str(k), enc, torch.optim.AdamW(enc.parameters(), lr=lr, weight_decay=args.weight_decay), lr)
+        )
         students[-1].best_val = validate(enc, data.val_x, data.val_y)
-    log.info("start val MSE %.6f; %d student(s), lr %s, batch %d, budget %.1f min", students[0].best_val,
-             len(students), args.lr, args.batch_size, args.minutes)
+    log.info(
+        "start val MSE %.6f; %d student(s), lr %s, batch %d, budget %.1f min",
+        students[0].best_val,
+        len(students),
+        args.lr,
+        args.batch_size,
+        args.minutes,
+    )
 
     with (args.out / "log.csv").open("w", newline="") as log_fh:
         writer = csv.writer(log_fh)
@@ -357,10 +404,13 @@ def train(args: argparse.Namespace) -> int:
             step += 1
             seen += len(idx)
             if step in (5, 20) or step % 100 == 0:
-                log.info("step %d: %.1f images/s, train MSE %s", step, seen / (time.time() - t_train),
-                         " ".join(f"{np.mean(st.losses[-20:]):.5f}" for st in students if st.losses))
-    log.info("done: %d steps, %d images in %.0f s (%.0f s in all)", step, seen, time.time() - t_train,
-             time.time() - t0)
+                log.info(
+                    "step %d: %.1f images/s, train MSE %s",
+                    step,
+                    seen / (time.time() - t_train),
+                    " ".join(f"{np.mean(st.losses[-20:]):.5f}" for st in students if st.losses),
+                )
+    log.info("done: %d steps, %d images in %.0f s (%.0f s in all)", step, seen, time.time() - t_train, time.time() - t0)
     return 0
 
 
@@ -387,8 +437,13 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--student", type=Path, default=Path("models/medsam_lite_repvit_m0_6.pt"))
     b.add_argument("--teacher", type=Path, help="teacher checkpoint (default: installed LiteMedSAM)")
     b.add_argument("--repack", action="store_true", help="rebuild the pack even when OUT/pack exists")
-    b.add_argument("--exclude-pack", type=Path, action="append", default=[],
-                   help="leave out the items of this earlier pack (a second transfer: more data)")
+    b.add_argument(
+        "--exclude-pack",
+        type=Path,
+        action="append",
+        default=[],
+        help="leave out the items of this earlier pack (a second transfer: more data)",
+    )
     b.add_argument("--pack-only", action="store_true", help="only the pack (the encoders travelled already)")
     t = sub.add_parser("train", help="online distillation (GPU)")
     t.add_argument("--bundle", type=Path, required=True)
@@ -403,11 +458,19 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--val-items", type=int, default=64)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", help="default: cuda when present")
-    t.add_argument("--extra-pack", type=Path, action="append", default=[],
-                   help="another pack (bundle --pack-only --exclude-pack ...) that travelled in an earlier call")
-    t.add_argument("--teacher-bf16", action="store_true",
-                   help="training targets under bf16 autocast (1.5x faster teacher on an H200; target MSE vs "
-                        "fp32 3.5e-5, ~1 %% of the distillation error); validation targets stay fp32")
+    t.add_argument(
+        "--extra-pack",
+        type=Path,
+        action="append",
+        default=[],
+        help="another pack (bundle --pack-only --exclude-pack ...) that travelled in an earlier call",
+    )
+    t.add_argument(
+        "--teacher-bf16",
+        action="store_true",
+        help="training targets under bf16 autocast (1.5x faster teacher on an H200; target MSE vs "
+        "fp32 3.5e-5, ~1 %% of the distillation error); validation targets stay fp32",
+    )
     a = sub.add_parser("assemble", help="encoder weights -> full student checkpoint")
     a.add_argument("--encoder", type=Path, required=True)
     a.add_argument("--base", type=Path, default=Path("models/medsam_lite_repvit_m0_6.pt"))
@@ -415,8 +478,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.cmd == "bundle":
-        bundle(args.data, args.out, args.max_mb, args.student, args.teacher, args.repack, args.exclude_pack,
-               args.pack_only)
+        bundle(
+            args.data, args.out, args.max_mb, args.student, args.teacher, args.repack, args.exclude_pack, args.pack_only
+        )
     elif args.cmd == "train":
         return train(args)
     else:

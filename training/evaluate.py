@@ -27,8 +27,19 @@ DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / 
 def run_model(name: str, arch: str, weights: Path | None, data: Path, out: Path, threads: int | None) -> Path:
     segs = out / name
     # models are compared in fp32 on torch (the reference); the app's faster defaults are measured in benchmarks/
-    argv = ["-i", str(data / "imgs"), "-o", str(segs), "--model", arch, "--precision", "fp32", "--runtime", "torch",
-            "-q"]
+    argv = [
+        "-i",
+        str(data / "imgs"),
+        "-o",
+        str(segs),
+        "--model",
+        arch,
+        "--precision",
+        "fp32",
+        "--runtime",
+        "torch",
+        "-q",
+    ]
     if weights is not None:
         argv += ["--weights", str(weights)]
     if threads:
@@ -56,12 +67,17 @@ def per_label_3d(data: Path, segs: dict[str, Path]) -> list[str]:
     from medsam_desktop.core.metrics import dice
     from medsam_desktop.io.challenge_npz import read_challenge_gt, read_challenge_segs
 
-    rows = ["| 3D case | label | voxels | " + " | ".join(f"{k} DSC" for k in segs) + " |",
-            "|---|---:|---:|" + "---:|" * len(segs)]
+    rows = [
+        "| 3D case | label | voxels | " + " | ".join(f"{k} DSC" for k in segs) + " |",
+        "|---|---:|---:|" + "---:|" * len(segs),
+    ]
     for gt_path in sorted((data / "gts").glob("3D*.npz")):
         gts = read_challenge_gt(gt_path)
-        preds = {k: read_challenge_segs(folder / gt_path.name) for k, folder in segs.items()
-                 if (folder / gt_path.name).is_file()}
+        preds = {
+            k: read_challenge_segs(folder / gt_path.name)
+            for k, folder in segs.items()
+            if (folder / gt_path.name).is_file()
+        }
         for label in (int(v) for v in np.unique(gts) if v != 0):
             truth = gts == label
             cells = " | ".join(f"{dice(preds[k] == label, truth):.3f}" if k in preds else "-" for k in segs)
@@ -129,14 +145,17 @@ def main(argv: list[str] | None = None) -> int:
     lines.append(f"| **mean over modalities** | | {t_mean:.4f} | {s_mean:.4f} | {tn_mean:.4f} | {sn_mean:.4f} |")
     worst = min(((s_tab[m][0] - t_tab[m][0]), m) for m in t_tab if m in s_tab)
     print("\n".join(lines))
-    print(f"\nDSC gap (student - teacher), mean over modalities: {100 * (s_mean - t_mean):+.2f} points; "
-          f"worst modality {worst[1]}: {100 * worst[0]:+.2f} points")
+    print(
+        f"\nDSC gap (student - teacher), mean over modalities: {100 * (s_mean - t_mean):+.2f} points; "
+        f"worst modality {worst[1]}: {100 * worst[0]:+.2f} points"
+    )
     if not args.skip_teacher and (args.out / "teacher" / "timing.csv").is_file():  # both timed in this run
         ts, tt = timing(args.out / "student"), timing(args.out / "teacher")
         print(f"total inference seconds: student {ts:.1f}, teacher {tt:.1f} (ratio {tt / ts:.1f}x)")
     agree = teacher_agreement(args.out / "student", args.out / "teacher")
     agree_line = "Student masks vs the teacher's (mean per-case label DSC): " + ", ".join(
-        f"{k} {v:.4f} ({n} cases)" for k, (v, n) in agree.items())
+        f"{k} {v:.4f} ({n} cases)" for k, (v, n) in agree.items()
+    )
     print(agree_line)
     label_rows = per_label_3d(args.data, {"teacher": args.out / "teacher", "student": args.out / "student"})
     print("\n" + "\n".join(label_rows))

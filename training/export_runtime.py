@@ -82,11 +82,22 @@ def write_card(xml: Path, weights: Path, source_sha: str, stem: str, int8_name: 
 
     size = xml.stat().st_size + xml.with_suffix(".bin").stat().st_size
     text = CARD.format(
-        folder=xml.parent.name, stem=stem, what=WHAT[stem].format(int8=int8_name), weights=weights.name,
-        opset=OPSET, ov_version=ov.__version__.split("-")[0], storage=storage, sha_label=SHA_LABEL,
-        xml_sha=sha256_of(xml), bin_label=BIN_SHA_LABEL,
-        bin_sha=sha256_of(xml.with_suffix(".bin")), source_label=SOURCE_LABEL, source_sha=source_sha,
-        size_mb=size / 2**20, diff=diff, weights_card=card_path(weights).name,
+        folder=xml.parent.name,
+        stem=stem,
+        what=WHAT[stem].format(int8=int8_name),
+        weights=weights.name,
+        opset=OPSET,
+        ov_version=ov.__version__.split("-")[0],
+        storage=storage,
+        sha_label=SHA_LABEL,
+        xml_sha=sha256_of(xml),
+        bin_label=BIN_SHA_LABEL,
+        bin_sha=sha256_of(xml.with_suffix(".bin")),
+        source_label=SOURCE_LABEL,
+        source_sha=source_sha,
+        size_mb=size / 2**20,
+        diff=diff,
+        weights_card=card_path(weights).name,
     )
     card_path(xml).write_text(text)
 
@@ -125,8 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", type=Path, default=None, help="student weights (default: the shipped ones)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--decoder-weights", choices=("fp16", "fp32"), default="fp16",
-                    help="storage of prepare's and the decoders' weights (default fp16)")
+    ap.add_argument(
+        "--decoder-weights",
+        choices=("fp16", "fp32"),
+        default="fp16",
+        help="storage of prepare's and the decoders' weights (default fp16)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     import torch

@@ -58,10 +58,12 @@ def data_terms_section(card: str) -> str:
     placeholder that says where they are listed."""
     start = card.find(DATA_TERMS_HEADING)
     if start < 0:
-        return (f"{DATA_TERMS_HEADING}\n\nSeveral distillation-pool sources are research-only or non-commercial: see "
-                "`../shared/data/README.md` before any commercial use or redistribution of these weights.")
+        return (
+            f"{DATA_TERMS_HEADING}\n\nSeveral distillation-pool sources are research-only or non-commercial: see "
+            "`../shared/data/README.md` before any commercial use or redistribution of these weights."
+        )
     end = card.find("\n## ", start + len(DATA_TERMS_HEADING))
-    return card[start:end if end >= 0 else len(card)].strip()
+    return card[start : end if end >= 0 else len(card)].strip()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,15 +87,26 @@ def main(argv: list[str] | None = None) -> int:
     tmp = path.with_name(path.name + ".tmp")
     torch.save({"model": state, "config": config, "format_version": FORMAT_VERSION}, tmp)
     os.replace(tmp, path)
-    n_params = sum(v.numel() for k, v in state.items() if k.startswith("image_encoder.") and "running" not in k
-                   and "num_batches" not in k)
+    n_params = sum(
+        v.numel()
+        for k, v in state.items()
+        if k.startswith("image_encoder.") and "running" not in k and "num_batches" not in k
+    )
     table = args.eval_table.read_text() if args.eval_table and args.eval_table.is_file() else "(not evaluated)"
     card_path = path.with_suffix(".md")
     old_card = card_path.read_text() if card_path.is_file() else ""
     card = CARD_TEMPLATE.format(
-        file=STUDENT_FILE, sha=sha256_of(path), size_mb=path.stat().st_size / 2**20, n_params=n_params / 1e6,
-        teacher=config.get("teacher", "?"), steps=config.get("step", "?"), hours=float(config.get("seconds", 0)) / 3600,
-        val=float(config.get("val_mse", float("nan"))), hardware=args.hardware, notes=args.notes or "-", table=table,
+        file=STUDENT_FILE,
+        sha=sha256_of(path),
+        size_mb=path.stat().st_size / 2**20,
+        n_params=n_params / 1e6,
+        teacher=config.get("teacher", "?"),
+        steps=config.get("step", "?"),
+        hours=float(config.get("seconds", 0)) / 3600,
+        val=float(config.get("val_mse", float("nan"))),
+        hardware=args.hardware,
+        notes=args.notes or "-",
+        table=table,
         data_terms=data_terms_section(old_card),
     )
     card_path.write_text(card)

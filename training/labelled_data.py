@@ -100,6 +100,7 @@ def find_cases(roots: list[Path], allow_eval: bool = False) -> list[LabelledCase
 
 def split_cases(cases: list[LabelledCase], val_fraction: float) -> tuple[list[LabelledCase], list[LabelledCase]]:
     """(train, val) by a hash of the case name; at least one val case when there are two or more cases."""
+
     def h(c: LabelledCase) -> float:
         return int(hashlib.sha1(c.name.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
 
@@ -141,8 +142,12 @@ def resize_mask_nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def perturbed_box(mask: np.ndarray, rng: np.random.Generator, content: tuple[int, int] = (MODEL_SIZE, MODEL_SIZE),
-                  shift: int = BOX_SHIFT) -> np.ndarray:
+def perturbed_box(
+    mask: np.ndarray,
+    rng: np.random.Generator,
+    content: tuple[int, int] = (MODEL_SIZE, MODEL_SIZE),
+    shift: int = BOX_SHIFT,
+) -> np.ndarray:
     """Tight bbox of a non-empty (256, 256) mask grown by 0..``shift`` px per side, clipped to the
     ``content`` = (h, w) region (the resized image inside the 256 frame)."""
     bb = mask_bbox(mask)
@@ -150,12 +155,15 @@ def perturbed_box(mask: np.ndarray, rng: np.random.Generator, content: tuple[int
         raise ValueError("empty mask has no box")
     d = rng.integers(0, shift + 1, size=4)
     h, w = content
-    return np.array([max(0, bb[0] - d[0]), max(0, bb[1] - d[1]), min(w - 1, bb[2] + d[2]), min(h - 1, bb[3] + d[3])],
-                    dtype=np.float32)
+    return np.array(
+        [max(0, bb[0] - d[0]), max(0, bb[1] - d[1]), min(w - 1, bb[2] + d[2]), min(h - 1, bb[3] + d[3])],
+        dtype=np.float32,
+    )
 
 
-def flip_sample(image: np.ndarray, mask: np.ndarray, box: np.ndarray, content: tuple[int, int],
-                horizontal: bool, vertical: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def flip_sample(
+    image: np.ndarray, mask: np.ndarray, box: np.ndarray, content: tuple[int, int], horizontal: bool, vertical: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mirror image (C, 256, 256), mask (256, 256) and box (inside the region) within ``content`` = (h, w)."""
     h, w = content
     image, mask, box = image.copy(), mask.copy(), box.copy()

@@ -68,8 +68,14 @@ def decode_item(data: bytes, h: int, w: int) -> np.ndarray:
     return out
 
 
-def pack(data: Path, out: Path, max_mb: float, codec: str = "webp", quality: int = 92,
-         exclude_ids: frozenset[str] = frozenset()) -> int:
+def pack(
+    data: Path,
+    out: Path,
+    max_mb: float,
+    codec: str = "webp",
+    quality: int = 92,
+    exclude_ids: frozenset[str] = frozenset(),
+) -> int:
     """Pack the items of ``data`` (validation first, then by rank; none of ``exclude_ids``) until ``max_mb``
     MiB of image bytes; returns how many were packed."""
     items = sorted(read_manifest(data), key=lambda it: (it.split != "val", it.rank))  # val first, then rank
@@ -94,8 +100,13 @@ def pack(data: Path, out: Path, max_mb: float, codec: str = "webp", quality: int
         writer.writeheader()
         for it in kept:
             writer.writerow({k: getattr(it, k) for k in fields})
-    log.info("packed %d of %d items in %.1f MiB (%s)", len(kept), len(items), total / 2**20,
-             codec if codec == "webp" else f"jpeg quality {quality}")
+    log.info(
+        "packed %d of %d items in %.1f MiB (%s)",
+        len(kept),
+        len(items),
+        total / 2**20,
+        codec if codec == "webp" else f"jpeg quality {quality}",
+    )
     return len(kept)
 
 
@@ -114,8 +125,9 @@ def unpack(pack_dir: Path, out: Path) -> int:
     for start in range(0, len(rows), SHARD_SIZE):
         shard = start // SHARD_SIZE
         idx = range(start, min(start + SHARD_SIZE, len(rows)))
-        arr = np.stack([decode_item(blob[offsets[i] : offsets[i + 1]], int(rows[i]["h"]), int(rows[i]["w"]))
-                        for i in idx])
+        arr = np.stack(
+            [decode_item(blob[offsets[i] : offsets[i + 1]], int(rows[i]["h"]), int(rows[i]["w"])) for i in idx]
+        )
         np.save(out / f"shard_{shard:04d}.npy", arr)
         for row_in_shard, i in enumerate(idx):
             rows[i]["shard"], rows[i]["row"] = shard, row_in_shard
@@ -139,8 +151,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-mb", type=float, default=56.0)
     p.add_argument("--codec", choices=CODECS, default="webp", help="webp: lossless (default); jpeg: lossy")
     p.add_argument("--quality", type=int, default=92, help="JPEG quality")
-    p.add_argument("--exclude-pack", type=Path, action="append", default=[],
-                   help="leave out the items of this earlier pack (a second pack for a second transfer)")
+    p.add_argument(
+        "--exclude-pack",
+        type=Path,
+        action="append",
+        default=[],
+        help="leave out the items of this earlier pack (a second pack for a second transfer)",
+    )
     u = sub.add_parser("unpack")
     u.add_argument("--pack", type=Path, required=True)
     u.add_argument("--out", type=Path, required=True)

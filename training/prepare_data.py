@@ -40,8 +40,22 @@ except ImportError:  # run as a script from training/
 
 log = logging.getLogger("prepare_data")
 
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".nii", ".gz", ".nrrd", ".mha", ".mhd", ".mgz",
-              ".dcm", ".npz"}
+IMAGE_EXTS = {
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".nii",
+    ".gz",
+    ".nrrd",
+    ".mha",
+    ".mhd",
+    ".mgz",
+    ".dcm",
+    ".npz",
+}
 
 
 @dataclass(frozen=True)
@@ -172,11 +186,20 @@ def write_shards(items: list[Item], out: Path, val_fraction: float, seed: int) -
         tmp.replace(out / f"shard_{shard:04d}.npy")
         for row, i in enumerate(idx):
             it = items[i]
-            rows.append({
-                "id": f"{shard:04d}_{row:04d}", "shard": shard, "row": row, "group": it.group,
-                "modality": it.modality, "source": it.source, "split": split_of(it.group, val_fraction),
-                "h": it.h, "w": it.w, "rank": ranks[i],
-            })
+            rows.append(
+                {
+                    "id": f"{shard:04d}_{row:04d}",
+                    "shard": shard,
+                    "row": row,
+                    "group": it.group,
+                    "modality": it.modality,
+                    "source": it.source,
+                    "split": split_of(it.group, val_fraction),
+                    "h": it.h,
+                    "w": it.w,
+                    "rank": ranks[i],
+                }
+            )
     tmp = out / "manifest.tmp.csv"
     with tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))

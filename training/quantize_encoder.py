@@ -125,9 +125,16 @@ def quantize_encoder_onnx(src: Path, dst: Path, calibration: Iterable[np.ndarray
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src), str(pre))
         quantize_static(
-            str(pre), str(dst), _Calibration(calibration), quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-            op_types_to_quantize=["Conv"], nodes_to_exclude=float_convolutions(pre),
+            str(pre),
+            str(dst),
+            _Calibration(calibration),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            op_types_to_quantize=["Conv"],
+            nodes_to_exclude=float_convolutions(pre),
             extra_options={"CalibMovingAverage": True, "OpTypesToExcludeOutputQuantization": ["Conv"]},
         )
 
@@ -151,7 +158,9 @@ def split_by_modality(
 
 
 def embedding_mse(
-    encode: Callable[[np.ndarray], np.ndarray], images: ShardImages, items: list[ShardItem],
+    encode: Callable[[np.ndarray], np.ndarray],
+    images: ShardImages,
+    items: list[ShardItem],
     target: Callable[[ShardItem, np.ndarray], np.ndarray],
 ) -> float:
     """Mean squared error of ``encode(x)[0]`` against ``target(item, x)`` over ``items`` (one image at a time)."""
@@ -174,8 +183,14 @@ def install_int8_encoder(int8: Path, weights: Path, out_dir: Path, fields: dict[
     out_dir.mkdir(parents=True, exist_ok=True)
     final = out_dir / int8_encoder_path(weights).name
     _write_atomic(final, int8.read_bytes())
-    card = CARD_TEMPLATE.format(file=final.name, weights=Path(weights).name, sha=sha256_of(final),
-                                source_sha=sha256_of(weights), size_mb=final.stat().st_size / 2**20, **fields)
+    card = CARD_TEMPLATE.format(
+        file=final.name,
+        weights=Path(weights).name,
+        sha=sha256_of(final),
+        source_sha=sha256_of(weights),
+        size_mb=final.stat().st_size / 2**20,
+        **fields,
+    )
     card_path = int8_card_path(final)
     _write_atomic(card_path, card.encode())
     return final, card_path
@@ -239,8 +254,9 @@ def main(argv: list[str] | None = None) -> int:
         int8 = tmp / "encoder-int8.onnx"
         log.info("calibrating on %d training images", len(calibration))
         quantize_encoder_onnx(tmp / "encoder.onnx", int8, (pool_image(images, it) for it in calibration))
-        backend = OpenVinoBackend(NetworkFiles.in_folder(tmp, ".onnx", encoder=int8), threads=args.threads,
-                                  precision=hint, cache=False)
+        backend = OpenVinoBackend(
+            NetworkFiles.in_folder(tmp, ".onnx", encoder=int8), threads=args.threads, precision=hint, cache=False
+        )
         net = fuse_for_inference(model).eval()
 
         def fp32(x: np.ndarray) -> np.ndarray:
@@ -256,16 +272,31 @@ def main(argv: list[str] | None = None) -> int:
         mse_fp32 = embedding_mse(fp32, images, val, teacher)
         mse_int8 = embedding_mse(backend.encode, images, val, teacher)
         mse_int8_fp32 = embedding_mse(backend.encode, images, val, student)
-        log.info("validation MSE vs teacher: fp32 %.5f, int8 %.5f; int8 vs fp32 %.6f (%d items)",
-                 mse_fp32, mse_int8, mse_int8_fp32, len(val))
+        log.info(
+            "validation MSE vs teacher: fp32 %.5f, int8 %.5f; int8 vs fp32 %.6f (%d items)",
+            mse_fp32,
+            mse_int8,
+            mse_int8_fp32,
+            len(val),
+        )
         held_mse = {mod: embedding_mse(backend.encode, images, its, student) for mod, its in held.items() if its}
         for mod, v in held_mse.items():
             log.info("held-out %-12s int8 vs fp32 %.1fe-6", mod, v * 1e6)
         table = args.eval_table.read_text() if args.eval_table and args.eval_table.is_file() else "(not evaluated)"
         fields = dict(
-            ort_version=onnxruntime.__version__, n_cal=len(calibration), seed=args.seed, hardware=args.hardware,
-            n_val=len(val), mse_fp32=mse_fp32, mse_int8=mse_int8, mse_int8_fp32=mse_int8_fp32, hint=hint, table=table,
-            per_mod=args.per_modality, n_held=args.held_out, held_table=held_markdown(held_mse),
+            ort_version=onnxruntime.__version__,
+            n_cal=len(calibration),
+            seed=args.seed,
+            hardware=args.hardware,
+            n_val=len(val),
+            mse_fp32=mse_fp32,
+            mse_int8=mse_int8,
+            mse_int8_fp32=mse_int8_fp32,
+            hint=hint,
+            table=table,
+            per_mod=args.per_modality,
+            n_held=args.held_out,
+            held_table=held_markdown(held_mse),
         )
         final, card_path = install_int8_encoder(int8, weights, out_dir, fields)
     log.info("wrote %s (%.1f MB) and %s", final, final.stat().st_size / 2**20, card_path)

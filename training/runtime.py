@@ -37,8 +37,9 @@ def setup_runtime(threads: int = 0) -> Runtime:
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING, format="%(asctime)s %(levelname)s %(message)s"
+    )
     if threads:
         torch.set_num_threads(threads)
     return Runtime(world, rank, device)

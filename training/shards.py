@@ -30,8 +30,18 @@ class ShardItem:
 def read_manifest(data_dir: Path) -> list[ShardItem]:
     with (Path(data_dir) / "manifest.csv").open(newline="") as fh:
         return [
-            ShardItem(r["id"], int(r["shard"]), int(r["row"]), r["group"], r["modality"], r["source"],
-                      r["split"], int(r["h"]), int(r["w"]), int(r["rank"]))
+            ShardItem(
+                r["id"],
+                int(r["shard"]),
+                int(r["row"]),
+                r["group"],
+                r["modality"],
+                r["source"],
+                r["split"],
+                int(r["h"]),
+                int(r["w"]),
+                int(r["rank"]),
+            )
             for r in csv.DictReader(fh)
         ]
 

@@ -55,12 +55,20 @@ def load_teacher_spec(spec: str) -> tuple[torch.nn.Module, str]:
     return load_checkpoint(path), f"{path.stem}-{sha256_of(path)[:8]}"
 
 
-def plan(items: list[ShardItem], cache: TeacherCache, variants: tuple[str, ...], limit: int = 0,
-         block: int = 0, modalities: frozenset[str] | None = None) -> list[tuple[ShardItem, str]]:
+def plan(
+    items: list[ShardItem],
+    cache: TeacherCache,
+    variants: tuple[str, ...],
+    limit: int = 0,
+    block: int = 0,
+    modalities: frozenset[str] | None = None,
+) -> list[tuple[ShardItem, str]]:
     """The missing (item, variant) embeddings in computing order (see the module docstring)."""
     val = [it for it in items if it.split == "val"]
-    train = sorted((it for it in items if it.split == "train" and (not modalities or it.modality in modalities)),
-                   key=lambda it: it.rank)
+    train = sorted(
+        (it for it in items if it.split == "train" and (not modalities or it.modality in modalities)),
+        key=lambda it: it.rank,
+    )
     if limit:
         train = train[:limit]
     block = block or max(1, len(train))
@@ -71,8 +79,15 @@ def plan(items: list[ShardItem], cache: TeacherCache, variants: tuple[str, ...],
     return [(it, v) for it, v in jobs if not cache.has(it.id, v)]
 
 
-def fill(encoder: torch.nn.Module, todo: list[tuple[ShardItem, str]], images: ShardImages, cache: TeacherCache,
-         device: torch.device, batch_size: int = 4, bf16: bool = False) -> None:
+def fill(
+    encoder: torch.nn.Module,
+    todo: list[tuple[ShardItem, str]],
+    images: ShardImages,
+    cache: TeacherCache,
+    device: torch.device,
+    batch_size: int = 4,
+    bf16: bool = False,
+) -> None:
     """Run the teacher encoder on each (item, variant) image and store the embedding."""
     t0 = time.time()
     for start in range(0, len(todo), batch_size):
@@ -117,8 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     modalities = frozenset(m.strip().lower() for m in args.modalities.split(",") if m.strip())
     todo = plan(items, cache, variants, args.limit, args.block, modalities or None)
     counts = {v: sum(1 for _, w in todo if w == v) for v in variants}
-    log.info("teacher %s: %d embeddings to cache (%s)", tag, len(todo),
-             ", ".join(f"{v} {n}" for v, n in counts.items()))
+    log.info(
+        "teacher %s: %d embeddings to cache (%s)", tag, len(todo), ", ".join(f"{v} {n}" for v, n in counts.items())
+    )
     fill(encoder, todo, images, cache, device, args.batch, args.bf16)
     return 0
 

@@ -48,8 +48,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, nargs="+", required=True, help="labelled challenge-format folders")
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--encoder-config", choices=sorted(ENCODER_CONFIGS), default="swin_t",
-                    help="'tiny' only for smoke tests (saved as arch swin_tiny_test)")
+    ap.add_argument(
+        "--encoder-config",
+        choices=sorted(ENCODER_CONFIGS),
+        default="swin_t",
+        help="'tiny' only for smoke tests (saved as arch swin_tiny_test)",
+    )
     ap.add_argument("--resume", action="store_true", help="continue from OUT/last.pt when present")
     ap.add_argument("--batch-size", type=int, default=8, help="per process")
     ap.add_argument("--lr", type=float, default=5e-3)
@@ -66,13 +70,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--max-hours", type=float, default=0.0, help="stop after this wall time (0: no limit)")
     ap.add_argument("--max-steps", type=int, default=0, help="stop at this global step (0: no limit)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--allow-eval-for-smoke-test", action="store_true",
-                    help="allow data under 'eval' folders (smoke tests only: the checkpoint must not ship)")
+    ap.add_argument(
+        "--allow-eval-for-smoke-test",
+        action="store_true",
+        help="allow data under 'eval' folders (smoke tests only: the checkpoint must not ship)",
+    )
     return ap.parse_args(argv)
 
 
-def segmentation_losses(logits: torch.Tensor, iou_pred: torch.Tensor, target: torch.Tensor
-                        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def segmentation_losses(
+    logits: torch.Tensor, iou_pred: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Dice + BCE on logits (B, 1, 256, 256) vs target in {0, 1}, + MSE of iou_pred (B, 1) vs the actual
     IoU of ``logits > 0``. Everything in fp32; returns (total, parts)."""
     logits, iou_pred, target = logits.float(), iou_pred.float(), target.float()
@@ -90,8 +98,16 @@ def segmentation_losses(logits: torch.Tensor, iou_pred: torch.Tensor, target: to
 
 
 @torch.no_grad()
-def validate(model: MedSAMLite, dataset: LabelledSlices, keys: list[tuple[int, int]], device: torch.device,
-             bf16: bool, rank: int, world: int, batch_size: int) -> float:
+def validate(
+    model: MedSAMLite,
+    dataset: LabelledSlices,
+    keys: list[tuple[int, int]],
+    device: torch.device,
+    bf16: bool,
+    rank: int,
+    world: int,
+    batch_size: int,
+) -> float:
     """Mean loss over this rank's share of ``keys``, summed over ranks (same value on every rank)."""
     model.eval()
     total, n = 0.0, 0
@@ -114,8 +130,11 @@ def validate(model: MedSAMLite, dataset: LabelledSlices, keys: list[tuple[int, i
 
 def save_state(path: Path, model: MedSAMLite, opt: torch.optim.Optimizer, sched: Any, state: dict[str, Any]) -> None:
     payload = {
-        "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-        "state": state, "format_version": 1,
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "state": state,
+        "format_version": 1,
     }
     save_atomic(payload, path)
 
@@ -129,8 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     extra: dict[str, Any] = {}
     if args.allow_eval_for_smoke_test:
         log.warning("!" * 100)
-        log.warning("--allow-eval-for-smoke-test: evaluation data may be used for TRAINING. The checkpoints "
-                    "written by this run are for smoke tests only and MUST NOT be used for shipping.")
+        log.warning(
+            "--allow-eval-for-smoke-test: evaluation data may be used for TRAINING. The checkpoints "
+            "written by this run are for smoke tests only and MUST NOT be used for shipping."
+        )
         log.warning("!" * 100)
         extra["smoke_test_eval_data"] = True
 
@@ -139,11 +160,20 @@ def main(argv: list[str] | None = None) -> int:
     if not train_cases:
         raise SystemExit(f"no labelled training cases found under {', '.join(map(str, args.data))}")
     train_ds, val_ds = LabelledSlices(train_cases, augment=True), LabelledSlices(val_cases, augment=False)
-    val_keys = [(j % len(val_cases), 7_919 * j + 1) for j in range(max(len(val_cases), args.val_items))] \
-        if val_cases else []
+    val_keys = (
+        [(j % len(val_cases), 7_919 * j + 1) for j in range(max(len(val_cases), args.val_items))] if val_cases else []
+    )
     sampler = RankSampler(len(train_ds), args.batch_size, rank, world, args.seed)
-    log.info("%d training cases, %d validation cases (%d val samples); arch %s, batch %d x %d, lr %.2e",
-             len(train_cases), len(val_cases), len(val_keys), arch, args.batch_size, world, args.lr)
+    log.info(
+        "%d training cases, %d validation cases (%d val samples); arch %s, batch %d x %d, lr %.2e",
+        len(train_cases),
+        len(val_cases),
+        len(val_keys),
+        arch,
+        args.batch_size,
+        world,
+        args.lr,
+    )
 
     model = build_model(arch).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
@@ -187,8 +217,14 @@ def main(argv: list[str] | None = None) -> int:
     def batches() -> Any:
         while True:
             sampler.epoch = state["epoch"]
-            loader = DataLoader(train_ds, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
-                                drop_last=True, pin_memory=device.type == "cuda")
+            loader = DataLoader(
+                train_ds,
+                batch_size=args.batch_size,
+                sampler=sampler,
+                num_workers=args.workers,
+                drop_last=True,
+                pin_memory=device.type == "cuda",
+            )
             yield from loader
             state["epoch"] += 1
 
@@ -203,10 +239,15 @@ def main(argv: list[str] | None = None) -> int:
         sched.step(v)
         if rank == 0 and v < state["best_val"]:
             state["best_val"] = v
-            save_checkpoint(model, args.out / "best.pt", arch,
-                            {**extra, "step": state["step"], "val_loss": v, "seconds": state["seconds"]})
-        log.info("step %d val loss %.5f (best %.5f) lr %.2e", state["step"], v, state["best_val"],
-                 opt.param_groups[0]["lr"])
+            save_checkpoint(
+                model,
+                args.out / "best.pt",
+                arch,
+                {**extra, "step": state["step"], "val_loss": v, "seconds": state["seconds"]},
+            )
+        log.info(
+            "step %d val loss %.5f (best %.5f) lr %.2e", state["step"], v, state["best_val"], opt.param_groups[0]["lr"]
+        )
         return v
 
     t_start = t_ckpt = time.time()
@@ -231,20 +272,33 @@ def main(argv: list[str] | None = None) -> int:
         parts_hist.append({k: v.item() for k, v in parts.items()})
         state["seconds"] = seconds0 + time.time() - t_start
         stop = bool(args.max_steps and state["step"] >= args.max_steps) or bool(
-            args.max_hours and time.time() - t_start >= args.max_hours * 3600)
+            args.max_hours and time.time() - t_start >= args.max_hours * 3600
+        )
         stop = any_rank(stop, rt)  # wall-time limits may trip on one rank first
         val = ""
         if state["step"] % args.val_every == 0 or stop:
-            val = f"{run_validation(recent[-args.val_every:]):.6f}"
+            val = f"{run_validation(recent[-args.val_every :]):.6f}"
         if writer is not None and log_fh is not None and (state["step"] % args.log_every == 0 or val):
             k = args.log_every
-            writer.writerow([state["step"], f"{state['seconds']:.0f}", f"{opt.param_groups[0]['lr']:.3e}",
-                             f"{np.mean(recent[-k:]):.6f}",
-                             *(f"{np.mean([p[n] for p in parts_hist[-k:]]):.6f}" for n in ("dice", "bce", "iou_mse")),
-                             f"{float(gnorm):.3f}", val])
+            writer.writerow(
+                [
+                    state["step"],
+                    f"{state['seconds']:.0f}",
+                    f"{opt.param_groups[0]['lr']:.3e}",
+                    f"{np.mean(recent[-k:]):.6f}",
+                    *(f"{np.mean([p[n] for p in parts_hist[-k:]]):.6f}" for n in ("dice", "bce", "iou_mse")),
+                    f"{float(gnorm):.3f}",
+                    val,
+                ]
+            )
             log_fh.flush()
-            log.info("step %d loss %.4f grad %.2f (%.2f s/step)", state["step"], np.mean(recent[-k:]),
-                     float(gnorm), (time.time() - t_start) / n_steps)
+            log.info(
+                "step %d loss %.4f grad %.2f (%.2f s/step)",
+                state["step"],
+                np.mean(recent[-k:]),
+                float(gnorm),
+                (time.time() - t_start) / n_steps,
+            )
         recent, parts_hist = recent[-1000:], parts_hist[-1000:]
         if rank == 0 and (stop or time.time() - t_ckpt >= args.checkpoint_minutes * 60):
             save_state(last, model, opt, sched, state)

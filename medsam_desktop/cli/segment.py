@@ -33,25 +33,43 @@ from .model_options import add_model_arguments, predictor_from_args
 
 PROG = "medsam-segment"
 EXPECTED_ERRORS = (
-    MedSAMIOError, SampleNotAvailableError, InvalidBoxError, ModelNotAvailableError, InvalidCheckpointError, ValueError,
+    MedSAMIOError,
+    SampleNotAvailableError,
+    InvalidBoxError,
+    ModelNotAvailableError,
+    InvalidCheckpointError,
+    ValueError,
 )
 log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="medsam-segment", description=__doc__.splitlines()[0].split(": ", 1)[1])
-    p.add_argument("image", type=Path, nargs="?",
-                   help="image file or DICOM folder (NIfTI, NRRD, MHA, MGZ, DICOM, PNG, JPG ...)")
-    p.add_argument("--sample", choices=[s.key for s in list_samples()],
-                   help="use a sample image shipped by a dependency (with its preset box) instead of IMAGE")
-    p.add_argument("--box", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"),
-                   help="box in pixels of the slice (x = column, y = row)")
+    p.add_argument(
+        "image", type=Path, nargs="?", help="image file or DICOM folder (NIfTI, NRRD, MHA, MGZ, DICOM, PNG, JPG ...)"
+    )
+    p.add_argument(
+        "--sample",
+        choices=[s.key for s in list_samples()],
+        help="use a sample image shipped by a dependency (with its preset box) instead of IMAGE",
+    )
+    p.add_argument(
+        "--box",
+        type=float,
+        nargs=4,
+        metavar=("X0", "Y0", "X1", "Y1"),
+        help="box in pixels of the slice (x = column, y = row)",
+    )
     where = p.add_mutually_exclusive_group()
     where.add_argument("--slice", type=int, metavar="Z", help="segment this slice of a volume")
     where.add_argument("--zrange", type=int, nargs=2, metavar=("Z0", "Z1"), help="propagate over slices Z0..Z1")
     p.add_argument("--label", type=int, default=1, help="label value written in the mask (1..65535, default 1)")
-    p.add_argument("--ct-window", choices=sorted(CT_WINDOWS), default="soft tissue",
-                   help="intensity window for CT input (default: soft tissue 40/400)")
+    p.add_argument(
+        "--ct-window",
+        choices=sorted(CT_WINDOWS),
+        default="soft tissue",
+        help="intensity window for CT input (default: soft tissue 40/400)",
+    )
     p.add_argument("-o", "--output", type=Path, required=True, help="mask file: .nii.gz / .nii, or .png for 2D images")
     add_model_arguments(p)
     add_common_arguments(p)
@@ -99,8 +117,9 @@ def run(args: argparse.Namespace) -> int:
             bar.total = total
             bar.update(done - bar.n)
 
-        labels[:] = propagate_boxes(predictor, display, np.array([[x0, y0, z0, x1, y1, z1]]), progress=progress,
-                                    label_values=[args.label])
+        labels[:] = propagate_boxes(
+            predictor, display, np.array([[x0, y0, z0, x1, y1, z1]]), progress=progress, label_values=[args.label]
+        )
         bar.close()
     else:
         z = args.slice if args.slice is not None else 0

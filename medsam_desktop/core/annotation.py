@@ -38,6 +38,7 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     filled = sitk.BinaryFillhole(image, fullyConnected=False, foregroundValue=1)
     return sitk.GetArrayViewFromImage(filled).astype(bool)
 
+
 SIDECAR_FORMAT = "medsam-desktop-labels"
 MAX_LABEL = 65535
 

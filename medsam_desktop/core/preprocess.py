@@ -181,16 +181,16 @@ def _single_channel(image: np.ndarray) -> np.ndarray | None:
         return image
     if image.shape[2] == 1:
         return image[:, :, 0]
-    if image.shape[2] >= 3 and np.array_equal(image[:, :, 0], image[:, :, 1]) and np.array_equal(
-        image[:, :, 0], image[:, :, 2]
+    if (
+        image.shape[2] >= 3
+        and np.array_equal(image[:, :, 0], image[:, :, 1])
+        and np.array_equal(image[:, :, 0], image[:, :, 2])
     ):
         return image[:, :, 0]
     return None
 
 
-def preprocess(
-    image: np.ndarray, pixel_spacing: tuple[float, float] | None = None
-) -> tuple[np.ndarray, FrameInfo]:
+def preprocess(image: np.ndarray, pixel_spacing: tuple[float, float] | None = None) -> tuple[np.ndarray, FrameInfo]:
     """Slice (H, W) or (H, W, 3) of any numeric dtype -> model input (3, 256, 256) float32 in [0, 1].
 
     Intensities should already be in display range (e.g. windowed CT, uint8 challenge images); the result

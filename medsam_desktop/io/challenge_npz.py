@@ -91,9 +91,7 @@ def _load_arrays(path: Path, required: Iterable[str], allowed: frozenset[str]) -
                     f"missing {', '.join(missing)}" if missing else "",
                     f"unexpected {', '.join(extra)}" if extra else "",
                 ]
-                raise InvalidNpzError(
-                    f"wrong arrays in the archive ({'; '.join(p for p in parts if p)})", path=path
-                )
+                raise InvalidNpzError(f"wrong arrays in the archive ({'; '.join(p for p in parts if p)})", path=path)
             arrays = {}
             for key in sorted(keys):
                 try:
@@ -107,9 +105,7 @@ def _load_arrays(path: Path, required: Iterable[str], allowed: frozenset[str]) -
     except (InvalidNpzError, ImageNotFoundError):
         raise
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
-        raise CorruptFileError(
-            "the .npz archive is damaged or truncated", path=path, detail=str(exc)
-        ) from exc
+        raise CorruptFileError("the .npz archive is damaged or truncated", path=path, detail=str(exc)) from exc
     except ValueError as exc:  # pickled content, bad .npy header ...
         raise InvalidNpzError("it is not a valid numpy .npz archive", path=path, detail=str(exc)) from exc
     for key, arr in arrays.items():

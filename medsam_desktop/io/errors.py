@@ -79,9 +79,7 @@ class ImageNotFoundError(MedSAMIOError):
 class UnsupportedFormatError(MedSAMIOError):
     """The file type is not one MedSAM Desktop can open (or save)."""
 
-    default_action = (
-        "Convert it to NIfTI (.nii/.nii.gz), NRRD, MetaImage (.mha), DICOM, PNG, JPEG, BMP or TIFF."
-    )
+    default_action = "Convert it to NIfTI (.nii/.nii.gz), NRRD, MetaImage (.mha), DICOM, PNG, JPEG, BMP or TIFF."
 
 
 class CorruptFileError(MedSAMIOError):

@@ -88,9 +88,7 @@ def detect_format(path: Path) -> str | None:
     by_ext = _format_from_extension(path)
     if head[128:132] == b"DICM":
         return "dicom"
-    if head.startswith(
-        (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-    ):
+    if head.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):
         return "2d"
     if head.startswith(b"BM") and by_ext in (None, "2d"):
         return "2d"
@@ -142,9 +140,7 @@ def _named_for(path: Path, fmt: str) -> Iterator[Path]:
         return
     with open(path, "rb") as fh:
         gz = fh.read(2) == GZIP_MAGIC
-    suffix = (
-        {"nifti": ".nii.gz", "mgh": ".mgz"}.get(fmt, _CANONICAL_SUFFIX[fmt]) if gz else _CANONICAL_SUFFIX[fmt]
-    )
+    suffix = {"nifti": ".nii.gz", "mgh": ".mgz"}.get(fmt, _CANONICAL_SUFFIX[fmt]) if gz else _CANONICAL_SUFFIX[fmt]
     with tempfile.TemporaryDirectory(prefix="medsam-io-") as tmp:
         alias = Path(tmp) / f"{path.name}{suffix}"
         try:
@@ -227,9 +223,7 @@ def read_image(path: str | os.PathLike[str]) -> Volume:
         if not path.is_file():
             raise UnsupportedFormatError("it is not a regular file", path=path)
         if path.stat().st_size == 0:
-            raise CorruptFileError(
-                "the file is empty (0 bytes)", path=path, action="Copy or export the file again."
-            )
+            raise CorruptFileError("the file is empty (0 bytes)", path=path, action="Copy or export the file again.")
         return _read_file(path)
     except MedSAMIOError:
         raise
@@ -248,6 +242,4 @@ def read_image(path: str | os.PathLike[str]) -> Volume:
         ) from exc
     except Exception as exc:  # last line of defence: never leak raw library errors
         log.debug("unexpected error reading %s", path, exc_info=True)
-        raise CorruptFileError(
-            "the file could not be read", path=path, detail=f"{type(exc).__name__}: {exc}"
-        ) from exc
+        raise CorruptFileError("the file could not be read", path=path, detail=f"{type(exc).__name__}: {exc}") from exc

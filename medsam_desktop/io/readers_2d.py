@@ -101,15 +101,11 @@ def read_2d_image(path: Path) -> Volume:
                 img.seek(0)
                 frames = [_frame_to_array(img, fmt)]
     except UnidentifiedImageError as exc:
-        raise UnsupportedFormatError(
-            "the picture format is not recognised", path=path, detail=str(exc)
-        ) from exc
+        raise UnsupportedFormatError("the picture format is not recognised", path=path, detail=str(exc)) from exc
     except Image.DecompressionBombError as exc:
         raise InvalidImageError("the image is too large to open safely", path=path, detail=str(exc)) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise CorruptFileError(
-            "the picture data is damaged or truncated", path=path, detail=str(exc)
-        ) from exc
+        raise CorruptFileError("the picture data is damaged or truncated", path=path, detail=str(exc)) from exc
     if len(frames) > 1:
         first = frames[0]
         same = all(f.shape == first.shape and f.dtype == first.dtype for f in frames)

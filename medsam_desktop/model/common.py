@@ -30,8 +30,9 @@ class LayerNorm2d(nn.Module):
             y = d * torch.rsqrt(d.pow(2).mean(1, keepdim=True) + self.eps)
             return (y * self.weight.float()[:, None, None] + self.bias.float()[:, None, None]).to(x.dtype)
         # one fused layer_norm over the channel axis (moved last): fewer memory passes than mean/var/rsqrt
-        y = F.layer_norm(x.permute(0, 2, 3, 1).float(), (self.num_channels,), self.weight.float(), self.bias.float(),
-                         self.eps)
+        y = F.layer_norm(
+            x.permute(0, 2, 3, 1).float(), (self.num_channels,), self.weight.float(), self.bias.float(), self.eps
+        )
         return y.permute(0, 3, 1, 2).to(x.dtype)
 
 

@@ -62,9 +62,7 @@ class MaskDecoder(nn.Module):
             return predict_single_mask(
                 self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
             )
-        masks, iou = self.predict_masks(
-            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
-        )
+        masks, iou = self.predict_masks(image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings)
         sl = slice(1, None) if multimask_output else slice(0, 1)
         return masks[:, sl], iou[:, sl]
 

@@ -108,7 +108,10 @@ def _bmm_shared(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _block(
-    layer: TwoWayAttentionBlock, queries: torch.Tensor, keys: torch.Tensor, keys_pe_t: torch.Tensor,
+    layer: TwoWayAttentionBlock,
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    keys_pe_t: torch.Tensor,
     query_pe: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One two-way block; keys (B or 1, N, C) and (keys + grid encoding) transposed (B or 1, C, N) -> (B, N, C)."""
@@ -225,8 +228,9 @@ def predict_prepared(
         queries, keys = _block(layer, queries, keys, keys_pe_t, tokens)
     # final attention: only the IoU token and mask token 0 are read out
     q2 = queries[:, :2]
-    attn = token_to_image(transformer.final_attn_token_to_image, q2 + tokens[:, :2], (keys + key_pe).transpose(1, 2),
-                          keys)
+    attn = token_to_image(
+        transformer.final_attn_token_to_image, q2 + tokens[:, :2], (keys + key_pe).transpose(1, 2), keys
+    )
     q2 = transformer.norm_final_attn(q2 + attn)
     hyper = decoder.output_hypernetworks_mlps[0](q2[:, 1])  # (B, C/8)
     # two boxes at a time: the 4x upscaled features are 8 MB per box in fp32; blocks under 32 MB are reused by

@@ -148,8 +148,9 @@ class WindowAttention(nn.Module):
 class SwinBlock(nn.Module):
     """Pre-norm (shifted-)window attention + MLP on (B, H, W, C) tokens."""
 
-    def __init__(self, dim: int, num_heads: int, window_size: int, shift: int, mlp_ratio: float,
-                 drop_path: float) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, window_size: int, shift: int, mlp_ratio: float, drop_path: float
+    ) -> None:
         super().__init__()
         self.window_size, self.shift = window_size, shift
         self.norm1 = nn.LayerNorm(dim)
@@ -188,8 +189,16 @@ class PatchMerging(nn.Module):
 class SwinStage(nn.Module):
     """``depth`` blocks alternating plain and shifted windows on (B, H, W, C); no shift when H <= window."""
 
-    def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, grid: int, mlp_ratio: float,
-                 drop_paths: list[float]) -> None:
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        window_size: int,
+        grid: int,
+        mlp_ratio: float,
+        drop_paths: list[float],
+    ) -> None:
         super().__init__()
         ws = min(window_size, grid)
         shift = ws // 2 if grid > ws else 0
@@ -228,8 +237,17 @@ class SwinEncoder(nn.Module):
         self.merges = nn.ModuleList()
         start = 0
         for i, depth in enumerate(cfg.depths):
-            self.stages.append(SwinStage(dims[i], depth, cfg.num_heads[i], cfg.window_size, grids[i],
-                                         cfg.mlp_ratio, rates[start : start + depth]))
+            self.stages.append(
+                SwinStage(
+                    dims[i],
+                    depth,
+                    cfg.num_heads[i],
+                    cfg.window_size,
+                    grids[i],
+                    cfg.mlp_ratio,
+                    rates[start : start + depth],
+                )
+            )
             start += depth
             if i < len(cfg.depths) - 1:
                 self.merges.append(PatchMerging(dims[i]))

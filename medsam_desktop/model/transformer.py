@@ -52,9 +52,7 @@ class MLPBlock(nn.Module):
 class TwoWayAttentionBlock(nn.Module):
     """Token self-attention, token->image cross-attention, MLP, image->token cross-attention."""
 
-    def __init__(
-        self, dim: int, num_heads: int, mlp_dim: int, downsample_rate: int, skip_first_layer_pe: bool
-    ) -> None:
+    def __init__(self, dim: int, num_heads: int, mlp_dim: int, downsample_rate: int, skip_first_layer_pe: bool) -> None:
         super().__init__()
         self.self_attn = Attention(dim, num_heads)
         self.norm1 = nn.LayerNorm(dim)
@@ -89,7 +87,11 @@ class TwoWayAttentionBlock(nn.Module):
 
 class TwoWayTransformer(nn.Module):
     def __init__(
-        self, depth: int = 2, embedding_dim: int = 256, num_heads: int = 8, mlp_dim: int = 2048,
+        self,
+        depth: int = 2,
+        embedding_dim: int = 256,
+        num_heads: int = 8,
+        mlp_dim: int = 2048,
         attention_downsample_rate: int = 2,
     ) -> None:
         super().__init__()

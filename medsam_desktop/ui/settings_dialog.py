@@ -90,8 +90,10 @@ PRECISION_TITLES = {
     "int8": "int8 encoder (OpenVINO only, the fastest; others run automatic)",
 }
 #: measured on the dev set (docs/performance.md, session 6): shown as the precision box's tooltip
-PRECISION_TIP = ("The default is the fastest setting within 0.3 DSC/NSD points of fp32 on the dev set for this CPU: "
-                 "int8 on CPUs with VNNI (first mask 56 ms vs 150 ms for PyTorch fp32, session 7), fp32 without.")
+PRECISION_TIP = (
+    "The default is the fastest setting within 0.3 DSC/NSD points of fp32 on the dev set for this CPU: "
+    "int8 on CPUs with VNNI (first mask 56 ms vs 150 ms for PyTorch fp32, session 7), fp32 without."
+)
 
 
 def available_models() -> list[tuple[str, str]]:
@@ -121,8 +123,10 @@ class SettingsDialog(QDialog):
             if runtime_installed(name):
                 self.runtime.addItem(RUNTIME_TITLES[name], name)
         self.runtime.setCurrentIndex(max(self.runtime.findData(settings.runtime), 0))
-        self.runtime.setToolTip("The default runs the shipped OpenVINO files (no conversion); for other weights "
-                                "OpenVINO and ONNX Runtime convert the model once (cached)")
+        self.runtime.setToolTip(
+            "The default runs the shipped OpenVINO files (no conversion); for other weights "
+            "OpenVINO and ONNX Runtime convert the model once (cached)"
+        )
         self.precision = QComboBox()
         for name in (DEFAULT, *PRECISIONS):
             self.precision.addItem(PRECISION_TITLES.get(name, name), name)

@@ -34,10 +34,12 @@ def test_dialog_offers_and_returns_runtime_and_precision(qtbot) -> None:
 
     dialog = SettingsDialog(AppSettings(runtime="onnxruntime", precision="auto"))
     qtbot.addWidget(dialog)
-    assert [dialog.runtime.itemText(i) for i in range(dialog.runtime.count())] == ["PyTorch", "OpenVINO",
-                                                                                   "ONNX Runtime"]
-    assert [dialog.precision.itemData(i) for i in range(dialog.precision.count())] == ["auto", "fp32", "bf16",
-                                                                                       "int8"]
+    assert [dialog.runtime.itemText(i) for i in range(dialog.runtime.count())] == [
+        "PyTorch",
+        "OpenVINO",
+        "ONNX Runtime",
+    ]
+    assert [dialog.precision.itemData(i) for i in range(dialog.precision.count())] == ["auto", "fp32", "bf16", "int8"]
     assert "OpenVINO only" in dialog.precision.itemText(dialog.precision.findData("int8"))
     assert (dialog.runtime.currentData(), dialog.precision.currentData()) == ("onnxruntime", "auto")
     dialog.runtime.setCurrentIndex(dialog.runtime.findData("openvino"))
@@ -48,8 +50,9 @@ def test_dialog_offers_and_returns_runtime_and_precision(qtbot) -> None:
     assert dialog.result_settings().precision == "int8"
 
 
-def test_runtime_change_rebuilds_backend_and_shows_fallback_once(qtbot, fake, make_window, tmp_path, monkeypatch,
-                                                                 errors) -> None:
+def test_runtime_change_rebuilds_backend_and_shows_fallback_once(
+    qtbot, fake, make_window, tmp_path, monkeypatch, errors
+) -> None:
     from medsam_desktop.ui import main_window
     from medsam_desktop.ui.settings_dialog import AppSettings
 
@@ -86,8 +89,9 @@ def test_runtime_change_rebuilds_backend_and_shows_fallback_once(qtbot, fake, ma
         status.messageChanged.disconnect()
 
 
-def _rebuilds(qtbot, window, built: list[tuple[str, int, str, str, bool]], messages: list[str],
-              errors: list[str]) -> None:
+def _rebuilds(
+    qtbot, window, built: list[tuple[str, int, str, str, bool]], messages: list[str], errors: list[str]
+) -> None:
     from medsam_desktop.ui.settings_dialog import AppSettings
 
     window.apply_settings(AppSettings(model="auto", runtime="openvino", precision="bf16"))

@@ -72,18 +72,39 @@ def export_onnx(model: object, folder: Path, opset: int = OPSET) -> tuple[Path, 
     emb = torch.zeros(1, 256, 64, 64)
     paths = [enc_path, folder / PREPARE_FILE]
     with torch.inference_mode():
-        torch.onnx.export(net.image_encoder, (x,), str(enc_path), input_names=["image"], output_names=["embedding"],
-                          opset_version=opset, dynamo=False)
-        torch.onnx.export(_Prepare(), (emb,), str(paths[1]), input_names=["embedding"],
-                          output_names=list(IMAGE_TENSORS), opset_version=opset, dynamo=False)
+        torch.onnx.export(
+            net.image_encoder,
+            (x,),
+            str(enc_path),
+            input_names=["image"],
+            output_names=["embedding"],
+            opset_version=opset,
+            dynamo=False,
+        )
+        torch.onnx.export(
+            _Prepare(),
+            (emb,),
+            str(paths[1]),
+            input_names=["embedding"],
+            output_names=list(IMAGE_TENSORS),
+            opset_version=opset,
+            dynamo=False,
+        )
         image = net.prepare_decode(emb)
         # static shapes, one file per box count: the traced graph is the decoder's single-mask rewrite
         # specialised to that count (its shape-dependent branches are taken at trace time)
         for size in sorted(DECODER_SIZES):
             box = torch.tensor([[10.0, 10.0, 100.0, 100.0]]).repeat(size, 1) + torch.arange(size)[:, None]
             path = folder / f"{decoder_stem(size)}.onnx"
-            torch.onnx.export(_Decoder(), (*image, box), str(path), input_names=[*IMAGE_TENSORS, "boxes"],
-                              output_names=["logits", "iou"], opset_version=opset, dynamo=False)
+            torch.onnx.export(
+                _Decoder(),
+                (*image, box),
+                str(path),
+                input_names=[*IMAGE_TENSORS, "boxes"],
+                output_names=["logits", "iou"],
+                opset_version=opset,
+                dynamo=False,
+            )
             paths.append(path)
     return tuple(paths)
 
@@ -150,8 +171,12 @@ def cached_export(model: object, checkpoint_sha256: str, arch: str, root: Path |
         for path in paths:
             _fsync(path)
             files[path.name] = path.stat().st_size
-        manifest = {"arch": arch, "checkpoint_sha256": checkpoint_sha256, "exporter": exporter_version(),
-                    "files": files}
+        manifest = {
+            "arch": arch,
+            "checkpoint_sha256": checkpoint_sha256,
+            "exporter": exporter_version(),
+            "files": files,
+        }
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1))
         _fsync(tmp / MANIFEST_FILE)
         if final.exists() and not is_complete_export(final):  # damaged leftover: move it out of the way

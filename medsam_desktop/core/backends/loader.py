@@ -139,8 +139,11 @@ def _without_torch(
     """No torch here: the shipped default, with a one-line reason, or ModelNotAvailableError."""
     asked = f"{RUNTIME_TITLES[runtime]} {precision}"
     if why is None:
-        why = "PyTorch is not installed" if runtime == "torch" else (
-            f"{RUNTIME_TITLES[runtime]} needs PyTorch to export the weights, and PyTorch is not installed")
+        why = (
+            "PyTorch is not installed"
+            if runtime == "torch"
+            else (f"{RUNTIME_TITLES[runtime]} needs PyTorch to export the weights, and PyTorch is not installed")
+        )
     if model_name == TEACHER_NAME or not runtime_installed("openvino"):
         raise ModelNotAvailableError(f"cannot run {model_name} ({asked}): {why}")
     path = weights_for(model_name, weights)

@@ -77,8 +77,13 @@ class OpenVinoBackend(ChunkedDecoder):
     """Runs :class:`~.layout.NetworkFiles` (IR ``.xml`` or ``.onnx``) on OpenVINO's CPU plugin."""
 
     def __init__(
-        self, files: NetworkFiles, name: str = "openvino", threads: int | None = None, precision: str = "f32",
-        cache: bool = True, encoder_precision: str | None = None,
+        self,
+        files: NetworkFiles,
+        name: str = "openvino",
+        threads: int | None = None,
+        precision: str = "f32",
+        cache: bool = True,
+        encoder_precision: str | None = None,
     ) -> None:
         """``precision``: the hint of ``prepare`` and the decoders (and of the encoder unless ``encoder_precision``
         is given). ``name`` gains ``+bf16`` when the decoders really run bf16."""
@@ -107,7 +112,11 @@ class OpenVinoBackend(ChunkedDecoder):
         self._lock = threading.Lock()
 
     def _compile(
-        self, core: Any, files: NetworkFiles, config: dict[str, object], encoder_config: dict[str, object],
+        self,
+        core: Any,
+        files: NetworkFiles,
+        config: dict[str, object],
+        encoder_config: dict[str, object],
         cache_dir: Path | None,
     ) -> None:
         """Compile every network of ``files`` on ``core`` (with its model cache in ``cache_dir`` when given)."""
@@ -150,10 +159,12 @@ class OpenVinoBackend(ChunkedDecoder):
         x = np.ascontiguousarray(images, dtype=np.float32)
         with self._lock:
             # results are copied out of OpenVINO's buffers once (np.array), never handed out as views
-            return np.concatenate([
-                np.array(self._enc.infer({0: x[i : i + 1]}, share_inputs=True, share_outputs=True)[0])
-                for i in range(len(x))
-            ])
+            return np.concatenate(
+                [
+                    np.array(self._enc.infer({0: x[i : i + 1]}, share_inputs=True, share_outputs=True)[0])
+                    for i in range(len(x))
+                ]
+            )
 
     def _prepare(self, embedding: np.ndarray) -> tuple[Any, Any]:
         """The prepare request's own output tensors: valid until its next call (decode holds the lock)."""

@@ -17,7 +17,12 @@ log = logging.getLogger(__name__)
 
 
 def _exported_backend(
-    model: object, weights: Path, model_name: str, threads: int | None, runtime: str, precision: str,
+    model: object,
+    weights: Path,
+    model_name: str,
+    threads: int | None,
+    runtime: str,
+    precision: str,
     int8_encoder: Path | None = None,
 ) -> InferenceBackend:
     """Export once (cached by checkpoint sha256) and compile for ``runtime``; OpenVINO takes ``int8_encoder``
