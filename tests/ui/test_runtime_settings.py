@@ -35,11 +35,15 @@ def test_dialog_offers_and_returns_runtime_and_precision(qtbot) -> None:
     dialog = SettingsDialog(AppSettings(runtime="onnxruntime", precision="auto"))
     qtbot.addWidget(dialog)
     assert [dialog.runtime.itemText(i) for i in range(dialog.runtime.count())] == [
+        "Default (OpenVINO with the shipped files, else PyTorch)",
         "PyTorch",
         "OpenVINO",
         "ONNX Runtime",
     ]
-    assert [dialog.precision.itemData(i) for i in range(dialog.precision.count())] == ["auto", "fp32", "bf16", "int8"]
+    assert [dialog.precision.itemData(i) for i in range(dialog.precision.count())] == [
+        "default", "auto", "fp32", "bf16", "int8",
+    ]  # fmt: skip
+    assert dialog.runtime.itemData(0) == dialog.precision.itemData(0) == "default"
     assert "OpenVINO only" in dialog.precision.itemText(dialog.precision.findData("int8"))
     assert (dialog.runtime.currentData(), dialog.precision.currentData()) == ("onnxruntime", "auto")
     dialog.runtime.setCurrentIndex(dialog.runtime.findData("openvino"))
@@ -48,6 +52,32 @@ def test_dialog_offers_and_returns_runtime_and_precision(qtbot) -> None:
     assert (result.runtime, result.precision) == ("openvino", "bf16")
     dialog.precision.setCurrentIndex(dialog.precision.findData("int8"))
     assert dialog.result_settings().precision == "int8"
+
+
+def test_dialog_lists_only_the_runtimes_installed(qtbot, monkeypatch) -> None:
+    """The packaged app has OpenVINO only: PyTorch and ONNX Runtime are not offered there."""
+    from medsam_desktop.ui import settings_dialog
+    from medsam_desktop.ui.settings_dialog import AppSettings, SettingsDialog
+
+    monkeypatch.setattr(settings_dialog, "runtime_installed", lambda name: name == "openvino")
+    dialog = SettingsDialog(AppSettings())
+    qtbot.addWidget(dialog)
+    assert [dialog.runtime.itemData(i) for i in range(dialog.runtime.count())] == ["default", "openvino"]
+
+
+def test_settings_saved_with_the_old_defaults_load_as_default(tmp_path) -> None:
+    """Before session 7 every save stored torch/auto, the defaults then: they are not a choice, they load as default;
+    a choice saved since then is kept."""
+    from PyQt6.QtCore import QSettings
+
+    from medsam_desktop.ui.settings_dialog import AppSettings
+
+    store = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    store.setValue("model/runtime", "torch")
+    store.setValue("model/precision", "auto")
+    assert (AppSettings.load(store).runtime, AppSettings.load(store).precision) == ("default", "default")
+    AppSettings(runtime="torch", precision="auto").save(store)
+    assert (AppSettings.load(store).runtime, AppSettings.load(store).precision) == ("torch", "auto")
 
 
 def test_runtime_change_rebuilds_backend_and_shows_fallback_once(
