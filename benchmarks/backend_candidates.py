@@ -24,9 +24,9 @@ import numpy as np
 
 from medsam_desktop.cli.evaluate import modality_of
 from medsam_desktop.core.backends import load_backend
-from medsam_desktop.core.challenge import segment_challenge_case
-from medsam_desktop.core.metrics import evaluate_case
-from medsam_desktop.core.predictor import Predictor
+from medsam_desktop.core.evaluation.metrics import evaluate_case
+from medsam_desktop.core.inference.challenge import segment_challenge_case
+from medsam_desktop.core.inference.predictor import Predictor
 from medsam_desktop.io.challenge_npz import read_challenge_gt, read_challenge_npz
 
 try:

@@ -59,8 +59,8 @@ def time_decoders(threads: int, repeats: int, warmup: int = 3) -> dict[str, dict
 
 
 def dev_agreement(data: Path, limit: int, threads: int) -> None:
-    from medsam_desktop.core.challenge import segment_challenge_case
-    from medsam_desktop.core.predictor import Predictor
+    from medsam_desktop.core.inference.challenge import segment_challenge_case
+    from medsam_desktop.core.inference.predictor import Predictor
     from medsam_desktop.io.challenge_npz import read_challenge_npz
 
     cases = sorted((data / "imgs").glob("*.npz"))[:limit]

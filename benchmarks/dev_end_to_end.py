@@ -2,7 +2,7 @@
 
 Every case is read once and segmented by each configuration in turn (the order rotates from case to case,
 so drifting machine load hits all configurations alike) with the same algorithm as ``medsam-infer``
-(:func:`~medsam_desktop.core.challenge.segment_challenge_case`: 2D boxes decoded on one embedding; 3D
+(:func:`~medsam_desktop.core.inference.challenge.segment_challenge_case`: 2D boxes decoded on one embedding; 3D
 middle-slice propagation with one embedding per slice). Timing covers preprocessing, encoder, decoder and
 postprocessing, not file reading or scoring. Scores use the challenge metrics (``core.metrics``).
 
@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from medsam_desktop.cli.evaluate import modality_of
-from medsam_desktop.core.challenge import segment_challenge_case
-from medsam_desktop.core.metrics import evaluate_case
-from medsam_desktop.core.predictor import Predictor
+from medsam_desktop.core.evaluation.metrics import evaluate_case
+from medsam_desktop.core.inference.challenge import segment_challenge_case
+from medsam_desktop.core.inference.predictor import Predictor
 from medsam_desktop.io.challenge_npz import read_challenge_gt, read_challenge_npz
 
 try:

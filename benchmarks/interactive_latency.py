@@ -15,9 +15,9 @@ import argparse
 
 import numpy as np
 
-from medsam_desktop.core.cache import EmbeddingCache
-from medsam_desktop.core.intensity import to_display_uint8
-from medsam_desktop.core.predictor import Predictor
+from medsam_desktop.core.inference.cache import EmbeddingCache
+from medsam_desktop.core.inference.intensity import to_display_uint8
+from medsam_desktop.core.inference.predictor import Predictor
 
 try:
     from benchmarks._common import build_backend, machine_line, parse_configs, percentile_ms, timed

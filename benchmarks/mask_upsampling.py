@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medsam_desktop.core.predictor import Predictor
-from medsam_desktop.core.preprocess import logits_to_masks, upsample_logits
+from medsam_desktop.core.inference.predictor import Predictor
+from medsam_desktop.core.inference.preprocess import logits_to_masks, upsample_logits
 from medsam_desktop.io.challenge_npz import read_challenge_npz
 
 try:

@@ -32,10 +32,10 @@ except ImportError:  # run as a script from benchmarks/
 
 
 def session(rounds: int, prompts: int, threads: int, config: str = "student-bf16") -> dict[str, object]:
-    from medsam_desktop.core.cache import EmbeddingCache
-    from medsam_desktop.core.model_input import ModelInput
-    from medsam_desktop.core.predictor import Predictor
-    from medsam_desktop.core.propagation import propagate_boxes
+    from medsam_desktop.core.inference.cache import EmbeddingCache
+    from medsam_desktop.core.inference.model_input import ModelInput
+    from medsam_desktop.core.inference.predictor import Predictor
+    from medsam_desktop.core.inference.propagation import propagate_boxes
     from medsam_desktop.io import Volume
 
     vol, boxes3d = synthetic_ct(60)

@@ -83,10 +83,10 @@ def synthetic_ct(depth: int = 300, size: int = 512, seed: int = 0) -> tuple[np.n
 
 
 def run_one(label: str, threads: int, depth: int) -> dict[str, float]:
-    from medsam_desktop.core.cache import EmbeddingCache
-    from medsam_desktop.core.model_input import ModelInput
-    from medsam_desktop.core.predictor import Predictor
-    from medsam_desktop.core.propagation import propagate_boxes
+    from medsam_desktop.core.inference.cache import EmbeddingCache
+    from medsam_desktop.core.inference.model_input import ModelInput
+    from medsam_desktop.core.inference.predictor import Predictor
+    from medsam_desktop.core.inference.propagation import propagate_boxes
     from medsam_desktop.io import Volume
 
     vol, boxes = synthetic_ct(depth)

@@ -131,7 +131,7 @@ class SelfTestResult:
 
 def _test_image() -> tuple[np.ndarray, tuple[float, float, float, float], str]:
     """The CT sample mapped as the app maps it (uint8, soft-tissue window), else a synthetic bright disk."""
-    from .core.model_input import ModelInput
+    from .core.inference.model_input import ModelInput
     from .io import read_image
     from .samples import SampleNotAvailableError, get_sample
 
@@ -202,8 +202,8 @@ def run_self_test() -> SelfTestResult:
     except Exception as exc:
         raise SelfTestError(f"self-test FAILED: the window could not be created ({_one_line(exc)})") from exc
     from .core.backends import describe, load_backend
-    from .core.predictor import Predictor
-    from .core.propagation import segment_slice
+    from .core.inference.predictor import Predictor
+    from .core.inference.propagation import segment_slice
     from .model_files import STUDENT_NAME
 
     t = time.perf_counter()
@@ -249,11 +249,11 @@ def segment_and_export(image: Path, box: Sequence[float], z: int, output: Path) 
 
     Returns the number of labelled voxels. Output: NIfTI (+ the app's ``.json`` label sidecar).
     """
-    from .core.annotation import AnnotationSession
     from .core.backends import load_backend
-    from .core.model_input import ModelInput
-    from .core.predictor import Predictor
-    from .core.propagation import segment_slice
+    from .core.document.annotation import AnnotationSession
+    from .core.inference.model_input import ModelInput
+    from .core.inference.predictor import Predictor
+    from .core.inference.propagation import segment_slice
     from .io import read_image
     from .model_files import default_model_name
     from .ui import files

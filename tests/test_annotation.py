@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from medsam_desktop.core.annotation import AnnotationSession, LabelTable, OverlapRule, Signal, sidecar_path
+from medsam_desktop.core.document.annotation import AnnotationSession, LabelTable, OverlapRule, Signal, sidecar_path
 from medsam_desktop.io import Volume
 
 
@@ -178,7 +178,7 @@ def test_signal_connect_disconnect() -> None:
 
 def test_document_model_imports_no_qt() -> None:
     code = (
-        "import sys, medsam_desktop.core.annotation, medsam_desktop.core.undo\n"
+        "import sys, medsam_desktop.core.document.annotation, medsam_desktop.core.document.undo\n"
         "bad = [m for m in ('PyQt6', 'PySide6', 'pyqtgraph', 'qtawesome') if m in sys.modules]\n"
         "sys.exit(1 if bad else 0)\n"
     )
@@ -231,7 +231,7 @@ def test_fill_holes_matches_scipy_on_random_masks() -> None:
     """The app fills holes with SimpleITK (no scipy in the bundle): the same holes as scipy's definition."""
     from scipy import ndimage
 
-    from medsam_desktop.core.annotation import fill_holes
+    from medsam_desktop.core.document.annotation import fill_holes
 
     rng = np.random.default_rng(0)
     for _ in range(200):

@@ -15,7 +15,7 @@ from fakes import BoxBackend
 from PIL import Image
 
 from medsam_desktop.cli import evaluate, infer
-from medsam_desktop.core.predictor import Predictor
+from medsam_desktop.core.inference.predictor import Predictor
 from medsam_desktop.io import OutputWriteError, Volume, write_challenge_segs, write_labels_nifti, write_mask_png
 from medsam_desktop.model import build_model, save_checkpoint
 

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from medsam_desktop.core import autosave
-from medsam_desktop.core.annotation import AnnotationSession
+from medsam_desktop.core.document import autosave
+from medsam_desktop.core.document.annotation import AnnotationSession
 from medsam_desktop.io import Volume
 
 
@@ -45,7 +45,7 @@ def test_round_trip_restores_labels_table_and_active(tmp_path, image, monkeypatc
     snap = autosave.read_snapshot(path)
     assert snap.source == str(image.source_path) and autosave.same_image(snap.fingerprint, image)
     fresh = AnnotationSession(image)
-    from medsam_desktop.core.annotation import LabelTable
+    from medsam_desktop.core.document.annotation import LabelTable
 
     fresh.restore_state(snap.labels, LabelTable.from_json(snap.table_json), snap.active_label)
     np.testing.assert_array_equal(fresh.labels, s.labels)

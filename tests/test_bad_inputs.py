@@ -32,7 +32,7 @@ from fakes import BoxBackend, model_args
 from PIL import Image
 
 from medsam_desktop.cli import infer, segment
-from medsam_desktop.core.predictor import Predictor
+from medsam_desktop.core.inference.predictor import Predictor
 from medsam_desktop.io import (
     GeometryMismatchError,
     InvalidImageError,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from medsam_desktop.cli.evaluate import main, modality_of
-from medsam_desktop.core.metrics import evaluate_case
+from medsam_desktop.core.evaluation.metrics import evaluate_case
 
 
 def square_case(shift: int) -> tuple[np.ndarray, np.ndarray]:

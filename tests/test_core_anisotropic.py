@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medsam_desktop.core.boxes import box_from_model, box_to_model, mask_bbox, mask_bbox_model
-from medsam_desktop.core.cache import EmbeddingCache
-from medsam_desktop.core.predictor import Predictor
-from medsam_desktop.core.preprocess import (
+from medsam_desktop.core.inference.boxes import box_from_model, box_to_model, mask_bbox, mask_bbox_model
+from medsam_desktop.core.inference.cache import EmbeddingCache
+from medsam_desktop.core.inference.predictor import Predictor
+from medsam_desktop.core.inference.preprocess import (
     MODEL_SIZE,
     FrameInfo,
     logits_to_masks,
@@ -24,7 +24,7 @@ from medsam_desktop.core.preprocess import (
     resized_size,
     upsample_logits,
 )
-from medsam_desktop.core.propagation import propagate_boxes, segment_slice
+from medsam_desktop.core.inference.propagation import propagate_boxes, segment_slice
 
 SQUARE = [None, (1.0, 1.0), (0.7, 0.7), (2.5, 2.5), (0.703125, 0.703125 * (1 + 1e-9))]
 SHAPES = [(200, 200), (300, 600), (1000, 333), (37, 300), (60, 200), (100, 50)]

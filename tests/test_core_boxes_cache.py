@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medsam_desktop.core.boxes import (
+from medsam_desktop.core.inference.boxes import (
     InvalidBoxError,
     box_from_model,
     box_to_model,
@@ -17,7 +17,7 @@ from medsam_desktop.core.boxes import (
     mask_bbox_model,
     validate_box,
 )
-from medsam_desktop.core.cache import EmbeddingCache
+from medsam_desktop.core.inference.cache import EmbeddingCache
 
 
 def test_box_scaling_uses_longest_side() -> None:
@@ -148,7 +148,7 @@ class _RandomEncoder:
 @pytest.mark.parametrize("fp16", [True, False])
 def test_a_cache_miss_gives_the_values_a_later_hit_gives(fp16: bool) -> None:
     """The first mask on a slice must not differ from the next one on the same slice (cached, fp16-rounded)."""
-    from medsam_desktop.core.predictor import Predictor
+    from medsam_desktop.core.inference.predictor import Predictor
 
     cache = EmbeddingCache(fp16=fp16)
     predictor = Predictor(_RandomEncoder(), cache)  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from medsam_desktop.core import intensity
+from medsam_desktop.core.inference import intensity
 
 
 def _window_reference(a: np.ndarray, level: float, width: float) -> np.ndarray:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medsam_desktop.core.intensity import to_display_uint8
-from medsam_desktop.core.model_input import ModelInput
+from medsam_desktop.core.inference.intensity import to_display_uint8
+from medsam_desktop.core.inference.model_input import ModelInput
 from medsam_desktop.io import Volume
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from medsam_desktop.core.preprocess import (
+from medsam_desktop.core.inference.preprocess import (
     FrameInfo,
     logits_to_masks,
     preprocess,
@@ -115,7 +115,7 @@ def test_rejects_non_slices() -> None:
 
 def test_grey_fast_path_equals_per_channel_resize() -> None:
     """Grey slices are resized once and replicated: identical to resizing three equal channels."""
-    from medsam_desktop.core.preprocess import resize_image, resized_size, to_three_channels
+    from medsam_desktop.core.inference.preprocess import resize_image, resized_size, to_three_channels
 
     rng = np.random.default_rng(3)
     grey = rng.integers(0, 255, (300, 170)).astype(np.uint8)

@@ -8,11 +8,11 @@ import threading
 import numpy as np
 import pytest
 
-from medsam_desktop.core.boxes import mask_bbox_model
-from medsam_desktop.core.challenge import box_problem, segment_challenge_case
-from medsam_desktop.core.predictor import Embedding, Prediction, Predictor
-from medsam_desktop.core.preprocess import FrameInfo, resized_size
-from medsam_desktop.core.propagation import PropagationCancelled, propagate_boxes, segment_slice
+from medsam_desktop.core.inference.boxes import mask_bbox_model
+from medsam_desktop.core.inference.challenge import box_problem, segment_challenge_case
+from medsam_desktop.core.inference.predictor import Embedding, Prediction, Predictor
+from medsam_desktop.core.inference.preprocess import FrameInfo, resized_size
+from medsam_desktop.core.inference.propagation import PropagationCancelled, propagate_boxes, segment_slice
 
 H = W = 128  # model scale 2.0
 
@@ -170,7 +170,7 @@ def test_slices_kept_for_the_second_sweep_come_back_unchanged_with_a_float16_cac
     """Embeddings of slices needed by both sweeps are held as float16 (half the memory) when the cache is
     float16: lossless, since the predictor already serves float16-rounded values; the decoder sees the same
     float32 array in both sweeps."""
-    from medsam_desktop.core.cache import EmbeddingCache
+    from medsam_desktop.core.inference.cache import EmbeddingCache
 
     vol = np.zeros((10, H, W), np.uint8)
     vol[:, 0, 0] = np.arange(1, 11) * 20  # distinct slices, distinct embeddings

@@ -9,9 +9,9 @@ import tracemalloc
 import numpy as np
 from fakes import BoxBackend
 
-from medsam_desktop.core.cache import EmbeddingCache
-from medsam_desktop.core.predictor import Predictor
-from medsam_desktop.core.propagation import propagate_boxes
+from medsam_desktop.core.inference.cache import EmbeddingCache
+from medsam_desktop.core.inference.predictor import Predictor
+from medsam_desktop.core.inference.propagation import propagate_boxes
 
 EMBEDDING_FP16 = 256 * 64 * 64 * 2  # bytes of one cached embedding
 MARGIN = 1 * 2**20  # allowed drift on top of the cache bound (interpreter noise, lru_cache'd matrices)

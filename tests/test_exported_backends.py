@@ -15,7 +15,7 @@ from medsam_desktop.core.backends import InferenceBackend
 from medsam_desktop.core.backends.export import PREPARE_FILE, export_onnx
 from medsam_desktop.core.backends.layout import DECODER_SIZES, NetworkFiles, decoder_stem, split_boxes
 from medsam_desktop.core.backends.torch_backend import TorchBackend
-from medsam_desktop.core.predictor import Predictor
+from medsam_desktop.core.inference.predictor import Predictor
 from medsam_desktop.model import build_model
 
 

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from test_prepare_data import _make_folder
 
-from medsam_desktop.core.preprocess import preprocess_uint8
+from medsam_desktop.core.inference.preprocess import preprocess_uint8
 from training import distill, prepare_data, shards, teacher_cache
 from training.shards import (
     IDENTITY,

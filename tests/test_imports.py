@@ -11,8 +11,9 @@ FORBIDDEN = ("PyQt6", "PySide6", "pyqtgraph", "timm", "torchvision", "medsam_lit
 def test_engine_imports_without_qt() -> None:
     code = (
         "import sys\n"
-        "import medsam_desktop.model, medsam_desktop.core.predictor, medsam_desktop.core.propagation\n"
-        "import medsam_desktop.core.metrics, medsam_desktop.io, medsam_desktop.cli.infer, medsam_desktop.cli.segment\n"
+        "import medsam_desktop.model, medsam_desktop.core.inference.predictor\n"
+        "import medsam_desktop.core.inference.propagation, medsam_desktop.core.evaluation.metrics\n"
+        "import medsam_desktop.io, medsam_desktop.cli.infer, medsam_desktop.cli.segment\n"
         "from medsam_desktop.model import teacher_checkpoint_path\n"
         "teacher_checkpoint_path()\n"
         f"bad = [m for m in {FORBIDDEN!r} if m in sys.modules]\n"

@@ -166,7 +166,7 @@ def _pydicom_slice(name: str) -> np.ndarray:
     import pydicom
     from pydicom.data import get_testdata_file
 
-    from medsam_desktop.core.preprocess import preprocess
+    from medsam_desktop.core.inference.preprocess import preprocess
 
     ds = pydicom.dcmread(get_testdata_file(name))
     hu = ds.pixel_array.astype(np.float32) * float(ds.get("RescaleSlope", 1)) + float(ds.get("RescaleIntercept", 0))

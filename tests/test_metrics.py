@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from medsam_desktop.core import metrics
-from medsam_desktop.core.metrics import (
+from medsam_desktop.core.evaluation import metrics
+from medsam_desktop.core.evaluation.metrics import (
     dice,
     evaluate_case,
     normalized_surface_dice,

@@ -11,10 +11,10 @@ from fakes import BoxBackend
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from medsam_desktop.core.boxes import InvalidBoxError, box_from_model, box_to_model, validate_box
-from medsam_desktop.core.predictor import Predictor
-from medsam_desktop.core.preprocess import MODEL_SIZE, FrameInfo, resize_image, resized_size, upsample_logits
-from medsam_desktop.core.propagation import propagate_boxes, segment_slice
+from medsam_desktop.core.inference.boxes import InvalidBoxError, box_from_model, box_to_model, validate_box
+from medsam_desktop.core.inference.predictor import Predictor
+from medsam_desktop.core.inference.preprocess import MODEL_SIZE, FrameInfo, resize_image, resized_size, upsample_logits
+from medsam_desktop.core.inference.propagation import propagate_boxes, segment_slice
 from medsam_desktop.io import Volume, read_image, write_labels_nifti
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

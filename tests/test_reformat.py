@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medsam_desktop.core.annotation import AnnotationSession, OverlapRule
-from medsam_desktop.core.reformat import Plane
+from medsam_desktop.core.document.annotation import AnnotationSession, OverlapRule
+from medsam_desktop.core.inference.reformat import Plane
 from medsam_desktop.io import Volume
 
 SHAPE = (5, 6, 7)  # D, H, W: every axis distinct, so a wrong transpose cannot pass

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medsam_desktop.core.annotation import AnnotationSession, OverlapRule
-from medsam_desktop.core.reformat import Plane, brush_mm
+from medsam_desktop.core.document.annotation import AnnotationSession, OverlapRule
+from medsam_desktop.core.inference.reformat import Plane, brush_mm
 from medsam_desktop.io import Volume
 
 D, H, W = 6, 9, 12  # every axis distinct, so a wrong transpose cannot pass

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medsam_desktop.core import autosave
-from medsam_desktop.core.annotation import AnnotationSession
+from medsam_desktop.core.document import autosave
+from medsam_desktop.core.document.annotation import AnnotationSession
 from medsam_desktop.io import Volume
 
 
@@ -67,8 +67,8 @@ def test_running_app_is_no_orphan_until_it_is_killed(tmp_path) -> None:
         "import sys\n"
         "from pathlib import Path\n"
         "import numpy as np\n"
-        "from medsam_desktop.core import autosave\n"
-        "from medsam_desktop.core.annotation import AnnotationSession\n"
+        "from medsam_desktop.core.document import autosave\n"
+        "from medsam_desktop.core.document.annotation import AnnotationSession\n"
         "from medsam_desktop.io import Volume\n"
         "s = AnnotationSession(Volume(np.zeros((2, 8, 8), np.int16), modality='CT'))\n"
         "s.add_label('liver')\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medsam_desktop.core.cache import EmbeddingCache
+from medsam_desktop.core.inference.cache import EmbeddingCache
 
 
 @pytest.mark.parametrize("fp16", [False, True])

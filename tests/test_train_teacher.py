@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # training/ lives 
 
 from synthetic_labelled import write_labelled_folder
 
-from medsam_desktop.core.boxes import mask_bbox
+from medsam_desktop.core.inference.boxes import mask_bbox
 from medsam_desktop.model import load_checkpoint
 from medsam_desktop.model.swin import SwinEncoder
 from training import train_teacher

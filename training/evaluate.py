@@ -64,7 +64,7 @@ def per_modality(metrics_csv: Path) -> tuple[dict[str, tuple[float, float, int]]
 def per_label_3d(data: Path, segs: dict[str, Path]) -> list[str]:
     """Markdown rows: per 3D case and ground-truth label, its voxel count and each model's DSC ("-" when that
     model has no segmentation of the case)."""
-    from medsam_desktop.core.metrics import dice
+    from medsam_desktop.core.evaluation.metrics import dice
     from medsam_desktop.io.challenge_npz import read_challenge_gt, read_challenge_segs
 
     rows = [
@@ -89,7 +89,7 @@ def teacher_agreement(student: Path, teacher: Path) -> dict[str, tuple[float, in
     """How closely the student reproduces the teacher's own masks (the distillation goal at mask level):
     per case, the mean over the labels either one has of the DSC between the two segmentations (1.0 when neither
     has any label); averaged over the 2D and the 3D cases separately -> {"2D": (mean, n), "3D": (mean, n)}."""
-    from medsam_desktop.core.metrics import dice
+    from medsam_desktop.core.evaluation.metrics import dice
     from medsam_desktop.io.challenge_npz import read_challenge_segs
 
     per_dim: dict[str, list[float]] = defaultdict(list)

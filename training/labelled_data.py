@@ -7,7 +7,7 @@ training files). 2D cases: ``imgs`` (H, W, 3) or (H, W), ``gts`` (H, W); 3D: ``i
 are never listed nor opened unless ``allow_eval`` is set for a smoke test.
 
 A sample is one random label of a case (3D: one random slice containing it), all in the 256 model frame
-(``medsam_desktop.core.preprocess``: longest side scaled to 256, padded bottom/right):
+(``medsam_desktop.core.inference.preprocess``: longest side scaled to 256, padded bottom/right):
 ``image`` (3, 256, 256) float32 in [0, 1]; ``mask`` (1, 256, 256) float32 in {0, 1} (nearest resize, same
 padding); ``box`` (4,) float32 ``[x0, y0, x1, y1]`` = the mask's tight bbox grown by 0..5 px per side,
 clipped to [0, 255]. Random flips mirror the image content, mask and box inside the resized (unpadded)
@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from medsam_desktop.core.boxes import mask_bbox
-from medsam_desktop.core.preprocess import MODEL_SIZE, preprocess
+from medsam_desktop.core.inference.boxes import mask_bbox
+from medsam_desktop.core.inference.preprocess import MODEL_SIZE, preprocess
 
 log = logging.getLogger(__name__)
 

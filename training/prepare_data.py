@@ -3,7 +3,7 @@
 Sources: ``../shared/data/pool`` (read through its ``manifest.csv``) or any folder of NIfTI/NRRD/MHA/DICOM/
 PNG/JPG/TIFF/npz files. Volumes are cut into axial slices (array axis 0) with modality-aware intensities
 (CT soft-tissue window, MR/PET/other 0.5-99.5 percentile of non-zero voxels), 2D images are used as they are;
-near-constant slices are dropped. Every slice goes through ``medsam_desktop.core.preprocess`` (the same path
+near-constant slices are dropped. Every slice goes through ``medsam_desktop.core.inference.preprocess`` (the same path
 the app uses) and is stored as (256, 256, 3) uint8.
 
 Output folder: ``shard_XXXX.npy`` (N, 256, 256, 3) uint8 and ``manifest.csv`` with one row per item:
@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medsam_desktop.core.intensity import percentile_normalise, to_display_uint8, window
-from medsam_desktop.core.preprocess import preprocess_uint8
+from medsam_desktop.core.inference.intensity import percentile_normalise, to_display_uint8, window
+from medsam_desktop.core.inference.preprocess import preprocess_uint8
 from medsam_desktop.io import read_image
 
 try:

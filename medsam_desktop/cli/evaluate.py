@@ -3,7 +3,7 @@
 For every ``GTS_DIR/*.npz`` (challenge format: ``gts`` label map, 2D ``(H, W)`` or 3D
 ``(D, H, W)``; 3D files also hold ``spacing`` as ``(z, y, x)`` in mm) the file of the same
 name in ``SEGS_DIR`` is read (key ``segs``) and scored with
-:func:`medsam_desktop.core.metrics.evaluate_case`: per-label DSC and NSD (2 mm tolerance
+:func:`medsam_desktop.core.evaluation.metrics.evaluate_case`: per-label DSC and NSD (2 mm tolerance
 for 3D; 2D cases in pixel units, as ``(H, W, 1)`` slabs, tolerance 2 px), NSD only when the
 case DSC > 0.2. A case that cannot be scored is reported on one stderr line and skipped;
 the exit status is then 1. Cases whose ground truth is empty give NaN, are left out of the
@@ -40,7 +40,7 @@ from medsam_desktop.cli.common import (
     report_error,
     setup_logging,
 )
-from medsam_desktop.core.metrics import evaluate_case
+from medsam_desktop.core.evaluation.metrics import evaluate_case
 from medsam_desktop.io.atomic import atomic_write
 
 PROG = "medsam-eval"

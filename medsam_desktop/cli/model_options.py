@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..core.backends import DEFAULT, DEFAULT_PRECISION, DEFAULT_RUNTIME, PRECISIONS, RUNTIMES, load_backend
-from ..core.predictor import Predictor
+from ..core.inference.predictor import Predictor
 from ..model_files import USER_MODELS, default_model_name
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..core.boxes import InvalidBoxError
-from ..core.intensity import CT_WINDOWS, to_display_uint8
-from ..core.propagation import propagate_boxes, segment_slice
+from ..core.inference.boxes import InvalidBoxError
+from ..core.inference.intensity import CT_WINDOWS, to_display_uint8
+from ..core.inference.propagation import propagate_boxes, segment_slice
 from ..io import MedSAMIOError, Volume, read_image, write_labels_nifti, write_mask_png
 from ..model_files import InvalidCheckpointError, ModelNotAvailableError
 from ..samples import SampleNotAvailableError, get_sample, list_samples

@@ -53,7 +53,7 @@ class ChallengeCase:
 
     ``boxes``: int64 (N, 4) ``[x0, y0, x1, y1]`` (2D) or (N, 6) ``[x0, y0, z0, x1, y1, z1]`` (3D), as stored:
     a box may be unusable (min > max, outside the image; float64 with NaN when the file has NaN), which costs
-    only its own object (:func:`medsam_desktop.core.challenge.segment_challenge_case`).
+    only its own object (:func:`medsam_desktop.core.inference.challenge.segment_challenge_case`).
     ``spacing_zyx``: the file's ``spacing`` (z, y, x) mm, or None when absent (2D files).
     """
 
@@ -127,7 +127,7 @@ def _boxes(raw: np.ndarray, is_3d: bool, path: Path) -> np.ndarray:
     """The file's boxes as (N, 4|6); a wrong shape refuses the case, bad coordinates are left to each object.
 
     int64, or float64 (rounded, NaN kept) when some coordinate is NaN, infinite or beyond int64: the objects
-    are checked one by one when segmented (:func:`medsam_desktop.core.challenge.box_problem`), so one bad box
+    are checked one by one when segmented (:func:`medsam_desktop.core.inference.challenge.box_problem`), so one bad box
     never costs the case.
     """
     width = 6 if is_3d else 4

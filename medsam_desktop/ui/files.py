@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.annotation import AnnotationSession, LabelTable, sidecar_path
+from ..core.document.annotation import AnnotationSession, LabelTable, sidecar_path
 from ..io import (
     DicomSeriesInfo,
     MedSAMIOError,

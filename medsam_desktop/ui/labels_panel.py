@@ -18,7 +18,7 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from ..core.annotation import AnnotationSession
+from ..core.document.annotation import AnnotationSession
 
 log = logging.getLogger(__name__)
 

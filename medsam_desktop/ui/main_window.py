@@ -22,10 +22,10 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from ..core import autosave
-from ..core.annotation import AnnotationSession, LabelTable, OverlapRule
-from ..core.intensity import CT_WINDOWS
-from ..core.reformat import Plane, brush_mm
+from ..core.document import autosave
+from ..core.document.annotation import AnnotationSession, LabelTable, OverlapRule
+from ..core.inference.intensity import CT_WINDOWS
+from ..core.inference.reformat import Plane, brush_mm
 from ..io import DicomSeriesInfo, MedSAMIOError, Volume
 from . import dialogs, files
 from .labels_panel import LabelsPanel

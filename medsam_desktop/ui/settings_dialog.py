@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from PyQt6.QtCore import QSettings
 from PyQt6.QtWidgets import QComboBox, QDialog, QDialogButtonBox, QFormLayout, QSpinBox, QWidget
 
-from ..core.annotation import OverlapRule
 from ..core.backends import (
     DEFAULT,
     DEFAULT_PRECISION,
@@ -18,6 +17,7 @@ from ..core.backends import (
     RUNTIMES,
     runtime_installed,
 )
+from ..core.document.annotation import OverlapRule
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ right-drag changes window/level; middle-drag pans; wheel changes slice (Ctrl+whe
 PageUp/PageDown, Up/Down.
 
 Boxes are emitted in IMAGE PIXEL coordinates of the displayed slice, i.e. the PLANE FRAME of
-:class:`~medsam_desktop.core.reformat.Plane` for the current orientation: ``[x0, y0, x1, y1]``, x = column,
+:class:`~medsam_desktop.core.inference.reformat.Plane` for the current orientation: ``[x0, y0, x1, y1]``, x = column,
 y = row as shown (coronal/sagittal: rows are z, reversed when the plane is flipped), inclusive. Brush
 strokes are sent to :meth:`AnnotationSession.stroke_to` in the same frame, with the plane shown.
 """
@@ -21,9 +21,9 @@ from PyQt6.QtCore import QPointF, QRectF, Qt, pyqtSignal
 from PyQt6.QtGui import QColor, QKeyEvent, QMouseEvent, QPen, QResizeEvent, QTransform, QWheelEvent
 from PyQt6.QtWidgets import QGraphicsEllipseItem, QGraphicsRectItem, QLabel, QWidget
 
-from ..core.annotation import AnnotationSession
-from ..core.intensity import CT_WINDOWS, percentile_range
-from ..core.reformat import ORIENTATIONS, Plane
+from ..core.document.annotation import AnnotationSession
+from ..core.inference.intensity import CT_WINDOWS, percentile_range
+from ..core.inference.reformat import ORIENTATIONS, Plane
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ worker is idle it prefetches the embeddings of the neighbouring slices. The mode
 worker thread, at the first request.
 
 Every request names an orientation (axial, coronal, sagittal): slice indices, boxes and masks are in the PLANE
-FRAME of :meth:`medsam_desktop.core.reformat.Plane.of` for that orientation (what the view shows). Embeddings
+FRAME of :meth:`medsam_desktop.core.inference.reformat.Plane.of` for that orientation (what the view shows). Embeddings
 are cached per (volume, intensity mapping, orientation) and slice index, so planes never share an embedding.
 Every slice is given to the model with its plane's pixel spacing (:attr:`ModelInput.pixel_spacing`), i.e. at
 its physical aspect ratio (the predictor adds the pixel aspect to the cache key).
@@ -27,11 +27,11 @@ import numpy as np
 from PyQt6.QtCore import QObject, QThread, QTimer, pyqtSignal, pyqtSlot
 
 from ..core.backends import DEFAULT_PRECISION, DEFAULT_RUNTIME, InferenceBackend
-from ..core.cache import EmbeddingCache
-from ..core.model_input import ModelInput
-from ..core.predictor import Embedding, Predictor
-from ..core.propagation import PropagationCancelled, propagate_boxes
-from ..core.reformat import Plane
+from ..core.inference.cache import EmbeddingCache
+from ..core.inference.model_input import ModelInput
+from ..core.inference.predictor import Embedding, Predictor
+from ..core.inference.propagation import PropagationCancelled, propagate_boxes
+from ..core.inference.reformat import Plane
 from ..io import Volume
 
 log = logging.getLogger(__name__)

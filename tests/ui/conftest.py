@@ -80,7 +80,7 @@ def _discard_and_stop(window) -> None:
 @pytest.fixture(autouse=True)
 def data_dir(tmp_path, monkeypatch):
     """Autosaves go to a per-test folder, never to the user's data folder."""
-    from medsam_desktop.core.autosave import ENV_DATA_DIR
+    from medsam_desktop.core.document.autosave import ENV_DATA_DIR
 
     path = tmp_path / "user-data"
     monkeypatch.setenv(ENV_DATA_DIR, str(path))

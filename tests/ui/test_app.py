@@ -291,7 +291,7 @@ def test_save_png_for_2d(qtbot, make_window, tmp_path) -> None:
 
 
 def test_settings_roundtrip_and_apply(qtbot, make_window, store, tmp_path) -> None:
-    from medsam_desktop.core.annotation import OverlapRule
+    from medsam_desktop.core.document.annotation import OverlapRule
     from medsam_desktop.ui.settings_dialog import AppSettings
 
     window = make_window()
@@ -380,8 +380,8 @@ def test_menu_actions_window_presets_recent_and_samples(qtbot, make_window, tmp_
 
 
 def test_model_input_follows_the_displayed_ct_window(qtbot, fake, make_window, tmp_path) -> None:
-    from medsam_desktop.core.intensity import window as ct_window
-    from medsam_desktop.core.model_input import ModelInput
+    from medsam_desktop.core.inference.intensity import window as ct_window
+    from medsam_desktop.core.inference.model_input import ModelInput
 
     arr = np.random.default_rng(2).integers(-1000, 1000, size=(3, 16, 16)).astype(np.int16)
     lazy = ModelInput(Volume(arr, modality="CT"))

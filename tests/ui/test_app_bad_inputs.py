@@ -30,7 +30,7 @@ from PyQt6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PyQt6.QtGui import QDragEnterEvent, QDropEvent
 from PyQt6.QtWidgets import QApplication, QFileDialog, QInputDialog, QMessageBox
 
-from medsam_desktop.core.annotation import sidecar_path
+from medsam_desktop.core.document.annotation import sidecar_path
 from medsam_desktop.io import Volume, write_labels_nifti
 from medsam_desktop.ui import dialogs
 

@@ -51,7 +51,7 @@ def test_killed_app_offers_restore_with_identical_labels(qtbot, make_window, tmp
 
 
 def test_window_autosaves_after_edits_and_clears_when_saved(qtbot, make_window, tmp_path) -> None:
-    from medsam_desktop.core import autosave
+    from medsam_desktop.core.document import autosave
 
     arr = np.zeros((5, 40, 50), np.int16)
     src = tmp_path / "vol.nii.gz"
@@ -68,8 +68,8 @@ def test_window_autosaves_after_edits_and_clears_when_saved(qtbot, make_window, 
 
 
 def test_autosave_after_a_stroke_on_a_big_volume_copies_only_the_stroke() -> None:
-    from medsam_desktop.core.annotation import AnnotationSession
-    from medsam_desktop.core.autosave import ShadowLabels, Snapshot
+    from medsam_desktop.core.document.annotation import AnnotationSession
+    from medsam_desktop.core.document.autosave import ShadowLabels, Snapshot
     from medsam_desktop.io import Volume
 
     session = AnnotationSession(Volume(np.zeros((300, 512, 512), np.int16)))
@@ -87,8 +87,8 @@ def test_autosave_after_a_stroke_on_a_big_volume_copies_only_the_stroke() -> Non
 
 def _orphan(data_dir, image_path, shape=(3, 10, 12)) -> Path:
     """A snapshot left by a dead process, for ``image_path``."""
-    from medsam_desktop.core import autosave
-    from medsam_desktop.core.annotation import AnnotationSession
+    from medsam_desktop.core.document import autosave
+    from medsam_desktop.core.document.annotation import AnnotationSession
     from medsam_desktop.io import read_image
 
     session = AnnotationSession(read_image(image_path))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PyQt6.QtCore import QPoint, QPointF, Qt
 
-from medsam_desktop.core.annotation import OverlapRule
+from medsam_desktop.core.document.annotation import OverlapRule
 from medsam_desktop.io import Volume
 from medsam_desktop.ui.slice_view import Tool
 

@@ -8,11 +8,11 @@ from PyQt6.QtCore import QEvent, QPoint, QPointF, Qt
 from PyQt6.QtGui import QMouseEvent
 from PyQt6.QtWidgets import QApplication
 
-from medsam_desktop.core.annotation import OverlapRule
-from medsam_desktop.core.intensity import to_display_uint8
-from medsam_desktop.core.model_input import ModelInput
-from medsam_desktop.core.preprocess import preprocess
-from medsam_desktop.core.reformat import Plane
+from medsam_desktop.core.document.annotation import OverlapRule
+from medsam_desktop.core.inference.intensity import to_display_uint8
+from medsam_desktop.core.inference.model_input import ModelInput
+from medsam_desktop.core.inference.preprocess import preprocess
+from medsam_desktop.core.inference.reformat import Plane
 from medsam_desktop.io import Volume
 from medsam_desktop.ui.worker import SegmentationWorker
 

@@ -17,7 +17,17 @@ import logging
 from pathlib import Path
 
 from ...model_files import TEACHER_NAME, ModelNotAvailableError, weights_for
-from .base import DEFAULT, RUNTIME_TITLES, InferenceBackend, backend_name, check_precision, check_runtime, check_threads
+from .base import (
+    DEFAULT,
+    INT8_DECODER_HINT,
+    INT8_ENCODER_HINT,
+    RUNTIME_TITLES,
+    InferenceBackend,
+    backend_name,
+    check_precision,
+    check_runtime,
+    check_threads,
+)
 from .openvino_backend import OPENVINO_PRECISION
 from .shipped import ShippedFilesUnavailable, has_shipped_files, shipped_files
 
@@ -27,11 +37,6 @@ DEFAULT_RUNTIME, DEFAULT_PRECISION = DEFAULT, DEFAULT
 #: what "default" means per CPU class (:mod:`.cpu`) on the shipped files: the fastest configuration within the
 #: quality gate of each class (docs/performance.md, "Default"); int8 needs VNNI
 SHIPPED_DEFAULTS = {"avx512_vnni": "int8", "avx2_vnni": "int8", "avx512": "fp32", "avx2": "fp32", "other": "fp32"}
-#: OpenVINO's precision hints of the int8 configuration: the int8 encoder's float layers (depthwise, squeeze-excite)
-#: in fp32, prepare and the decoders bf16 where the CPU has it natively (fp32 elsewhere). With the encoder's float
-#: layers in bf16 too, the dev set's MR cases fell 1.4 DSC points below torch fp32, outside the quality gate;
-#: the bf16 decoders alone cost MR 0.4 (docs/performance.md, "Default")
-INT8_ENCODER_HINT, INT8_DECODER_HINT = "f32", "bf16"
 FALLBACK_DEFAULT = ("torch", "auto")
 
 

@@ -2,7 +2,7 @@
 
 ``precision`` is OpenVINO's inference precision hint, ``f32`` or ``bf16``; a bf16 hint runs f32 on a CPU without
 native bf16, and :attr:`OpenVinoBackend.precision` is what the decoders really run. The encoder may have its own
-hint (``encoder_precision``: the int8 encoder's float layers run f32, see ``loader.INT8_ENCODER_HINT``). An int8
+hint (``encoder_precision``: the int8 encoder's float layers run f32, see ``base.INT8_ENCODER_HINT``). An int8
 encoder's quantized
 convolutions run int8 whatever the hint, which then applies to the rest of it. The decoders are compiled without
 OpenVINO's "snippets" (fused subgraphs, :data:`DECODER_CONFIG`), whose kernels for the token -> image attentions

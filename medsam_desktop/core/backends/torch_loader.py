@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from ...model_files import sha256_of, weights_for
-from .base import RUNTIME_TITLES, InferenceBackend, backend_name
+from .base import INT8_ENCODER_HINT, RUNTIME_TITLES, InferenceBackend, backend_name
 from .layout import NetworkFiles
 from .openvino_backend import OPENVINO_PRECISION
 from .shipped import Int8EncoderUnavailable, find_int8_encoder
@@ -33,7 +33,6 @@ def _exported_backend(
     files = NetworkFiles.in_folder(folder, ".onnx", encoder=int8_encoder)
     base = backend_name(model_name, runtime, "int8" if int8_encoder else "fp32")
     if runtime == "openvino":
-        from .loader import INT8_ENCODER_HINT
         from .openvino_backend import OpenVinoBackend
 
         encoder_hint = INT8_ENCODER_HINT if int8_encoder else None  # the int8 encoder's float layers in fp32

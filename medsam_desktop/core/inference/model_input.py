@@ -10,7 +10,7 @@ from collections.abc import Hashable
 
 import numpy as np
 
-from ..io import Volume
+from ...io import Volume
 from .intensity import CT_WINDOWS, percentile_normalise, percentile_range, to_display_uint8, window
 from .reformat import Plane
 

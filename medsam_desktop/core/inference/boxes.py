@@ -3,8 +3,8 @@
 Boxes are ``[x0, y0, x1, y1]`` in pixels (x = column, y = row), inclusive corners as in the challenge
 files. The model frame is the image scaled by ``s = 256 / max(H, W)`` (no offset: padding is bottom/right);
 for anisotropic pixels (``pixel_aspect`` = row mm / column mm != 1, see
-:func:`medsam_desktop.core.preprocess.pixel_aspect`) x is scaled by ``sx`` and y by ``sy`` of
-:func:`medsam_desktop.core.preprocess.model_scales`, so the model frame has the slice's physical aspect.
+:func:`medsam_desktop.core.inference.preprocess.pixel_aspect`) x is scaled by ``sx`` and y by ``sy`` of
+:func:`medsam_desktop.core.inference.preprocess.model_scales`, so the model frame has the slice's physical aspect.
 With square pixels (the default) every function gives exactly LiteMedSAM's results.
 """
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..io import Volume
+from ...io import Volume
 
 ORIENTATIONS = ("axial", "coronal", "sagittal")
 

@@ -6,7 +6,7 @@ Views subscribe to the :class:`Signal` attributes of :class:`AnnotationSession`:
 * ``table_changed()`` - a label was added, removed, renamed, recoloured or its display changed;
 * ``active_changed(label_id)``, ``dirty_changed(dirty)``, ``history_changed()``.
 
-Every voxel operation is one undo step stored as a compact diff (see :mod:`medsam_desktop.core.undo`).
+Every voxel operation is one undo step stored as a compact diff (see :mod:`medsam_desktop.core.document.undo`).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from ..io import Volume
-from .reformat import Plane
+from ...io import Volume
+from ..inference.reformat import Plane
 from .undo import Region, Step, TableState, UndoStack, make_voxel_diff
 
 log = logging.getLogger(__name__)
@@ -468,7 +468,7 @@ class AnnotationSession:
     def stroke_to(self, points: np.ndarray, radius: float, connect: bool = False) -> None:
         """Paint brush dabs at ``points`` (N, 2) ``(col, row)`` in the PLANE FRAME of the stroke's slice (live).
 
-        ``radius`` is in brush pixels (:func:`~medsam_desktop.core.reformat.brush_mm`): every dab is round
+        ``radius`` is in brush pixels (:func:`~medsam_desktop.core.inference.reformat.brush_mm`): every dab is round
         in mm, i.e. an ellipse of :meth:`Plane.brush_radii` pixels on anisotropic coronal/sagittal slices.
         With ``connect`` the points are a polyline and dabs are also put along every segment, at most half a
         radius apart (no gaps when the mouse moves fast). Pixel ``(col, row)`` has its centre at ``(col, row)``.

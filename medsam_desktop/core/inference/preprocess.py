@@ -32,7 +32,7 @@ SQUARE_TOLERANCE = 1e-6
 def pixel_aspect(pixel_spacing: tuple[float, float] | None) -> float:
     """Height over width of one pixel, ``row_mm / col_mm``, from ``pixel_spacing`` = (column, row) mm.
 
-    The order is (x, y) like :meth:`medsam_desktop.core.reformat.Plane.pixel_spacing` and SimpleITK. Returns
+    The order is (x, y) like :meth:`medsam_desktop.core.inference.reformat.Plane.pixel_spacing` and SimpleITK. Returns
     exactly 1.0 (square pixels: LiteMedSAM's uniform scaling) when ``pixel_spacing`` is None, not two finite
     positive numbers, or square within :data:`SQUARE_TOLERANCE`.
     """

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io import Volume
+from ...io import Volume
 from .annotation import AnnotationSession
 
 log = logging.getLogger(__name__)

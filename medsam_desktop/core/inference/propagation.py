@@ -132,7 +132,7 @@ def propagate_boxes(
     """Segment a volume (D, H, W) or (D, H, W, 3) in display range from 3D boxes (N, 6).
 
     The x/y part of each box is checked and clipped like a 2D box (:func:`validate_box`: NaN or outside boxes
-    raise :class:`~medsam_desktop.core.boxes.InvalidBoxError`; zero width, height or depth is a valid prompt).
+    raise :class:`~medsam_desktop.core.inference.boxes.InvalidBoxError`; zero width, height or depth is a valid prompt).
 
     Returns labels (D, H, W) with ``label_values[i]`` (default i + 1; 1..65535, else ValueError) for box i.
     ``progress(done, total)`` counts slice visits; ``on_slice(z, labels[z])`` is called when a slice changes;

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backends import InferenceBackend
+from ..backends import InferenceBackend
 from .boxes import box_to_model, validate_box
 from .cache import EmbeddingCache
 from .preprocess import FrameInfo, logits_to_masks, pixel_aspect, preprocess
@@ -53,7 +53,7 @@ class Predictor:
         """Slice (H, W) or (H, W, 3) in display range -> Embedding. ``key`` enables the cache.
 
         ``pixel_spacing`` = (column, row) mm of the slice's pixels (None: square; see
-        :func:`~medsam_desktop.core.preprocess.preprocess`). The cache key holds the pixel aspect too, so the
+        :func:`~medsam_desktop.core.inference.preprocess.preprocess`). The cache key holds the pixel aspect too, so the
         same slice seen with another aspect is never served the other's embedding.
         """
         if key is not None and self.cache is not None:

@@ -56,8 +56,8 @@ def segment_challenge_case(
     """``imgs`` (H, W, 3) with ``boxes`` (N, 4), or (D, H, W) with ``boxes`` (N, 6) -> ``segs`` labels 1..N.
 
     2D: one embedding, all boxes decoded together, later boxes overwrite earlier ones. 3D: the challenge's
-    middle-slice propagation (:func:`~medsam_desktop.core.propagation.propagate_boxes`). Object ``i`` whose box
-    is unusable (:func:`box_problem`) keeps label ``i + 1`` out of the map and is logged as one WARNING naming
+    middle-slice propagation (:func:`~medsam_desktop.core.inference.propagation.propagate_boxes`). Object ``i``
+    whose box is unusable (:func:`box_problem`) keeps label ``i + 1`` out of the map and is logged as one WARNING naming
     ``name`` (the case); the others are segmented as if it were not there.
     """
     boxes = np.asarray(boxes)
