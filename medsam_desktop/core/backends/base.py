@@ -70,6 +70,20 @@ def backend_name(model_name: str, runtime: str, precision: str) -> str:
     return name if precision == "fp32" else f"{name}+{precision}"
 
 
+def apply_torch_threads(threads: int) -> int:
+    """Set torch's CPU threads now, without reloading the model (0: all cores); the count in effect. Only when
+    torch is already loaded (never imports it): a runtime that fixes its threads when compiled (OpenVINO) is
+    reloaded instead."""
+    import os
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return 0
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    return int(torch.get_num_threads())
+
+
 _blas_limit: object | None = None
 
 
