@@ -34,11 +34,13 @@ def _headless(args: argparse.Namespace) -> int | None:
     """``--version``, ``--self-test`` and ``--segment-and-export``: one line out, an exit code; else None."""
     if not (args.version or args.self_test or args.segment_and_export):
         return None
-    from .. import selftest
+    from . import selftest
 
     selftest.use_offscreen_qt()  # before PyQt6 is imported
     if args.version:
-        print(selftest.version_line())
+        from ..cli.version import version_line
+
+        print(version_line())
         return 0
     if args.self_test:
         try:
@@ -55,7 +57,9 @@ def _headless(args: argparse.Namespace) -> int | None:
         print("--segment-and-export needs PATH and --box X0 Y0 X1 Y1")
         return 2
     try:
-        n = selftest.segment_and_export(Path(args.path), args.box, args.slice, args.segment_and_export)
+        from ..cli.segment_export import segment_and_export
+
+        n = segment_and_export(Path(args.path), args.box, args.slice, args.segment_and_export)
     except Exception as exc:
         log.debug("segment-and-export failed", exc_info=True)
         print(f"segment-and-export FAILED: {exc.__class__.__name__}: {' '.join(str(exc).split())}")

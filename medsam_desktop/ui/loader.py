@@ -14,9 +14,9 @@ from pathlib import Path
 
 from PyQt6.QtCore import QObject, QThread, pyqtSignal
 
+from ..core.document.files import read_source
 from ..io import DicomSeriesInfo, MedSAMIOError, Volume
 from .dialogs import unexpected_message
-from .files import read_source
 
 log = logging.getLogger(__name__)
 

@@ -22,12 +22,12 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from ..core.document import autosave
+from ..core.document import autosave, files
 from ..core.document.annotation import AnnotationSession, LabelTable, OverlapRule
 from ..core.inference.intensity import CT_WINDOWS
 from ..core.inference.reformat import Plane, brush_mm
 from ..io import DicomSeriesInfo, MedSAMIOError, Volume
-from . import dialogs, files
+from . import dialogs
 from .labels_panel import LabelsPanel
 from .loader import ImageLoader, Reader
 from .settings_dialog import AppSettings, SettingsDialog, qsettings

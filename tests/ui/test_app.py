@@ -331,7 +331,7 @@ def test_module_entry_point_help() -> None:
 def test_dicom_folder_with_two_series_asks_which(raw_dir, tmp_path) -> None:
     import shutil
 
-    from medsam_desktop.ui import files
+    from medsam_desktop.core.document import files
 
     for name in ("CT_small.dcm", "MR_small.dcm"):
         shutil.copy(raw_dir / name, tmp_path / name)

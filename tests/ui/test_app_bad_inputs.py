@@ -587,7 +587,7 @@ def test_unexpected_read_failure(app, rec, qtbot, tmp_path, monkeypatch, kind):
 
 @pytest.mark.parametrize("kind", sorted(UNEXPECTED))
 def test_unexpected_mask_failure(app, rec, qtbot, tmp_path, monkeypatch, kind):
-    from medsam_desktop.ui import files
+    from medsam_desktop.core.document import files
 
     def broken(path: Path, reference: Volume) -> np.ndarray:
         raise UNEXPECTED[kind]
@@ -604,7 +604,7 @@ def test_unexpected_mask_failure(app, rec, qtbot, tmp_path, monkeypatch, kind):
 
 @pytest.mark.parametrize("kind", sorted(UNEXPECTED))
 def test_unexpected_save_failure(app, rec, qtbot, tmp_path, monkeypatch, kind):
-    from medsam_desktop.ui import files
+    from medsam_desktop.core.document import files
 
     def broken(labels: np.ndarray, reference: Volume, path: Path) -> Path:
         raise UNEXPECTED[kind]

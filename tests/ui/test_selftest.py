@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medsam_desktop import __version__, selftest
+from medsam_desktop import __version__
 from medsam_desktop.model.checkpoint import card_sha256, student_checkpoint_path
+from medsam_desktop.ui import selftest
 
 needs_student = pytest.mark.skipif(student_checkpoint_path() is None, reason="bundled student weights absent")
 

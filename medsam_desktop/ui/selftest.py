@@ -1,30 +1,24 @@
-"""Self-test, version report and a scripted segment-and-save, for checking an installed or packaged app.
-
-``medsam-desktop --self-test`` (and the bundle's ``MedSAM-Desktop --self-test``) runs headless: it builds the
-main window offscreen, loads the bundled student, segments the ``ct-vertebra`` sample (a synthetic disk when
-pydicom's file is absent) with its preset box, checks that the mask is plausible and prints one line with the
-timings. ``--segment-and-export`` runs the app's own path (model input mapping, annotation session, label
-saving) on a real file without showing a window; ``scripts/check_bundle.py`` compares it with
-``medsam-segment``.
+"""Self-test of an installed or packaged app: ``medsam-desktop --self-test`` (and the bundle's
+``MedSAM-Desktop --self-test``) runs headless: it builds the main window offscreen, loads the default model,
+segments the ``ct-vertebra`` sample (a synthetic disk when pydicom's file is absent) with its preset box, checks
+that the mask is plausible and prints one line with the runtime and the timings. The version line is
+``cli.version``; the segment-and-save path without a window is ``cli.segment_export``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-
 log = logging.getLogger(__name__)
+
 
 SELF_TEST_SAMPLE = "ct-vertebra"
 MIN_BOX_FRACTION = 0.20  # a plausible mask covers 20-100 % of its box ...
@@ -55,59 +49,6 @@ def seconds_since_start() -> float:
         return time.perf_counter() - _T0
 
 
-# --- version ---------------------------------------------------------------------------------------------------
-def model_summary() -> str:
-    """``repvit_m0_6 sha256 fb7181c8 (200 training steps)`` for the bundled student, or why it is absent."""
-    from .model_files import card_path, card_sha256, student_available, student_weights_path
-
-    path = student_weights_path()
-    if not student_available():
-        return f"none bundled (expected {path})"
-    sha = card_sha256(path)
-    card = card_path(path)
-    steps = None
-    if card.is_file():
-        match = re.search(r"\*\*training\*\*:\s*([\d,]+)\s+steps", card.read_text(errors="replace"))
-        steps = match.group(1).replace(",", "") if match else None
-    return (
-        f"repvit_m0_6 sha256 {sha[:8] if sha else 'unknown (no card)'}"
-        f" ({steps + ' training steps' if steps else 'training steps unknown'})"
-    )
-
-
-def runtime_versions() -> str:
-    """``OpenVINO 2026.4.1, torch 2.13.0`` for the runtimes installed (read from their metadata, not imported)."""
-    import importlib.metadata
-
-    found = []
-    for dist, title in (("openvino", "OpenVINO"), ("torch", "torch"), ("onnxruntime", "ONNX Runtime")):
-        try:
-            found.append(f"{title} {importlib.metadata.version(dist)}")
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return ", ".join(found) or "no runtime installed"
-
-
-def default_line() -> str:
-    """``default OpenVINO int8`` (what the app runs for its default model here), without loading anything."""
-    from .core.backends import RUNTIME_TITLES, default_configuration
-    from .model_files import ModelNotAvailableError, default_model_name
-
-    try:
-        runtime, precision = default_configuration(default_model_name())
-    except ModelNotAvailableError:
-        return "default: no model"
-    return f"default {RUNTIME_TITLES[runtime]} {precision}"
-
-
-def version_line() -> str:
-    """One line: app, model, the default runtime and precision, runtime versions."""
-    frozen = " (bundle)" if getattr(sys, "frozen", False) else ""
-    return (f"medsam-desktop {__version__}{frozen}; model {model_summary()}; {default_line()}; "
-            f"{runtime_versions()}")  # fmt: skip
-
-
-# --- self-test -------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SelfTestResult:
     window_s: float  # process start -> main window shown (offscreen)
@@ -131,9 +72,9 @@ class SelfTestResult:
 
 def _test_image() -> tuple[np.ndarray, tuple[float, float, float, float], str]:
     """The CT sample mapped as the app maps it (uint8, soft-tissue window), else a synthetic bright disk."""
-    from .core.inference.model_input import ModelInput
-    from .io import read_image
-    from .samples import SampleNotAvailableError, get_sample
+    from ..core.inference.model_input import ModelInput
+    from ..io import read_image
+    from ..samples import SampleNotAvailableError, get_sample
 
     try:
         sample = get_sample(SELF_TEST_SAMPLE)
@@ -174,7 +115,7 @@ def _show_window() -> float:
     from PyQt6.QtCore import QSettings
     from PyQt6.QtWidgets import QApplication
 
-    from .ui.main_window import MainWindow
+    from .main_window import MainWindow
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     with tempfile.TemporaryDirectory(prefix="medsam-selftest-") as tmp:
@@ -201,10 +142,10 @@ def run_self_test() -> SelfTestResult:
         window_s = _show_window()
     except Exception as exc:
         raise SelfTestError(f"self-test FAILED: the window could not be created ({_one_line(exc)})") from exc
-    from .core.backends import describe, load_backend
-    from .core.inference.predictor import Predictor
-    from .core.inference.propagation import segment_slice
-    from .model_files import STUDENT_NAME
+    from ..core.backends import describe, load_backend
+    from ..core.inference.predictor import Predictor
+    from ..core.inference.propagation import segment_slice
+    from ..model_files import STUDENT_NAME
 
     t = time.perf_counter()
     try:
@@ -226,7 +167,7 @@ def run_self_test() -> SelfTestResult:
 
 def _samples_found() -> str:
     """How many listed samples have their file (choosing a missing one shows a one-line message)."""
-    from .samples import SampleNotAvailableError, list_samples
+    from ..samples import SampleNotAvailableError, list_samples
 
     try:
         listed = list_samples()
@@ -241,33 +182,6 @@ def _samples_found() -> str:
         except SampleNotAvailableError:
             pass
     return f"{found}/{len(listed)}"
-
-
-# --- segment and export ------------------------------------------------------------------------------------------
-def segment_and_export(image: Path, box: Sequence[float], z: int, output: Path) -> int:
-    """The app's path without a window: read, map as the app does, segment slice ``z``, save labels.
-
-    Returns the number of labelled voxels. Output: NIfTI (+ the app's ``.json`` label sidecar).
-    """
-    from .core.backends import load_backend
-    from .core.document.annotation import AnnotationSession
-    from .core.inference.model_input import ModelInput
-    from .core.inference.predictor import Predictor
-    from .core.inference.propagation import segment_slice
-    from .io import read_image
-    from .model_files import default_model_name
-    from .ui import files
-
-    volume = read_image(image)
-    if not 0 <= z < volume.n_slices:
-        raise ValueError(f"slice {z} is outside the image (slices 0..{volume.n_slices - 1})")
-    predictor = Predictor(load_backend(default_model_name()))
-    mask = segment_slice(predictor, ModelInput(volume)[z], np.asarray([box], dtype=np.float64)) > 0
-    session = AnnotationSession(volume)
-    session.ensure_active_label()
-    session.apply_mask(z, mask)
-    files.save_labels(session, output)
-    return int((session.labels > 0).sum())
 
 
 def _one_line(exc: BaseException) -> str:

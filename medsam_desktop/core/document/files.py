@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.document.annotation import AnnotationSession, LabelTable, sidecar_path
-from ..io import (
+from ...io import (
     DicomSeriesInfo,
     MedSAMIOError,
     OutputWriteError,
@@ -23,6 +22,7 @@ from ..io import (
     write_labels_nifti,
     write_mask_png,
 )
+from .annotation import AnnotationSession, LabelTable, sidecar_path
 
 log = logging.getLogger(__name__)
 
