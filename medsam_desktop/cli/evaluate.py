@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medsam_desktop.atomic import atomic_write
 from medsam_desktop.cli.common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -41,7 +42,6 @@ from medsam_desktop.cli.common import (
     setup_logging,
 )
 from medsam_desktop.core.evaluation.metrics import evaluate_case
-from medsam_desktop.io.atomic import atomic_write
 
 PROG = "medsam-eval"
 log = logging.getLogger("medsam_desktop.cli.evaluate")  # not __name__: may run as __main__

@@ -14,9 +14,9 @@ import sys
 import time
 from pathlib import Path
 
+from ..atomic import atomic_write
 from ..core.inference.challenge import segment_challenge_case
 from ..io import MedSAMIOError, read_challenge_npz, write_challenge_segs
-from ..io.atomic import atomic_write
 from ..model_files import InvalidCheckpointError, ModelNotAvailableError
 from .common import (
     EXIT_FAILURE,

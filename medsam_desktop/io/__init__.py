@@ -10,7 +10,7 @@ Public API (no Qt/torch imports; nibabel and pydicom are imported lazily):
 * Errors: :class:`MedSAMIOError` and subclasses (``str(err)`` is one actionable line).
 """
 
-from .atomic import atomic_write
+from ..atomic import atomic_write
 from .challenge_npz import (
     ChallengeCase,
     modality_from_case_name,

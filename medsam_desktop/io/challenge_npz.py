@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write
 from ._checks import finalize_array
-from .atomic import atomic_write
 from .errors import CorruptFileError, ImageNotFoundError, InvalidNpzError, OutputWriteError
 from .volume import Volume
 

@@ -1,6 +1,6 @@
 """Saving segmentation results (NIfTI label maps, PNG masks) and re-opening them onto their image.
 
-All writes are atomic (:func:`~medsam_desktop.io.atomic.atomic_write`): a crash never leaves a
+All writes are atomic (:func:`~medsam_desktop.atomic.atomic_write`): a crash never leaves a
 half-written file and never destroys a previous version.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 from PIL import Image
 
-from .atomic import atomic_write
+from ..atomic import atomic_write
 from .errors import GeometryMismatchError, InvalidImageError, MedSAMIOError, OutputWriteError
 from .readers import detect_format, read_image
 from .readers_nibabel import NIFTI_FORMS_KEY

@@ -9,14 +9,13 @@ importing that package.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..atomic import atomic_write
 from ..model_files import (
     STUDENT_FILE,
     TEACHER_DISTRIBUTION,
@@ -68,18 +67,8 @@ def save_checkpoint(model: MedSAMLite, path: Path, arch: str, extra: dict[str, A
         "config": {"arch": arch, **(extra or {})},
         "format_version": FORMAT_VERSION,
     }
-    fd, tmp_name = tempfile.mkstemp(prefix=".", suffix=f".tmp-{path.name}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_write(path) as tmp:
         torch.save(payload, tmp)
-        with tmp.open("rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _state_mismatch(model: torch.nn.Module, state: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ import time
 import warnings
 from pathlib import Path
 
+from ...atomic import move_aside
 from .layout import DECODER_SIZES, ENCODER, IMAGE_TENSORS, PREPARE, decoder_stem
 
 log = logging.getLogger(__name__)
@@ -180,10 +181,7 @@ def cached_export(model: object, checkpoint_sha256: str, arch: str, root: Path |
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1))
         _fsync(tmp / MANIFEST_FILE)
         if final.exists() and not is_complete_export(final):  # damaged leftover: move it out of the way
-            trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=root))
-            with contextlib.suppress(OSError):  # someone else moved or replaced it meanwhile
-                os.replace(final, trash / "old")
-            shutil.rmtree(trash, ignore_errors=True)
+            move_aside(final)
         try:
             os.rename(tmp, final)
         except OSError:

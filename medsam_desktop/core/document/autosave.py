@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ...atomic import atomic_write
 from ...io import Volume
 from .annotation import AnnotationSession
 
@@ -135,17 +136,10 @@ class ShadowLabels:
 
 
 def write_snapshot(snapshot: Snapshot, path: Path) -> None:
-    """Write atomically: a temporary file in the same folder, then ``os.replace``."""
+    """Write atomically (:func:`~medsam_desktop.atomic.atomic_write`): a crash leaves the previous snapshot."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, labels=snapshot.labels, meta=np.array(json.dumps(snapshot.meta())))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, labels=snapshot.labels, meta=np.array(json.dumps(snapshot.meta())))
 
 
 def read_snapshot(path: Path) -> Snapshot:

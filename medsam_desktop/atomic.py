@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_write", "replace_folder"]
+__all__ = ["atomic_write", "move_aside", "replace_folder"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,16 @@ def atomic_write(path: str | os.PathLike[str], suffix: str | None = None) -> Ite
         raise
     _fsync_dir(folder)
     log.debug("atomically wrote %s", target)
+
+
+def move_aside(path: str | os.PathLike[str]) -> None:
+    """Take ``path`` (a file or folder) out of the way in one rename, then delete it: nobody ever sees it half
+    deleted. A path that is gone or was replaced meanwhile (another process) is left to that process."""
+    path = Path(path)
+    trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    with contextlib.suppress(OSError):
+        os.replace(path, trash / "old")
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def replace_folder(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
