@@ -21,6 +21,7 @@ import numpy as np
 from ..atomic import atomic_write
 from ._checks import finalize_array
 from .errors import CorruptFileError, ImageNotFoundError, InvalidNpzError, OutputWriteError
+from .label_values import MAX_LABEL, label_dtype
 from .volume import Volume
 
 log = logging.getLogger(__name__)
@@ -231,9 +232,9 @@ def write_challenge_segs(
     if path.suffix.lower() != ".npz":
         raise OutputWriteError("the file name must end with .npz", path=path, action="Use a .npz file name.")
     top = int(segs.max()) if segs.size else 0
-    if (segs.size and int(segs.min()) < 0) or top > np.iinfo(np.uint16).max:
-        raise OutputWriteError("label values must be between 0 and 65535", path=path)
-    arrays = {"segs": segs.astype(np.uint8 if top <= 255 else np.uint16)}
+    if (segs.size and int(segs.min()) < 0) or top > MAX_LABEL:
+        raise OutputWriteError(f"label values must be between 0 and {MAX_LABEL}", path=path)
+    arrays = {"segs": segs.astype(label_dtype(top))}
     if spacing_zyx is not None:
         arrays["spacing"] = np.asarray(spacing_zyx, dtype=np.float64).reshape(3)
     try:

@@ -18,6 +18,7 @@ from PIL import Image
 
 from ..atomic import atomic_write
 from .errors import GeometryMismatchError, InvalidImageError, MedSAMIOError, OutputWriteError
+from .label_values import MAX_LABEL, label_dtype
 from .readers import detect_format, read_image
 from .readers_nibabel import NIFTI_FORMS_KEY
 from .volume import Volume, geometry_differences
@@ -41,9 +42,9 @@ def _label_dtype(labels: np.ndarray, path: Path) -> np.dtype:
     if labels.size == 0:
         return np.dtype(np.uint8)
     lo, hi = int(labels.min()), int(labels.max())
-    if lo < 0 or hi > np.iinfo(np.uint16).max:
-        raise OutputWriteError(f"label values must be between 0 and 65535 (found {lo}..{hi})", path=path)
-    return np.dtype(np.uint8 if hi <= 255 else np.uint16)
+    if lo < 0 or hi > MAX_LABEL:
+        raise OutputWriteError(f"label values must be between 0 and {MAX_LABEL} (found {lo}..{hi})", path=path)
+    return label_dtype(hi)
 
 
 def _refuse_read_only(path: Path) -> None:
@@ -263,7 +264,7 @@ def read_labels(path: str | os.PathLike[str], reference: Volume) -> np.ndarray:
                 action="Open a label map (whole numbers 0, 1, 2 ...).",
             )
         top = float(labels.max()) if labels.size else 0.0
-        labels = labels.astype(np.uint8 if top <= 255 else np.uint16 if top <= 65535 else np.uint32)
+        labels = labels.astype(label_dtype(int(top)) if 0 <= top <= MAX_LABEL else np.uint32)  # refused later
     return labels
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ...io import Volume
+from ...io.label_values import label_dtype
 from ..inference.reformat import Plane
 from .undo import Region, Step, TableState, UndoStack, make_voxel_diff
 
@@ -246,8 +247,9 @@ class AnnotationSession:
 
     # --- core edit machinery ---------------------------------------------------------------------
     def _ensure_dtype(self, value: int) -> None:
-        if value > 255 and self._labels.dtype == np.uint8:
-            self._labels = self._labels.astype(np.uint16)
+        needed = label_dtype(value)
+        if needed.itemsize > self._labels.dtype.itemsize:  # widen only (uint8 -> uint16)
+            self._labels = self._labels.astype(needed)
 
     def _commit(self, step: Step) -> None:
         self.history.push(step)

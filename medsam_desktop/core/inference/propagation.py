@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...io.label_values import MAX_LABEL, label_dtype
 from .boxes import InvalidBoxError, box_to_model, mask_bbox_model, validate_box
 from .predictor import Embedding, Predictor
 
@@ -68,10 +69,6 @@ class Box3D:
         return cls(np.array([min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]), z0i, z1i, zmid)
 
 
-def _label_dtype(n: int) -> type:
-    return np.uint8 if n <= 255 else np.uint16
-
-
 def _check_label_values(label_values: list[int] | None, n_boxes: int) -> list[int]:
     """``label_values`` (default 1..n) checked before any work: one whole number in 1..65535 per box."""
     if label_values is None:
@@ -79,9 +76,9 @@ def _check_label_values(label_values: list[int] | None, n_boxes: int) -> list[in
     values = list(label_values)
     if len(values) != n_boxes:
         raise ValueError(f"{len(values)} label values for {n_boxes} boxes")
-    bad = [v for v in values if isinstance(v, bool) or int(v) != v or not 1 <= int(v) <= 65535]
+    bad = [v for v in values if isinstance(v, bool) or int(v) != v or not 1 <= int(v) <= MAX_LABEL]
     if bad:
-        raise ValueError(f"label values must be whole numbers from 1 to 65535, got {bad}")
+        raise ValueError(f"label values must be whole numbers from 1 to {MAX_LABEL}, got {bad}")
     return [int(v) for v in values]
 
 
@@ -107,7 +104,7 @@ def segment_slice(
     image's pixels (None: square). Boxes are checked by :func:`validate_box` (zero width or height is fine)."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     values = _check_label_values(label_values, len(boxes))
-    labels = np.zeros(image.shape[:2], dtype=_label_dtype(max(values, default=1)))
+    labels = np.zeros(image.shape[:2], dtype=label_dtype(max(values, default=1)))
     if len(boxes) == 0:
         return labels
     emb = _encode(predictor, image, key, pixel_spacing)
@@ -150,7 +147,7 @@ def propagate_boxes(
     boxes = [Box3D.from_array(b, depth, z) for b, z in zip(raw, starts)]
     boxes = [dataclasses.replace(b, xyxy=validate_box(b.xyxy, size)) for b in boxes]  # same rules as 2D
     values = _check_label_values(label_values, len(boxes))
-    labels = np.zeros(volume.shape[:3], dtype=_label_dtype(max(values, default=1)))
+    labels = np.zeros(volume.shape[:3], dtype=label_dtype(max(values, default=1)))
     if not boxes:
         return labels
     up = sorted({z for b in boxes for z in range(b.zmid, b.z1 + 1)})
