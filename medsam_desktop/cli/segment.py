@@ -19,6 +19,7 @@ from ..core.inference.boxes import InvalidBoxError
 from ..core.inference.intensity import CT_WINDOWS, to_display_uint8
 from ..core.inference.propagation import propagate_boxes, segment_slice
 from ..io import MedSAMIOError, Volume, read_image, write_labels_nifti, write_mask_png
+from ..io.formats import is_nifti_name
 from ..model_files import InvalidCheckpointError, ModelNotAvailableError
 from ..samples import SampleNotAvailableError, get_sample, list_samples
 from .common import (
@@ -76,10 +77,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _is_nifti(path: Path) -> bool:
-    return path.name.lower().endswith((".nii", ".nii.gz"))
-
-
 def run(args: argparse.Namespace) -> int:
     if args.sample:
         sample = get_sample(args.sample)
@@ -93,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= args.label <= 65535:
         return fail(PROG, f"--label must be between 1 and 65535, got {args.label}")
     out = args.output
-    if not (_is_nifti(out) or out.suffix.lower() == ".png"):
+    if not (is_nifti_name(out) or out.suffix.lower() == ".png"):
         return fail(PROG, f"output must end in .nii.gz, .nii or .png, got '{out.name}'")
     vol: Volume = read_image(args.image)
     if vol.source_path is not None and out.resolve() == Path(vol.source_path).resolve():

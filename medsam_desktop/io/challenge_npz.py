@@ -40,6 +40,8 @@ _IMG_KEYS_ALLOWED = frozenset({"imgs", "boxes", "spacing", "gts"})
 _GT_KEYS_ALLOWED = frozenset({"gts", "spacing"})
 _SEGS_KEYS_ALLOWED = frozenset({"segs", "spacing"})
 _NAME_RE = re.compile(r"^[23]DBox_([^_]+)_", re.IGNORECASE)
+#: the suffix this reader owns
+SUFFIXES = {"npz": (".npz",)}
 _NAME_MODALITY = {
     "ct": "CT", "mr": "MR", "mri": "MR", "pet": "PT", "pt": "PT", "nm": "NM", "spect": "NM",
     "us": "US", "ultrasound": "US", "x-ray": "XR", "xray": "XR", "xr": "XR", "cxr": "XR",

@@ -27,6 +27,7 @@ from .errors import (
     MedSAMIOError,
     UnsupportedFormatError,
 )
+from .formats import FORMAT_SUFFIXES, SUPPORTED_EXTENSIONS, format_from_suffix
 from .readers_2d import read_2d_image
 from .readers_dicom import read_dicom_file, read_dicom_series
 from .readers_nibabel import NIFTI_FORMS_KEY, nifti_forms, read_nibabel_image
@@ -37,32 +38,10 @@ log = logging.getLogger(__name__)
 
 __all__ = ["SUPPORTED_EXTENSIONS", "detect_format", "read_image"]
 
-#: Extensions offered in "Open" dialogs (a DICOM folder can be opened too).
-SUPPORTED_EXTENSIONS: tuple[str, ...] = (
-    ".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".mgz", ".mgh", ".dcm",
-    ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".npz",
-)  # fmt: skip
-
-_EXT_FORMATS: tuple[tuple[str, str], ...] = (
-    (".nii.gz", "nifti"), (".nii", "nifti"), (".img.gz", "nifti"), (".hdr", "nifti"), (".img", "nifti"),
-    (".nrrd", "nrrd"), (".nhdr", "nrrd"), (".mha", "meta"), (".mhd", "meta"),
-    (".mgz", "mgh"), (".mgh", "mgh"), (".dcm", "dicom"), (".dicom", "dicom"), (".ima", "dicom"),
-    (".png", "2d"), (".jpg", "2d"), (".jpeg", "2d"), (".bmp", "2d"), (".tif", "2d"), (".tiff", "2d"),
-    (".npz", "npz"),
-)  # fmt: skip
-
-
-def _format_from_extension(path: Path) -> str | None:
-    name = path.name.lower()
-    for suffix, fmt in _EXT_FORMATS:
-        if name.endswith(suffix):
-            return fmt
-    return None
-
 
 def _suffix_is_lower_case(path: Path) -> bool:
     name = path.name
-    return not any(name.lower().endswith(suffix) and not name.endswith(suffix) for suffix, _ in _EXT_FORMATS)
+    return not any(name.lower().endswith(s) and not name.endswith(s) for ss in FORMAT_SUFFIXES.values() for s in ss)
 
 
 def _sniff_gzip(path: Path) -> str | None:
@@ -85,7 +64,7 @@ def detect_format(path: Path) -> str | None:
     """Format key ("nifti", "nrrd", "meta", "mgh", "dicom", "2d", "npz") from magic bytes, then extension."""
     with open(path, "rb") as fh:
         head = fh.read(352)
-    by_ext = _format_from_extension(path)
+    by_ext = format_from_suffix(path)
     if head[128:132] == b"DICM":
         return "dicom"
     if head.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):
@@ -134,7 +113,7 @@ def _named_for(path: Path, fmt: str) -> Iterator[Path]:
 
     A mis-named file is exposed through a temporary symlink (or copy) called ``<name><ext>``.
     """
-    by_ext = _format_from_extension(path)
+    by_ext = format_from_suffix(path)
     if fmt not in _CANONICAL_SUFFIX or (by_ext == fmt and _suffix_is_lower_case(path)):
         yield path  # ITK refuses mixed-case extensions such as '.Nii': those get a lower-case alias below
         return
@@ -180,7 +159,7 @@ def _read_volume_file(path: Path, fmt: str) -> Volume:
 
 def _read_file(path: Path) -> Volume:
     fmt = detect_format(path)
-    by_ext = _format_from_extension(path)
+    by_ext = format_from_suffix(path)
     if fmt is None:
         if by_ext is not None:
             raise _claimed_format_error(path, by_ext)

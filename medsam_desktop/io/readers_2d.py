@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 _PIL_LOCK = threading.Lock()
 _PNG_SIG = b"\x89PNG\r\n\x1a\n"
+#: the suffixes this reader owns (lower case; matched case-insensitively)
+SUFFIXES = {"2d": (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")}
 
 
 @contextlib.contextmanager

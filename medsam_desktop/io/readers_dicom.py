@@ -32,6 +32,8 @@ _MODALITY_MAP = {
 }  # fmt: skip
 _MAX_SCAN_DEPTH = 3
 _MAX_SCAN_DIRS = 256
+#: the suffixes this reader owns (a DICOM file may also have none: the content decides, ``detect_format``)
+SUFFIXES = {"dicom": (".dcm", ".dicom", ".ima")}
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 
 #: ``Volume.extra`` key holding a NIfTI source's header transforms (JSON, see :func:`nifti_forms`).
 NIFTI_FORMS_KEY = "nifti_forms"
+#: the suffixes of the formats nibabel reads here (NIfTI's 3D images go through SimpleITK, ``io.readers``)
+SUFFIXES = {"nifti": (".nii.gz", ".nii", ".img.gz", ".hdr", ".img"), "mgh": (".mgz", ".mgh")}
 
 
 def nifti_forms(path: Path) -> dict[str, object] | None:

@@ -15,6 +15,10 @@ from .volume import IDENTITY_DIRECTION, Volume
 log = logging.getLogger(__name__)
 
 
+#: the suffixes of the formats only SimpleITK reads here
+SUFFIXES = {"nrrd": (".nrrd", ".nhdr"), "meta": (".mha", ".mhd")}
+
+
 def _geometry_3d(image: sitk.Image) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
     """Spacing, origin, direction of a 2D or 3D image, embedded in 3D (z spacing 1, identity z)."""
     dim = image.GetDimension()

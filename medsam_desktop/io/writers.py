@@ -18,6 +18,7 @@ from PIL import Image
 
 from ..atomic import atomic_write
 from .errors import GeometryMismatchError, InvalidImageError, MedSAMIOError, OutputWriteError
+from .formats import NIFTI_SUFFIXES
 from .label_values import MAX_LABEL, label_dtype
 from .readers import detect_format, read_image
 from .readers_nibabel import NIFTI_FORMS_KEY
@@ -27,7 +28,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["read_labels", "write_labels_nifti", "write_mask_png"]
 
-_NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 
@@ -163,7 +163,7 @@ def write_labels_nifti(labels: np.ndarray, reference: Volume, path: str | os.Pat
     name is not NIfTI, the target is the reference image itself or a read-only file, or writing fails.
     """
     path = Path(path)
-    if not path.name.lower().endswith(_NIFTI_SUFFIXES):
+    if not path.name.lower().endswith(NIFTI_SUFFIXES):
         raise OutputWriteError(
             "label maps are saved as NIfTI", path=path, action="Use a file name ending in .nii.gz or .nii."
         )

@@ -27,6 +27,7 @@ from ..core.document.annotation import AnnotationSession, LabelTable, OverlapRul
 from ..core.inference.intensity import CT_WINDOWS
 from ..core.inference.reformat import Plane, brush_mm
 from ..io import DicomSeriesInfo, MedSAMIOError, Volume
+from ..io.formats import LABEL_SUFFIXES
 from . import dialogs
 from .labels_panel import LabelsPanel
 from .loader import ImageLoader, Reader
@@ -491,7 +492,7 @@ class MainWindow(QMainWindow):
         path, chosen = QFileDialog.getSaveFileName(self, "Save labels", str(default), filters)
         if not path:
             return False
-        if not path.lower().endswith((".nii.gz", ".nii", ".png")):
+        if not path.lower().endswith(LABEL_SUFFIXES):
             # the dialog confirmed the typed name, not this one: never replace an existing file unasked
             path += ".png" if chosen.startswith("PNG") else ".nii.gz"
             if Path(path).exists() and not dialogs.ask_overwrite(self, Path(path)):

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ...io import Volume
+from ...io.formats import LABEL_SUFFIXES, strip_suffix
 from ...io.label_values import label_dtype
 from ..inference.reformat import Plane
 from .undo import Region, Step, TableState, UndoStack, make_voxel_diff
@@ -175,12 +176,7 @@ class LabelTable:
 def sidecar_path(labels_path: str | Path) -> Path:
     """``case_seg.nii.gz`` / ``case_seg.png`` -> ``case_seg.json`` (names and colours of the labels)."""
     path = Path(labels_path)
-    name = path.name
-    for suffix in (".nii.gz", ".nii", ".png"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return path.with_name(name + ".json")
+    return path.with_name(strip_suffix(path.name, LABEL_SUFFIXES) + ".json")
 
 
 class AnnotationSession:

@@ -22,15 +22,13 @@ from ...io import (
     write_labels_nifti,
     write_mask_png,
 )
+from ...io.formats import format_from_suffix, open_dialog_filter, strip_suffix
 from .annotation import AnnotationSession, LabelTable, sidecar_path
 
 log = logging.getLogger(__name__)
 
 SeriesChooser = Callable[[list[DicomSeriesInfo]], DicomSeriesInfo | None]
-IMAGE_FILTER = (
-    "Images (*.nii *.nii.gz *.nrrd *.nhdr *.mha *.mhd *.mgz *.mgh *.dcm *.png *.jpg *.jpeg *.bmp *.tif *.tiff *.npz);;"
-    "All files (*)"
-)
+IMAGE_FILTER = open_dialog_filter()
 
 
 def read_source(path: Path, uid: str | None = None) -> Volume | list[DicomSeriesInfo]:
@@ -61,23 +59,14 @@ def load_image(path: str | os.PathLike[str], choose_series: SeriesChooser | None
     return None if chosen is None else read_dicom_series(path, chosen.uid)
 
 
-def _strip_suffix(name: str) -> str:
-    low = name.lower()
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".mgz", ".mgh", ".dcm", ".png", ".jpg", ".jpeg",
-                   ".bmp", ".tif", ".tiff", ".npz"):  # fmt: skip
-        if low.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
 def default_labels_path(volume: Volume) -> Path:
     """``<image>_seg.nii.gz`` next to the image (``.png`` for 2D pictures), in the home folder for samples."""
-    ext = ".png" if volume.is_2d and volume.source_path is not None and volume.source_path.suffix.lower() in (
-        ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff") else ".nii.gz"  # fmt: skip
+    picture = volume.source_path is not None and format_from_suffix(volume.source_path) == "2d"
+    ext = ".png" if volume.is_2d and picture else ".nii.gz"
     src = volume.source_path
     if src is None:
         return Path.home() / f"labels{ext}"
-    stem = src.name if src.is_dir() else _strip_suffix(src.name)
+    stem = src.name if src.is_dir() else strip_suffix(src.name)
     return src.parent / f"{stem}_seg{ext}"
 
 
