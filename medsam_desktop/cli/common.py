@@ -19,6 +19,8 @@ from typing import TypeVar
 
 from tqdm import tqdm
 
+from ..text import one_line as text_one_line
+
 __all__ = [
     "EXIT_FAILURE",
     "EXIT_OK",
@@ -84,8 +86,8 @@ def setup_logging(prog: str, verbose: int = 0, quiet: bool = False) -> logging.L
 
 
 def one_line(message: object) -> str:
-    """``message`` as a single line (newlines collapsed to ``' | '``)."""
-    return " | ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    """``message`` as a single line (:func:`medsam_desktop.text.one_line`)."""
+    return text_one_line(message)
 
 
 def describe_exception(exc: BaseException) -> str:

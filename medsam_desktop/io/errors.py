@@ -8,8 +8,9 @@ low-level exceptions (SimpleITK ``RuntimeError``, nibabel, PIL, OSError ...) are
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
+
+from ..text import one_line
 
 __all__ = [
     "CorruptFileError",
@@ -23,11 +24,9 @@ __all__ = [
     "UnsupportedFormatError",
 ]
 
-_WS = re.compile(r"\s+")
-
 
 def _one_line(text: str) -> str:
-    return _WS.sub(" ", text).strip()
+    return one_line(text)
 
 
 class MedSAMIOError(Exception):

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+from ..text import exception_line
+
 log = logging.getLogger(__name__)
 
 
@@ -50,7 +52,7 @@ def _headless(args: argparse.Namespace) -> int | None:
             return 1
         except Exception as exc:  # anything else is still one line (traceback with --verbose)
             log.debug("self-test crashed", exc_info=True)
-            print(f"self-test FAILED: {exc.__class__.__name__}: {' '.join(str(exc).split())}")
+            print(f"self-test FAILED: {exception_line(exc, with_type=True)}")
             return 1
         return 0
     if not args.path or args.box is None:
@@ -62,7 +64,7 @@ def _headless(args: argparse.Namespace) -> int | None:
         n = segment_and_export(Path(args.path), args.box, args.slice, args.segment_and_export)
     except Exception as exc:
         log.debug("segment-and-export failed", exc_info=True)
-        print(f"segment-and-export FAILED: {exc.__class__.__name__}: {' '.join(str(exc).split())}")
+        print(f"segment-and-export FAILED: {exception_line(exc, with_type=True)}")
         return 1
     print(f"segment-and-export OK: {n} voxels -> {args.segment_and_export}")
     return 0

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from PyQt6.QtWidgets import QDialog, QDialogButtonBox, QFormLayout, QMessageBox, QSpinBox, QWidget
 
+from ..text import one_line as text_one_line
+
 log = logging.getLogger(__name__)
 
 #: mouse gestures and keys handled by the slice view itself (menu shortcuts are listed from the actions)
@@ -23,12 +25,8 @@ MOUSE_AND_VIEW_KEYS = (
 
 
 def one_line(text: str, limit: int = 400) -> str:
-    """Collapse whitespace; keep only the first line of anything that looks like a traceback."""
-    text = str(text)
-    if "Traceback (most recent call last)" in text:
-        text = text.strip().splitlines()[-1]
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    """A dialog's text on one line (:func:`medsam_desktop.text.one_line`, at most ``limit`` characters)."""
+    return text_one_line(text, limit)
 
 
 def unexpected_message(verb: str, path: str | os.PathLike[str] | None, exc: BaseException) -> str:

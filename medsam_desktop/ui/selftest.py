@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..text import exception_line
+
 log = logging.getLogger(__name__)
 
 
@@ -185,5 +187,4 @@ def _samples_found() -> str:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
+    return exception_line(exc, with_type=True)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ...text import exception_line
 from .base import single_threaded_numpy_blas
 from .layout import IMAGE_TENSORS, ChunkedDecoder, NetworkFiles
 
@@ -105,7 +106,7 @@ class OpenVinoBackend(ChunkedDecoder):
                 raise
             # a cached blob that no longer fits (another OpenVINO build, a damaged file): compile afresh
             log.warning("OpenVINO's model cache could not be used (%s): compiling without it",
-                        " ".join(str(exc).split())[:200])  # fmt: skip
+                        exception_line(exc, 200))  # fmt: skip
             self._compile(ov.Core(), files, config, encoder_config, None)
         self.name = name if self.precision == "f32" else f"{name}+{self.precision}"
         self.fallback_reason: str | None = None

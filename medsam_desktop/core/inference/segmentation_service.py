@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...io import Volume
+from ...text import exception_line
 from ..backends import InferenceBackend
 from ..backends.base import apply_torch_threads
 from .cache import EmbeddingCache
@@ -247,5 +248,4 @@ class SegmentationService:
 
 def one_line(exc: BaseException) -> str:
     """An exception as one line of at most 300 characters (its class name when it has no text)."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) < 300 else text[:297] + "..."
+    return exception_line(exc, 299)
