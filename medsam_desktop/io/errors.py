@@ -7,7 +7,9 @@ low-level exceptions (SimpleITK ``RuntimeError``, nibabel, PIL, OSError ...) are
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..text import one_line
@@ -119,3 +121,23 @@ class OutputWriteError(MedSAMIOError):
     def __init__(self, problem: str, **kwargs: object) -> None:
         kwargs.setdefault("verb", "save")
         super().__init__(problem, **kwargs)  # type: ignore[arg-type]
+
+
+#: the problems of :func:`reading`'s two usual steps
+HEADER_UNREADABLE = "its header could not be read (damaged file or wrong file type)"
+DATA_UNREADABLE = "its image data could not be read (damaged or truncated file)"
+
+
+@contextlib.contextmanager
+def reading(
+    path: str | os.PathLike[str] | None, problem: str, errors: tuple[type[BaseException], ...] = (Exception,)
+) -> Iterator[None]:
+    """The one wrapping of a library's read errors: inside the block, ``errors`` (default: any exception; a
+    :class:`MedSAMIOError` passes unchanged) become :class:`CorruptFileError` with ``problem`` and the library's
+    message as ``detail`` (shown at debug level only)."""
+    try:
+        yield
+    except MedSAMIOError:
+        raise
+    except errors as exc:
+        raise CorruptFileError(problem, path=path, detail=str(exc)) from exc

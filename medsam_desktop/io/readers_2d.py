@@ -19,7 +19,7 @@ import SimpleITK as sitk
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from ._checks import MAX_2D_PIXELS, check_size, finalize_array
-from .errors import CorruptFileError, InvalidImageError, UnsupportedFormatError
+from .errors import CorruptFileError, InvalidImageError, UnsupportedFormatError, reading
 from .readers_sitk import volume_from_sitk
 from .volume import Volume
 
@@ -86,10 +86,8 @@ def _is_png_rgb16(path: Path) -> bool:
 def read_2d_image(path: Path) -> Volume:
     """Read a PNG/JPEG/BMP/TIFF picture as a :class:`Volume` (D = 1, or pages of a TIFF stack)."""
     if _is_png_rgb16(path):  # Pillow would reduce 16-bit colour to 8 bits; ITK keeps it
-        try:
+        with reading(path, "the PNG data is damaged", (RuntimeError,)):
             image = sitk.ReadImage(str(path), imageIO="PNGImageIO")
-        except RuntimeError as exc:
-            raise CorruptFileError("the PNG data is damaged", path=path, detail=str(exc)) from exc
         vol = volume_from_sitk(image, path, modality="RGB", is_2d=True)
         array = _collapse_grey(vol.array)
         return Volume(array, modality="RGB" if array.ndim == 4 else "unknown", is_2d=True, source_path=path)

@@ -18,7 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ._checks import check_size, narrow_int_dtype
-from .errors import CorruptFileError, DicomSeriesError
+from .errors import DicomSeriesError, reading
 from .readers_sitk import volume_from_sitk
 from .volume import Volume
 
@@ -314,21 +314,13 @@ def read_dicom_file(path: str | os.PathLike[str]) -> Volume:
     X-ray files without Pixel Spacing use Imager Pixel Spacing (0018,1164) when present.
     """
     path = Path(path)
-    try:
+    with reading(path, "it is not a readable DICOM image (damaged, or no pixel data)", (RuntimeError,)):
         reader = _header(str(path))
-    except RuntimeError as exc:
-        raise CorruptFileError(
-            "it is not a readable DICOM image (damaged, or no pixel data)", path=path, detail=str(exc)
-        ) from exc
     check_size(reader.GetSize(), path)
-    try:
+    with reading(
+        path, "its DICOM pixel data could not be decoded (damaged or unsupported compression)", (RuntimeError,)
+    ):
         image = reader.Execute()
-    except RuntimeError as exc:
-        raise CorruptFileError(
-            "its DICOM pixel data could not be decoded (damaged or unsupported compression)",
-            path=path,
-            detail=str(exc),
-        ) from exc
     n_frames = image.GetSize()[2] if image.GetDimension() == 3 else 1
     photometric = _meta(reader, "0028|0004")
     if not _meta(reader, "0028|0030").strip("0.\\ ") and image.GetDimension() == 3:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ._checks import check_size, finalize_array, guess_modality
-from .errors import CorruptFileError, InvalidImageError
+from .errors import DATA_UNREADABLE, HEADER_UNREADABLE, InvalidImageError, reading
 from .volume import Volume
 
 log = logging.getLogger(__name__)
@@ -78,12 +78,8 @@ def read_nibabel_image(path: Path, modality: str | None = None) -> Volume:
     """
     import nibabel as nib  # lazy: only needed for these formats
 
-    try:
+    with reading(path, HEADER_UNREADABLE):  # nibabel raises many types (ImageFileError, EOFError, ValueError ...)
         img = nib.load(str(path))
-    except Exception as exc:  # nibabel raises many types (ImageFileError, EOFError, ValueError ...)
-        raise CorruptFileError(
-            "its header could not be read (damaged file or wrong file type)", path=path, detail=str(exc)
-        ) from exc
     shape = tuple(int(s) for s in img.shape)
     if len(shape) > 3 and any(s != 1 for s in shape[3:]):
         raise InvalidImageError(
@@ -92,13 +88,9 @@ def read_nibabel_image(path: Path, modality: str | None = None) -> Volume:
             action="Export a single 3D volume (one frame) and open that.",
         )
     check_size(shape[:3] if len(shape) >= 3 else shape, path)
-    try:
+    with reading(path, DATA_UNREADABLE):
         data = np.asanyarray(img.dataobj)
         spacing, origin, direction = affine_ras_to_itk(img.affine)
-    except Exception as exc:
-        raise CorruptFileError(
-            "its image data could not be read (damaged or truncated file)", path=path, detail=str(exc)
-        ) from exc
     data = data.reshape(shape[:3] if len(shape) >= 3 else (*shape, *([1] * (3 - len(shape)))))
     array = finalize_array(np.ascontiguousarray(data.transpose(2, 1, 0)), path)
     return Volume(

@@ -9,7 +9,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ._checks import check_size, finalize_array, guess_modality
-from .errors import CorruptFileError, InvalidImageError
+from .errors import DATA_UNREADABLE, HEADER_UNREADABLE, InvalidImageError, reading
 from .volume import IDENTITY_DIRECTION, Volume
 
 log = logging.getLogger(__name__)
@@ -109,17 +109,9 @@ def read_sitk_image(path: Path, image_io: str = "") -> Volume:
     reader.SetFileName(str(path))
     if image_io:
         reader.SetImageIO(image_io)
-    try:
+    with reading(path, HEADER_UNREADABLE, (RuntimeError,)):
         reader.ReadImageInformation()
-    except RuntimeError as exc:
-        raise CorruptFileError(
-            "its header could not be read (damaged file or wrong file type)", path=path, detail=str(exc)
-        ) from exc
     check_size(reader.GetSize(), path)
-    try:
+    with reading(path, DATA_UNREADABLE, (RuntimeError,)):
         image = reader.Execute()
-    except RuntimeError as exc:
-        raise CorruptFileError(
-            "its image data could not be read (damaged or truncated file)", path=path, detail=str(exc)
-        ) from exc
     return volume_from_sitk(image, path)
