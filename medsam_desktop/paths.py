@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 _REPO_ROOT = Path(__file__).resolve().parents[1]
+APP_DIR_NAME = "MedSAM Desktop"  # the per-user folders' name
 
 
 def _bundled(name: str, env: str) -> Path:
@@ -33,6 +34,21 @@ def resources_dir() -> Path:
     return _bundled("resources", "MEDSAM_RESOURCES_DIR")
 
 
+#: the environment variable that overrides :func:`user_data_dir`
+DATA_DIR_ENV = "MEDSAM_DESKTOP_DATA"
+
+
+def user_data_dir() -> Path:
+    """Per-user data folder for what must survive a restart, e.g. autosaved labels (``$MEDSAM_DESKTOP_DATA``
+    overrides)."""
+    override = os.environ.get(DATA_DIR_ENV)
+    if override:
+        return Path(override)
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir(APP_DIR_NAME, appauthor=False))
+
+
 def user_cache_dir() -> Path:
     """Per-user cache folder for regenerable files, e.g. exported models (``$MEDSAM_CACHE_DIR`` overrides)."""
     override = os.environ.get("MEDSAM_CACHE_DIR")
@@ -40,4 +56,4 @@ def user_cache_dir() -> Path:
         return Path(override)
     import platformdirs
 
-    return Path(platformdirs.user_cache_dir("MedSAM Desktop", appauthor=False))
+    return Path(platformdirs.user_cache_dir(APP_DIR_NAME, appauthor=False))

@@ -29,11 +29,12 @@ import numpy as np
 
 from ...atomic import atomic_write
 from ...io import Volume
+from ...paths import DATA_DIR_ENV, user_data_dir
 from .annotation import AnnotationSession
 
 log = logging.getLogger(__name__)
 
-ENV_DATA_DIR = "MEDSAM_DESKTOP_DATA"
+ENV_DATA_DIR = DATA_DIR_ENV  # re-exported for callers of this module
 SNAPSHOT_NAME = "session.npz"
 LOCK_NAME = "lock.json"
 ALIVE_NAME = "alive.lock"
@@ -46,13 +47,8 @@ _OWN_LOCK = threading.Lock()
 
 
 def data_dir() -> Path:
-    """The per-user data folder (``$MEDSAM_DESKTOP_DATA`` overrides it)."""
-    env = os.environ.get(ENV_DATA_DIR)
-    if env:
-        return Path(env)
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("MedSAM Desktop", appauthor=False))
+    """The per-user data folder (:func:`medsam_desktop.paths.user_data_dir`; ``$MEDSAM_DESKTOP_DATA`` overrides)."""
+    return user_data_dir()
 
 
 def autosave_root() -> Path:
