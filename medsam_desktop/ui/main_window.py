@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from PyQt6.QtCore import QEventLoop, QSettings, Qt, QTimer
-from PyQt6.QtGui import QAction, QActionGroup, QCloseEvent, QDragEnterEvent, QDropEvent, QIcon, QKeySequence
+from PyQt6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent
 from PyQt6.QtWidgets import (
     QApplication,
     QDockWidget,
@@ -24,29 +24,20 @@ from PyQt6.QtWidgets import (
 
 from ..core.document import autosave, files
 from ..core.document.annotation import AnnotationSession, LabelTable, OverlapRule
-from ..core.inference.intensity import CT_WINDOWS
 from ..core.inference.reformat import Plane, brush_mm
 from ..io import DicomSeriesInfo, MedSAMIOError, Volume
 from ..io.formats import LABEL_SUFFIXES
 from . import dialogs
+from .actions import build_actions, build_menus, shortcut_rows
 from .labels_panel import LabelsPanel
 from .loader import ImageLoader, Reader
 from .settings_dialog import AppSettings, SettingsDialog, qsettings
-from .slice_view import ORIENTATIONS, SliceView, Tool, auto_window
+from .slice_view import SliceView, Tool, auto_window
 from .worker import BackendFactory, SegmentationWorker, default_backend_factory
 
 log = logging.getLogger(__name__)
 
 MAX_RECENT = 8
-
-
-def _icon(name: str) -> QIcon:
-    try:
-        import qtawesome as qta
-
-        return qta.icon(name)
-    except Exception:  # icons are decoration only
-        return QIcon()
 
 
 class MainWindow(QMainWindow):
@@ -97,8 +88,8 @@ class MainWindow(QMainWindow):
         dock.setWidget(self.labels_panel)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
         self._build_status_bar()
-        self._build_actions()
-        self._build_menus(dock)
+        build_actions(self)
+        build_menus(self, dock)
         self._connect()
         self.setAcceptDrops(True)
         self.resize(1200, 800)
@@ -132,123 +123,24 @@ class MainWindow(QMainWindow):
         bar.addPermanentWidget(self.cancel_button)
         bar.addPermanentWidget(self.model_label)
 
-    def _action(self, text: str, slot: object, shortcut: object = None, icon: str | None = None) -> QAction:
-        action = QAction(text, self)
-        if shortcut is not None:
-            if isinstance(shortcut, list):
-                action.setShortcuts(shortcut)
-            else:
-                action.setShortcut(shortcut)  # type: ignore[arg-type]
-        if icon:
-            action.setIcon(_icon(icon))
-        action.triggered.connect(slot)  # type: ignore[arg-type]
-        self.addAction(action)
-        return action
-
-    def _build_actions(self) -> None:
-        a = self._action
-        key = QKeySequence
-        self.act_open = a("&Open…", self.open_dialog, key.StandardKey.Open, "fa5s.folder-open")
-        self.act_open_dicom = a("Open &DICOM folder…", self.open_dicom_dialog)
-        self.act_open_mask = a("Open &mask onto image…", self.open_mask_dialog)
-        self.act_save = a("&Save labels…", self.save_dialog, key.StandardKey.Save, "fa5s.save")
-        self.act_quit = a("&Quit", self.close, key("Ctrl+Q"))
-        self.act_undo = a("&Undo", self.undo, key("Ctrl+Z"), "fa5s.undo")
-        self.act_redo = a("&Redo", self.redo, [key("Ctrl+Shift+Z"), key("Ctrl+Y")], "fa5s.redo")
-        self.act_new_label = a("&New label", self.new_label, key("N"))
-        self.act_fill = a("&Fill holes (slice)", self.fill_holes)
-        self.act_clear_slice = a("&Clear slice", self.clear_slice)
-        self.act_clear_label = a("Clear &label (all slices)", self.clear_label)
-        self.act_settings = a("Se&ttings…", self.settings_dialog)
-        self.act_propagate = a(
-            "&Propagate box through slices…", self.propagate_dialog, key("Ctrl+P"), "fa5s.layer-group"
-        )
-        self.act_segment_box = a("&Segment the shown box", self.segment_last_box, [key("Return"), key("Enter")])
-        self.act_cancel = a("&Cancel propagation", self.worker.cancel, key("Esc"))
-        self.act_shortcuts = a(
-            "&Keyboard shortcuts", lambda: dialogs.show_shortcuts(self, self.shortcut_rows()), key("F1")
-        )
-        self.act_reset_zoom = a("&Reset zoom", self.view.reset_zoom, key("0"))
-        self.act_brush_smaller = a("Smaller brush", lambda: self.set_brush_radius(self.view.brush_radius - 1), key("["))
-        self.act_brush_larger = a("Larger brush", lambda: self.set_brush_radius(self.view.brush_radius + 1), key("]"))
-        self.tool_group = QActionGroup(self)
-        self.tool_actions: dict[Tool, QAction] = {}
-        for tool, text, sc, icon in (
-            (Tool.BOX, "&Box (segment)", "B", "fa5s.vector-square"),
-            (Tool.BRUSH, "B&rush", "P", "fa5s.paint-brush"),
-            (Tool.ERASER, "&Eraser", "E", "fa5s.eraser"),
-            (Tool.PAN, "&Pan", "H", "fa5s.hand-paper"),
-        ):
-            act = a(text, lambda _=False, t=tool: self.set_tool(t), key(sc), icon)
-            act.setCheckable(True)
-            self.tool_group.addAction(act)
-            self.tool_actions[tool] = act
-        self.tool_actions[Tool.BOX].setChecked(True)
-        self.orientation_group = QActionGroup(self)
-        self.orientation_actions: dict[str, QAction] = {}
-        for i, name in enumerate(ORIENTATIONS, start=1):
-            act = a(name.capitalize(), lambda _=False, o=name: self.set_orientation(o), key(str(i)))
-            act.setCheckable(True)
-            self.orientation_group.addAction(act)
-            self.orientation_actions[name] = act
-        self.orientation_actions["axial"].setChecked(True)
-
     def shortcut_rows(self) -> list[tuple[str, str]]:
-        """(keys, action) for every action with a keyboard shortcut, in menu order (the F1 list)."""
-        rows = []
-        for act in self.actions():
-            keys = [k.toString(QKeySequence.SequenceFormat.NativeText) for k in act.shortcuts()]
-            if keys:
-                rows.append((" / ".join(keys), act.text().replace("&", "").rstrip("…")))
-        return rows
+        """(keys, action) for every action with a keyboard shortcut (the F1 list)."""
+        return shortcut_rows(self)
 
-    def _build_menus(self, dock: QDockWidget) -> None:
-        bar = self.menuBar()
-        assert bar is not None
-        file_menu = bar.addMenu("&File")
-        file_menu.addAction(self.act_open)
-        file_menu.addAction(self.act_open_dicom)
-        self.samples_menu = file_menu.addMenu("Open &sample")
-        self.recent_menu = file_menu.addMenu("&Recent files")
-        self.recent_menu.aboutToShow.connect(self._fill_recent)
-        self.samples_menu.aboutToShow.connect(self._fill_samples)
-        file_menu.addSeparator()
-        file_menu.addAction(self.act_open_mask)
-        file_menu.addAction(self.act_save)
-        file_menu.addSeparator()
-        file_menu.addAction(self.act_quit)
-        edit = bar.addMenu("&Edit")
-        for act in (self.act_undo, self.act_redo, None, self.act_new_label, self.act_fill, self.act_clear_slice,
-                    self.act_clear_label, None, self.act_settings):  # fmt: skip
-            edit.addSeparator() if act is None else edit.addAction(act)
-        view = bar.addMenu("&View")
-        for act in self.orientation_actions.values():
-            view.addAction(act)
-        view.addSeparator()
-        wl = view.addMenu("&Window/level")
-        self.window_menu = wl
-        for name, (level, width) in CT_WINDOWS.items():
-            wl.addAction(f"CT {name}", lambda _=False, lv=level, w=width: self.view.set_window(lv, w))
-        wl.addAction("Auto (0.5–99.5 %)", self.auto_window)
-        view.addAction(self.act_reset_zoom)
-        view.addAction(dock.toggleViewAction())
-        tools = bar.addMenu("&Tools")
-        for act in self.tool_actions.values():
-            tools.addAction(act)
-        tools.addAction(self.act_brush_smaller)
-        tools.addAction(self.act_brush_larger)
-        seg = bar.addMenu("&Segment")
-        seg.addAction(self.act_segment_box)
-        seg.addAction(self.act_propagate)
-        seg.addAction(self.act_cancel)
-        help_menu = bar.addMenu("&Help")
-        help_menu.addAction(self.act_shortcuts)
-        toolbar = self.addToolBar("Main")
-        assert toolbar is not None
-        toolbar.setObjectName("main_toolbar")
-        for act in (self.act_open, self.act_save, None, self.act_undo, self.act_redo, None,
-                    *self.tool_actions.values(), None, self.act_propagate):  # fmt: skip
-            toolbar.addSeparator() if act is None else toolbar.addAction(act)
+    def show_shortcuts(self) -> None:
+        dialogs.show_shortcuts(self, self.shortcut_rows())
+
+    def cancel_propagation(self) -> None:
+        self.worker.cancel()
+
+    def reset_zoom(self) -> None:
+        self.view.reset_zoom()
+
+    def brush_smaller(self) -> None:
+        self.set_brush_radius(self.view.brush_radius - 1)
+
+    def brush_larger(self) -> None:
+        self.set_brush_radius(self.view.brush_radius + 1)
 
     def _connect(self) -> None:
         self.view.box_drawn.connect(self._on_box)
@@ -434,7 +326,7 @@ class MainWindow(QMainWindow):
 
         return self.open_path(path, then=suggest)
 
-    def _fill_samples(self) -> None:
+    def fill_samples_menu(self) -> None:
         from ..samples import list_samples
 
         self.samples_menu.clear()
@@ -472,7 +364,7 @@ class MainWindow(QMainWindow):
         recent = [path, *(p for p in self.recent_files() if p != path)][:MAX_RECENT]
         self.store.setValue("recent/files", recent)
 
-    def _fill_recent(self) -> None:
+    def fill_recent_menu(self) -> None:
         self.recent_menu.clear()
         for path in self.recent_files():
             self.recent_menu.addAction(path, lambda _=False, p=path: self.open_path(p))

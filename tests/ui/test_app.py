@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
-import time
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 from PyQt6.QtCore import QPoint, Qt, QTimer
+from window_helpers import BOX, drain_worker, open_synthetic, pt
 
 from medsam_desktop.io import Volume, read_image, read_labels
 from medsam_desktop.model.checkpoint import ModelNotAvailableError
@@ -107,7 +109,7 @@ def test_stale_worker_results_are_ignored(qtbot, fake) -> None:
         second = worker.segment(2, np.array([2, 2, 20, 20]))
         with qtbot.waitSignal(worker.mask_ready, timeout=5000):
             pass
-        qtbot.wait(400)  # a stale result would have arrived by now
+        drain_worker(qtbot, worker)  # both requests have ended and whatever they emitted has been handled
         assert got == [second] and first < second
     finally:
         assert worker.shutdown()
@@ -120,24 +122,40 @@ def test_result_for_a_slice_no_longer_shown_is_dropped(qtbot, fake, make_window,
     window.view.set_slice(6)  # newer request: the box result is stale
     with qtbot.waitSignal(window.worker.encoded, timeout=5000):
         pass
-    qtbot.wait(200)
+    drain_worker(qtbot, window.worker)  # the box's request has ended and its result (if any) was handled
     assert not window.session.labels.any()
 
 
 def test_gui_stays_responsive_with_a_slow_encoder(qtbot, fake, make_window, tmp_path) -> None:
-    backend = fake(delay=1.5)
-    window = make_window(backend)
-    window.open_path_and_wait(synthetic_nifti(tmp_path))  # posts an encode of the shown slice (1.5 s)
-    ticks: list[float] = []
+    """An encode in progress never holds the event loop: each one waits until a GUI timer, firing after the encode
+    started, lets it finish (run on the GUI thread or blocking it, the encode would never be let go). How long the
+    loop may pause is a wall-clock figure for a benchmark, not asserted here."""
+    started, release = threading.Event(), threading.Event()
+    released: list[bool] = []
+
+    class GatedBackend(fake):
+        def encode(self, images: np.ndarray) -> np.ndarray:
+            release.clear()
+            started.set()
+            released.append(release.wait(30))
+            return super().encode(images)
+
+    def tick() -> None:
+        if started.is_set():
+            started.clear()
+            release.set()
+
+    backend = GatedBackend()
     timer = QTimer()
-    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.timeout.connect(tick)
     timer.start(10)
+    window = make_window(backend)
+    window.open_path_and_wait(synthetic_nifti(tmp_path))  # posts an encode of the shown slice
     window.view.box_drawn.emit(4, np.array([5.0, 5.0, 30.0, 30.0]))
-    with qtbot.waitSignal(window.worker.mask_ready, timeout=10000):
+    with qtbot.waitSignal(window.worker.mask_ready, timeout=40000):
         pass
     timer.stop()
-    gaps = np.diff(ticks)
-    assert len(ticks) > 50 and gaps.max() < 0.2, f"max event-loop gap {gaps.max():.3f} s"
+    assert released and all(released), released  # every encode was let go by the running event loop
     assert backend.on_main_thread == {False}  # inference never runs on the GUI thread
     qtbot.waitUntil(lambda: window.session.labels[4].any(), timeout=2000)
 
@@ -224,8 +242,8 @@ def test_missing_model_is_reported_once_and_editing_still_works(qtbot, make_wind
     window.view.box_drawn.emit(4, np.array([5.0, 5.0, 30.0, 30.0]))
     qtbot.waitUntil(lambda: len(errors) == 1, timeout=5000)
     assert "no model weights found" in errors[0] and window.model_label.text() == "model: unavailable"
-    window.view.box_drawn.emit(4, np.array([5.0, 5.0, 30.0, 30.0]))
-    qtbot.wait(200)
+    with qtbot.waitSignal(window.worker.failed, timeout=5000):  # the second box was answered, without a dialog
+        window.view.box_drawn.emit(4, np.array([5.0, 5.0, 30.0, 30.0]))
     assert len(errors) == 1
     window.set_tool(Tool.BRUSH)
     drag(qtbot, window.view, (20.5, 20.5), (25.5, 20.5))
@@ -363,14 +381,14 @@ def test_menu_actions_window_presets_recent_and_samples(qtbot, make_window, tmp_
     lung = next(a for a in window.window_menu.actions() if a.text() == "CT lung")
     lung.trigger()
     assert (window.view.level, window.view.width) == (-600.0, 1500.0)
-    window._fill_recent()
+    window.fill_recent_menu()
     recent = window.recent_menu.actions()
     assert [a.text() for a in recent] == [str(src.resolve())]
     window.session.mark_saved()
     with qtbot.waitSignal(window.loader.loaded, timeout=5000):
         recent[0].trigger()
     assert window.session.volume.source_path.resolve() == src.resolve()
-    window._fill_samples()
+    window.fill_samples_menu()
     samples = window.samples_menu.actions()
     assert samples
     if importlib.util.find_spec("pydicom") is not None:
@@ -434,3 +452,44 @@ def test_help_lists_every_shortcut_and_empty_window_says_what_to_do(qtbot, make_
     assert {"F1", "Ctrl+P", "Esc", "0", "["}.issubset({k for keys in rows for k in keys.split(" / ")})
     window.open_path_and_wait(synthetic_nifti(tmp_path))
     assert not window.view.hint.isVisible()
+
+
+# --- a model that fails to load, corrupt stored settings --------------------------------------------------
+@pytest.fixture
+def excepthook(monkeypatch) -> list[BaseException]:
+    """Exceptions escaping to Qt (slots, event handlers) are recorded here."""
+    seen: list[BaseException] = []
+    monkeypatch.setattr(sys, "excepthook", lambda _t, value, _tb: seen.append(value))
+    return seen
+
+
+def test_a_model_that_fails_to_load_then_normal_editing(qtbot, make_window, tmp_path, errors, excepthook) -> None:
+    window = make_window(RuntimeError("weights\nare corrupt"))
+    session = open_synthetic(window, tmp_path)
+    window.view.last_box = (4, BOX.copy())
+    window.propagate(below=1, above=1)
+    qtbot.waitUntil(lambda: window._propagation is None and window.act_propagate.isEnabled(), timeout=5000)
+    assert len(errors) == 1 and "weights are corrupt" in errors[0] and window.model_label.text() == "model: unavailable"
+    window.set_tool(Tool.BRUSH)
+    view, vp = window.view, window.view.viewport()
+    qtbot.mousePress(vp, Qt.MouseButton.LeftButton, pos=pt(view, 20.5, 20.5))
+    qtbot.mouseRelease(vp, Qt.MouseButton.LeftButton, pos=pt(view, 20.5, 20.5))
+    painted = session.labels.copy()
+    assert painted[4].any()
+    window.undo()
+    assert not session.labels.any()
+    window.redo()
+    assert np.array_equal(session.labels, painted) and len(errors) == 1
+    assert excepthook == []
+
+
+def test_corrupt_stored_settings_do_not_stop_the_app(qtbot, store, make_window, tmp_path) -> None:
+    store.setValue("model/cache_mb", -5)
+    store.setValue("model/threads", -3)
+    store.sync()
+    window = make_window()
+    assert window.settings.cache_mb == 0 and window.settings.threads == 0
+    session = open_synthetic(window, tmp_path)
+    with qtbot.waitSignal(window.worker.mask_ready, timeout=5000):
+        window.view.box_drawn.emit(4, BOX.copy())
+    assert session.labels[4].any()

@@ -29,6 +29,7 @@ from bad_files import READ_ERRORS, READ_OK, huge_png, npz_object_array, rgba_png
 from PyQt6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PyQt6.QtGui import QDragEnterEvent, QDropEvent
 from PyQt6.QtWidgets import QApplication, QFileDialog, QInputDialog, QMessageBox
+from window_helpers import drain_worker, open_synthetic
 
 from medsam_desktop.core.document.annotation import sidecar_path
 from medsam_desktop.io import Volume, write_labels_nifti
@@ -240,10 +241,11 @@ def open_via(route: str, window, path: Path, monkeypatch) -> None:
 
 
 def wait_idle(window, qtbot, until: Callable[[], bool]) -> None:
-    """Wait for ``until``, then for every reading thread to end, then let queued events run."""
+    """Wait for ``until``, then for every reading thread to end (a job leaves ``_jobs`` only after its result was
+    handled), then for every request the window posted to the worker to end and its results to be handled."""
     qtbot.waitUntil(until, timeout=20000)
     qtbot.waitUntil(lambda: not window.loader._jobs, timeout=20000)
-    qtbot.wait(50)
+    drain_worker(qtbot, window.worker)
 
 
 ROUTES = ["menu", "drop"]
@@ -390,8 +392,7 @@ def test_bad_mask_is_refused_and_the_labels_are_untouched(app, rec, qtbot, tmp_p
     before = Before.of(app)
     monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(path), "")))
     assert app.act_open_mask.isEnabled()
-    app.act_open_mask.trigger()  # synchronous: the mask is read on the GUI thread
-    qtbot.wait(20)
+    app.act_open_mask.trigger()  # synchronous: the mask was read and refused on the GUI thread when it returns
     assert_one_line_message(rec, "Cannot open mask", text, names=path.name)
     before.assert_unchanged(app)
     assert not (tmp_path / "in" / "PWNED").exists(), "an object array was unpickled"
@@ -512,7 +513,7 @@ def test_mask_with_a_bad_sidecar_opens_with_default_names(app, rec, qtbot, tmp_p
     monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(path), "")))
     app.act_open_mask.trigger()
     app.view.refresh()
-    qtbot.wait(50)  # repaint: a bad colour would raise while drawing
+    app.view.grab()  # paints the view now: a bad colour would raise while drawing
     assert not rec.shown and not rec.exceptions, (rec.shown, rec.exceptions)
     np.testing.assert_array_equal(app.session.labels, labels)
     for label in app.session.table:
@@ -556,7 +557,7 @@ def test_recent_file_that_was_deleted(app, rec, qtbot, tmp_path):
     app._add_recent(str(path))
     path.unlink()
     before = Before.of(app)
-    app._fill_recent()
+    app.fill_recent_menu()
     action = next(a for a in app.recent_menu.actions() if a.text() == str(path.resolve()))
     action.trigger()
     wait_idle(app, qtbot, lambda: bool(rec.errors))
@@ -596,8 +597,7 @@ def test_unexpected_mask_failure(app, rec, qtbot, tmp_path, monkeypatch, kind):
     path = _write_mask(tmp_path / "m_seg.nii.gz", _labels())
     before = Before.of(app)
     monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(path), "")))
-    app.act_open_mask.trigger()
-    qtbot.wait(20)
+    app.act_open_mask.trigger()  # synchronous: the failure was reported when it returns
     assert_one_line_message(rec, "Cannot open mask", "memory" if kind == "memory" else "unexpected", names=path.name)
     before.assert_unchanged(app)
 
@@ -633,3 +633,24 @@ def test_last_resort_hook_shows_one_line_without_the_exception_text(monkeypatch,
         sys.excepthook(type(exc), exc, exc.__traceback__)
     assert len(shown) == 1 and "\n" not in shown[0] and not LEAKS.search(shown[0]) and "secret" not in shown[0]
     assert "restart" in shown[0] and any(r.exc_info for r in caplog.records)  # the details are in the log
+
+
+# --- a mask of another size or spacing, opened onto a window's image ----------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["size", "spacing"])
+def test_a_mask_of_another_geometry_is_refused_in_one_line(qtbot, make_window, tmp_path, errors, kind) -> None:
+    window = make_window()
+    session = open_synthetic(window, tmp_path)
+    session.apply_mask(4, np.ones((60, 80), bool), session.ensure_active_label())
+    before, steps = session.labels.copy(), len(session.history)
+    other = tmp_path / "masks"
+    other.mkdir()
+    shape, spacing = ((9, 60, 81), (0.7, 1.3, 2.5)) if kind == "size" else ((9, 60, 80), (0.7, 1.3, 3.0))
+    image = sitk.GetImageFromArray(np.ones(shape, np.uint8))
+    image.SetSpacing(spacing)
+    image.SetOrigin((-12.5, 30.25, 7.0))
+    sitk.WriteImage(image, str(other / "m_seg.nii.gz"))
+    assert not window.open_mask(other / "m_seg.nii.gz")
+    assert len(errors) == 1 and "does not fit" in errors[0] and "\n" not in errors[0]
+    assert np.array_equal(session.labels, before) and len(session.history) == steps
