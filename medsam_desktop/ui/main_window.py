@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,13 +21,14 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from ..core.document import autosave, files
-from ..core.document.annotation import AnnotationSession, LabelTable, OverlapRule
+from ..core.document import files
+from ..core.document.annotation import AnnotationSession, OverlapRule
 from ..core.inference.reformat import Plane, brush_mm
 from ..io import DicomSeriesInfo, MedSAMIOError, Volume
 from ..io.formats import LABEL_SUFFIXES
 from . import dialogs
 from .actions import build_actions, build_menus, shortcut_rows
+from .crash_recovery import CrashRecovery
 from .labels_panel import LabelsPanel
 from .loader import ImageLoader, Reader
 from .settings_dialog import AppSettings, SettingsDialog, qsettings
@@ -66,12 +66,8 @@ class MainWindow(QMainWindow):
         self._busy_cursor = False
         self._edits = self._edits_at_request = 0  # history changes, to know whether to ask again on load
         self.loader = ImageLoader(reader, self)
-        self.autosaver = autosave.Autosaver()
-        self._shadow = autosave.ShadowLabels()
-        self._autosave_timer = QTimer(self)  # throttle: at most one snapshot per interval, after the last edit
-        self._autosave_timer.setSingleShot(True)
-        self._autosave_timer.setInterval(500)
-        self._autosave_timer.timeout.connect(self._autosave)
+        self.recovery = CrashRecovery(self)
+        self.autosaver = self.recovery.autosaver
         self._window_timer = QTimer(self)  # the model follows the displayed CT window, once dragging pauses
         self._window_timer.setSingleShot(True)
         self._window_timer.setInterval(400)
@@ -246,20 +242,14 @@ class MainWindow(QMainWindow):
         self._segment_labels = {}
         session = AnnotationSession(volume)
         session.overlap = OverlapRule(self.settings.overlap)
-        if self.session is not None:
-            self.session.dirty_changed.disconnect(self._on_dirty)
-            self.session.history_changed.disconnect(self._on_history)
-            self.session.table_changed.disconnect(self._schedule_autosave)
-            self.session.active_changed.disconnect(self._schedule_autosave)
-            self.session.labels_changed.disconnect(self._shadow.mark)
+        previous = self.session
+        if previous is not None:
+            previous.dirty_changed.disconnect(self._on_dirty)
+            previous.history_changed.disconnect(self._on_history)
         self.session = session
-        self._shadow.reset(session.labels)
-        session.labels_changed.connect(self._shadow.mark)
         session.dirty_changed.connect(self._on_dirty)
         session.history_changed.connect(self._on_history)
-        session.table_changed.connect(self._schedule_autosave)
-        session.active_changed.connect(self._schedule_autosave)
-        self._schedule_autosave()
+        self.recovery.attach(session, previous)
         self.worker.set_volume(volume)
         if self.view.orientation != "axial":
             self.set_orientation("axial")
@@ -666,59 +656,16 @@ class MainWindow(QMainWindow):
     def _on_history(self) -> None:
         self._edits += 1
         self._update_actions()
-        self._schedule_autosave()
+        self.recovery.schedule()
 
-    # --- crash safety ----------------------------------------------------------------------------
-    def _schedule_autosave(self, *_args: object) -> None:
-        if not self._autosave_timer.isActive():
-            self._autosave_timer.start()
-
-    def _autosave(self) -> None:
-        """Snapshot the session for crash recovery (written on a background thread; nothing when saved)."""
-        session = self.session
-        if session is None or session.volume.source_path is None or not session.dirty:
-            self.autosaver.clear()
-        elif self.autosaver.busy:
-            self._autosave_timer.start()  # one write at a time: copy the labels again when it is done
-        else:
-            self.autosaver.save(autosave.Snapshot.of(session, self._shadow.update(session.labels)))
-
+    # --- crash safety (ui/crash_recovery.py) ------------------------------------------------------
     def check_autosave(self) -> bool:
         """Offer to restore labels left by a session that crashed; True when a restore was started."""
-        for path in autosave.find_orphans():
-            try:
-                snap = autosave.read_snapshot(path)
-            except (OSError, ValueError, KeyError) as exc:
-                log.warning("dropping unreadable autosave %s: %s", path, exc)
-                autosave.discard(path)
-                continue
-            src = Path(snap.source)
-            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(snap.saved_at))
-            answer = dialogs.ask_restore(self, src.name, when)
-            if answer == "discard":
-                autosave.discard(path)
-            if answer != "restore":
-                return False
-            if not src.exists():
-                dialogs.show_error(self, "Cannot restore", f"The image {src} no longer exists; the labels were kept "
-                                   f"in {path.parent} (move the image back and restart).")  # fmt: skip
-                return False
-            return self.open_path(src, then=lambda s=snap, p=path: self._restore(s, p))
-        return False
-
-    def _restore(self, snap: autosave.Snapshot, path: Path) -> None:
-        assert self.session is not None
-        if not autosave.same_image(snap.fingerprint, self.session.volume):
-            dialogs.show_error(self, "Cannot restore", f"{Path(snap.source).name} changed since the labels were "
-                               f"autosaved; they were kept in {path.parent}.")  # fmt: skip
-            return
-        self.session.restore_state(snap.labels, LabelTable.from_json(snap.table_json), snap.active_label)
-        autosave.discard(path)
-        self.statusBar().showMessage("Restored the unsaved labels (Ctrl+Z undoes)", 8000)  # type: ignore[union-attr]
+        return self.recovery.offer_restore()
 
     def _on_dirty(self, _dirty: bool) -> None:
         self._update_title()
-        self._schedule_autosave()
+        self.recovery.schedule()
 
     def _update_title(self) -> None:
         name = ""
@@ -765,8 +712,7 @@ class MainWindow(QMainWindow):
         self.loader.cancel()
         self.worker.shutdown()
         self.loader.wait()
-        self._autosave_timer.stop()
-        self.autosaver.close()
+        self.recovery.close()
         ev.accept()
 
 
