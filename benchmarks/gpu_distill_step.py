@@ -14,12 +14,9 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from medsam_desktop.model.registry import ENCODER_REGISTRY
 from training.distill_online import AugmentConfig, augment

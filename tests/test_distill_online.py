@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import csv
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from medsam_desktop.model import build_model, load_checkpoint, save_checkpoint
 from training import distill_online as online

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import csv
-import sys
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 from PIL import Image
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from training import prepare_data
 from training.shards import ShardImages, read_manifest

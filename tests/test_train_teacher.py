@@ -5,15 +5,11 @@ from __future__ import annotations
 import csv
 import logging
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # training/ lives outside the installed package
-
 from synthetic_labelled import write_labelled_folder
 
 from medsam_desktop.core.inference.boxes import mask_bbox

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from medsam_desktop.io.challenge_npz import write_challenge_segs
 from training.evaluate import per_label_3d

@@ -23,25 +23,18 @@ Usage: python training/distill.py --data ~/.cache/medsam_desktop/distill --out r
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
-import math
 import random
 import sys
-import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
-from medsam_desktop.model import build_model, load_checkpoint, save_checkpoint
-
-if __package__ in (None, ""):  # run as a script: make the repository root (holding `training`) importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from training.runtime import any_rank, save_atomic, setup_runtime
+from medsam_desktop.model import build_model, load_checkpoint
+from training.runtime import setup_runtime
 from training.shards import (
     IDENTITY,
     VARIANTS,
@@ -53,6 +46,7 @@ from training.shards import (
     read_manifest,
 )
 from training.teacher_cache import load_teacher_spec
+from training.trainer import CsvLog, StepResult, Trainer, optimizer_step
 
 log = logging.getLogger("distill")
 STUDENT_ARCH = "repvit_m0_6"
@@ -84,7 +78,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave default)")
     ap.add_argument("--val-every", type=int, default=150, help="steps between validations")
     ap.add_argument("--val-items", type=int, default=64)
-    ap.add_argument("--checkpoint-minutes", type=float, default=10.0)
+    ap.add_argument(
+        "--checkpoint-minutes", type=float, default=10.0, help="minutes between last.pt writes (at most 15)"
+    )
     ap.add_argument("--max-hours", type=float, default=0.0, help="stop after this wall time (0: no limit)")
     ap.add_argument("--max-steps", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
@@ -173,19 +169,17 @@ def load_batch(
 def student_step(
     model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, clip: float, bf16: bool
 ) -> tuple[float, float, bool]:
-    """One step of the distillation recipe: forward (bf16 autocast if asked), MSE against the teacher's ``y``
-    in fp32 whatever the forward precision, backward, gradient-norm clip (``clip`` <= 0: off); the update is
-    applied only when the loss and the gradient norm are finite. Returns (loss, gradient norm, applied)."""
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-        pred = model(x)
-    loss = F.mse_loss(pred.float(), y)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip > 0 else float("inf"))
-    applied = bool(torch.isfinite(loss)) and bool(torch.isfinite(gnorm))
-    if applied:
-        opt.step()
-    return loss.item(), float(gnorm), applied
+    """One step of the distillation recipe (:func:`training.trainer.optimizer_step`): forward (bf16 autocast if
+    asked), MSE against the teacher's ``y`` in fp32 whatever the forward precision, backward, gradient-norm clip
+    (``clip`` <= 0: off); the update is applied only when the loss and the gradient norm are finite. Returns
+    (loss, gradient norm, applied)."""
+    r = optimizer_step(model, model.parameters(), opt, (x,), mse_to(y), clip, bf16)
+    return r.loss, r.grad_norm, r.applied
+
+
+def mse_to(y: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The distillation loss against the teacher's embeddings ``y``, in fp32."""
+    return lambda pred: F.mse_loss(pred.float(), y)
 
 
 def train_mode(encoder: torch.nn.Module, freeze_bn: bool = False) -> torch.nn.Module:
@@ -242,20 +236,6 @@ def build_student(args: argparse.Namespace, teacher: torch.nn.Module) -> torch.n
     return student
 
 
-def save_state(
-    path: Path, student: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, state: dict[str, Any]
-) -> None:
-    payload = {
-        "model": student.state_dict(),
-        "optimizer": opt.state_dict(),
-        "scheduler": sched.state_dict(),
-        "state": state,
-        "torch_rng": torch.get_rng_state(),
-        "format_version": 1,
-    }
-    save_atomic(payload, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     rt = setup_runtime(args.threads)
@@ -269,24 +249,37 @@ def main(argv: list[str] | None = None) -> int:
     encoder = train_mode(student.image_encoder.to(device).to(memory_format=torch.channels_last), args.freeze_bn)
     opt = torch.optim.AdamW(encoder.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.9, patience=5)
-    state: dict[str, Any] = {"step": 0, "seconds": 0.0, "best_val": math.inf, "teacher": tag}
-
     args.out.mkdir(parents=True, exist_ok=True)
-    last = args.out / "last.pt"
-    if args.resume and last.is_file():
-        ckpt = torch.load(last, map_location="cpu", weights_only=True)
-        student.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        state = ckpt["state"]
-        torch.set_rng_state(ckpt["torch_rng"])
-        if state.get("teacher") != tag:
-            raise SystemExit(f"{last} was trained against teacher {state.get('teacher')}, not {tag}")
-        log.info("resumed at step %d (best val %.5f)", state["step"], state["best_val"])
-    model = encoder
-    if world > 1:
-        ids = [device.index] if device.index is not None else None
-        model = torch.nn.parallel.DistributedDataParallel(encoder, device_ids=ids)
+    trainer = Trainer(
+        encoder,
+        opt,
+        sched=sched,
+        clip=args.clip,
+        bf16=args.bf16,
+        rt=rt,
+        out=args.out,
+        saved=student,
+        arch=STUDENT_ARCH,
+        state={"teacher": tag},
+        best_info={"teacher": tag},
+        val_key="val_mse",
+        val_label="val MSE",
+        val_every=args.val_every,
+        max_steps=args.max_steps,
+        max_hours=args.max_hours,
+        checkpoint_minutes=args.checkpoint_minutes,
+        keep_rng=True,
+        log=log,
+    )
+    if args.resume:
+        trainer.resume(
+            lambda saved: (
+                None
+                if saved.get("teacher") == tag
+                else f"was trained against teacher {saved.get('teacher')}, not {tag}"
+            )
+        )
+    trainer.distribute()
 
     items = read_manifest(args.data)
     cache, images = TeacherCache(args.data, tag), ShardImages(args.data)
@@ -305,85 +298,55 @@ def main(argv: list[str] | None = None) -> int:
     log.info(
         "%d validation items cached; lr %.2e, batch %d x %d, bf16 %s, flips %s, oversample %s",
         len(val_items),
-        opt.param_groups[0]["lr"],
+        trainer.lr(),
         args.batch_size,
         world,
         args.bf16,
         args.flips,
         args.oversample or "none",
     )
+    csv_log = CsvLog(
+        args.out / "log.csv", ["step", "seconds", "lr", "train_mse", "grad_norm", "val_mse"], enabled=rank == 0
+    )
 
-    log_path = args.out / "log.csv"
-    new_log = not log_path.exists()
-    log_fh = log_path.open("a", newline="") if rank == 0 else None
-    writer = csv.writer(log_fh) if log_fh else None
-    if writer and new_log:
-        writer.writerow(["step", "seconds", "lr", "train_mse", "grad_norm", "val_mse"])
+    def batch_stream() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        while True:
+            x, y = batches.next()
+            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
-    t_start, t_ckpt = time.time(), time.time()
-    seconds0 = state["seconds"]
-    losses: list[float] = []
-    while True:
-        x, y = batches.next()
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        loss, gnorm, applied = student_step(model, opt, x, y, args.clip, args.bf16)
-        if not applied:
-            raise SystemExit(f"non-finite loss/gradient at step {state['step']}: stop and inspect (no update made)")
-        state["step"] += 1
-        losses.append(loss)
-        elapsed = seconds0 + time.time() - t_start
-        state["seconds"] = elapsed
-        val = ""
-        if val_items and state["step"] % args.val_every == 0:
-            v = validate(encoder, val_items, images, cache, device, args.bf16, args.freeze_bn)
-            sched.step(v)
-            val = f"{v:.6f}"
-            if rank == 0 and v < state["best_val"]:
-                state["best_val"] = v
-                save_checkpoint(
-                    student,
-                    args.out / "best.pt",
-                    STUDENT_ARCH,
-                    {"teacher": tag, "step": state["step"], "val_mse": v, "seconds": elapsed},
-                )
-            log.info(
-                "step %d val MSE %.5f (best %.5f) lr %.2e",
-                state["step"],
-                v,
-                state["best_val"],
-                opt.param_groups[0]["lr"],
-            )
-        if writer and (state["step"] % 10 == 0 or val):
-            writer.writerow(
+    def step(batch: tuple[torch.Tensor, torch.Tensor]) -> StepResult:
+        x, y = batch
+        return trainer.step((x,), mse_to(y))
+
+    def validation() -> float:
+        return validate(encoder, val_items, images, cache, device, args.bf16, args.freeze_bn)
+
+    def on_step(result: StepResult, val: str) -> None:
+        step_no = trainer.state["step"]
+        if csv_log.enabled and (step_no % 10 == 0 or val):
+            train_mse = np.mean([r.loss for r in trainer.recent[-10:]])
+            csv_log.row(
                 [
-                    state["step"],
-                    f"{elapsed:.0f}",
-                    f"{opt.param_groups[0]['lr']:.3e}",
-                    f"{np.mean(losses[-10:]):.6f}",
-                    f"{float(gnorm):.3f}",
+                    step_no,
+                    f"{trainer.state['seconds']:.0f}",
+                    f"{trainer.lr():.3e}",
+                    f"{train_mse:.6f}",
+                    f"{result.grad_norm:.3f}",
                     val,
                 ]
             )
-            log_fh.flush()
             if not val:
                 log.info(
                     "step %d train MSE %.5f grad %.2f (%.2f s/step)",
-                    state["step"],
-                    np.mean(losses[-10:]),
-                    float(gnorm),
-                    (time.time() - t_start) / max(1, len(losses)),
+                    step_no,
+                    train_mse,
+                    result.grad_norm,
+                    trainer.seconds_per_step(),
                 )
-        stop = (args.max_steps and state["step"] >= args.max_steps) or (
-            args.max_hours and time.time() - t_start >= args.max_hours * 3600
-        )
-        stop = any_rank(bool(stop), rt)  # stop together: a rank that leaves early would hang the others
-        if rank == 0 and (stop or time.time() - t_ckpt >= args.checkpoint_minutes * 60):
-            save_state(last, student, opt, sched, state)
-            t_ckpt = time.time()
-        if stop:
-            break
-    if world > 1:
-        dist.destroy_process_group()
+
+    trainer.run(batch_stream(), step, validation if val_items else None, on_step)
+    csv_log.close()
+    trainer.close()
     return 0
 
 

@@ -49,12 +49,10 @@ import torch.nn.functional as F
 from medsam_desktop.model import load_checkpoint, load_teacher, save_checkpoint
 from medsam_desktop.model.checkpoint import load_state_into
 from medsam_desktop.model.registry import ENCODER_REGISTRY
-
-if __package__ in (None, ""):  # run as a script: make the repository root (holding `training`) importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from training.distill import student_step
+from training.distill import mse_to
 from training.pack_shards import decode_item, pack, packed_ids
 from training.runtime import save_atomic
+from training.trainer import CsvLog, Trainer
 
 log = logging.getLogger("distill_online")
 
@@ -191,15 +189,29 @@ def augment(images: torch.Tensor, hw: torch.Tensor, cfg: AugmentConfig, gen: tor
 
 @dataclass
 class Student:
-    """One student trained against the shared teacher targets."""
+    """One student trained against the shared teacher targets: its :class:`Trainer` (bf16, clip, non-finite
+    steps skipped) holds the encoder, the optimizer and the best validation value."""
 
     key: str
-    encoder: torch.nn.Module
-    opt: torch.optim.Optimizer
+    trainer: Trainer
     peak_lr: float
-    best_val: float = math.inf
-    skipped: int = 0
     losses: list[float] = field(default_factory=list)
+
+    @property
+    def encoder(self) -> torch.nn.Module:
+        return self.trainer.model
+
+    @property
+    def opt(self) -> torch.optim.Optimizer:
+        return self.trainer.opt
+
+    @property
+    def best_val(self) -> float:
+        return float(self.trainer.state["best_val"])
+
+    @property
+    def skipped(self) -> int:
+        return self.trainer.skipped
 
 
 def cosine_lr(peak: float, step: int, frac: float, warmup: int, floor: float = 0.02) -> float:
@@ -284,27 +296,31 @@ def train_step(
     for st in students:
         for group in st.opt.param_groups:
             group["lr"] = cosine_lr(st.peak_lr, step, frac, args.warmup)
-        loss, _, applied = student_step(st.encoder, st.opt, x, y, args.clip, bf16=True)
-        if applied:
-            st.losses.append(loss)
-        else:  # a non-finite step is skipped, not applied
-            st.skipped += 1
+        result = st.trainer.step((x,), mse_to(y))  # a non-finite step is skipped, not applied
+        if result.applied:
+            st.losses.append(result.loss)
 
 
 def validate_all(
-    students: list[Student], data: Data, info: dict[str, Any], out: Path, arch: str, tag: str, writer: Any, final: bool
+    students: list[Student],
+    data: Data,
+    info: dict[str, Any],
+    out: Path,
+    arch: str,
+    tag: str,
+    writer: CsvLog,
+    final: bool,
 ) -> None:
     """Score every student; write ``best_<k>.pt`` on improvement (and ``final_<k>.pt`` when ``final``)."""
     for st in students:
         v = validate(st.encoder, data.val_x, data.val_y)
         info = {**info, "val_mse": v}
-        if v < st.best_val:
-            st.best_val = v
+        if st.trainer.validated(v):
             save_student(st, out / f"best_{st.key}.pt", arch, tag, info)
         if final:
             save_student(st, out / f"final_{st.key}.pt", arch, tag, info)
         train_mse = float(np.mean(st.losses[-20:])) if st.losses else math.nan
-        writer.writerow(
+        writer.row(
             [
                 info["step"],
                 f"{info['seconds']:.0f}",
@@ -355,10 +371,10 @@ def train(args: argparse.Namespace) -> int:
     for k, lr in enumerate(args.lr):
         enc, s_arch, _ = load_encoder(args.bundle / STUDENT_FILE, device)
         enc = enc.to(memory_format=torch.channels_last).train()
-        students.append(
-            Student(str(k), enc, torch.optim.AdamW(enc.parameters(), lr=lr, weight_decay=args.weight_decay), lr)
-        )
-        students[-1].best_val = validate(enc, data.val_x, data.val_y)
+        opt = torch.optim.AdamW(enc.parameters(), lr=lr, weight_decay=args.weight_decay)
+        trainer = Trainer(enc, opt, clip=args.clip, bf16=True, skip_nonfinite=True, log=log)
+        trainer.state["best_val"] = validate(enc, data.val_x, data.val_y)
+        students.append(Student(str(k), trainer, lr))
     log.info(
         "start val MSE %.6f; %d student(s), lr %s, batch %d, budget %.1f min",
         students[0].best_val,
@@ -368,11 +384,10 @@ def train(args: argparse.Namespace) -> int:
         args.minutes,
     )
 
-    with (args.out / "log.csv").open("w", newline="") as log_fh:
-        writer = csv.writer(log_fh)
-        writer.writerow(["step", "seconds", "images", "student", "lr", "train_mse", "val_mse"])
+    fields = ["step", "seconds", "images", "student", "lr", "train_mse", "val_mse"]
+    with CsvLog(args.out / "log.csv", fields, append=False) as writer:
         for st in students:
-            writer.writerow([0, 0, 0, st.key, 0, "", f"{st.best_val:.6f}"])
+            writer.row([0, 0, 0, st.key, 0, "", f"{st.best_val:.6f}"])
         cfg, budget = AugmentConfig(), args.minutes * 60.0
         t_train, t_val, step, seen, batch = time.time(), time.time(), 0, 0, args.batch_size
         order, pos = data.train_idx[torch.randperm(len(data.train_idx))], 0
@@ -383,7 +398,6 @@ def train(args: argparse.Namespace) -> int:
                 t_val = time.time()
                 info = {"step": step, "seconds": time.time() - t_train, "images": seen}
                 validate_all(students, data, info, args.out, s_arch, tag, writer, final=done)
-                log_fh.flush()
             if done:
                 break
             if pos + batch > len(order):

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medsam_desktop.atomic import replace_folder
 from medsam_desktop.core.backends.layout import ENCODER, ENCODER_INT8, NetworkFiles
 from medsam_desktop.core.backends.shipped import (
     BIN_SHA_LABEL,
@@ -33,7 +34,6 @@ from medsam_desktop.core.backends.shipped import (
     find_int8_encoder,
     shipped_files,
 )
-from medsam_desktop.io.atomic import replace_folder
 from medsam_desktop.model_files import card_path, runtime_folder, sha256_of, student_weights_path, verify_against_card
 
 log = logging.getLogger("export_runtime")

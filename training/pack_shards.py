@@ -27,10 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-try:
-    from training.shards import SHARD_SIZE, ShardImages, read_manifest
-except ImportError:  # run as a script from training/ (no SimpleITK needed: runs on bare GPU machines)
-    from shards import SHARD_SIZE, ShardImages, read_manifest  # type: ignore[no-redef]
+from training.shards import SHARD_SIZE, ShardImages, read_manifest
 
 log = logging.getLogger("pack_shards")
 

@@ -32,11 +32,7 @@ import numpy as np
 from medsam_desktop.core.inference.intensity import percentile_normalise, to_display_uint8, window
 from medsam_desktop.core.inference.preprocess import preprocess_uint8
 from medsam_desktop.io import read_image
-
-try:
-    from training.shards import SHARD_SIZE
-except ImportError:  # run as a script from training/
-    from shards import SHARD_SIZE  # type: ignore[no-redef]
+from training.shards import SHARD_SIZE
 
 log = logging.getLogger("prepare_data")
 

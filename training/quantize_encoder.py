@@ -41,11 +41,7 @@ import numpy as np
 from medsam_desktop.core.backends.shipped import int8_card_path, int8_encoder_path
 from medsam_desktop.model.checkpoint import load_checkpoint, sha256_of, student_checkpoint_path, verify_against_card
 from medsam_desktop.paths import models_dir
-
-try:
-    from training.shards import ShardImages, ShardItem, TeacherCache, model_input, read_manifest
-except ImportError:  # run as a script from training/
-    from shards import ShardImages, ShardItem, TeacherCache, model_input, read_manifest  # type: ignore[no-redef]
+from training.shards import ShardImages, ShardItem, TeacherCache, model_input, read_manifest
 
 log = logging.getLogger("quantize_encoder")
 

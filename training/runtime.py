@@ -11,6 +11,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from medsam_desktop.atomic import atomic_write
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -55,7 +57,7 @@ def any_rank(flag: bool, rt: Runtime) -> bool:
 
 
 def save_atomic(payload: dict[str, Any], path: Path) -> None:
-    """``torch.save`` to a temporary file, then rename: a crash never leaves a half-written state file."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    """``torch.save`` through :func:`medsam_desktop.atomic.atomic_write` (a temporary file beside ``path``,
+    fsynced, then renamed): a crash never leaves a half-written state file."""
+    with atomic_write(path) as tmp:
+        torch.save(payload, tmp)

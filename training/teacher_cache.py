@@ -30,9 +30,6 @@ import torch
 
 from medsam_desktop.model import fuse_for_inference, load_checkpoint, load_teacher
 from medsam_desktop.model.checkpoint import sha256_of
-
-if __package__ in (None, ""):  # run as a script: make the repository root (holding `training`) importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from training.shards import (
     IDENTITY,
     ShardImages,

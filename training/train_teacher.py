@@ -16,11 +16,8 @@ Usage: python training/train_teacher.py --data LABELLED_DIR [LABELLED_DIR ...] -
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
-import math
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +27,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from medsam_desktop.model import MedSAMLite, build_model, save_checkpoint
-
-try:
-    from training.labelled_data import LabelledSlices, RankSampler, find_cases, split_cases
-    from training.runtime import any_rank, save_atomic, setup_runtime
-except ImportError:  # run as a script from training/
-    from labelled_data import LabelledSlices, RankSampler, find_cases, split_cases  # type: ignore[no-redef]
-    from runtime import any_rank, save_atomic, setup_runtime  # type: ignore[no-redef]
+from medsam_desktop.model import MedSAMLite, build_model
+from training.labelled_data import LabelledSlices, RankSampler, find_cases, split_cases
+from training.runtime import setup_runtime
+from training.trainer import CsvLog, StepResult, Trainer
 
 log = logging.getLogger("train_teacher")
 ENCODER_CONFIGS = {"swin_t": "swin_t", "tiny": "swin_tiny_test"}  # --encoder-config -> registry arch
@@ -66,7 +59,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--val-every", type=int, default=200, help="steps between validations")
     ap.add_argument("--val-items", type=int, default=64, help="validation samples (fixed labels/slices/boxes)")
     ap.add_argument("--log-every", type=int, default=10)
-    ap.add_argument("--checkpoint-minutes", type=float, default=10.0)
+    ap.add_argument(
+        "--checkpoint-minutes", type=float, default=10.0, help="minutes between last.pt writes (at most 15)"
+    )
     ap.add_argument("--max-hours", type=float, default=0.0, help="stop after this wall time (0: no limit)")
     ap.add_argument("--max-steps", type=int, default=0, help="stop at this global step (0: no limit)")
     ap.add_argument("--seed", type=int, default=0)
@@ -128,17 +123,6 @@ def validate(
     return total / max(n, 1)
 
 
-def save_state(path: Path, model: MedSAMLite, opt: torch.optim.Optimizer, sched: Any, state: dict[str, Any]) -> None:
-    payload = {
-        "model": model.state_dict(),
-        "optimizer": opt.state_dict(),
-        "scheduler": sched.state_dict(),
-        "state": state,
-        "format_version": 1,
-    }
-    save_atomic(payload, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     rt = setup_runtime(args.threads)
@@ -178,41 +162,41 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model(arch).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.9, patience=5)
-    state: dict[str, Any] = {"step": 0, "seconds": 0.0, "best_val": math.inf, "epoch": 0, "arch": arch}
-
     args.out.mkdir(parents=True, exist_ok=True)
-    last = args.out / "last.pt"
-    if args.resume and last.is_file():
-        ckpt = torch.load(last, map_location="cpu", weights_only=True)
-        if ckpt["state"].get("arch") != arch:
-            raise SystemExit(f"{last} holds arch {ckpt['state'].get('arch')}, not {arch}")
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        state = ckpt["state"]
-        state["epoch"] += 1  # start a fresh data epoch
-        log.info("resumed at step %d (best val %.5f)", state["step"], state["best_val"])
+    trainer = Trainer(
+        model,
+        opt,
+        sched=sched,
+        clip=args.clip,
+        bf16=args.bf16,
+        rt=rt,
+        out=args.out,
+        arch=arch,
+        state={"epoch": 0, "arch": arch},
+        best_info=extra,
+        val_key="val_loss",
+        val_label="val loss",
+        val_every=args.val_every,
+        validate_at_stop=True,
+        max_steps=args.max_steps,
+        max_hours=args.max_hours,
+        checkpoint_minutes=args.checkpoint_minutes,
+        log=log,
+    )
+    if args.resume and trainer.resume(
+        lambda saved: None if saved.get("arch") == arch else f"holds arch {saved.get('arch')}, not {arch}"
+    ):
+        trainer.state["epoch"] += 1  # start a fresh data epoch
+    state = trainer.state
     if args.max_steps and state["step"] >= args.max_steps:
         log.info("already at step %d >= --max-steps %d: nothing to do", state["step"], args.max_steps)
         if world > 1:
             dist.destroy_process_group()
         return 0
     torch.manual_seed(args.seed * 1_000 + rank + state["step"])  # per-rank stochastic depth
-    net: torch.nn.Module = model
-    if world > 1:
-        ids = [device.index] if device.type == "cuda" else None
-        # box-only prompts leave the point/mask prompt embeddings unused
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
-
-    log_path = args.out / "log.csv"
-    log_fh = None
-    writer = None
-    if rank == 0:
-        new_log = not log_path.exists()
-        log_fh = log_path.open("a", newline="")
-        writer = csv.writer(log_fh)
-        if new_log:
-            writer.writerow(LOG_FIELDS)
+    # box-only prompts leave the point/mask prompt embeddings unused
+    trainer.distribute(find_unused_parameters=True)
+    csv_log = CsvLog(args.out / "log.csv", LOG_FIELDS, enabled=rank == 0)
 
     def batches() -> Any:
         while True:
@@ -228,88 +212,48 @@ def main(argv: list[str] | None = None) -> int:
             yield from loader
             state["epoch"] += 1
 
-    def run_validation(recent: list[float]) -> float:
-        if val_keys:
-            v = validate(model, val_ds, val_keys, device, args.bf16, rank, world, args.batch_size)
-        else:  # no validation cases: the recent training loss, averaged over ranks
-            t = torch.tensor([float(np.mean(recent))], dtype=torch.float64, device=device)
-            if world > 1:
-                dist.all_reduce(t)
-            v = t.item() / world
-        sched.step(v)
-        if rank == 0 and v < state["best_val"]:
-            state["best_val"] = v
-            save_checkpoint(
-                model,
-                args.out / "best.pt",
-                arch,
-                {**extra, "step": state["step"], "val_loss": v, "seconds": state["seconds"]},
-            )
-        log.info(
-            "step %d val loss %.5f (best %.5f) lr %.2e", state["step"], v, state["best_val"], opt.param_groups[0]["lr"]
-        )
-        return v
-
-    t_start = t_ckpt = time.time()
-    seconds0 = state["seconds"]
-    recent: list[float] = []
-    parts_hist: list[dict[str, float]] = []
-    for n_steps, batch in enumerate(batches(), start=1):
+    def step(batch: dict[str, torch.Tensor]) -> StepResult:
         x = batch["image"].to(device, non_blocking=True)
         boxes = batch["box"].to(device, non_blocking=True)
         target = batch["mask"].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
-            logits, iou = net(x, boxes)
-        loss, parts = segmentation_losses(logits, iou, target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip if args.clip > 0 else float("inf"))
-        if not torch.isfinite(loss) or not torch.isfinite(gnorm):
-            raise SystemExit(f"non-finite loss/gradient at step {state['step']}: stop and inspect (no update made)")
-        opt.step()
-        state["step"] += 1
-        recent.append(loss.item())
-        parts_hist.append({k: v.item() for k, v in parts.items()})
-        state["seconds"] = seconds0 + time.time() - t_start
-        stop = bool(args.max_steps and state["step"] >= args.max_steps) or bool(
-            args.max_hours and time.time() - t_start >= args.max_hours * 3600
-        )
-        stop = any_rank(stop, rt)  # wall-time limits may trip on one rank first
-        val = ""
-        if state["step"] % args.val_every == 0 or stop:
-            val = f"{run_validation(recent[-args.val_every :]):.6f}"
-        if writer is not None and log_fh is not None and (state["step"] % args.log_every == 0 or val):
-            k = args.log_every
-            writer.writerow(
+        return trainer.step((x, boxes), lambda out: segmentation_losses(*out, target))
+
+    def validation() -> float:
+        if val_keys:
+            return validate(model, val_ds, val_keys, device, args.bf16, rank, world, args.batch_size)
+        # no validation cases: the recent training loss, averaged over ranks
+        recent = [r.loss for r in trainer.recent[-args.val_every :]]
+        t = torch.tensor([float(np.mean(recent))], dtype=torch.float64, device=device)
+        if world > 1:
+            dist.all_reduce(t)
+        return t.item() / world
+
+    def on_step(result: StepResult, val: str) -> None:
+        if csv_log.enabled and (state["step"] % args.log_every == 0 or val):
+            recent = trainer.recent[-args.log_every :]
+            loss = np.mean([r.loss for r in recent])
+            csv_log.row(
                 [
                     state["step"],
                     f"{state['seconds']:.0f}",
-                    f"{opt.param_groups[0]['lr']:.3e}",
-                    f"{np.mean(recent[-k:]):.6f}",
-                    *(f"{np.mean([p[n] for p in parts_hist[-k:]]):.6f}" for n in ("dice", "bce", "iou_mse")),
-                    f"{float(gnorm):.3f}",
+                    f"{trainer.lr():.3e}",
+                    f"{loss:.6f}",
+                    *(f"{np.mean([r.parts[n] for r in recent]):.6f}" for n in ("dice", "bce", "iou_mse")),
+                    f"{result.grad_norm:.3f}",
                     val,
                 ]
             )
-            log_fh.flush()
             log.info(
                 "step %d loss %.4f grad %.2f (%.2f s/step)",
                 state["step"],
-                np.mean(recent[-k:]),
-                float(gnorm),
-                (time.time() - t_start) / n_steps,
+                loss,
+                result.grad_norm,
+                trainer.seconds_per_step(),
             )
-        recent, parts_hist = recent[-1000:], parts_hist[-1000:]
-        if rank == 0 and (stop or time.time() - t_ckpt >= args.checkpoint_minutes * 60):
-            save_state(last, model, opt, sched, state)
-            t_ckpt = time.time()
-        if stop:
-            break
-    if log_fh is not None:
-        log_fh.close()
-    if world > 1:
-        dist.barrier()
-        dist.destroy_process_group()
+
+    trainer.run(batches(), step, validation, on_step)
+    csv_log.close()
+    trainer.close()
     return 0
 
 
