@@ -1,5 +1,6 @@
 """medsam-infer and medsam-segment end to end, with a small random-weights checkpoint (plumbing, geometry,
-exit codes, error messages). The real-model accuracy test is in test_teacher_dev.py."""
+exit codes, error messages: bad values give one clear line, never a traceback). The real-model accuracy test is
+in test_teacher_dev.py."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import SimpleITK as sitk
 from fakes import model_args
 
 from medsam_desktop.cli import infer, segment
+from medsam_desktop.core.backends import load_backend
 
 
 def _write_cases(folder: Path) -> None:
@@ -121,3 +123,61 @@ def test_segment_2d_png_and_refuses_overwriting_source(tmp_path: Path, random_we
     assert np.asarray(Image.open(out)).shape == (60, 80)
     assert segment.main([str(src), "--box", "10", "10", "50", "40", "-o", str(src), *model_args(random_weights)]) == 1
     assert Image.open(src).size == (80, 60)  # source untouched
+
+
+# --- bad --threads values ----------------------------------------------------------------------------------
+
+
+def _case(folder: Path) -> None:
+    folder.mkdir()
+    np.savez(folder / "2DBox_US_a.npz", imgs=np.zeros((40, 48, 3), np.uint8), boxes=np.array([[4, 4, 30, 30]]))
+
+
+@pytest.mark.parametrize("threads", ["-1", "-4", "two"])
+def test_infer_refuses_bad_threads_in_one_line(
+    tmp_path: Path, random_weights: Path, threads: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _case(tmp_path / "imgs")
+    code = infer.main(
+        [
+            "-i",
+            str(tmp_path / "imgs"),
+            "-o",
+            str(tmp_path / "segs"),
+            "--model",
+            "repvit_m0_6",
+            "--weights",
+            str(random_weights),
+            "--threads",
+            threads,
+            "-q",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and "--threads" in err, err
+    assert not (tmp_path / "segs").exists()
+
+
+def test_segment_refuses_negative_threads(tmp_path: Path, random_weights: Path, capsys) -> None:
+    code = segment.main(
+        [
+            "--sample",
+            "ct-vertebra",
+            "-o",
+            str(tmp_path / "m.nii.gz"),
+            "--model",
+            "repvit_m0_6",
+            "--weights",
+            str(random_weights),
+            "--threads",
+            "-2",
+            "-q",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and "--threads" in err, err
+
+
+def test_load_backend_refuses_negative_threads_with_a_value_error(random_weights: Path) -> None:
+    with pytest.raises(ValueError, match="threads"):
+        load_backend("repvit_m0_6", random_weights, threads=-1, precision="fp32")

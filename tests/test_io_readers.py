@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from PIL import Image
+from synthetic_dicom import ct_series
 
 from medsam_desktop.io import (
     CorruptFileError,
@@ -587,3 +588,19 @@ def test_dicom_without_preamble_or_extension(tmp_path: Path) -> None:
     for name in ("IM0001", "IM0002"):
         vol = read_image(tmp_path / name)
         assert vol.shape_zyx == (1, 128, 128) and vol.modality == "CT"
+
+
+# --- DICOM series geometry: slices must be evenly spaced ------------------------------------------------
+
+
+@pytest.mark.shared
+def test_series_whose_spacing_drifts_is_refused(raw_dir: Path, tmp_path: Path) -> None:
+    """Gaps 2.0 then 2.18 mm (each within 10% of the median): ITK averages them and puts slices ~1 mm off."""
+    pytest.importorskip("pydicom")
+    z = np.cumsum([0.0] + [2.0] * 9 + [2.18] * 10)
+    with pytest.raises(DicomSeriesError, match="not evenly spaced") as info:
+        read_dicom_series(ct_series(raw_dir, tmp_path / "drift", [(0.0, 0.0, float(v)) for v in z]))
+    assert "\n" not in str(info.value)
+    regular = read_dicom_series(ct_series(raw_dir, tmp_path / "ok", [(0.0, 0.0, 2.0 * i) for i in range(6)]))
+    np.testing.assert_allclose(regular.spacing[2], 2.0, atol=1e-6)
+    np.testing.assert_allclose(regular.direction, np.eye(3).ravel(), atol=1e-9)

@@ -1,6 +1,7 @@
 """Endurance through the real MainWindow with the fast fake model: 1,000 box prompts and 100 propagations in a
 row keep memory flat beyond the embedding cache's bound and the bounded undo history, and closing the window
-afterwards (or in the middle of a propagation or a slow read) stops every thread within a bounded wait.
+afterwards (or in the middle of a propagation or a slow read) stops every thread; a read that outlives the
+loader's wait is detached, not destroyed. (How long closing takes is a wall-clock figure for a benchmark.)
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import gc
 import logging
 import resource
+import threading
 import time
 import tracemalloc
 from pathlib import Path
@@ -16,6 +18,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from PyQt6.QtCore import QCoreApplication, QEvent, QPoint, Qt
+from window_helpers import drain_worker
 
 from medsam_desktop.io import Volume
 from medsam_desktop.ui.main_window import MainWindow
@@ -26,13 +29,13 @@ log = logging.getLogger(__name__)
 SHAPE = (8, 64, 80)  # D, H, W
 EMBEDDING_FP16 = 256 * 64 * 64 * 2  # bytes of one cached embedding
 CACHE_SLICES = 3  # the cache holds 3 of the 8 slices: constant eviction and re-encoding
-#: drift allowed on top of what the bounded structures may legitimately gain (interpreter, numpy and Qt wrapper
-#: noise, status-bar strings); a leak of one mask (5 kB) or one embedding (2 MiB) per prompt exceeds it ~4x
-TRACED_MARGIN = 1 * 2**20
+#: drift allowed on top of what the undo history may legitimately gain after the warm-up (interpreter, numpy and
+#: Qt wrapper noise, status-bar strings: ~0.1 MiB measured); a leak of 1 MiB over the 800 prompts (1.3 kB each)
+#: or over the 100 propagations exceeds it 2x, one mask (5 kB) or one embedding (2 MiB) per prompt far more
+TRACED_MARGIN = 512 * 2**10
 #: resident memory also sees C++ (Qt) allocations that tracemalloc misses; the allocator keeps freed pages, so
 #: this is looser: a leaked 64x80 RGBA overlay per prompt (20 kB x 800 = 16 MB) would still exceed it
 RSS_MARGIN_MB = 12
-CLOSE_BOUND_S = 3.0  # closing waits for at most one fake encode (0.2 s) or one slow read (1 s)
 THREAD_WARNINGS = ("Destroyed while thread", "QThread")
 
 
@@ -54,9 +57,9 @@ def _rss_mb() -> float:
 
 
 def _settle(window, qtbot) -> int:
-    """Let queued work finish (autosave write, prefetch), collect garbage, return traced bytes."""
+    """Let queued work finish (prefetch, autosave write), collect garbage, return traced bytes."""
+    drain_worker(qtbot, window.worker)
     qtbot.waitUntil(lambda: not window.autosaver.busy, timeout=10000)
-    qtbot.wait(20)
     gc.collect()
     return tracemalloc.get_traced_memory()[0]
 
@@ -137,16 +140,15 @@ def test_thousand_prompts_and_hundred_propagations_then_close(qtbot, fake, store
             assert (session.labels[z, by0 + 1 : by1, bx0 + 1 : bx1] == 1 + i % 3).all(), i  # the box's mask landed
 
         tracemalloc.start()
-        t0 = time.perf_counter()
         for i in range(200):  # warm-up: the cache, the undo history and the autosave reach their steady state
             prompt(i)
         traced_200, rss_200 = _settle(window, qtbot), _rss_mb()
         history_200 = session.history.nbytes
+        assert window.worker.cache.nbytes == window.worker.cache.max_bytes  # the baseline holds a full cache
         for i in range(200, n):
             prompt(i)
         traced_1000, rss_1000 = _settle(window, qtbot), _rss_mb()
         history_1000 = session.history.nbytes
-        t_prompts = time.perf_counter() - t0
 
         finished: list[bool] = []
         window.worker.propagation_finished.connect(lambda req, z0, m, cancelled: finished.append(cancelled))
@@ -161,14 +163,16 @@ def test_thousand_prompts_and_hundred_propagations_then_close(qtbot, fake, store
         history_prop = session.history.nbytes
         tracemalloc.stop()
 
-        traced_mb, rss_mb, rss_prop_mb = (traced_1000 - traced_200) / 2**20, rss_1000 - rss_200, rss_prop - rss_200
-        log.info("1000 prompts in %.1f s; traced +%.2f MiB, RSS +%.1f MiB (200->1000), +%.1f MiB after 100 "
-                 "propagations", t_prompts, traced_mb, rss_mb, rss_prop_mb)  # fmt: skip
+        traced_mb, traced_prop_mb = (traced_1000 - traced_200) / 2**20, (traced_prop - traced_200) / 2**20
+        rss_mb, rss_prop_mb = rss_1000 - rss_200, rss_prop - rss_200
+        log.info("traced +%.2f MiB (history %+.2f), RSS +%.1f MiB (200->1000 prompts); traced +%.2f MiB (history "
+                 "%+.2f), RSS +%.1f MiB after 100 propagations", traced_mb, (history_1000 - history_200) / 2**20,
+                 rss_mb, traced_prop_mb, (history_prop - history_200) / 2**20, rss_prop_mb)  # fmt: skip
         assert len(masks) == n and drags == n // 50 and finished == [False] * 100 and quiet == []
         cache = window.worker.cache
         assert cache.nbytes <= cache.max_bytes and len(cache) <= CACHE_SLICES and cache.hits > 500
-        # memory is flat beyond the bounded structures: the cache is full since prompt ~30, so only the undo
-        # history's content may change (it holds 100 steps of varying size either way)
+        # memory is flat beyond the bounded structures: the cache is full since prompt ~30 (no allowance for it
+        # on top of the baseline), so only the undo history's content may change (100 steps of varying size)
         grown = traced_1000 - traced_200
         allowed = max(0, history_1000 - history_200) + TRACED_MARGIN
         assert grown <= allowed, f"800 prompts grew traced memory by {grown / 2**20:.2f} MiB"
@@ -190,11 +194,8 @@ def test_thousand_prompts_and_hundred_propagations_then_close(qtbot, fake, store
 
         # closing (the labels are unsaved: the fixture-free window is told to discard) stops every thread
         session.mark_saved()
-        t0 = time.perf_counter()
         assert window.close()
         closed = True
-        took = time.perf_counter() - t0
-        assert took < CLOSE_BOUND_S, f"close took {took:.1f} s"
         assert window.worker.thread.isFinished() and not window.worker.thread.isRunning()
         assert not window.loader._jobs and not window.autosaver.busy
         _delete(window)
@@ -207,8 +208,10 @@ def test_thousand_prompts_and_hundred_propagations_then_close(qtbot, fake, store
             window.close()
 
 
-def test_close_during_a_propagation_and_a_slow_read_is_bounded(qtbot, fake, store, quiet, tmp_path, capfd, qtlog):
-    """Closing while the worker is mid-propagation (0.2 s per encode) and a 1 s read is in flight."""
+def test_close_during_a_propagation_and_a_slow_read_stops_both(qtbot, fake, store, quiet, tmp_path, capfd, qtlog):
+    """Closing while the worker is mid-propagation (0.2 s per encode) and a 1 s read is in flight: the worker's
+    thread has ended, the read was waited for (not detached) and its result never lands."""
+    from medsam_desktop.ui import loader as loader_module
 
     def slow_read(path: Path, uid: str | None) -> Volume:
         time.sleep(1.0)
@@ -225,11 +228,10 @@ def test_close_during_a_propagation_and_a_slow_read_is_bounded(qtbot, fake, stor
     window.loader.reader = slow_read
     window.session.mark_saved()
     assert window.open_path(tmp_path / "other.nii.gz") and window.loader.busy
-    t0 = time.perf_counter()
+    detached = set(loader_module._DETACHED)
     assert window.close()
-    took = time.perf_counter() - t0
-    assert took < CLOSE_BOUND_S, f"close took {took:.1f} s"
     assert window.worker.thread.isFinished() and not window.loader._jobs
+    assert detached == loader_module._DETACHED  # the read ended within the loader's own wait
     assert window.session.volume.shape_zyx == SHAPE and quiet == []  # the slow read's result never landed
     _delete(window)
     _no_thread_warnings(capfd, qtlog)
@@ -240,20 +242,25 @@ def test_a_read_outliving_the_close_wait_is_detached_not_destroyed(qtbot, tmp_pa
     a running QThread aborts the process)."""
     from medsam_desktop.ui import loader as loader_module
 
-    def slow_read(path: Path, uid: str | None) -> Volume:
-        time.sleep(0.5)
+    release = threading.Event()
+
+    def held_read(path: Path, uid: str | None) -> Volume:
+        assert release.wait(30), "the test never let the read end"
         return Volume(np.zeros((2, 8, 8), np.int16), source_path=path)
 
-    loader = loader_module.ImageLoader(slow_read)
+    loader = loader_module.ImageLoader(held_read)
     loader.load(tmp_path / "slow.nii.gz")
-    t0 = time.perf_counter()
-    assert loader.wait(timeout_ms=50) is False
-    assert time.perf_counter() - t0 < 0.4 and not loader._jobs and len(loader_module._DETACHED) == 1
+    assert loader.wait(timeout_ms=50) is False  # returned while the read is still held: it honoured its timeout
+    assert not loader._jobs and len(loader_module._DETACHED) == 1
+    (job,) = loader_module._DETACHED
+    assert job.isRunning()
     ended: list[bool] = []
-    next(iter(loader_module._DETACHED)).finished.connect(lambda: ended.append(True))
-    del loader  # the window goes away while the read goes on
+    job.finished.connect(lambda: ended.append(True))
+    del job
+    del loader  # the window goes away while the read goes on (it is still held)
     gc.collect()
     QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    release.set()
     qtbot.waitUntil(lambda: not loader_module._DETACHED, timeout=5000)  # released once it ended
     assert ended == [True]
     _no_thread_warnings(capfd, qtlog)

@@ -27,11 +27,9 @@ def test_killed_app_offers_restore_with_identical_labels(qtbot, make_window, tmp
     proc = subprocess.Popen([sys.executable, "-m", "medsam_desktop", str(src)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while not list(data_dir.glob("autosave/*/session.npz")):
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-            assert time.monotonic() < deadline, "no autosave within 60 s"
-            time.sleep(0.1)
+        qtbot.waitUntil(lambda: bool(list(data_dir.glob("autosave/*/session.npz"))) or proc.poll() is not None,
+                        timeout=60000)  # fmt: skip
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""  # autosaved, still running
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)

@@ -7,6 +7,7 @@ import pytest
 from PyQt6.QtCore import QEvent, QPoint, QPointF, Qt
 from PyQt6.QtGui import QMouseEvent
 from PyQt6.QtWidgets import QApplication
+from window_helpers import drain_worker
 
 from medsam_desktop.core.document.annotation import OverlapRule
 from medsam_desktop.core.inference.intensity import to_display_uint8
@@ -275,7 +276,7 @@ def test_prefetch_follows_the_shown_orientation(qtbot, fake) -> None:
         with qtbot.waitSignal(worker.encoded, timeout=5000):
             worker.encode(0, "sagittal")
         qtbot.waitUntil(lambda: len(worker.cache) == 2, timeout=5000)  # sagittal 0, then sagittal 1
-        qtbot.wait(100)
+        drain_worker(qtbot, worker)  # the prefetch that filled the cache and any step it queued have ended
         assert sorted((k[1][0][2], k[1][1]) for k in worker.cache._data) == [("sagittal", 0), ("sagittal", 1)]
     finally:
         assert worker.shutdown()
@@ -288,7 +289,7 @@ def test_result_for_an_orientation_no_longer_shown_is_dropped(qtbot, fake, make_
     window.set_orientation("axial")  # a newer request: the coronal result is stale
     with qtbot.waitSignal(window.worker.encoded, timeout=5000):
         pass
-    qtbot.wait(200)
+    drain_worker(qtbot, window.worker)  # the box's request has ended and its result (if any) was handled
     assert not window.session.labels.any()
 
 

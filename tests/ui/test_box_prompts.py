@@ -1,0 +1,87 @@
+"""Box prompts through the window (fake backends, offscreen): a box superseded by a slice change, boxes outside
+the image, boxes one pixel wide or high, a click, and a box in the 300th label."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from PyQt6.QtCore import Qt
+from window_helpers import BOX, open_synthetic, pt, status
+
+from medsam_desktop.ui.slice_view import Tool
+
+
+@pytest.fixture
+def excepthook(monkeypatch) -> list[BaseException]:
+    """Exceptions escaping to Qt (slots, event handlers) are recorded here."""
+    seen: list[BaseException] = []
+    monkeypatch.setattr(sys, "excepthook", lambda _t, value, _tb: seen.append(value))
+    return seen
+
+
+def test_a_box_superseded_by_a_slice_change_says_so(qtbot, make_window, tmp_path, fake, excepthook) -> None:
+    window = make_window(fake(delay=0.2))
+    session = open_synthetic(window, tmp_path)
+    window.view.box_drawn.emit(4, BOX.copy())
+    assert status(window) == "Segmenting…"
+    with qtbot.waitSignal(window.worker.encoded, timeout=10000):
+        window.view.step(1)
+    assert status(window).startswith("Segmentation discarded: the slice changed")
+    assert not session.labels.any()
+    assert excepthook == []
+
+
+def test_boxes_outside_the_image_give_one_line_and_change_nothing(qtbot, make_window, tmp_path, excepthook) -> None:
+    window = make_window()
+    session = open_synthetic(window, tmp_path)
+    for box in ([100, 100, 200, 200], [-50, -50, -10, -10], [10, 60, 40, 60]):  # the last: one row below
+        with qtbot.waitSignal(window.worker.failed, timeout=5000):
+            window.view.box_drawn.emit(4, np.array(box, float))
+        assert "\n" not in status(window) and "outside" in status(window)
+    assert not session.labels.any()
+    window.view.set_slice(8)  # the last slice, the whole image
+    with qtbot.waitSignal(window.worker.mask_ready, timeout=5000):
+        window.view.box_drawn.emit(8, np.array([0.0, 0.0, 79.0, 59.0]))
+    assert session.labels[8].mean() > 0.95 and not session.labels[:8].any()
+    assert excepthook == []
+
+
+def test_zero_width_or_height_boxes_are_segmented(qtbot, make_window, tmp_path, excepthook) -> None:
+    """A box one pixel wide or high (inclusive corners) is a valid prompt, drawn or emitted; a click draws none."""
+    window = make_window()
+    open_synthetic(window, tmp_path)
+    for box in ([10, 10, 10, 40], [79, 59, 79, 59], [5, 59, 60, 59]):
+        with qtbot.waitSignal(window.worker.mask_ready, timeout=5000):
+            window.view.box_drawn.emit(4, np.array(box, float))
+        assert status(window).startswith("Segmented"), status(window)
+    drawn: list[np.ndarray] = []
+    window.view.box_drawn.connect(lambda z, box: drawn.append(np.array(box)))
+    window.set_tool(Tool.BOX)
+    view, vp = window.view, window.view.viewport()
+    with qtbot.waitSignal(window.worker.mask_ready, timeout=5000):
+        qtbot.mousePress(vp, Qt.MouseButton.LeftButton, pos=pt(view, 20.5, 10.5))
+        qtbot.mouseMove(vp, pos=pt(view, 20.5, 25.5))
+        qtbot.mouseRelease(vp, Qt.MouseButton.LeftButton, pos=pt(view, 20.5, 40.5))
+    assert len(drawn) == 1 and drawn[0].tolist() == [20, 10, 20, 40]
+    qtbot.mousePress(vp, Qt.MouseButton.LeftButton, pos=pt(view, 30.5, 30.5))
+    qtbot.mouseRelease(vp, Qt.MouseButton.LeftButton, pos=pt(view, 30.5, 30.5))
+    assert len(drawn) == 1  # a click is not a box
+    assert excepthook == []
+
+
+def test_many_labels_segment_and_undo_exactly(qtbot, make_window, tmp_path, excepthook) -> None:
+    window = make_window()
+    session = open_synthetic(window, tmp_path)
+    for _ in range(300):
+        window.new_label()
+    assert session.active_label == 300 and session.labels.dtype == np.uint16
+    before = session.labels.copy()
+    with qtbot.waitSignal(window.worker.mask_ready, timeout=5000):
+        window.view.box_drawn.emit(4, BOX.copy())
+    assert set(np.unique(session.labels)) == {0, 300}
+    qtbot.waitUntil(lambda: window.labels_panel.list.count() == 300, timeout=5000)
+    window.undo()
+    assert np.array_equal(session.labels, before)
+    assert excepthook == []
