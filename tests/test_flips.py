@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from medsam_desktop import atomic
 from medsam_desktop.core.inference.preprocess import preprocess_uint8
-from training import distill, prepare_data, shards, teacher_cache
+from training import distill, prepare_data, teacher_cache
 from training.shards import (
     IDENTITY,
     ShardImages,
@@ -141,11 +142,13 @@ def test_variant_files_are_separate_and_written_atomically(tmp_path: Path, monke
         renames.append((Path(src), Path(dst)))
         raise OSError("killed")
 
-    monkeypatch.setattr(shards.os, "replace", crash)
+    monkeypatch.setattr(atomic.os, "replace", crash)
     with pytest.raises(OSError):
         cache.put("0000_0002", emb, "vflip")
-    assert renames == [(cache.dir / "0000_0002.vflip.tmp.npy", cache.path("0000_0002", "vflip"))]
+    ((src, dst),) = renames
+    assert dst == cache.path("0000_0002", "vflip") and src.parent == cache.dir and src.name.endswith(".npy")
     assert not cache.has("0000_0002", "vflip")  # never a half-written final file
+    assert not src.exists()  # and no temp file left behind
 
 
 # --- teacher_cache.py ---------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from medsam_desktop.model.checkpoint import FORMAT_VERSION, STUDENT_FILE, sha256_of
+from medsam_desktop.model.checkpoint import STUDENT_FILE, save_checkpoint_state, sha256_of
 from medsam_desktop.paths import models_dir
 
 log = logging.getLogger("export_student")
@@ -84,9 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = args.out_dir or models_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / STUDENT_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"model": state, "config": config, "format_version": FORMAT_VERSION}, tmp)
-    os.replace(tmp, path)
+    save_checkpoint_state(state, path, config)
     n_params = sum(
         v.numel()
         for k, v in state.items()

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medsam_desktop.atomic import atomic_write
 from medsam_desktop.core.backends.shipped import int8_card_path, int8_encoder_path
 from medsam_desktop.model.checkpoint import load_checkpoint, sha256_of, student_checkpoint_path, verify_against_card
 from medsam_desktop.paths import models_dir
@@ -168,9 +169,8 @@ def embedding_mse(
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    part = path.with_name(path.name + ".part")
-    part.write_bytes(data)
-    os.replace(part, path)
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def install_int8_encoder(int8: Path, weights: Path, out_dir: Path, fields: dict[str, object]) -> tuple[Path, Path]:

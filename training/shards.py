@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import csv
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from medsam_desktop.atomic import atomic_write
 
 SHARD_SIZE = 512  # items per shard file
 
@@ -124,9 +125,8 @@ class TeacherCache:
 
     def put(self, item_id: str, embedding: np.ndarray, variant: str = IDENTITY) -> None:
         final = self.path(item_id, variant)
-        tmp = final.with_name(final.name[: -len(".npy")] + ".tmp.npy")  # np.save appends .npy otherwise
-        np.save(tmp, embedding.astype(np.float16))
-        os.replace(tmp, final)
+        with atomic_write(final, suffix=".npy") as tmp:  # a .npy temp name: np.save appends .npy otherwise
+            np.save(tmp, embedding.astype(np.float16))
 
     def get(self, item_id: str, variant: str = IDENTITY) -> np.ndarray:
         return np.load(self.path(item_id, variant))

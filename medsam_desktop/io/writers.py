@@ -48,7 +48,7 @@ def _label_dtype(labels: np.ndarray, path: Path) -> np.dtype:
 
 
 def _refuse_read_only(path: Path) -> None:
-    """A file the user made read-only is not replaced (``os.replace`` would silently do so on POSIX)."""
+    """A file the user made read-only is not replaced (an atomic rename would silently do so on POSIX)."""
     try:
         mode = path.stat().st_mode
     except OSError:

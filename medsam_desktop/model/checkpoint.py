@@ -40,7 +40,7 @@ FORMAT_VERSION = 1
 __all__ = [  # the torch-free helpers (model_files) are re-exported for the callers of this module
     "FORMAT_VERSION", "STUDENT_FILE", "TEACHER_DISTRIBUTION", "TEACHER_FILE", "TEACHER_SHA256",
     "InvalidCheckpointError", "ModelNotAvailableError", "card_sha256", "default_model_name", "load_checkpoint",
-    "load_named_model", "load_state_into", "load_teacher", "save_checkpoint", "sha256_of",
+    "load_named_model", "load_state_into", "load_teacher", "save_checkpoint", "save_checkpoint_state", "sha256_of",
     "student_checkpoint_path", "teacher_checkpoint_path", "verify_against_card",
 ]  # fmt: skip
 
@@ -61,14 +61,16 @@ def _torch_load(path: Path) -> Any:
 
 def save_checkpoint(model: MedSAMLite, path: Path, arch: str, extra: dict[str, Any] | None = None) -> None:
     """Write ``model`` in our format, atomically: a failed save leaves any previous file intact."""
-    path = Path(path)
-    payload = {
-        "model": model.state_dict(),
-        "config": {"arch": arch, **(extra or {})},
-        "format_version": FORMAT_VERSION,
-    }
-    with atomic_write(path) as tmp:
-        torch.save(payload, tmp)
+    save_checkpoint_state(model.state_dict(), path, {"arch": arch, **(extra or {})})
+
+
+def save_checkpoint_state(state: dict[str, Any], path: Path, config: dict[str, Any]) -> None:
+    """Write a state dict (e.g. cast to fp16 for shipping) and its ``config`` (with ``arch``) in our format,
+    atomically; the one writer of checkpoint files."""
+    if "arch" not in config:
+        raise ValueError("a checkpoint's config names its arch")
+    with atomic_write(Path(path)) as tmp:
+        torch.save({"model": state, "config": dict(config), "format_version": FORMAT_VERSION}, tmp)
 
 
 def _state_mismatch(model: torch.nn.Module, state: dict[str, Any]) -> str:
