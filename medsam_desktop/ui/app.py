@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -110,37 +109,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
     _install_excepthook()
-    hook = os.environ.get(TEST_HOOK_ENV, "")
-    window = MainWindow(backend_factory=_no_model if hook else None)
+    window = MainWindow()
     window.show()
     restoring = window.check_autosave()
     if args.path and not restoring:
-        window.open_path(args.path, then=(lambda: _run_test_hook(window, hook)) if hook else None)
+        window.open_path(args.path)
     return int(app.exec())
-
-
-#: test-only: ``mask=z,x0,y0,x1,y1`` paints that rectangle with a new label once the image is open (no model)
-TEST_HOOK_ENV = "MEDSAM_DESKTOP_TEST_HOOK"
-
-
-def _no_model() -> object:
-    raise RuntimeError("no model in test-hook mode")
-
-
-def _run_test_hook(window: object, hook: str) -> None:
-    import numpy as np
-
-    key, _, value = hook.partition("=")
-    if key != "mask":
-        log.warning("unknown test hook %r", hook)
-        return
-    z, x0, y0, x1, y1 = (int(v) for v in value.split(","))
-    session = window.session  # type: ignore[attr-defined]
-    mask = np.zeros(session.shape[1:], bool)
-    mask[y0:y1, x0:x1] = True
-    session.add_label("hook")
-    session.apply_mask(z, mask)
-    log.info("test hook painted slice %d", z)
 
 
 if __name__ == "__main__":

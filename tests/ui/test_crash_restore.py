@@ -15,17 +15,61 @@ import SimpleITK as sitk
 
 from medsam_desktop.ui import dialogs
 
+#: a real app process (the app's own window, autosave and lock, no model) that opens SRC, paints a rectangle on
+#: slice Z with a new label "hook" and keeps running: what a user's unsaved edit looks like to a crash
+EDITING_APP = """
+import sys
+import numpy as np
+from PyQt6.QtWidgets import QApplication
+from medsam_desktop.ui.main_window import MainWindow
+
+def no_model():
+    raise RuntimeError("no model in this test")
+
+src, z, x0, y0, x1, y1 = sys.argv[1], *map(int, sys.argv[2:7])
+app = QApplication(sys.argv[:1])
+window = MainWindow(backend_factory=no_model)
+window.show()
+
+def paint():
+    mask = np.zeros(window.session.shape[1:], bool)
+    mask[y0:y1, x0:x1] = True
+    window.session.add_label("hook")
+    window.session.apply_mask(z, mask)
+
+window.open_path(src, then=paint)
+sys.exit(app.exec())
+"""
+
+
+@pytest.fixture
+def editing_app(tmp_path: Path, data_dir: Path):
+    """Start :data:`EDITING_APP` on an image with a rectangle ``(z, x0, y0, x1, y1)``; the process is killed at
+    the end of the test if it still runs."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(src: Path, z: int, x0: int, y0: int, x1: int, y1: int) -> subprocess.Popen[bytes]:
+        env = dict(os.environ, QT_QPA_PLATFORM="offscreen", OMP_NUM_THREADS="1", HOME=str(tmp_path / "home"),
+                   XDG_CONFIG_HOME=str(tmp_path / "config"), MEDSAM_DESKTOP_DATA=str(data_dir))  # fmt: skip
+        args = [sys.executable, "-c", EDITING_APP, str(src), *(str(v) for v in (z, x0, y0, x1, y1))]
+        procs.append(subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        return procs[-1]
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
-def test_killed_app_offers_restore_with_identical_labels(qtbot, make_window, tmp_path, data_dir, monkeypatch) -> None:
+def test_killed_app_offers_restore_with_identical_labels(
+    qtbot, make_window, tmp_path, data_dir, monkeypatch, editing_app
+) -> None:
     arr = np.random.default_rng(0).integers(-1000, 1000, size=(9, 60, 80)).astype(np.int16)
     src = tmp_path / "case.nii.gz"
     sitk.WriteImage(sitk.GetImageFromArray(arr), str(src))
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", OMP_NUM_THREADS="1", HOME=str(tmp_path / "home"),
-               XDG_CONFIG_HOME=str(tmp_path / "config"), MEDSAM_DESKTOP_DATA=str(data_dir),
-               MEDSAM_DESKTOP_TEST_HOOK="mask=4,10,20,40,50")  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "medsam_desktop", str(src)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    proc = editing_app(src, 4, 10, 20, 40, 50)
     try:
         qtbot.waitUntil(lambda: bool(list(data_dir.glob("autosave/*/session.npz"))) or proc.poll() is not None,
                         timeout=60000)  # fmt: skip
