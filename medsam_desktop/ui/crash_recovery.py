@@ -100,7 +100,7 @@ class CrashRecovery(QObject):
             return
         window.session.restore_state(snap.labels, LabelTable.from_json(snap.table_json), snap.active_label)
         autosave.discard(path)
-        window.statusBar().showMessage("Restored the unsaved labels (Ctrl+Z undoes)", 8000)  # type: ignore[union-attr]
+        window.status("Restored the unsaved labels (Ctrl+Z undoes)", 8000)
 
     def close(self) -> None:
         self._timer.stop()

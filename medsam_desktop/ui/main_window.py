@@ -23,7 +23,7 @@ from PyQt6.QtWidgets import (
 
 from ..core.document import files
 from ..core.document.annotation import AnnotationSession, OverlapRule
-from ..core.inference.reformat import Plane, brush_mm
+from ..core.inference.reformat import brush_mm
 from ..io import DicomSeriesInfo, MedSAMIOError, Volume
 from ..io.formats import LABEL_SUFFIXES
 from . import dialogs
@@ -31,6 +31,7 @@ from .actions import build_actions, build_menus, shortcut_rows
 from .crash_recovery import CrashRecovery
 from .labels_panel import LabelsPanel
 from .loader import ImageLoader, Reader
+from .segmentation_controller import SegmentationController
 from .settings_dialog import AppSettings, SettingsDialog, qsettings
 from .slice_view import SliceView, Tool, auto_window
 from .worker import BackendFactory, SegmentationWorker, default_backend_factory
@@ -57,10 +58,8 @@ class MainWindow(QMainWindow):
         self.settings = AppSettings.load(self.store)
         self._custom_factory = backend_factory
         self.session: AnnotationSession | None = None
-        self._segment_labels: dict[int, tuple[int, Plane]] = {}  # request id -> (label value, plane drawn on)
-        self._propagation: tuple[int, int, Plane] | None = None  # (request id, label, plane it walks along)
-        self._model_error_shown = False
-        self._closing = False
+        self.model_error_shown = False
+        self.closing = False
         self._after_open: dict[int, Callable[[], None]] = {}
         self._open_done: Callable[[bool], None] | None = None
         self._busy_cursor = False
@@ -77,6 +76,7 @@ class MainWindow(QMainWindow):
             self._factory(), self.settings.cache_mb * 2**20, prefetch=prefetch, parent=self
         )
         self.view = SliceView(self)
+        self.segmentation = SegmentationController(self)
         self.setCentralWidget(self.view)
         self.labels_panel = LabelsPanel(self)
         dock = QDockWidget("Labels", self)
@@ -90,7 +90,13 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self.resize(1200, 800)
         self._update_title()
-        self._update_actions()
+        self.update_actions()
+
+    def status(self, text: str, timeout_ms: int = 0) -> None:
+        """One line in the status bar (``timeout_ms`` 0: until the next message)."""
+        bar = self.statusBar()
+        if bar is not None:
+            bar.showMessage(text, timeout_ms)
 
     # --- construction ----------------------------------------------------------------------------
     def _factory(self) -> BackendFactory:
@@ -139,18 +145,13 @@ class MainWindow(QMainWindow):
         self.set_brush_radius(self.view.brush_radius + 1)
 
     def _connect(self) -> None:
-        self.view.box_drawn.connect(self._on_box)
+        self.segmentation.connect_worker()
         self.view.slice_changed.connect(self._on_slice_changed)
         self.view.window_changed.connect(lambda *_: self._window_timer.start())
         self.view.cursor_info.connect(self.cursor_label.setText)
-        self.worker.mask_ready.connect(self._on_mask_ready)
-        self.worker.failed.connect(self._on_failed)
         self.worker.model_loaded.connect(lambda name: self.model_label.setText(f"model: {name}"))
         self.worker.model_failed.connect(lambda _reason: self.model_label.setText("model: unavailable"))
         self.worker.model_warning.connect(self._on_model_warning)
-        self.worker.progress.connect(self._on_progress)
-        self.worker.slice_done.connect(self._on_propagated_slice)
-        self.worker.propagation_finished.connect(self._on_propagation_finished)
         self.cancel_button.clicked.connect(self.worker.cancel)
         self.loader.loaded.connect(self._on_loaded)
         self.loader.failed.connect(self._on_load_failed)
@@ -169,7 +170,7 @@ class MainWindow(QMainWindow):
         self._edits_at_request = self._edits
         req = self.loader.load(path)
         self._after_open = {req: then} if then is not None else {}
-        self.statusBar().showMessage(f"Opening {Path(path).name}…")  # type: ignore[union-attr]
+        self.status(f"Opening {Path(path).name}…")
         return True
 
     def open_path_and_wait(self, path: str | Path, timeout_ms: int = 60000) -> bool:
@@ -197,7 +198,7 @@ class MainWindow(QMainWindow):
             self._open_done(ok)
 
     def _on_loaded(self, req: int, path: Path, volume: Volume) -> None:
-        self._settle_propagation()  # one started while the image was read: keep its slices, then ask
+        self.segmentation.settle()  # one started while the image was read: keep its slices, then ask
         edited = self._edits != self._edits_at_request  # labels were edited while the image was being read
         if self.session is not None and self.session.dirty and edited and not self.maybe_discard():
             self._finish_open(False)
@@ -210,14 +211,14 @@ class MainWindow(QMainWindow):
         self._finish_open(True)
 
     def _on_load_failed(self, _req: int, _path: Path, message: str) -> None:
-        self.statusBar().clearMessage()  # type: ignore[union-attr]
+        self.status("")
         dialogs.show_error(self, "Cannot open", message)
         self._finish_open(False)
 
     def _on_choose_series(self, req: int, path: Path, series: list[DicomSeriesInfo]) -> None:
         chosen = self._ask_series(series)
         if chosen is None:
-            self.statusBar().clearMessage()  # type: ignore[union-attr]
+            self.status("")
             self._finish_open(False)
             return
         then = self._after_open.pop(req, None)
@@ -235,11 +236,7 @@ class MainWindow(QMainWindow):
             self._busy_cursor = False
 
     def set_volume(self, volume: Volume) -> None:
-        if self._propagation is not None:  # a result for the previous image must not land on this one
-            self.worker.cancel()
-            self._propagation = None
-            self._end_propagation_ui()
-        self._segment_labels = {}
+        self.segmentation.reset()  # a result for the previous image must not land on this one
         session = AnnotationSession(volume)
         session.overlap = OverlapRule(self.settings.overlap)
         previous = self.session
@@ -256,11 +253,11 @@ class MainWindow(QMainWindow):
         self.view.set_session(session)
         self.labels_panel.set_session(session)
         self._update_title()
-        self._update_actions()
+        self.update_actions()
         name = volume.source_path.name if volume.source_path else "image"
         d, h, w = volume.shape_zyx
         text = f"Opened {name}: {w}x{h}x{d} {volume.modality}. Drag a box around a structure to segment it."
-        self.statusBar().showMessage(text, 8000)  # type: ignore[union-attr]
+        self.status(text, 8000)
         self._window_timer.stop()
         self.worker.set_ct_window(self.view.level, self.view.width)
         if self.model_label.text() == "model: not loaded":
@@ -273,11 +270,11 @@ class MainWindow(QMainWindow):
         if self.session is None or self.session.volume.modality != "CT":
             return
         self.worker.set_ct_window(self.view.level, self.view.width)
-        if self._propagation is None:
+        if not self.segmentation.propagating:
             self.worker.encode(self.view.current, self.view.orientation)
-            self._drop_pending_segment("the window changed (draw the box again)")
+            self.segmentation.drop_pending("the window changed (draw the box again)")
 
-    def _flush_model_window(self) -> None:
+    def flush_model_window(self) -> None:
         """Before a box is segmented: a window change still waiting for the timer applies now."""
         if self._window_timer.isActive():
             self._window_timer.stop()
@@ -312,7 +309,7 @@ class MainWindow(QMainWindow):
             self.view.last_box = (self.view.axial_z, np.asarray(sample.box, dtype=np.float64))
             self.view.refresh()
             text = f"Sample: press Enter to segment the {sample.target} in the suggested box"
-            self.statusBar().showMessage(text)  # type: ignore[union-attr]
+            self.status(text)
 
         return self.open_path(path, then=suggest)
 
@@ -393,7 +390,7 @@ class MainWindow(QMainWindow):
             log.exception("saving the labels to %s failed", path)
             dialogs.show_error(self, "Cannot save", dialogs.unexpected_message("save", path, exc))
             return False
-        self.statusBar().showMessage(f"Saved {saved.name}", 5000)  # type: ignore[union-attr]
+        self.status(f"Saved {saved.name}", 5000)
         return True
 
     def maybe_discard(self) -> bool:
@@ -402,7 +399,7 @@ class MainWindow(QMainWindow):
         A running propagation is cancelled first and the slices it finished are kept (one undo step), so they
         count as unsaved work and are asked about like any other edit.
         """
-        self._settle_propagation()
+        self.segmentation.settle()
         if self.session is None or not self.session.dirty:
             return True
         answer = dialogs.ask_save_changes(self)
@@ -414,164 +411,27 @@ class MainWindow(QMainWindow):
     def _on_slice_changed(self, _index: int) -> None:
         if self.session is not None:
             self.worker.encode(self.view.current, self.view.orientation)
-            self._drop_pending_segment("the slice changed")
-
-    def _drop_pending_segment(self, why: str) -> None:
-        """A newer request (an encode) supersedes a box still being segmented: its result will never come."""
-        if self._segment_labels:
-            self._segment_labels = {}
-            self.statusBar().showMessage(f"Segmentation discarded: {why}", 3000)  # type: ignore[union-attr]
-
-    def _on_box(self, z: int, box: np.ndarray) -> None:
-        """Segment ``box`` (plane pixels of the shown orientation) on its slice ``z`` of that orientation."""
-        if self.session is None:
-            return
-        label = self.session.ensure_active_label()
-        self._flush_model_window()
-        plane = self.view.plane
-        req = self.worker.segment(z, box, plane.orientation)
-        self._segment_labels = {req: (label, plane)}
-        self.statusBar().showMessage("Segmenting…")  # type: ignore[union-attr]
+            self.segmentation.drop_pending("the slice changed")
 
     def segment_last_box(self) -> None:
         """Run the model on the box shown on the current slice (e.g. a sample's suggested box)."""
-        box = self.view.last_box
-        if box is not None and self.view.orientation == self.view.last_box_orientation and box[0] == self.view.current:
-            self._on_box(*box)
-
-    def _on_mask_ready(self, req_id: int, z: int, mask: np.ndarray) -> None:
-        request = self._segment_labels.pop(req_id, None)
-        if self._closing or self.session is None or request is None:
-            return
-        if request[0] not in self.session.table:
-            self.statusBar().showMessage("Result discarded: its label was deleted", 3000)  # type: ignore[union-attr]
-            return
-        label, plane = request
-        if self.view.orientation != plane.orientation or self.view.current != z:
-            self.statusBar().showMessage("Result discarded: the slice changed", 3000)  # type: ignore[union-attr]
-            return
-        self.session.apply_plane_mask(plane, z, mask, label)  # on the voxels under the box (one undo step)
-        where = "slice" if plane.orientation == "axial" else f"{plane.orientation} slice"
-        self.statusBar().showMessage(f"Segmented {where} {z}", 3000)  # type: ignore[union-attr]
-
-    def _on_failed(self, req_id: int, message: str) -> None:
-        if self._propagation is not None and self._propagation[0] == req_id:
-            self._propagation = None
-            self.view.clear_preview()
-        self._end_propagation_ui()
-        self.statusBar().showMessage(message, 8000)  # type: ignore[union-attr]
-        if message.startswith("No segmentation model"):
-            self.model_label.setText("model: unavailable")
-            if not self._model_error_shown:
-                self._model_error_shown = True
-                dialogs.show_error(self, "Model not available", message + " Viewing and editing still work.")
-
-    def _box_plane(self) -> Plane:
-        """The plane the last box was drawn on."""
-        assert self.session is not None
-        return Plane.of(self.session.volume, self.view.last_box_orientation)
+        self.segmentation.segment_last_box()
 
     def propagate_dialog(self) -> None:
-        if self.session is None or self._propagation is not None:
-            return
-        if self.view.last_box is None:
-            dialogs.show_error(self, "Propagate", "Draw a box on a slice first, then propagate it.")
-            return
-        depth = self._box_plane().depth(self.session.shape)
-        if depth < 2:
-            msg = "Nothing to propagate: the view the box was drawn on has a single slice"
-            self.statusBar().showMessage(msg, 5000)  # type: ignore[union-attr]
-            return
-        z = self.view.last_box[0]
-        answer = dialogs.ask_propagation_range(self, z, depth)
-        if answer is not None:
-            self.propagate(*answer)
+        self.segmentation.propagate_dialog()
 
     def propagate(self, below: int, above: int) -> int | None:
-        """Propagate the last box from its slice ``below`` slices down and ``above`` up (one undo step).
-
-        Slices are those of the orientation the box was drawn on (coronal: along y, sagittal: along x).
-        """
-        if self.session is None or self.view.last_box is None or self._propagation is not None:
-            return None
-        z, box = self.view.last_box
-        plane = self._box_plane()
-        label = self.session.ensure_active_label()
-        self._flush_model_window()
-        req = self.worker.propagate(z, box, below, above, plane.orientation)
-        self._propagation = (req, label, plane)
-        self.progress.setRange(0, below + above + 1)
-        self.progress.setValue(0)
-        self.progress.show()
-        self.cancel_button.show()
-        self._update_actions()  # save, undo/redo and the edits wait for the propagation (Esc cancels it)
-        return req
-
-    def _on_progress(self, _req: int, done: int, total: int) -> None:
-        self.progress.setRange(0, total)
-        self.progress.setValue(done)
-        if self._propagation is not None and self.session is not None and self._propagation[1] in self.session.table:
-            name = self.session.table.get(self._propagation[1]).name
-            text = f"Propagating {name}: {done} of {total} slices (Esc cancels and keeps them)"
-            self.statusBar().showMessage(text)  # type: ignore[union-attr]
-
-    def _on_propagated_slice(self, _req: int, z: int, mask: np.ndarray) -> None:
-        if self._propagation is not None:
-            self.view.set_preview(z, mask, self._propagation[1], self._propagation[2].orientation)
-
-    def _on_propagation_finished(self, req: int, z0: int, mask: np.ndarray, cancelled: bool) -> None:
-        prop, self._propagation = self._propagation, None
-        self._end_propagation_ui()
-        self.view.clear_preview()
-        if self._closing or self.session is None or prop is None or prop[0] != req:
-            return
-        if prop[1] not in self.session.table:
-            self.statusBar().showMessage("Propagation discarded: its label was deleted", 8000)  # type: ignore[union-attr]
-            return
-        self.session.apply_stack_mask(prop[2], z0, mask, prop[1])  # one undo step, mapped back to (z, y, x)
-        done = int(mask.any(axis=(1, 2)).sum())
-        text = f"Propagation {'cancelled' if cancelled else 'done'}: {done} slices segmented (Ctrl+Z undoes)"
-        self.statusBar().showMessage(text, 8000)  # type: ignore[union-attr]
-
-    def _settle_propagation(self, timeout_ms: int = 30000) -> None:
-        """Cancel a running propagation and wait until the slices it finished are committed (or it failed).
-
-        The worker stops between slices, so this takes at most about one slice; user input is held meanwhile.
-        """
-        if self._propagation is None:
-            return
-        self.worker.cancel()
-        loop = QEventLoop()
-        timer = QTimer()
-        timer.setSingleShot(True)
-        timer.timeout.connect(loop.quit)
-        self.worker.propagation_finished.connect(loop.quit)
-        self.worker.failed.connect(loop.quit)
-        timer.start(timeout_ms)
-        try:
-            while self._propagation is not None and timer.isActive():
-                loop.exec(QEventLoop.ProcessEventsFlag.ExcludeUserInputEvents)
-        finally:
-            timer.stop()
-            self.worker.propagation_finished.disconnect(loop.quit)
-            self.worker.failed.disconnect(loop.quit)
-        if self._propagation is not None:
-            log.warning("the propagation did not stop within %d ms", timeout_ms)
-
-    def _end_propagation_ui(self) -> None:
-        if self._propagation is None:
-            self.progress.hide()
-            self.cancel_button.hide()
-            self._update_actions()
+        """Propagate the last box from its slice ``below`` slices down and ``above`` up (one undo step)."""
+        return self.segmentation.propagate(below, above)
 
     # --- editing ---------------------------------------------------------------------------------
     def undo(self) -> None:
-        if self.session is not None and self._propagation is None:
+        if self.session is not None and not self.segmentation.propagating:
             self.view.end_drag()  # a stroke in progress is recorded first: undo takes it back, painting stops
             self.session.undo()
 
     def redo(self) -> None:
-        if self.session is not None and self._propagation is None:
+        if self.session is not None and not self.segmentation.propagating:
             self.view.end_drag()
             self.session.redo()
 
@@ -586,17 +446,17 @@ class MainWindow(QMainWindow):
 
     def fill_holes(self) -> None:
         """Fill the active label's holes on the shown slice of the shown view (one undo step)."""
-        if self.session is not None and self.session.active_label and self._propagation is None:
+        if self.session is not None and self.session.active_label and not self.segmentation.propagating:
             done = self.session.fill_holes(self.view.current, plane=self.view.plane)
             text = f"Fill holes: {self._shown_slice()}" if done else f"No holes to fill on {self._shown_slice()}"
-            self.statusBar().showMessage(text, 3000)  # type: ignore[union-attr]
+            self.status(text, 3000)
 
     def clear_slice(self) -> None:
         """Clear slice: remove the active label (every label when none) from the shown slice (one undo step)."""
-        if self.session is not None and self._propagation is None:
+        if self.session is not None and not self.segmentation.propagating:
             done = self.session.clear_slice(self.view.current, self.session.active_label or None, self.view.plane)
             text = f"Clear slice: {self._shown_slice()}" if done else f"Nothing to clear on {self._shown_slice()}"
-            self.statusBar().showMessage(text, 3000)  # type: ignore[union-attr]
+            self.status(text, 3000)
 
     def clear_label(self) -> None:
         if self.session is not None and self.session.active_label:
@@ -612,12 +472,12 @@ class MainWindow(QMainWindow):
         text = f"Brush radius {self.view.brush_radius:g} px"
         if self.session is not None:
             text += f" ({brush_mm(self.view.brush_radius, self.session.volume.spacing):.3g} mm)"
-        self.statusBar().showMessage(text, 2000)  # type: ignore[union-attr]
+        self.status(text, 2000)
 
     def set_orientation(self, orientation: str) -> None:
         self.orientation_actions[orientation].setChecked(True)
         self.view.set_orientation(orientation)
-        self._update_actions()
+        self.update_actions()
 
     def auto_window(self) -> None:
         if self.session is not None:
@@ -639,7 +499,7 @@ class MainWindow(QMainWindow):
             old.threads != new.threads and _runtime_that_runs(new) != "torch"  # others fix threads when compiled
         )
         if rebuild and self._custom_factory is None:  # new backend on the worker thread; old embeddings dropped
-            self._model_error_shown = False
+            self.model_error_shown = False
             self.model_label.setText("model: not loaded")
             self.model_label.setToolTip("")
             self.worker.set_backend_factory(self._factory())
@@ -651,11 +511,11 @@ class MainWindow(QMainWindow):
         """The model loaded, but not as configured (e.g. OpenVINO missing: torch): one status-bar line."""
         self.model_label.setText(f"{self.model_label.text()} — {reason}")
         self.model_label.setToolTip(reason)
-        self.statusBar().showMessage(reason, 15000)  # type: ignore[union-attr]
+        self.status(reason, 15000)
 
     def _on_history(self) -> None:
         self._edits += 1
-        self._update_actions()
+        self.update_actions()
         self.recovery.schedule()
 
     # --- crash safety (ui/crash_recovery.py) ------------------------------------------------------
@@ -675,9 +535,9 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"{name}MedSAM Desktop")
         self.setWindowModified(bool(self.session and self.session.dirty))
 
-    def _update_actions(self) -> None:
+    def update_actions(self) -> None:
         has = self.session is not None
-        busy = self._propagation is not None
+        busy = self.segmentation.propagating
         depth = self.view.depth
         for act in (self.act_save, self.act_open_mask, self.act_new_label, self.act_fill, self.act_clear_slice,
                     self.act_clear_label):  # fmt: skip
@@ -708,7 +568,7 @@ class MainWindow(QMainWindow):
         if not self.maybe_discard():
             ev.ignore()
             return
-        self._closing = True
+        self.closing = True
         self.loader.cancel()
         self.worker.shutdown()
         self.loader.wait()

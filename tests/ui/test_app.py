@@ -370,7 +370,7 @@ def test_propagation_without_model_resets_the_ui(qtbot, make_window, tmp_path, e
     window.view.last_box = (4, np.array([10.0, 10.0, 40.0, 40.0]))
     window.propagate(below=1, above=1)
     assert not window.act_propagate.isEnabled()
-    qtbot.waitUntil(lambda: window._propagation is None and window.act_propagate.isEnabled(), timeout=5000)
+    qtbot.waitUntil(lambda: not window.segmentation.propagating and window.act_propagate.isEnabled(), timeout=5000)
     assert len(errors) == 1 and not window.session.labels.any()
 
 
@@ -468,7 +468,7 @@ def test_a_model_that_fails_to_load_then_normal_editing(qtbot, make_window, tmp_
     session = open_synthetic(window, tmp_path)
     window.view.last_box = (4, BOX.copy())
     window.propagate(below=1, above=1)
-    qtbot.waitUntil(lambda: window._propagation is None and window.act_propagate.isEnabled(), timeout=5000)
+    qtbot.waitUntil(lambda: not window.segmentation.propagating and window.act_propagate.isEnabled(), timeout=5000)
     assert len(errors) == 1 and "weights are corrupt" in errors[0] and window.model_label.text() == "model: unavailable"
     window.set_tool(Tool.BRUSH)
     view, vp = window.view, window.view.viewport()

@@ -44,14 +44,14 @@ def test_closing_during_a_propagation_asks_and_keeps_the_finished_slices(
     monkeypatch.setattr(dialogs, "ask_save_changes", lambda parent: asked.append(answer) or answer)
     _start_propagation(qtbot, window)
     assert not window.close()  # the propagated slices are unsaved work: asked, and "cancel" keeps the window
-    assert asked == ["cancel"] and window.isVisible() and window._propagation is None
+    assert asked == ["cancel"] and window.isVisible() and not window.segmentation.propagating
     done = session.labels.any(axis=(1, 2))
     assert done[4] and 0 < done.sum() < 9 and len(session.history) == steps + 1  # kept, as one undo step
     assert window.act_propagate.isEnabled() and not window.progress.isVisible()
     kept = session.labels.copy()
     answer = "discard"
     _start_propagation(qtbot, window, below=0, above=0, z=0)
-    qtbot.waitUntil(lambda: window._propagation is None, timeout=5000)
+    qtbot.waitUntil(lambda: not window.segmentation.propagating, timeout=5000)
     kept = session.labels.copy()
     _start_propagation(qtbot, window, below=8, above=0, z=8)
     assert window.close() and asked == ["cancel", "discard"]
@@ -164,6 +164,6 @@ def test_propagate_dialog_on_a_single_slice_says_why(make_window, tmp_path, monk
     monkeypatch.setattr(dialogs, "ask_propagation_range", lambda *a: asked.append(a))
     window.view.last_box = (0, BOX.copy())
     window.propagate_dialog()
-    assert asked == [] and window._propagation is None and not session.labels.any()
+    assert asked == [] and not window.segmentation.propagating and not session.labels.any()
     assert "single slice" in status(window)
     assert excepthook == []

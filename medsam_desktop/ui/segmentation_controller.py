@@ -1,0 +1,211 @@
+"""Box -> mask and propagation in the window: which request belongs to which label and plane, what happens to a
+result that arrives too late, the propagation's progress, preview and cancel, and its settling before the image
+changes or the app closes. The inference itself runs in the worker (``ui/worker.py``)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PyQt6.QtCore import QEventLoop, QObject, QTimer
+
+from ..core.inference.reformat import Plane
+from . import dialogs
+
+if TYPE_CHECKING:
+    from .main_window import MainWindow
+
+log = logging.getLogger(__name__)
+
+
+class SegmentationController(QObject):
+    """The window's segment / propagate state machine (one propagation at a time)."""
+
+    def __init__(self, window: MainWindow) -> None:
+        super().__init__(window)
+        self._window = window
+        self._segment_labels: dict[int, tuple[int, Plane]] = {}  # request id -> (label value, plane drawn on)
+        self._propagation: tuple[int, int, Plane] | None = None  # (request id, label, plane it walks along)
+
+    @property
+    def propagating(self) -> bool:
+        return self._propagation is not None
+
+    def reset(self) -> None:
+        """A new image: results of the previous one must not land on it."""
+        if self._propagation is not None:
+            self._window.worker.cancel()
+            self._propagation = None
+            self._end_propagation_ui()
+        self._segment_labels = {}
+
+    def connect_worker(self) -> None:
+        w = self._window
+        w.view.box_drawn.connect(self._on_box)
+        w.worker.mask_ready.connect(self._on_mask_ready)
+        w.worker.failed.connect(self._on_failed)
+        w.worker.progress.connect(self._on_progress)
+        w.worker.slice_done.connect(self._on_propagated_slice)
+        w.worker.propagation_finished.connect(self._on_propagation_finished)
+
+    def drop_pending(self, why: str) -> None:
+        """A newer request (an encode) supersedes a box still being segmented: its result will never come."""
+        w = self._window
+        if self._segment_labels:
+            self._segment_labels = {}
+            w.status(f"Segmentation discarded: {why}", 3000)
+
+    def _on_box(self, z: int, box: np.ndarray) -> None:
+        """Segment ``box`` (plane pixels of the shown orientation) on its slice ``z`` of that orientation."""
+        w = self._window
+        if w.session is None:
+            return
+        label = w.session.ensure_active_label()
+        w.flush_model_window()
+        plane = w.view.plane
+        req = w.worker.segment(z, box, plane.orientation)
+        self._segment_labels = {req: (label, plane)}
+        w.status("Segmenting…")
+
+    def segment_last_box(self) -> None:
+        """Run the model on the box shown on the current slice (e.g. a sample's suggested box)."""
+        w = self._window
+        box = w.view.last_box
+        if box is not None and w.view.orientation == w.view.last_box_orientation and box[0] == w.view.current:
+            self._on_box(*box)
+
+    def _on_mask_ready(self, req_id: int, z: int, mask: np.ndarray) -> None:
+        w = self._window
+        request = self._segment_labels.pop(req_id, None)
+        if w.closing or w.session is None or request is None:
+            return
+        if request[0] not in w.session.table:
+            w.status("Result discarded: its label was deleted", 3000)
+            return
+        label, plane = request
+        if w.view.orientation != plane.orientation or w.view.current != z:
+            w.status("Result discarded: the slice changed", 3000)
+            return
+        w.session.apply_plane_mask(plane, z, mask, label)  # on the voxels under the box (one undo step)
+        where = "slice" if plane.orientation == "axial" else f"{plane.orientation} slice"
+        w.status(f"Segmented {where} {z}", 3000)
+
+    def _on_failed(self, req_id: int, message: str) -> None:
+        w = self._window
+        if self._propagation is not None and self._propagation[0] == req_id:
+            self._propagation = None
+            w.view.clear_preview()
+        self._end_propagation_ui()
+        w.status(message, 8000)
+        if message.startswith("No segmentation model"):
+            w.model_label.setText("model: unavailable")
+            if not w.model_error_shown:
+                w.model_error_shown = True
+                dialogs.show_error(self, "Model not available", message + " Viewing and editing still work.")
+
+    def _box_plane(self) -> Plane:
+        """The plane the last box was drawn on."""
+        w = self._window
+        assert w.session is not None
+        return Plane.of(w.session.volume, w.view.last_box_orientation)
+
+    def propagate_dialog(self) -> None:
+        w = self._window
+        if w.session is None or self._propagation is not None:
+            return
+        if w.view.last_box is None:
+            dialogs.show_error(self, "Propagate", "Draw a box on a slice first, then propagate it.")
+            return
+        depth = self._box_plane().depth(w.session.shape)
+        if depth < 2:
+            msg = "Nothing to propagate: the view the box was drawn on has a single slice"
+            w.status(msg, 5000)
+            return
+        z = w.view.last_box[0]
+        answer = dialogs.ask_propagation_range(self, z, depth)
+        if answer is not None:
+            self.propagate(*answer)
+
+    def propagate(self, below: int, above: int) -> int | None:
+        """Propagate the last box from its slice ``below`` slices down and ``above`` up (one undo step).
+
+        Slices are those of the orientation the box was drawn on (coronal: along y, sagittal: along x).
+        """
+        w = self._window
+        if w.session is None or w.view.last_box is None or self._propagation is not None:
+            return None
+        z, box = w.view.last_box
+        plane = self._box_plane()
+        label = w.session.ensure_active_label()
+        w.flush_model_window()
+        req = w.worker.propagate(z, box, below, above, plane.orientation)
+        self._propagation = (req, label, plane)
+        w.progress.setRange(0, below + above + 1)
+        w.progress.setValue(0)
+        w.progress.show()
+        w.cancel_button.show()
+        w.update_actions()  # save, undo/redo and the edits wait for the propagation (Esc cancels it)
+        return req
+
+    def _on_progress(self, _req: int, done: int, total: int) -> None:
+        w = self._window
+        w.progress.setRange(0, total)
+        w.progress.setValue(done)
+        if self._propagation is not None and w.session is not None and self._propagation[1] in w.session.table:
+            name = w.session.table.get(self._propagation[1]).name
+            text = f"Propagating {name}: {done} of {total} slices (Esc cancels and keeps them)"
+            w.status(text)
+
+    def _on_propagated_slice(self, _req: int, z: int, mask: np.ndarray) -> None:
+        w = self._window
+        if self._propagation is not None:
+            w.view.set_preview(z, mask, self._propagation[1], self._propagation[2].orientation)
+
+    def _on_propagation_finished(self, req: int, z0: int, mask: np.ndarray, cancelled: bool) -> None:
+        w = self._window
+        prop, self._propagation = self._propagation, None
+        self._end_propagation_ui()
+        w.view.clear_preview()
+        if w.closing or w.session is None or prop is None or prop[0] != req:
+            return
+        if prop[1] not in w.session.table:
+            w.status("Propagation discarded: its label was deleted", 8000)
+            return
+        w.session.apply_stack_mask(prop[2], z0, mask, prop[1])  # one undo step, mapped back to (z, y, x)
+        done = int(mask.any(axis=(1, 2)).sum())
+        text = f"Propagation {'cancelled' if cancelled else 'done'}: {done} slices segmented (Ctrl+Z undoes)"
+        w.status(text, 8000)
+
+    def settle(self, timeout_ms: int = 30000) -> None:
+        """Cancel a running propagation and wait until the slices it finished are committed (or it failed).
+
+        The worker stops between slices, so this takes at most about one slice; user input is held meanwhile.
+        """
+        w = self._window
+        if self._propagation is None:
+            return
+        w.worker.cancel()
+        loop = QEventLoop()
+        timer = QTimer()
+        timer.setSingleShot(True)
+        timer.timeout.connect(loop.quit)
+        w.worker.propagation_finished.connect(loop.quit)
+        w.worker.failed.connect(loop.quit)
+        timer.start(timeout_ms)
+        try:
+            while self._propagation is not None and timer.isActive():
+                loop.exec(QEventLoop.ProcessEventsFlag.ExcludeUserInputEvents)
+        finally:
+            timer.stop()
+            w.worker.propagation_finished.disconnect(loop.quit)
+            w.worker.failed.disconnect(loop.quit)
+        if self._propagation is not None:
+            log.warning("the propagation did not stop within %d ms", timeout_ms)
+
+    def _end_propagation_ui(self) -> None:
+        w = self._window
+        if self._propagation is None:
+            w.progress.hide()
+            w.cancel_button.hide()
+            w.update_actions()
