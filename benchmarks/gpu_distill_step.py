@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from medsam_desktop.model.registry import ENCODER_REGISTRY
-from training.distill_online import AugmentConfig, augment
+from training.gpu_augment import AugmentConfig, augment
 
 
 def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> float:

@@ -12,6 +12,7 @@ import torch
 
 from medsam_desktop.model import build_model, load_checkpoint, save_checkpoint
 from training import distill_online as online
+from training import gpu_augment, online_bundle, trainer
 from training.shards import apply_variant
 
 pytestmark = pytest.mark.usefixtures("cache_dir")
@@ -35,21 +36,21 @@ def _gen(seed: int = 0) -> torch.Generator:
     return gen
 
 
-def _augment(imgs: np.ndarray, hw: np.ndarray, cfg: online.AugmentConfig, seed: int = 0) -> np.ndarray:
-    x = online.augment(torch.from_numpy(imgs), torch.from_numpy(hw), cfg, _gen(seed))
+def _augment(imgs: np.ndarray, hw: np.ndarray, cfg: gpu_augment.AugmentConfig, seed: int = 0) -> np.ndarray:
+    x = gpu_augment.augment(torch.from_numpy(imgs), torch.from_numpy(hw), cfg, _gen(seed))
     return x.permute(0, 2, 3, 1).numpy()
 
 
 def test_no_augment_is_the_plain_model_input() -> None:
     imgs, hw = _shard_images()
-    out = _augment(imgs, hw, online.NO_AUGMENT)
+    out = _augment(imgs, hw, gpu_augment.NO_AUGMENT)
     np.testing.assert_array_equal(out, imgs.astype(np.float32) / 255.0)
 
 
 @pytest.mark.parametrize("variant", ["hflip", "vflip"])
 def test_flips_mirror_the_content_region_like_the_teacher_cache(variant: str) -> None:
     imgs, hw = _shard_images()
-    cfg = online.AugmentConfig(
+    cfg = gpu_augment.AugmentConfig(
         p_hflip=float(variant == "hflip"), p_vflip=float(variant == "vflip"), p_zoom=0.0, p_gamma=0.0
     )
     out = _augment(imgs, hw, cfg)
@@ -60,7 +61,7 @@ def test_flips_mirror_the_content_region_like_the_teacher_cache(variant: str) ->
 
 def test_zoom_fills_the_content_region_renormalised_and_quantised() -> None:
     imgs, hw = _shard_images()
-    cfg = online.AugmentConfig(p_hflip=0.0, p_vflip=0.0, p_zoom=1.0, zoom=(0.5, 0.5), p_gamma=0.0)
+    cfg = gpu_augment.AugmentConfig(p_hflip=0.0, p_vflip=0.0, p_zoom=1.0, zoom=(0.5, 0.5), p_gamma=0.0)
     out = _augment(imgs, hw, cfg)
     for i, (h, w) in enumerate(hw):
         content = out[i, :h, :w]
@@ -76,13 +77,13 @@ def test_zoom_fills_the_content_region_renormalised_and_quantised() -> None:
 
 def test_full_window_zoom_is_the_identity() -> None:
     imgs, hw = _shard_images()
-    cfg = online.AugmentConfig(p_hflip=0.0, p_vflip=0.0, p_zoom=1.0, zoom=(1.0, 1.0), p_gamma=0.0)
+    cfg = gpu_augment.AugmentConfig(p_hflip=0.0, p_vflip=0.0, p_zoom=1.0, zoom=(1.0, 1.0), p_gamma=0.0)
     np.testing.assert_allclose(_augment(imgs, hw, cfg), imgs / 255.0, atol=1e-6)
 
 
 def test_gamma_keeps_the_range_and_the_order() -> None:
     imgs, hw = _shard_images()
-    cfg = online.AugmentConfig(p_hflip=0.0, p_vflip=0.0, p_zoom=0.0, p_gamma=1.0, gamma=(2.0, 2.0))
+    cfg = gpu_augment.AugmentConfig(p_hflip=0.0, p_vflip=0.0, p_zoom=0.0, p_gamma=1.0, gamma=(2.0, 2.0))
     out = _augment(imgs, hw, cfg)
     src = imgs / 255.0
     np.testing.assert_allclose(out, np.round(src**2 * 255) / 255, atol=1e-6)
@@ -90,11 +91,11 @@ def test_gamma_keeps_the_range_and_the_order() -> None:
 
 
 def test_cosine_lr_warms_up_then_decays_to_the_floor() -> None:
-    assert online.cosine_lr(1.0, 0, 0.0, warmup=10) == pytest.approx(0.1)
-    assert online.cosine_lr(1.0, 50, 0.0, warmup=10) == pytest.approx(1.0)
-    assert online.cosine_lr(1.0, 50, 0.5, warmup=10) == pytest.approx(0.51)
-    assert online.cosine_lr(1.0, 50, 1.0, warmup=10) == pytest.approx(0.02)
-    assert online.cosine_lr(1.0, 50, 3.0, warmup=10) == pytest.approx(0.02)  # past the budget: the floor
+    assert trainer.cosine_lr(1.0, 0, 0.0, warmup=10) == pytest.approx(0.1)
+    assert trainer.cosine_lr(1.0, 50, 0.0, warmup=10) == pytest.approx(1.0)
+    assert trainer.cosine_lr(1.0, 50, 0.5, warmup=10) == pytest.approx(0.51)
+    assert trainer.cosine_lr(1.0, 50, 1.0, warmup=10) == pytest.approx(0.02)
+    assert trainer.cosine_lr(1.0, 50, 3.0, warmup=10) == pytest.approx(0.02)  # past the budget: the floor
 
 
 def _prepared_folder(root: Path) -> None:
@@ -118,8 +119,8 @@ def test_second_pack_takes_the_items_the_first_left_out(tmp_path: Path) -> None:
     n2 = pack_shards.pack(
         tmp_path / "data", tmp_path / "p2", max_mb=100, exclude_ids=pack_shards.packed_ids([tmp_path / "p1"])
     )
-    ids1 = [r["id"] for r in online.load_pack(tmp_path / "p1")[0]]
-    ids2 = [r["id"] for r in online.load_pack(tmp_path / "p2")[0]]
+    ids1 = [r["id"] for r in online_bundle.load_pack(tmp_path / "p1")[0]]
+    ids2 = [r["id"] for r in online_bundle.load_pack(tmp_path / "p2")[0]]
     assert (n1, n2) == (2, 2) and not set(ids1) & set(ids2)
     assert ids1[0] == "0000_0000"  # the validation item travels in the first pack
 
@@ -147,8 +148,12 @@ def test_bundle_train_assemble_round_trip(tmp_path: Path) -> None:
         )
         == 0
     )
-    assert {p.name for p in bundle.iterdir()} == {online.TEACHER_FILE, online.STUDENT_FILE, online.PACK_DIR}
-    half = torch.load(bundle / online.STUDENT_FILE, weights_only=True)
+    assert {p.name for p in bundle.iterdir()} == {
+        online_bundle.TEACHER_FILE,
+        online_bundle.STUDENT_FILE,
+        online_bundle.PACK_DIR,
+    }
+    half = torch.load(bundle / online_bundle.STUDENT_FILE, weights_only=True)
     assert half["arch"] == "swin_tiny_test"
     assert all(v.dtype == torch.float16 for v in half["state"].values() if v.is_floating_point())
 
@@ -163,14 +168,14 @@ def test_bundle_train_assemble_round_trip(tmp_path: Path) -> None:
                 str(tmp_path / "second"),
                 "--pack-only",
                 "--exclude-pack",
-                str(bundle / online.PACK_DIR),
+                str(bundle / online_bundle.PACK_DIR),
             ]
         )
         == 0
     )
-    assert not (tmp_path / "second" / online.TEACHER_FILE).exists()
-    first_rows = online.load_pack(bundle / online.PACK_DIR)[0]
-    second_rows = online.load_pack(tmp_path / "second" / online.PACK_DIR)[0]
+    assert not (tmp_path / "second" / online_bundle.TEACHER_FILE).exists()
+    first_rows = online_bundle.load_pack(bundle / online_bundle.PACK_DIR)[0]
+    second_rows = online_bundle.load_pack(tmp_path / "second" / online_bundle.PACK_DIR)[0]
     assert len(first_rows) == 4 and second_rows == []  # everything fitted into the first one
 
     assert (
@@ -194,7 +199,7 @@ def test_bundle_train_assemble_round_trip(tmp_path: Path) -> None:
                 "1",
                 "--teacher-bf16",
                 "--extra-pack",
-                str(tmp_path / "second" / online.PACK_DIR),
+                str(tmp_path / "second" / online_bundle.PACK_DIR),
             ]
         )
         == 0

@@ -33,7 +33,6 @@ carries a second pack (``bundle --pack-only --exclude-pack .gpu/pack --out .gpu2
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import math
 import sys
@@ -46,142 +45,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medsam_desktop.model import load_checkpoint, load_teacher, save_checkpoint
-from medsam_desktop.model.checkpoint import load_state_into
-from medsam_desktop.model.registry import ENCODER_REGISTRY
 from training.distill import mse_to
-from training.pack_shards import decode_item, pack, packed_ids
+from training.gpu_augment import NO_AUGMENT, AugmentConfig, augment
+from training.online_bundle import PACK_DIR, STUDENT_FILE, TEACHER_FILE, assemble, bundle, load_encoder, load_pack
 from training.runtime import save_atomic
-from training.trainer import CsvLog, Trainer
+from training.trainer import CsvLog, Trainer, cosine_lr
 
 log = logging.getLogger("distill_online")
-
-TEACHER_FILE, STUDENT_FILE, PACK_DIR = "teacher_encoder.pt", "student_encoder.pt", "pack"
-IMAGE = 256  # encoder input side
 
 
 # ----------------------------------------------------------------------------------------------- bundle
 
 
-def save_half_encoder(encoder: torch.nn.Module, arch: str, path: Path, tag: str) -> None:
-    """An image encoder's state (float tensors as float16) with its registry name."""
-    state = {k: (v.half() if v.is_floating_point() else v) for k, v in encoder.state_dict().items()}
-    save_atomic({"arch": arch, "tag": tag, "state": state}, path)
-
-
-def load_encoder(path: Path, device: torch.device) -> tuple[torch.nn.Module, str, str]:
-    """(encoder in float32 on ``device``, arch, tag) from :func:`save_half_encoder`'s file (strict)."""
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    encoder = ENCODER_REGISTRY[obj["arch"]]()
-    load_state_into(encoder, {k: v.float() if v.is_floating_point() else v for k, v in obj["state"].items()}, path.name)
-    return encoder.to(device), obj["arch"], obj.get("tag", obj["arch"])
-
-
-def bundle(
-    data: Path,
-    out: Path,
-    max_mb: float,
-    student: Path,
-    teacher: Path | None,
-    repack: bool = False,
-    exclude_packs: list[Path] | None = None,
-    pack_only: bool = False,
-) -> None:
-    """Write ``out/pack`` (none of the items of ``exclude_packs``) and, unless ``pack_only``, the encoders."""
-    out.mkdir(parents=True, exist_ok=True)
-    if not pack_only:
-        t_model = load_teacher() if teacher is None else load_checkpoint(teacher)
-        t_arch = "litemedsam" if teacher is None else _arch_of(teacher)
-        save_half_encoder(
-            t_model.image_encoder, t_arch, out / TEACHER_FILE, "litemedsam" if teacher is None else teacher.stem
-        )
-        save_half_encoder(load_checkpoint(student).image_encoder, _arch_of(student), out / STUDENT_FILE, student.stem)
-    if (out / PACK_DIR / "manifest.csv").is_file() and not repack:
-        log.info("keeping the existing pack in %s (--repack to rebuild it)", out / PACK_DIR)
-    else:
-        pack(data, out / PACK_DIR, max_mb, codec="webp", exclude_ids=packed_ids(exclude_packs or []))
-    total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    log.info("bundle %s: %.1f MiB", out, total / 2**20)
-
-
-def _arch_of(checkpoint: Path) -> str:
-    obj = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    config = obj.get("config") if isinstance(obj, dict) else None
-    return config["arch"] if isinstance(config, dict) and "arch" in config else "litemedsam"
-
-
 # ------------------------------------------------------------------------------------------ augmentation
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Probabilities and ranges of :func:`augment` (all off: the unaugmented model input)."""
-
-    p_hflip: float = 0.5
-    p_vflip: float = 0.5
-    p_zoom: float = 0.3
-    zoom: tuple[float, float] = (0.7, 1.0)  # crop side / content side
-    p_gamma: float = 0.3
-    gamma: tuple[float, float] = (0.7, 1.4)
-
-
-NO_AUGMENT = AugmentConfig(0.0, 0.0, 0.0, (1.0, 1.0), 0.0, (1.0, 1.0))
-
-
-def _flip_index(size: torch.Tensor, flip: torch.Tensor, n: int) -> torch.Tensor:
-    """(B, n) gather index that mirrors ``[0, size)`` where ``flip`` and keeps every other position."""
-    j = torch.arange(n, device=size.device).expand(len(size), n)
-    return torch.where(flip[:, None] & (j < size[:, None]), size[:, None] - 1 - j, j)
-
-
-def augment(images: torch.Tensor, hw: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
-    """Shard images (B, 256, 256, 3) uint8 -> encoder input (B, 3, 256, 256) float32 in [0, 1], augmented.
-
-    The content is ``[:h, :w]`` (top-left, ``hw`` (B, 2) long) with zero padding, as ``core.preprocess`` makes
-    it. Flips mirror the content region only; the crop-zoom cuts a window of the same aspect (side fraction
-    in ``cfg.zoom``) and resamples it bilinearly onto the whole content region, then min-max renormalises it
-    (as preprocessing would a cropped image); gamma keeps 0 and 1. The result is rounded to multiples of
-    1/255 like every real input. With :data:`NO_AUGMENT` it equals ``images / 255`` exactly.
-    """
-    b, dev = images.shape[0], images.device
-    x = images.permute(0, 3, 1, 2).float() / 255.0
-    h, w = hw[:, 0], hw[:, 1]
-
-    def draw(p: float) -> torch.Tensor:
-        return torch.rand(b, generator=gen, device=dev) < p
-
-    def uniform(lo: float, hi: float) -> torch.Tensor:
-        return lo + (hi - lo) * torch.rand(b, generator=gen, device=dev)
-
-    hflip, vflip, zoom, gam = draw(cfg.p_hflip), draw(cfg.p_vflip), draw(cfg.p_zoom), draw(cfg.p_gamma)
-    s, fy, fx, g = uniform(*cfg.zoom), uniform(0, 1), uniform(0, 1), uniform(*cfg.gamma)
-    if bool(hflip.any()):
-        idx = _flip_index(w, hflip, IMAGE)[:, None, None, :].expand_as(x)
-        x = x.gather(3, idx)
-    if bool(vflip.any()):
-        idx = _flip_index(h, vflip, IMAGE)[:, None, :, None].expand_as(x)
-        x = x.gather(2, idx)
-    inside = (
-        (torch.arange(IMAGE, device=dev)[None, :, None] < h[:, None, None])
-        & (torch.arange(IMAGE, device=dev)[None, None, :] < w[:, None, None])
-    )[:, None]  # (B, 1, H, W)
-    if bool(zoom.any()):
-        z = zoom.nonzero().squeeze(1)
-        sz = s[z]
-        y0, x0 = fy[z] * h[z] * (1 - sz), fx[z] * w[z] * (1 - sz)  # window origin, pixels
-        theta = torch.zeros(len(z), 2, 3, device=dev)
-        theta[:, 0, 0], theta[:, 0, 2] = sz, sz - 1 + 2 * x0 / IMAGE
-        theta[:, 1, 1], theta[:, 1, 2] = sz, sz - 1 + 2 * y0 / IMAGE
-        grid = F.affine_grid(theta, [len(z), 3, IMAGE, IMAGE], align_corners=False)
-        crop = F.grid_sample(x[z], grid, mode="bilinear", padding_mode="border", align_corners=False)
-        m = inside[z]
-        lo = torch.where(m, crop, torch.inf).amin(dim=(1, 2, 3), keepdim=True)
-        hi = torch.where(m, crop, -torch.inf).amax(dim=(1, 2, 3), keepdim=True)
-        crop = torch.where(m, (crop - lo) / (hi - lo).clamp_min(1e-6), 0.0)
-        x = x.index_copy(0, z, crop)
-    if bool(gam.any()):
-        x = torch.where(gam[:, None, None, None], x.clamp_min(0).pow(g[:, None, None, None]), x)
-    return torch.where(inside, torch.round(x * 255.0) / 255.0, 0.0)
 
 
 # ----------------------------------------------------------------------------------------------- train
@@ -212,26 +88,6 @@ class Student:
     @property
     def skipped(self) -> int:
         return self.trainer.skipped
-
-
-def cosine_lr(peak: float, step: int, frac: float, warmup: int, floor: float = 0.02) -> float:
-    """Linear warm-up over ``warmup`` steps, then a cosine from ``peak`` to ``floor * peak`` over ``frac``
-    (elapsed / budget, clipped to [0, 1])."""
-    frac = min(max(frac, 0.0), 1.0)
-    return peak * min(1.0, (step + 1) / max(1, warmup)) * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * frac)))
-
-
-def load_pack(pack_dir: Path) -> tuple[list[dict[str, str]], np.ndarray, np.ndarray]:
-    """Manifest rows, (N, 256, 256, 3) uint8 images, (N, 2) content sizes."""
-    blob = (pack_dir / "images.bin").read_bytes()
-    offsets = np.load(pack_dir / "offsets.npy")
-    with (pack_dir / "manifest.csv").open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    hw = np.array([[int(r["h"]), int(r["w"])] for r in rows], dtype=np.int64)
-    images = np.zeros((len(rows), IMAGE, IMAGE, 3), np.uint8)
-    for i in range(len(rows)):
-        images[i] = decode_item(blob[offsets[i] : offsets[i + 1]], *hw[i])
-    return rows, images, hw.reshape(-1, 2)
 
 
 def validate(encoder: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 32) -> float:
@@ -429,16 +285,6 @@ def train(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------- assemble
-
-
-def assemble(encoder_file: Path, base: Path, out: Path) -> None:
-    """A trained encoder (``train``'s output) + ``base``'s prompt encoder and mask decoder -> a checkpoint."""
-    obj = torch.load(encoder_file, map_location="cpu", weights_only=True)
-    model = load_checkpoint(base, arch=obj["arch"])
-    load_state_into(model.image_encoder, obj["encoder"], encoder_file.name)
-    extra = {k: obj[k] for k in ("teacher", "step", "val_mse", "seconds", "images", "peak_lr") if k in obj}
-    save_checkpoint(model, out, obj["arch"], {"distill_online": extra})
-    log.info("wrote %s (%s)", out, extra)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -320,3 +320,10 @@ class Trainer:
         if self.rt.world > 1:
             dist.barrier()
             dist.destroy_process_group()
+
+
+def cosine_lr(peak: float, step: int, frac: float, warmup: int, floor: float = 0.02) -> float:
+    """Linear warm-up over ``warmup`` steps, then a cosine from ``peak`` to ``floor * peak`` over ``frac``
+    (elapsed / budget, clipped to [0, 1])."""
+    frac = min(max(frac, 0.0), 1.0)
+    return peak * min(1.0, (step + 1) / max(1, warmup)) * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * frac)))
