@@ -19,6 +19,7 @@ import numpy as np
 
 from medsam_desktop.cli import evaluate as eval_cli
 from medsam_desktop.cli import infer as infer_cli
+from medsam_desktop.model_files import student_checkpoint_path
 
 log = logging.getLogger("evaluate")
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eval" / "dev"
@@ -117,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("runs/eval"))
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--skip-teacher", action="store_true", help="reuse OUT/teacher_metrics.csv from an earlier run")
+    ap.add_argument("--agreement-data", type=Path, default=None,
+                    help="also score teacher agreement on held-out pool slices of this prepare_data folder "
+                         "(training/agreement.py: the selection proxy; dev is a report)")  # fmt: skip
+    ap.add_argument("--agreement-items", type=int, default=400)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -159,7 +164,22 @@ def main(argv: list[str] | None = None) -> int:
     print(agree_line)
     label_rows = per_label_3d(args.data, {"teacher": args.out / "teacher", "student": args.out / "student"})
     print("\n" + "\n".join(label_rows))
-    (args.out / "table.md").write_text("\n".join(lines) + "\n\n" + agree_line + "\n\n" + "\n".join(label_rows) + "\n")
+    agreement_md = ""
+    if args.agreement_data is not None:
+        from training.agreement import agreement, held_out, table, torch_model
+        from training.shards import ShardImages
+
+        student = args.student or student_checkpoint_path()
+        items = held_out(args.agreement_data, args.agreement_items)
+        result = agreement(items, ShardImages(args.agreement_data), torch_model(None, args.threads or 2),
+                           [torch_model(student, args.threads or 2)])  # fmt: skip
+        agreement_md = "Teacher agreement on held-out pool slices (training/agreement.py):\n\n" + table(
+            ["student"], result
+        )
+        print("\n" + agreement_md)
+    (args.out / "table.md").write_text(
+        "\n".join(lines) + "\n\n" + agree_line + "\n\n" + "\n".join(label_rows) + "\n\n" + agreement_md + "\n"
+    )
     return 0
 
 

@@ -1,0 +1,52 @@
+"""training/agreement.py: the teacher-agreement proxy (student masks scored against the teacher's own masks)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from training.agreement import agreement, random_boxes, table, tight_box
+from training.shards import ShardItem
+
+
+def _box_model(shrink: int = 0):
+    """A fake (encode, decode): the mask of a box is the box itself, ``shrink`` pixels smaller on every side."""
+
+    def encode(x: np.ndarray) -> np.ndarray:
+        return np.zeros((1, 256, 64, 64), np.float32)
+
+    def decode(emb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        out = np.full((len(boxes), 256, 256), -1.0, np.float32)
+        for i, (x0, y0, x1, y1) in enumerate(np.asarray(boxes, int)):
+            out[i, y0 + shrink : y1 + 1 - shrink, x0 + shrink : x1 + 1 - shrink] = 1.0
+        return out
+
+    return encode, decode
+
+
+class _Images:
+    def get(self, item: ShardItem) -> np.ndarray:
+        return np.full((256, 256, 3), 100, np.uint8)
+
+
+def _items() -> list[ShardItem]:
+    return [ShardItem(f"i{k}", 0, k, f"g{k}", mod, "s", "val", 200, 240, k) for k, mod in enumerate(["ct", "mr", "ct"])]
+
+
+def test_a_student_that_is_the_teacher_agrees_fully_and_a_worse_one_less() -> None:
+    same, worse = agreement(_items(), _Images(), _box_model(), [_box_model(), _box_model(shrink=3)], boxes=2)
+    assert same.dsc == {"ct": 1.0, "mr": 1.0} and same.nsd == {"ct": 1.0, "mr": 1.0}
+    assert same.prompts == {"ct": 4, "mr": 2}  # every seed box gave a prompt
+    assert 0.5 < worse.mean_dsc < 1.0 and worse.mean_nsd < same.mean_nsd
+    text = table(["same", "worse"], [same, worse])
+    assert "| ct | 4 |" in text and "mean over modalities" in text
+
+
+def test_prompts_come_from_the_teachers_masks_inside_the_content() -> None:
+    rng = np.random.default_rng(0)
+    boxes = random_boxes(rng, 100, 150, 50)
+    assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= 150).all() and (boxes[:, 3] <= 100).all()
+    assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
+    mask = np.zeros((50, 60), bool)
+    assert tight_box(mask) is None  # nothing to prompt
+    mask[10:20, 5:30] = True
+    np.testing.assert_array_equal(tight_box(mask), [5, 10, 29, 19])

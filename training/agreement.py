@@ -1,0 +1,166 @@
+"""Teacher agreement: how closely a student reproduces the teacher's masks on held-out pool slices, per modality.
+
+The selection proxy for distilled checkpoints (never the 53 dev cases): on the validation items of the
+distillation data (``prepare_data.py``'s split by source volume/image, never trained on), both models encode
+each slice; boxes are drawn from the teacher's own masks (a seeded random box inside the content is decoded by
+the teacher, the tight box around its mask is the prompt, as a user's box around a visible structure would be);
+the teacher's mask for that prompt is the reference and the student's mask is scored against it with DSC and NSD
+(1 pixel tolerance, the challenge's 2D rule), in the 256 model frame. Mean per modality and over modalities.
+
+    python training/agreement.py --data /work/cache/distill/data --student runs/distill/best.pt [--items 400]
+    python training/agreement.py --data ... --student A.pt --student B.pt      # candidates side by side
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from training.shards import ShardImages, ShardItem, model_input, read_manifest
+
+log = logging.getLogger("agreement")
+
+MIN_MASK_PX = 16  # a teacher mask smaller than this gives no prompt (noise, not a structure)
+NSD_TOLERANCE_PX = 1.0
+
+Encoder = Callable[[np.ndarray], np.ndarray]  # (1, 3, 256, 256) float32 -> (1, 256, 64, 64)
+Decoder = Callable[[np.ndarray, np.ndarray], np.ndarray]  # embedding, boxes (K, 4) model frame -> logits (K, 256, 256)
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """Per-modality mean DSC / NSD of student masks against teacher masks, and the prompts scored."""
+
+    dsc: dict[str, float]
+    nsd: dict[str, float]
+    prompts: dict[str, int]
+
+    @property
+    def mean_dsc(self) -> float:
+        return float(np.mean(list(self.dsc.values()))) if self.dsc else float("nan")
+
+    @property
+    def mean_nsd(self) -> float:
+        return float(np.mean(list(self.nsd.values()))) if self.nsd else float("nan")
+
+
+def tight_box(mask: np.ndarray) -> np.ndarray | None:
+    """``[x0, y0, x1, y1]`` (inclusive pixels) around ``mask``, or None when it is smaller than MIN_MASK_PX."""
+    if int(mask.sum()) < MIN_MASK_PX:
+        return None
+    ys, xs = np.nonzero(mask)
+    return np.array([xs.min(), ys.min(), xs.max(), ys.max()], np.float32)
+
+
+def random_boxes(rng: np.random.Generator, h: int, w: int, n: int) -> np.ndarray:
+    """``n`` boxes (n, 4) inside the (h, w) content, sides 10-60 % of the content."""
+    side = rng.uniform(0.1, 0.6, (n, 2)) * np.array([w, h])
+    lo = rng.uniform(0, 1, (n, 2)) * (np.array([w, h]) - side)
+    return np.hstack([lo, lo + side]).astype(np.float32)
+
+
+def score_item(
+    image: np.ndarray, h: int, w: int, teacher: tuple[Encoder, Decoder], students: Sequence[tuple[Encoder, Decoder]],
+    rng: np.random.Generator, boxes: int,
+) -> list[list[tuple[float, float]]]:  # fmt: skip
+    """For one (256, 256, 3) slice: per student, the (DSC, NSD) of each prompt from the teacher's masks."""
+    from medsam_desktop.core.evaluation.metrics import dice, normalized_surface_dice
+
+    x = model_input(image[None]).contiguous().numpy()
+    t_enc, t_dec = teacher
+    t_emb = t_enc(x)
+    seeds = random_boxes(rng, h, w, boxes)
+    first = t_dec(t_emb, seeds)[:, :h, :w] > 0
+    prompts = [b for b in (tight_box(m) for m in first) if b is not None]
+    if not prompts:
+        return [[] for _ in students]
+    prompt_arr = np.stack(prompts)
+    reference = t_dec(t_emb, prompt_arr)[:, :h, :w] > 0
+    out = []
+    for s_enc, s_dec in students:
+        got = s_dec(s_enc(x), prompt_arr)[:, :h, :w] > 0
+        out.append(
+            [(dice(g, r), normalized_surface_dice(g, r, tolerance_mm=NSD_TOLERANCE_PX)) for g, r in zip(got, reference)]
+        )
+    return out
+
+
+def agreement(
+    items: Iterable[ShardItem], images: ShardImages, teacher: tuple[Encoder, Decoder],
+    students: Sequence[tuple[Encoder, Decoder]], boxes: int = 3, seed: int = 0,
+) -> list[Agreement]:  # fmt: skip
+    """One :class:`Agreement` per student over ``items`` (the same prompts for every student)."""
+    rng = np.random.default_rng(seed)
+    scores: list[dict[str, list[tuple[float, float]]]] = [defaultdict(list) for _ in students]
+    for item in items:
+        per_student = score_item(images.get(item), item.h, item.w, teacher, students, rng, boxes)
+        for k, pairs in enumerate(per_student):
+            scores[k][item.modality].extend(pairs)
+    results = []
+    for by_mod in scores:
+        dsc = {m: float(np.mean([d for d, _ in v])) for m, v in sorted(by_mod.items()) if v}
+        nsd = {m: float(np.mean([n for _, n in v])) for m, v in sorted(by_mod.items()) if v}
+        results.append(Agreement(dsc, nsd, {m: len(v) for m, v in sorted(by_mod.items())}))
+    return results
+
+
+def held_out(data: Path, n: int) -> list[ShardItem]:
+    """The first ``n`` validation items by rank (modality-balanced order), never trained on."""
+    return sorted((it for it in read_manifest(data) if it.split == "val"), key=lambda it: it.rank)[:n]
+
+
+def torch_model(path: Path | None, threads: int) -> tuple[Encoder, Decoder]:
+    """(encode, decode) of a checkpoint (None: the teacher) in torch fp32, the reference precision."""
+    import torch
+
+    from medsam_desktop.core.backends.torch_backend import TorchBackend
+    from medsam_desktop.model.checkpoint import load_checkpoint, load_teacher
+
+    torch.set_num_threads(threads)
+    backend = TorchBackend(load_teacher() if path is None else load_checkpoint(path), precision="fp32")
+    return backend.encode, lambda emb, b: backend.decode(emb, b)[0]
+
+
+def table(names: Sequence[str], results: Sequence[Agreement]) -> str:
+    """Markdown: one row per modality, DSC / NSD per candidate, the prompt count, and the mean over modalities."""
+    mods = sorted({m for r in results for m in r.dsc})
+    head = "| modality | prompts | " + " | ".join(f"{n} DSC | {n} NSD" for n in names) + " |"
+    lines = [head, "|---" * (2 + 2 * len(names)) + "|"]
+    for m in mods:
+        cells = " | ".join(f"{r.dsc.get(m, float('nan')):.4f} | {r.nsd.get(m, float('nan')):.4f}" for r in results)
+        lines.append(f"| {m} | {results[0].prompts.get(m, 0)} | {cells} |")
+    means = " | ".join(f"**{r.mean_dsc:.4f}** | **{r.mean_nsd:.4f}**" for r in results)
+    lines.append(f"| mean over modalities | {sum(results[0].prompts.values())} | {means} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, required=True, help="folder from prepare_data.py")
+    ap.add_argument("--student", type=Path, action="append", required=True, help="a candidate (repeatable)")
+    ap.add_argument("--items", type=int, default=400, help="held-out slices (validation split)")
+    ap.add_argument("--boxes", type=int, default=3, help="seed boxes per slice")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    items = held_out(args.data, args.items)
+    if not items:
+        raise SystemExit(f"no validation items in {args.data}")
+    log.info("%d held-out slices, %d seed boxes each", len(items), args.boxes)
+    teacher = torch_model(None, args.threads)
+    students = [torch_model(p, args.threads) for p in args.student]
+    results = agreement(items, ShardImages(args.data), teacher, students, args.boxes, args.seed)
+    print(table([p.stem for p in args.student], results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
