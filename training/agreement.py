@@ -5,7 +5,8 @@ distillation data (``prepare_data.py``'s split by source volume/image, never tra
 each slice; boxes are drawn from the teacher's own masks (a seeded random box inside the content is decoded by
 the teacher, the tight box around its mask is the prompt, as a user's box around a visible structure would be);
 the teacher's mask for that prompt is the reference and the student's mask is scored against it with DSC and NSD
-(1 pixel tolerance, the challenge's 2D rule), in the 256 model frame. Mean per modality and over modalities.
+exactly as ``medsam-eval`` scores a 2D case (``evaluate_case``: the challenge's slab rule), in the 256 model frame.
+Mean per modality and over modalities.
 
     python training/agreement.py --data /work/cache/distill/data --student runs/distill/best.pt [--items 400]
     python training/agreement.py --data ... --student A.pt --student B.pt      # candidates side by side
@@ -28,7 +29,6 @@ from training.shards import ShardImages, ShardItem, model_input, read_manifest
 log = logging.getLogger("agreement")
 
 MIN_MASK_PX = 16  # a teacher mask smaller than this gives no prompt (noise, not a structure)
-NSD_TOLERANCE_PX = 1.0
 
 Encoder = Callable[[np.ndarray], np.ndarray]  # (1, 3, 256, 256) float32 -> (1, 256, 64, 64)
 Decoder = Callable[[np.ndarray, np.ndarray], np.ndarray]  # embedding, boxes (K, 4) model frame -> logits (K, 256, 256)
@@ -71,7 +71,7 @@ def score_item(
     rng: np.random.Generator, boxes: int,
 ) -> list[list[tuple[float, float]]]:  # fmt: skip
     """For one (256, 256, 3) slice: per student, the (DSC, NSD) of each prompt from the teacher's masks."""
-    from medsam_desktop.core.evaluation.metrics import dice, normalized_surface_dice
+    from medsam_desktop.core.evaluation.metrics import evaluate_case
 
     x = model_input(image[None]).contiguous().numpy()
     t_enc, t_dec = teacher
@@ -86,9 +86,8 @@ def score_item(
     out = []
     for s_enc, s_dec in students:
         got = s_dec(s_enc(x), prompt_arr)[:, :h, :w] > 0
-        out.append(
-            [(dice(g, r), normalized_surface_dice(g, r, tolerance_mm=NSD_TOLERANCE_PX)) for g, r in zip(got, reference)]
-        )
+        cases = [evaluate_case(g.astype(np.uint8), r.astype(np.uint8)) for g, r in zip(got, reference)]
+        out.append([(c.dsc, c.nsd) for c in cases])
     return out
 
 
