@@ -86,7 +86,7 @@ def test_medsam_stats_prints_and_writes_csv(tmp_path: Path, capsys) -> None:
 
 
 def test_medsam_stats_refuses_a_mask_of_another_image_in_one_line(tmp_path: Path, capsys) -> None:
-    img, seg, *_ = _case(tmp_path)
+    _, seg, *_ = _case(tmp_path)
     other = sitk.GetImageFromArray(np.zeros((12, 40, 51), np.int16))
     sitk.WriteImage(other, str(tmp_path / "other.nii.gz"))
     assert stats.main([str(seg), "--image", str(tmp_path / "other.nii.gz"), "-q"]) == 1
