@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from synthetic_pool import make_source_folder
 
 from medsam_desktop import atomic
 from medsam_desktop.core.inference.preprocess import preprocess_uint8
@@ -48,22 +48,9 @@ class FakeTeacher(torch.nn.Module):
         self.image_encoder = FakeEncoder()
 
 
-def _make_folder(root: Path) -> None:
-    """Source images for prepare_data.py (as test_prepare_data.py's): six PNGs, a CT volume, an eval folder."""
-    rng = np.random.default_rng(0)
-    (root / "us").mkdir(parents=True)
-    for i in range(6):
-        Image.fromarray(rng.integers(0, 255, (120, 160), dtype=np.uint8)).save(root / "us" / f"img{i}.png")
-    vol = (rng.random((12, 64, 64)) * 2000 - 1000).astype(np.int16)
-    vol[3] = 0  # a constant slice is dropped
-    sitk.WriteImage(sitk.GetImageFromArray(vol), str(root / "ct.nii.gz"))
-    (root / "eval").mkdir()
-    Image.fromarray(rng.integers(0, 255, (50, 50), dtype=np.uint8)).save(root / "eval" / "secret.png")
-
-
 def _prepare(root: Path) -> Path:
     """Shards from a prepare_data.py source folder plus a tall image (content narrower than 256)."""
-    _make_folder(root / "src")
+    make_source_folder(root / "src")
     tall = np.random.default_rng(1).integers(0, 255, (160, 100), dtype=np.uint8)
     Image.fromarray(tall).save(root / "src" / "us" / "tall.png")
     out = root / "data"

@@ -6,28 +6,15 @@ import csv
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
-from PIL import Image
+from synthetic_pool import make_source_folder
 
 from training import prepare_data
 from training.shards import ShardImages, read_manifest
 
 
-def _make_folder(root: Path) -> None:
-    rng = np.random.default_rng(0)
-    (root / "us").mkdir(parents=True)
-    for i in range(6):
-        Image.fromarray(rng.integers(0, 255, (120, 160), dtype=np.uint8)).save(root / "us" / f"img{i}.png")
-    vol = (rng.random((12, 64, 64)) * 2000 - 1000).astype(np.int16)
-    vol[3] = 0  # a constant slice is dropped
-    sitk.WriteImage(sitk.GetImageFromArray(vol), str(root / "ct.nii.gz"))
-    (root / "eval").mkdir()
-    Image.fromarray(rng.integers(0, 255, (50, 50), dtype=np.uint8)).save(root / "eval" / "secret.png")
-
-
 def test_prepare_folder(tmp_path: Path) -> None:
     src, out = tmp_path / "src", tmp_path / "out"
-    _make_folder(src)
+    make_source_folder(src)
     assert prepare_data.main(["--input", str(src), "--out", str(out), "--val-fraction", "0.3"]) == 0
     items = read_manifest(out)
     groups = {it.group for it in items}
@@ -57,7 +44,7 @@ def test_pack_and_unpack_round_trip(tmp_path: Path) -> None:
     from training import pack_shards
 
     src, out = tmp_path / "src", tmp_path / "out"
-    _make_folder(src)
+    make_source_folder(src)
     prepare_data.main(["--input", str(src), "--out", str(out), "--val-fraction", "0.3"])
     before = read_manifest(out)
     by_group = {(it.group, it.rank): it for it in before}
@@ -83,7 +70,7 @@ def test_pack_respects_the_size_limit(tmp_path: Path) -> None:
     from training import pack_shards
 
     src, out = tmp_path / "src", tmp_path / "out"
-    _make_folder(src)
+    make_source_folder(src)
     prepare_data.main(["--input", str(src), "--out", str(out), "--val-fraction", "0.3"])
     n_all = len(read_manifest(out))
     n = pack_shards.pack(out, tmp_path / "pack", max_mb=0.05)

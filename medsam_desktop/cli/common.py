@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TypeVar
 
 from tqdm import tqdm
@@ -141,3 +141,25 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> t
     except SystemExit as exc:  # argparse exits on --help and on usage errors
         code = exc.code
         return None, code if isinstance(code, int) else (EXIT_OK if code is None else EXIT_USAGE)
+
+
+def run_main(
+    prog: str,
+    parser: argparse.ArgumentParser,
+    run: Callable[[argparse.Namespace], int],
+    argv: Sequence[str] | None,
+    expected: tuple[type[BaseException], ...],
+) -> int:
+    """The shape of every tool's ``main``: parse, set up logging, ``run(args)``; an ``expected`` error is its
+    message on one line, anything else the exception on one line (traceback with ``-v``). Returns the exit code."""
+    args, code = parse_args(parser, argv)
+    if args is None:
+        return code
+    setup_logging(prog, args.verbose, args.quiet)
+    try:
+        return run(args)
+    except expected as exc:
+        return fail(prog, str(exc))
+    except Exception as exc:  # unexpected: still one line, never a half-written file
+        logging.getLogger(prog).debug("unexpected failure", exc_info=True)
+        return fail(prog, describe_exception(exc))

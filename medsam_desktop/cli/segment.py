@@ -22,14 +22,7 @@ from ..io import MedSAMIOError, Volume, read_image, write_labels_nifti, write_ma
 from ..io.formats import is_nifti_name
 from ..model_files import InvalidCheckpointError, ModelNotAvailableError
 from ..samples import SampleNotAvailableError, get_sample, list_samples
-from .common import (
-    EXIT_OK,
-    add_common_arguments,
-    describe_exception,
-    fail,
-    parse_args,
-    setup_logging,
-)
+from .common import EXIT_OK, add_common_arguments, fail, run_main
 from .model_options import add_model_arguments, predictor_from_args
 
 PROG = "medsam-segment"
@@ -137,17 +130,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, code = parse_args(build_parser(), argv)
-    if args is None:
-        return code
-    setup_logging(PROG, args.verbose, args.quiet)
-    try:
-        return run(args)
-    except EXPECTED_ERRORS as exc:
-        return fail(PROG, str(exc))
-    except Exception as exc:  # unexpected: still one line (traceback with -v), never a half-written file
-        log.debug("unexpected failure", exc_info=True)
-        return fail(PROG, describe_exception(exc))
+    return run_main(PROG, build_parser(), run, argv, EXPECTED_ERRORS)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..core.document.annotation import LabelTable, sidecar_path
 from ..core.document.statistics import format_table, label_statistics, write_csv
 from ..io import MedSAMIOError, read_image, read_labels
-from .common import EXIT_OK, add_common_arguments, describe_exception, fail, parse_args, setup_logging
+from .common import EXIT_OK, add_common_arguments, fail, run_main
 
 PROG = "medsam-stats"
 log = logging.getLogger(PROG)
@@ -67,17 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, code = parse_args(build_parser(), argv)
-    if args is None:
-        return code
-    setup_logging(PROG, args.verbose, args.quiet)
-    try:
-        return run(args)
-    except (MedSAMIOError, ValueError, OSError) as exc:
-        return fail(PROG, str(exc))
-    except Exception as exc:  # unexpected: still one line (traceback with -v)
-        log.debug("unexpected failure", exc_info=True)
-        return fail(PROG, describe_exception(exc))
+    return run_main(PROG, build_parser(), run, argv, (MedSAMIOError, ValueError, OSError))
 
 
 if __name__ == "__main__":
