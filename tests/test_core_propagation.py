@@ -291,3 +291,23 @@ def test_box_problem_rules() -> None:
     assert "min > max" in box_problem(np.array([4, 4, 3, 9, 9, 2]), (3, 10, 10))
     assert "outside the 10x10x3 image" in box_problem(np.array([4, 4, 3, 9, 9, 5]), (3, 10, 10))
     assert "NaN" in box_problem(np.array([4, np.inf, 9, 9]), (1, 10, 10))
+
+
+def test_stop_when_empty_ends_each_direction_where_the_mask_disappears() -> None:
+    """The app's "until the mask disappears": no slice past an empty one is visited (the challenge default
+    re-prompts it with the original box)."""
+    fake = FakePredictor(empty={8, 3})
+    labels = propagate_boxes(fake, volume(), np.array([[20, 30, 0, 80, 90, 11]]), start_slices=[5],
+                             stop_when_empty=True)  # fmt: skip
+    assert fake.encoded == [5, 6, 7, 8, 4, 3]  # 8 and 3 came back empty: 9..11 and 2..0 are never visited
+    assert [z for z in range(12) if labels[z].any()] == [4, 5, 6, 7]
+    default = FakePredictor(empty={8, 3})
+    propagate_boxes(default, volume(), np.array([[20, 30, 0, 80, 90, 11]]), start_slices=[5])
+    assert default.encoded == [5, 6, 7, 8, 9, 10, 11, 4, 3, 2, 1, 0]
+
+
+def test_stop_when_empty_with_an_empty_start_slice_stops_both_ways() -> None:
+    fake = FakePredictor(empty={5})
+    labels = propagate_boxes(fake, volume(), np.array([[20, 30, 0, 80, 90, 11]]), start_slices=[5],
+                             stop_when_empty=True)  # fmt: skip
+    assert fake.encoded == [5] and not labels.any()

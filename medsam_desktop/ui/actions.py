@@ -52,6 +52,10 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("act_cancel", "&Cancel propagation", "cancel_propagation", ("Esc",)),
     ActionSpec("act_shortcuts", "&Keyboard shortcuts", "show_shortcuts", ("F1",)),
     ActionSpec("act_reset_zoom", "&Reset zoom", "reset_zoom", ("0",)),
+    # slice keys act on the view whichever widget has the focus (3D Slicer, ITK-SNAP), a text field being edited
+    # excepted (main_window._TextFieldKeys)
+    ActionSpec("act_next_slice", "&Next slice", "next_slice", ("Up", "PgUp")),
+    ActionSpec("act_previous_slice", "Pre&vious slice", "previous_slice", ("Down", "PgDown")),
     ActionSpec("act_brush_smaller", "Smaller brush", "brush_smaller", ("[",)),
     ActionSpec("act_brush_larger", "Larger brush", "brush_larger", ("]",)),
 )
@@ -69,7 +73,8 @@ MENUS: dict[str, tuple[str | None, ...]] = {
               "act_quit"),
     "&Edit": ("act_undo", "act_redo", None, "act_new_label", "act_fill", "act_clear_slice", "act_clear_label", None,
               "act_settings"),
-    "&View": ("@orientations", None, "@window", "act_reset_zoom", "@labels_dock"),
+    "&View": ("@orientations", "act_next_slice", "act_previous_slice", None, "@window", "act_reset_zoom",
+              "@labels_dock"),
     "&Tools": ("@tools", "act_brush_smaller", "act_brush_larger"),
     "&Segment": ("act_segment_box", "act_propagate", "act_cancel"),
     "&Help": ("act_shortcuts",),

@@ -9,17 +9,27 @@ import logging
 import os
 from pathlib import Path
 
-from PyQt6.QtWidgets import QDialog, QDialogButtonBox, QFormLayout, QMessageBox, QSpinBox, QWidget
+from PyQt6.QtWidgets import (
+    QCheckBox,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QLabel,
+    QMessageBox,
+    QSpinBox,
+    QWidget,
+)
 
 from ..text import one_line as text_one_line
 
 log = logging.getLogger(__name__)
 
-#: mouse gestures and keys handled by the slice view itself (menu shortcuts are listed from the actions)
+#: mouse gestures handled by the slice view itself (keys, Up/Down/PageUp/PageDown included, are listed from the
+#: actions: they act on the view whichever widget has the focus, except a text field being edited)
 MOUSE_AND_VIEW_KEYS = (
     ("Left-drag", "Draw a box (box tool), paint (brush/eraser)"),
     ("Right-drag", "Window/level (horizontal: width, vertical: level)"),
-    ("Wheel, Up/Down, PageUp/PageDown", "Previous / next slice"),
+    ("Wheel", "Previous / next slice"),
     ("Ctrl+wheel, middle-drag", "Zoom, pan"),
 )
 
@@ -92,25 +102,59 @@ def ask_restore(parent: QWidget | None, image_name: str, saved_at: str) -> str:
     return "restore" if clicked is restore else "discard" if clicked is discard else "later"
 
 
-def ask_propagation_range(parent: QWidget | None, z: int, depth: int) -> tuple[int, int] | None:
-    """Ask how many slices below and above slice ``z`` to propagate; None when cancelled."""
-    dialog = QDialog(parent)
-    dialog.setWindowTitle("Propagate")
-    below, above = QSpinBox(), QSpinBox()
-    below.setRange(0, z)
-    above.setRange(0, depth - 1 - z)
-    below.setValue(min(z, 15))
-    above.setValue(min(depth - 1 - z, 15))
-    form = QFormLayout(dialog)
-    form.addRow(f"Slices below {z}", below)
-    form.addRow(f"Slices above {z}", above)
-    buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
-    buttons.accepted.connect(dialog.accept)
-    buttons.rejected.connect(dialog.reject)
-    form.addRow(buttons)
+class PropagationDialog(QDialog):
+    """How far to propagate from slice ``z`` of ``depth``: by default until the mask disappears or the image ends.
+
+    ``directions``: the anatomical names of the directions towards slice 0 and towards the last slice (e.g.
+    ``("inferior", "superior")``), or None (oblique or unknown orientation): the rows then name slice numbers.
+    The slice counts stay available to limit the range.
+    """
+
+    def __init__(self, parent: QWidget | None, z: int, depth: int, directions: tuple[str, str] | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Propagate")
+        last = depth - 1
+        self.below, self.above = QSpinBox(), QSpinBox()
+        self.below.setRange(0, z)
+        self.above.setRange(0, last - z)
+        self.below.setValue(z)  # the whole stack: the image's end, unless the mask disappears first
+        self.above.setValue(last - z)
+        for spin in (self.below, self.above):
+            spin.setSuffix(" slices")
+        self.until_empty = QCheckBox("Stop where the mask disappears")
+        self.until_empty.setChecked(True)
+        if directions is None:
+            rows = (f"Towards slice 0 (from {z})", f"Towards the last slice, {last} (from {z})")
+        else:
+            rows = (
+                f"{directions[0].capitalize()} (towards slice 0)",
+                f"{directions[1].capitalize()} (towards slice {last})",
+            )
+        form = QFormLayout(self)
+        form.addRow(
+            QLabel(f"From slice {z}: until the mask disappears or the image ends. Lower a count to stop earlier.")
+        )
+        form.addRow(rows[0], self.below)
+        form.addRow(rows[1], self.above)
+        form.addRow(self.until_empty)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+    def values(self) -> tuple[int, int, bool]:
+        """(slices towards 0, slices towards the last slice, stop where the mask disappears)."""
+        return self.below.value(), self.above.value(), self.until_empty.isChecked()
+
+
+def ask_propagation_range(
+    parent: QWidget | None, z: int, depth: int, directions: tuple[str, str] | None = None
+) -> tuple[int, int, bool] | None:
+    """:class:`PropagationDialog`'s (below, above, stop where the mask disappears); None when cancelled."""
+    dialog = PropagationDialog(parent, z, depth, directions)
     if dialog.exec() != QDialog.DialogCode.Accepted:
         return None
-    return below.value(), above.value()
+    return dialog.values()
 
 
 def show_shortcuts(parent: QWidget | None, shortcuts: list[tuple[str, str]]) -> None:

@@ -7,21 +7,25 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PyQt6.QtCore import QEventLoop, QSettings, Qt, QTimer
-from PyQt6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent
+from PyQt6.QtCore import QByteArray, QEvent, QEventLoop, QObject, QSettings, Qt, QTimer
+from PyQt6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QKeyEvent
 from PyQt6.QtWidgets import (
+    QAbstractSpinBox,
     QApplication,
     QDockWidget,
     QFileDialog,
     QInputDialog,
     QLabel,
+    QLineEdit,
     QMainWindow,
+    QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QTextEdit,
     QWidget,
 )
 
-from ..core.document import files
+from ..core.document import files, user_folders
 from ..core.document.annotation import AnnotationSession, OverlapRule
 from ..core.inference.reformat import brush_mm
 from ..io import DicomSeriesInfo, MedSAMIOError, Volume
@@ -39,6 +43,31 @@ from .worker import BackendFactory, SegmentationWorker, default_backend_factory
 log = logging.getLogger(__name__)
 
 MAX_RECENT = 8
+LAST_DIR_KEY = "dialogs/last_dir"  # the folder the user chose last in a file dialog (or dropped from)
+GEOMETRY_KEY, STATE_KEY = "window/geometry", "window/state"
+
+#: keys a text field being edited keeps for itself, although the window has shortcuts on them (Enter segments,
+#: Up/Down/PageUp/PageDown change the slice, Esc cancels a propagation): Enter commits a label's new name
+_EDITOR_KEYS = frozenset(
+    {Qt.Key.Key_Return, Qt.Key.Key_Enter, Qt.Key.Key_Up, Qt.Key.Key_Down, Qt.Key.Key_PageUp, Qt.Key.Key_PageDown,
+     Qt.Key.Key_Escape}
+)  # fmt: skip
+_TEXT_FIELDS = (QLineEdit, QAbstractSpinBox, QTextEdit, QPlainTextEdit)
+
+
+class _TextFieldKeys(QObject):
+    """Application event filter: while a text field has the focus, :data:`_EDITOR_KEYS` go to it, not to the
+    window's shortcuts (Qt asks the focused widget first with a ShortcutOverride event; accepting it keeps the
+    key). Everywhere else the shortcuts win, so slice keys act on the view whichever widget has the focus."""
+
+    def eventFilter(self, obj: QObject | None, ev: QEvent | None) -> bool:  # noqa: N802 - Qt override
+        if ev is not None and ev.type() == QEvent.Type.ShortcutOverride and isinstance(obj, _TEXT_FIELDS):
+            assert isinstance(ev, QKeyEvent)
+            mods = ev.modifiers() & ~Qt.KeyboardModifier.KeypadModifier
+            if ev.key() in _EDITOR_KEYS and mods == Qt.KeyboardModifier.NoModifier:
+                ev.accept()
+                return True
+        return False
 
 
 class MainWindow(QMainWindow):
@@ -89,6 +118,11 @@ class MainWindow(QMainWindow):
         self._connect()
         self.setAcceptDrops(True)
         self.resize(1200, 800)
+        self._restore_geometry()
+        self._text_keys = _TextFieldKeys(self)  # removed from the application with the window
+        app = QApplication.instance()
+        if app is not None:
+            app.installEventFilter(self._text_keys)
         self._update_title()
         self.update_actions()
 
@@ -138,6 +172,14 @@ class MainWindow(QMainWindow):
     def reset_zoom(self) -> None:
         self.view.reset_zoom()
 
+    def next_slice(self) -> None:
+        """Up / PageUp, whichever widget has the focus (except a text field being edited)."""
+        self.view.step(1)
+
+    def previous_slice(self) -> None:
+        """Down / PageDown, as :meth:`next_slice`."""
+        self.view.step(-1)
+
     def brush_smaller(self) -> None:
         self.set_brush_radius(self.view.brush_radius - 1)
 
@@ -149,6 +191,7 @@ class MainWindow(QMainWindow):
         self.view.slice_changed.connect(self._on_slice_changed)
         self.view.window_changed.connect(lambda *_: self._window_timer.start())
         self.view.cursor_info.connect(self.cursor_label.setText)
+        self.view.box_refused.connect(lambda text: self.status(text, 5000))
         self.worker.model_loaded.connect(lambda name: self.model_label.setText(f"model: {name}"))
         self.worker.model_failed.connect(lambda _reason: self.model_label.setText("model: unavailable"))
         self.worker.model_warning.connect(self._on_model_warning)
@@ -288,11 +331,13 @@ class MainWindow(QMainWindow):
     def open_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open image", self._last_dir(), files.IMAGE_FILTER)
         if path:
+            self._remember_dir(Path(path).parent)
             self.open_path(path)
 
     def open_dicom_dialog(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Open DICOM folder", self._last_dir())
         if path:
+            self._remember_dir(path)
             self.open_path(path)
 
     def open_sample(self, key: str) -> bool:
@@ -325,6 +370,7 @@ class MainWindow(QMainWindow):
             return
         path, _ = QFileDialog.getOpenFileName(self, "Open mask", self._last_dir(), files.IMAGE_FILTER)
         if path:
+            self._remember_dir(Path(path).parent)
             self.open_mask(path)
 
     def open_mask(self, path: str | Path) -> bool:
@@ -343,13 +389,12 @@ class MainWindow(QMainWindow):
 
     # --- recent files ----------------------------------------------------------------------------
     def recent_files(self) -> list[str]:
+        """Newest first, each file once by its resolved path (older versions stored paths as given)."""
         value = self.store.value("recent/files", [])
-        return [str(v) for v in (value if isinstance(value, list) else [value]) if v]
+        return user_folders.dedupe_recent(str(v) for v in (value if isinstance(value, list) else [value]) if v)
 
     def _add_recent(self, path: str) -> None:
-        path = str(Path(path).resolve())
-        recent = [path, *(p for p in self.recent_files() if p != path)][:MAX_RECENT]
-        self.store.setValue("recent/files", recent)
+        self.store.setValue("recent/files", user_folders.add_recent(path, self.recent_files(), MAX_RECENT))
 
     def fill_recent_menu(self) -> None:
         self.recent_menu.clear()
@@ -359,18 +404,24 @@ class MainWindow(QMainWindow):
             self.recent_menu.addAction("(none)").setEnabled(False)  # type: ignore[union-attr]
 
     def _last_dir(self) -> str:
-        recent = self.recent_files()
-        return str(Path(recent[0]).parent) if recent else str(Path.home())
+        """Where the file dialogs start: the folder chosen last (never a sample's package folder), else home."""
+        last = self.store.value(LAST_DIR_KEY, "")
+        return user_folders.start_folder(str(last) if last else None, Path.home())
+
+    def _remember_dir(self, folder: str | Path) -> None:
+        self.store.setValue(LAST_DIR_KEY, user_folders.resolved(folder))
 
     # --- saving ----------------------------------------------------------------------------------
     def save_dialog(self) -> bool:
         if self.session is None:
             return False
         default = files.default_labels_path(self.session.volume)
+        default = user_folders.save_start(default, self._last_dir(), Path.home())  # a sample: not in its package
         filters = "NIfTI (*.nii.gz *.nii)" + (";;PNG (*.png)" if self.session.shape[0] == 1 else "")
         path, chosen = QFileDialog.getSaveFileName(self, "Save labels", str(default), filters)
         if not path:
             return False
+        self._remember_dir(Path(path).parent)
         if not path.lower().endswith(LABEL_SUFFIXES):
             # the dialog confirmed the typed name, not this one: never replace an existing file unasked
             path += ".png" if chosen.startswith("PNG") else ".nii.gz"
@@ -420,9 +471,10 @@ class MainWindow(QMainWindow):
     def propagate_dialog(self) -> None:
         self.segmentation.propagate_dialog()
 
-    def propagate(self, below: int, above: int) -> int | None:
-        """Propagate the last box from its slice ``below`` slices down and ``above`` up (one undo step)."""
-        return self.segmentation.propagate(below, above)
+    def propagate(self, below: int, above: int, stop_when_empty: bool = False) -> int | None:
+        """Propagate the last box from its slice ``below`` slices down and ``above`` up (one undo step);
+        ``stop_when_empty``: each direction also ends where the mask disappears."""
+        return self.segmentation.propagate(below, above, stop_when_empty)
 
     # --- editing ---------------------------------------------------------------------------------
     def undo(self) -> None:
@@ -561,6 +613,8 @@ class MainWindow(QMainWindow):
         urls = [u for u in urls if u]
         if urls:
             ev.acceptProposedAction()
+            dropped = Path(urls[0])
+            self._remember_dir(dropped if dropped.is_dir() else dropped.parent)
             QTimer.singleShot(0, lambda: self.open_path(urls[0]))
 
     def closeEvent(self, ev: QCloseEvent | None) -> None:  # noqa: N802
@@ -569,11 +623,25 @@ class MainWindow(QMainWindow):
             ev.ignore()
             return
         self.closing = True
+        self._save_geometry()
         self.loader.cancel()
         self.worker.shutdown()
         self.loader.wait()
         self.recovery.close()
         ev.accept()
+
+    # --- window geometry -------------------------------------------------------------------------
+    def _save_geometry(self) -> None:
+        self.store.setValue(GEOMETRY_KEY, self.saveGeometry())
+        self.store.setValue(STATE_KEY, self.saveState())
+
+    def _restore_geometry(self) -> None:
+        """Size, position (and docks, toolbar) as the window last closed; the defaults the first time."""
+        geometry, state = self.store.value(GEOMETRY_KEY), self.store.value(STATE_KEY)
+        if isinstance(geometry, QByteArray | bytes) and geometry:
+            self.restoreGeometry(QByteArray(geometry))
+        if isinstance(state, QByteArray | bytes) and state:
+            self.restoreState(QByteArray(state))
 
 
 def _runtime_that_runs(settings: AppSettings) -> str:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PyQt6.QtCore import QEventLoop, QObject, QTimer
 
+from ..core.document.anatomy import slice_directions
 from ..core.inference.reformat import Plane
 from . import dialogs
 
@@ -102,7 +103,7 @@ class SegmentationController(QObject):
             w.model_label.setText("model: unavailable")
             if not w.model_error_shown:
                 w.model_error_shown = True
-                dialogs.show_error(self, "Model not available", message + " Viewing and editing still work.")
+                dialogs.show_error(w, "Model not available", message + " Viewing and editing still work.")
 
     def _box_plane(self) -> Plane:
         """The plane the last box was drawn on."""
@@ -115,7 +116,7 @@ class SegmentationController(QObject):
         if w.session is None or self._propagation is not None:
             return
         if w.view.last_box is None:
-            dialogs.show_error(self, "Propagate", "Draw a box on a slice first, then propagate it.")
+            dialogs.show_error(w, "Propagate", "Draw a box on a slice first, then propagate it.")
             return
         depth = self._box_plane().depth(w.session.shape)
         if depth < 2:
@@ -123,14 +124,17 @@ class SegmentationController(QObject):
             w.status(msg, 5000)
             return
         z = w.view.last_box[0]
-        answer = dialogs.ask_propagation_range(self, z, depth)
+        directions = slice_directions(w.session.volume.direction, w.view.last_box_orientation)
+        answer = dialogs.ask_propagation_range(w, z, depth, directions)
         if answer is not None:
-            self.propagate(*answer)
+            below, above, until_empty = answer
+            self.propagate(below, above, stop_when_empty=until_empty)
 
-    def propagate(self, below: int, above: int) -> int | None:
+    def propagate(self, below: int, above: int, stop_when_empty: bool = False) -> int | None:
         """Propagate the last box from its slice ``below`` slices down and ``above`` up (one undo step).
 
         Slices are those of the orientation the box was drawn on (coronal: along y, sagittal: along x).
+        ``stop_when_empty``: each direction also ends where the mask disappears (the dialog's default).
         """
         w = self._window
         if w.session is None or w.view.last_box is None or self._propagation is not None:
@@ -139,7 +143,7 @@ class SegmentationController(QObject):
         plane = self._box_plane()
         label = w.session.ensure_active_label()
         w.flush_model_window()
-        req = w.worker.propagate(z, box, below, above, plane.orientation)
+        req = w.worker.propagate(z, box, below, above, plane.orientation, stop_when_empty)
         self._propagation = (req, label, plane)
         w.progress.setRange(0, below + above + 1)
         w.progress.setValue(0)

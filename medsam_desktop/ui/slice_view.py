@@ -62,6 +62,7 @@ class SliceView(pg.GraphicsView):
     slice_changed = pyqtSignal(int)  # index along the current orientation
     box_drawn = pyqtSignal(int, object)  # index along the current orientation, [x0, y0, x1, y1] plane pixels
     cursor_info = pyqtSignal(str)
+    box_refused = pyqtSignal(str)  # a drag that missed the image: why nothing was segmented (one line)
     window_changed = pyqtSignal(float, float)  # level, width
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -97,7 +98,7 @@ class SliceView(pg.GraphicsView):
         self.session: AnnotationSession | None = None
         self.orientation = "axial"
         self.index = {o: 0 for o in ORIENTATIONS}
-        self.tool = Tool.BOX
+        self._tool = Tool.BOX
         self.brush_radius = 5.0  # in brush pixels (core.reformat.brush_mm): the same mm on every view
         self.level, self.width = 0.0, 1.0
         self.preview: dict[int, np.ndarray] = {}  # index -> plane-frame mask drawn during a propagation
@@ -132,6 +133,17 @@ class SliceView(pg.GraphicsView):
         self.index = {"axial": d // 2, "coronal": h // 2, "sagittal": w // 2}
         self.set_window(*auto_window(session.volume.array, session.volume.modality))
         self.refresh(reset_range=True)
+
+    @property
+    def tool(self) -> Tool:
+        return self._tool
+
+    @tool.setter
+    def tool(self, tool: Tool) -> None:
+        """Switch tools; the brush outline shows only while the brush or eraser is the tool."""
+        self._tool = Tool(tool)
+        if self._tool not in (Tool.BRUSH, Tool.ERASER):
+            self.brush_item.hide()
 
     @property
     def last_box(self) -> tuple[int, np.ndarray] | None:
@@ -411,16 +423,23 @@ class SliceView(pg.GraphicsView):
     def _finish_box(self, a: QPointF, b: QPointF) -> None:
         """Emit the box between plane pixels ``a`` and ``b`` (clipped to the displayed slice).
 
-        A box one pixel wide or high (a drag along a thin structure) is a valid prompt; a click on one pixel, or a
-        drag entirely off the slice, draws nothing.
+        A box one pixel wide or high (a drag along a thin structure) is a valid prompt; a click on one pixel draws
+        nothing; a drag entirely off the slice draws nothing and says so (:attr:`box_refused`).
         """
         assert self.session is not None
         h, w = self.plane.size(self.session.shape)
         x0, x1 = sorted((int(np.floor(a.x())), int(np.floor(b.x()))))
         y0, y1 = sorted((int(np.floor(a.y())), int(np.floor(b.y()))))
+        if x1 == x0 and y1 == y0:  # a click, inside the image or not
+            self.box_item.hide()
+            return
         x0, x1 = max(x0, 0), min(x1, w - 1)
         y0, y1 = max(y0, 0), min(y1, h - 1)
-        if x1 < x0 or y1 < y0 or (x1 == x0 and y1 == y0):
+        if x1 < x0 or y1 < y0:
+            self.box_item.hide()
+            self.box_refused.emit("Box ignored: it lies entirely outside the image. Draw it over the structure.")
+            return
+        if x1 == x0 and y1 == y0:  # only a corner pixel of the image: as a click
             self.box_item.hide()
             return
         box = np.array([x0, y0, x1, y1], dtype=np.float64)

@@ -162,9 +162,17 @@ class _Worker(QObject):
         self.mask_ready.emit(req_id, z, mask)
         self._schedule_prefetch(orientation, z)
 
-    @pyqtSlot(int, int, object, int, int, object, str)
+    @pyqtSlot(int, int, object, int, int, object, str, bool)
     def propagate(
-        self, req_id: int, zc: int, box: np.ndarray, below: int, above: int, cancel: object, orientation: str
+        self,
+        req_id: int,
+        zc: int,
+        box: np.ndarray,
+        below: int,
+        above: int,
+        cancel: object,
+        orientation: str,
+        stop_when_empty: bool = False,
     ) -> None:
         """Propagate ``box`` from plane slice ``zc`` along the axis of ``orientation`` (indices and masks stay in
         its plane frame); every finished slice is emitted at once."""
@@ -178,7 +186,17 @@ class _Worker(QObject):
             self.progress.emit(req_id, done, total)
 
         try:
-            result = self._service.propagate(predictor, orientation, zc, box, below, above, cancel, on_slice)  # type: ignore[arg-type]
+            result = self._service.propagate(
+                predictor,
+                orientation,
+                zc,
+                box,
+                below,
+                above,
+                cancel,  # type: ignore[arg-type]
+                on_slice,
+                stop_when_empty=stop_when_empty,
+            )
         except Exception as exc:
             log.exception("propagation failed")
             self.failed.emit(req_id, one_line(exc))
@@ -205,7 +223,7 @@ class SegmentationWorker(QObject):
     _post_threads = pyqtSignal(int)
     _post_encode = pyqtSignal(int, int, str)
     _post_segment = pyqtSignal(int, int, object, str)
-    _post_propagate = pyqtSignal(int, int, object, int, int, object, str)
+    _post_propagate = pyqtSignal(int, int, object, int, int, object, str, bool)
 
     def __init__(
         self,
@@ -298,14 +316,19 @@ class SegmentationWorker(QObject):
         self._post_segment.emit(req_id, int(z), np.asarray(box, dtype=np.float64).copy(), str(orientation))
         return req_id
 
-    def propagate(self, z: int, box: np.ndarray, below: int, above: int, orientation: str = "axial") -> int:
-        """Propagate ``box`` from slice ``z`` of ``orientation``, ``below``/``above`` slices along its axis."""
+    def propagate(
+        self, z: int, box: np.ndarray, below: int, above: int, orientation: str = "axial", stop_when_empty: bool = False
+    ) -> int:
+        """Propagate ``box`` from slice ``z`` of ``orientation``, ``below``/``above`` slices along its axis
+        (``stop_when_empty``: each direction also ends where the mask disappears)."""
         req_id = next(self._ids)
         self._propagation_id = req_id
         self._cancel = threading.Event()
         self._shared.add_pending(1)
         box = np.asarray(box, np.float64).copy()
-        self._post_propagate.emit(req_id, int(z), box, below, above, self._cancel, str(orientation))
+        self._post_propagate.emit(
+            req_id, int(z), box, below, above, self._cancel, str(orientation), bool(stop_when_empty)
+        )
         return req_id
 
     def cancel(self) -> None:

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 from PyQt6.QtCore import Qt
-from window_helpers import BOX, open_synthetic, pt, status
+from window_helpers import BOX, open_synthetic, pt, status, wait_view_mapped
 
 from medsam_desktop.ui.slice_view import Tool
 
@@ -45,6 +45,32 @@ def test_boxes_outside_the_image_give_one_line_and_change_nothing(qtbot, make_wi
     with qtbot.waitSignal(window.worker.mask_ready, timeout=5000):
         window.view.box_drawn.emit(8, np.array([0.0, 0.0, 79.0, 59.0]))
     assert session.labels[8].mean() > 0.95 and not session.labels[:8].any()
+    assert excepthook == []
+
+
+def test_a_box_dragged_entirely_outside_the_image_says_why(qtbot, make_window, tmp_path, excepthook) -> None:
+    """A box drawn with the mouse beside the image (left or right of it) is ignored with one status-bar line."""
+    window = make_window()
+    session = open_synthetic(window, tmp_path)
+    window.set_tool(Tool.BOX)
+    view, vp = window.view, window.view.viewport()
+    wait_view_mapped(qtbot, view)
+    drawn: list[np.ndarray] = []
+    view.box_drawn.connect(lambda z, box: drawn.append(np.array(box)))
+    for a, b in (((-6.5, 5.5), (-1.5, 30.5)), ((81.5, 40.5), (86.5, 10.5))):  # left of it (x < 0), right (x >= 80)
+        pa, pb = pt(view, *a), pt(view, *b)
+        assert vp.rect().contains(pa) and vp.rect().contains(pb)  # on the view, beside the image
+        window.status("")
+        qtbot.mousePress(vp, Qt.MouseButton.LeftButton, pos=pa)
+        qtbot.mouseMove(vp, pos=pb)
+        qtbot.mouseRelease(vp, Qt.MouseButton.LeftButton, pos=pb)
+        assert "outside the image" in status(window) and "\n" not in status(window)
+        assert not view.box_item.isVisible()
+    assert drawn == [] and not session.labels.any()
+    qtbot.mousePress(vp, Qt.MouseButton.LeftButton, pos=pt(view, -3.5, 5.5))  # a click beside it is no box
+    window.status("")
+    qtbot.mouseRelease(vp, Qt.MouseButton.LeftButton, pos=pt(view, -3.5, 5.5))
+    assert status(window) == "" and drawn == []
     assert excepthook == []
 
 

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 from PyQt6.QtCore import Qt
-from window_helpers import open_synthetic, pt, synthetic_nifti
+from window_helpers import open_synthetic, pt, synthetic_nifti, wait_view_mapped
 
 from medsam_desktop.ui.slice_view import Tool
 
@@ -85,4 +85,25 @@ def test_undo_during_a_stroke_ends_it_and_leaves_no_orphan_voxels(qtbot, make_wi
     qtbot.mouseMove(vp, pos=pt(view, 30.5, 20.5))
     qtbot.mouseRelease(vp, Qt.MouseButton.LeftButton, pos=pt(view, 30.5, 20.5))
     assert len(session.table) == 0 and not session.labels.any()  # no voxels of a label that does not exist
+    assert excepthook == []
+
+
+def test_the_brush_outline_goes_with_the_brush(qtbot, make_window, tmp_path, excepthook) -> None:
+    """Back to the Box tool (menu, toolbar or key B), the brush outline under the cursor disappears at once."""
+    window = make_window()
+    open_synthetic(window, tmp_path)
+    view, vp = window.view, window.view.viewport()
+    wait_view_mapped(qtbot, view)
+    for x, tool in ((30.5, Tool.BRUSH), (32.5, Tool.ERASER)):  # a move to where the mouse is would be no move
+        window.set_tool(tool)
+        qtbot.mouseMove(vp, pos=pt(view, x, 20.5))
+        qtbot.waitUntil(view.brush_item.isVisible, timeout=5000)
+        qtbot.keyClick(vp, Qt.Key.Key_B)  # the Box tool's shortcut
+        assert window.view.tool is Tool.BOX and window.tool_actions[Tool.BOX].isChecked()
+        assert not view.brush_item.isVisible()
+    window.set_tool(Tool.BRUSH)
+    qtbot.mouseMove(vp, pos=pt(view, 34.5, 20.5))
+    qtbot.waitUntil(view.brush_item.isVisible, timeout=5000)
+    window.set_tool(Tool.PAN)
+    assert not view.brush_item.isVisible()
     assert excepthook == []

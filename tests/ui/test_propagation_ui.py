@@ -7,6 +7,8 @@ import sys
 
 import numpy as np
 import pytest
+from PyQt6.QtCore import QTimer
+from PyQt6.QtWidgets import QApplication, QCheckBox, QDialog, QLabel, QSpinBox
 from window_helpers import BOX, near_box, open_synthetic, status, synthetic_nifti, wait_worker_stopped
 
 from medsam_desktop.io import read_labels
@@ -166,4 +168,83 @@ def test_propagate_dialog_on_a_single_slice_says_why(make_window, tmp_path, monk
     window.propagate_dialog()
     assert asked == [] and not window.segmentation.propagating and not session.labels.any()
     assert "single slice" in status(window)
+    assert excepthook == []
+
+
+class _FadingBackend:
+    """The fake model's box masks for the first ``keep`` decodes, empty ones after (the structure ends)."""
+
+    name = "fading"
+
+    def __init__(self, fake, keep: int) -> None:
+        self._fake, self.keep, self.decodes = fake(), keep, 0
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        return self._fake.encode(images)
+
+    def decode(self, embedding: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.decodes += 1
+        logits, scores = self._fake.decode(embedding, boxes)
+        return (logits if self.decodes <= self.keep else np.full_like(logits, -10.0)), scores
+
+
+def _answer_propagation_dialog(qtbot, seen: dict, edit=None) -> None:
+    """When the propagation dialog is up: record its texts and values, apply ``edit(dialog)``, press OK."""
+
+    def answer() -> None:
+        dialog = QApplication.activeModalWidget()
+        if not isinstance(dialog, QDialog):
+            QTimer.singleShot(10, answer)  # not shown yet: look again (the dialog's own event loop runs this)
+            return
+        try:
+            seen["texts"] = " | ".join(label.text() for label in dialog.findChildren(QLabel))
+            seen["values"] = tuple(spin.value() for spin in dialog.findChildren(QSpinBox)) + tuple(
+                box.isChecked() for box in dialog.findChildren(QCheckBox)
+            )
+            if edit is not None:
+                edit(dialog)
+        finally:  # whatever went wrong above, the dialog closes (the test then fails on ``seen``)
+            dialog.accept()
+
+    QTimer.singleShot(0, answer)
+
+
+def test_propagate_dialog_defaults_to_the_whole_stack_until_the_mask_disappears(
+    qtbot, make_window, tmp_path, fake, excepthook
+) -> None:
+    """A box near one end (slice 5 of 40): the default reaches both ends of the image, stopping only where the
+    mask disappears; the directions are named anatomically (identity direction: z points superior)."""
+    backend = _FadingBackend(fake, keep=3)  # slices 5, 6, 7 have the structure; 8 and 4 do not
+    window = make_window(backend)
+    session = open_synthetic(window, tmp_path, shape=(40, 60, 80))
+    window.view.last_box = (5, BOX.copy())
+    seen: dict = {}
+    _answer_propagation_dialog(qtbot, seen)
+    with qtbot.waitSignal(window.worker.propagation_finished, timeout=10000):
+        window.propagate_dialog()
+    assert seen["values"] == (5, 34, True)  # not ±15: all the way to slice 0 and slice 39
+    assert "Inferior (towards slice 0)" in seen["texts"] and "Superior (towards slice 39)" in seen["texts"]
+    assert "below" not in seen["texts"].lower() and "above" not in seen["texts"].lower()
+    assert backend.decodes == 5  # 5, 6, 7, then 8 came back empty; downwards 4 came back empty
+    assert [z for z in range(40) if session.labels[z].any()] == [5, 6, 7]
+    assert "Propagation done: 3 slices" in status(window)
+    assert excepthook == []
+
+
+def test_propagate_dialog_slice_counts_still_limit_the_range(qtbot, make_window, tmp_path, excepthook) -> None:
+    window = make_window()
+    session = open_synthetic(window, tmp_path, shape=(40, 60, 80))
+    window.view.last_box = (30, BOX.copy())
+    seen: dict = {}
+
+    def limit(dialog) -> None:
+        spins = dialog.findChildren(QSpinBox)
+        spins[0].setValue(2)
+        spins[1].setValue(1)
+
+    _answer_propagation_dialog(qtbot, seen, limit)
+    with qtbot.waitSignal(window.worker.propagation_finished, timeout=10000):
+        window.propagate_dialog()
+    assert seen["values"] == (30, 9, True)
+    assert [z for z in range(40) if session.labels[z].any()] == [28, 29, 30, 31]
     assert excepthook == []

@@ -102,3 +102,12 @@ def wait_worker_stopped(qtbot, worker, timeout: int = 10000) -> None:
     """The worker's thread has ended (nothing more can come from it) and what it emitted before has been handled."""
     qtbot.waitUntil(worker.thread.isFinished, timeout=timeout)
     QCoreApplication.sendPostedEvents()
+
+
+def wait_view_mapped(qtbot, view, timeout: int = 5000) -> None:
+    """The view's pixel <-> widget mapping reflects the shown image (pyqtgraph updates it lazily, on the next
+    event loop turn after a range change): the whole slice then lies inside the viewport."""
+    assert view.session is not None
+    rows, cols = view.plane.size(view.session.shape)
+    qtbot.waitUntil(lambda: view.viewport().rect().contains(pt(view, 0, 0)) and view.viewport().rect().contains(
+        pt(view, cols, rows)), timeout=timeout)  # fmt: skip

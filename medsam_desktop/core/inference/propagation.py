@@ -125,6 +125,7 @@ def propagate_boxes(
     label_values: list[int] | None = None,
     start_slices: list[int] | None = None,
     pixel_spacing: tuple[float, float] | None = None,
+    stop_when_empty: bool = False,
 ) -> np.ndarray:
     """Segment a volume (D, H, W) or (D, H, W, 3) in display range from 3D boxes (N, 6).
 
@@ -137,6 +138,10 @@ def propagate_boxes(
     box i's middle slice as the slice segmented with the 2D box (the app starts where the user drew it).
     ``pixel_spacing``: (column, row) mm of every slice's pixels (None: square pixels, the challenge's
     preprocessing).
+
+    ``stop_when_empty`` (the app's "until the mask disappears"): a box whose mask comes back empty on a slice is
+    not carried further in that direction (an empty start slice stops both), instead of being re-prompted with
+    the original box (the challenge's rule, the default). Slices never visited stay 0.
     """
     depth = volume.shape[0]
     raw = np.asarray(boxes3d).reshape(-1, 6)
@@ -194,16 +199,29 @@ def propagate_boxes(
         if on_slice is not None:
             on_slice(z, sl)
 
+    mid_empty: set[int] = set()
     for upward, order in ((True, up), (False, down)):
         prev = [None] * len(boxes)
+        stopped: set[int] = set() if upward else set(mid_empty)
         for z in order:
             if cancel is not None and cancel.is_set():
                 raise PropagationCancelled(labels)
             if upward:
-                active = [i for i, b in enumerate(boxes) if b.zmid <= z <= b.z1]
+                active = [i for i, b in enumerate(boxes) if b.zmid <= z <= b.z1 and i not in stopped]
             else:
-                active = [i for i, b in enumerate(boxes) if b.z0 <= z < b.zmid]
+                active = [i for i, b in enumerate(boxes) if b.z0 <= z < b.zmid and i not in stopped]
+            if not active:
+                if stop_when_empty and len(stopped) == len(boxes):
+                    break  # every box has run out of mask in this direction
+                continue
             visit(z, active, upward)
+            if stop_when_empty:
+                for i in active:
+                    mask = prev[i]
+                    if mask is not None and not mask.any():
+                        stopped.add(i)
+                        if upward and z == boxes[i].zmid:
+                            mid_empty.add(i)
             done += 1
             if progress is not None:
                 progress(done, total)

@@ -189,10 +189,12 @@ class SegmentationService:
         above: int,
         cancel: threading.Event,
         on_slice: Callable[[int, np.ndarray, int, int], None],
+        stop_when_empty: bool = False,
     ) -> PropagationResult:
         """Propagate ``box`` from plane slice ``zc`` along the axis of ``orientation`` (the challenge algorithm on
         the reformatted stack), ``below`` / ``above`` slices clamped to the stack. ``on_slice(z, mask, done,
-        total)`` after each slice; a cancel returns the slices finished (``cancelled``)."""
+        total)`` after each slice; a cancel returns the slices finished (``cancelled``). ``stop_when_empty``: each
+        direction ends where the mask disappears (the slices beyond stay empty)."""
         stack = self._input_for(orientation)
         below, above = clamp_range(len(stack), zc, below, above)
         total, done = above + below + 1, 0
@@ -216,6 +218,7 @@ class SegmentationService:
                 on_slice=slice_done,
                 start_slices=[zc],
                 pixel_spacing=stack.pixel_spacing,
+                stop_when_empty=stop_when_empty,
             )
         except PropagationCancelled:
             return PropagationResult(z0, out, True)
