@@ -44,10 +44,14 @@ class LabelsPanel(QWidget):
         self.add_button = QPushButton("Add")
         self.delete_button = QPushButton("Delete")
         self.color_button = QPushButton("Colour…")
+        self.lock_button = QPushButton("Lock")
+        self.lock_button.setCheckable(True)
+        self.lock_button.setToolTip("A locked label's voxels are never changed: not by boxes, brush, eraser, fill, "
+                                    "clear or propagation (Slicer's and ITK-SNAP's label lock)")  # fmt: skip
         self.opacity = QSlider(Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
         buttons = QHBoxLayout()
-        for b in (self.add_button, self.color_button, self.delete_button):
+        for b in (self.add_button, self.color_button, self.lock_button, self.delete_button):
             buttons.addWidget(b)
         opacity_row = QHBoxLayout()
         opacity_row.addWidget(QLabel("Opacity"))
@@ -59,6 +63,7 @@ class LabelsPanel(QWidget):
         self.add_button.clicked.connect(self.add_label)
         self.delete_button.clicked.connect(self.delete_selected)
         self.color_button.clicked.connect(self.choose_color)
+        self.lock_button.toggled.connect(self._on_lock)
         self.list.currentItemChanged.connect(self._on_current)
         self.list.itemChanged.connect(self._on_item_changed)
         self.opacity.valueChanged.connect(self._on_opacity)
@@ -93,7 +98,10 @@ class LabelsPanel(QWidget):
                 item.setData(ID_ROLE, lb.id)
                 item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable | Qt.ItemFlag.ItemIsUserCheckable)
                 item.setCheckState(Qt.CheckState.Checked if lb.visible else Qt.CheckState.Unchecked)
-                item.setToolTip(f"label value {lb.id}")
+                item.setToolTip(f"label value {lb.id}" + (" (locked)" if lb.locked else ""))
+                font = item.font()
+                font.setItalic(lb.locked)  # locked labels in italics
+                item.setFont(font)
                 self.list.addItem(item)
             self._select(self.session.active_label)
         finally:
@@ -105,9 +113,14 @@ class LabelsPanel(QWidget):
             if item is not None and item.data(ID_ROLE) == label_id:
                 self.list.setCurrentItem(item)
                 if self.session is not None:
+                    lb = self.session.table.get(label_id)
                     self.opacity.blockSignals(True)
-                    self.opacity.setValue(round(self.session.table.get(label_id).opacity * 100))
+                    self.opacity.setValue(round(lb.opacity * 100))
                     self.opacity.blockSignals(False)
+                    self.lock_button.blockSignals(True)
+                    self.lock_button.setChecked(lb.locked)
+                    self.lock_button.blockSignals(False)
+                    self.delete_button.setEnabled(not lb.locked)  # unlock first
                 return
 
     def selected_id(self) -> int:
@@ -139,6 +152,12 @@ class LabelsPanel(QWidget):
             self.session.set_label_display(label_id, visible=visible)
         if name != lb.name:
             self.session.rename_label(label_id, name)
+
+    def _on_lock(self, locked: bool) -> None:
+        label_id = self.selected_id()
+        if self.session is not None and label_id:
+            self.session.set_label_locked(label_id, locked)
+            self.delete_button.setEnabled(not locked)  # unlock first
 
     def _on_opacity(self, value: int) -> None:
         label_id = self.selected_id()

@@ -26,7 +26,7 @@ from PyQt6.QtWidgets import (
 )
 
 from ..core.document import files, user_folders
-from ..core.document.annotation import AnnotationSession, OverlapRule
+from ..core.document.annotation import AnnotationSession, LabelLockedError, OverlapRule
 from ..core.inference.reformat import brush_mm
 from ..io import DicomSeriesInfo, MedSAMIOError, Volume
 from ..io.formats import LABEL_SUFFIXES
@@ -499,20 +499,31 @@ class MainWindow(QMainWindow):
     def fill_holes(self) -> None:
         """Fill the active label's holes on the shown slice of the shown view (one undo step)."""
         if self.session is not None and self.session.active_label and not self.segmentation.propagating:
-            done = self.session.fill_holes(self.view.current, plane=self.view.plane)
+            try:
+                done = self.session.fill_holes(self.view.current, plane=self.view.plane)
+            except LabelLockedError as exc:
+                self.status(str(exc), 5000)
+                return
             text = f"Fill holes: {self._shown_slice()}" if done else f"No holes to fill on {self._shown_slice()}"
             self.status(text, 3000)
 
     def clear_slice(self) -> None:
         """Clear slice: remove the active label (every label when none) from the shown slice (one undo step)."""
         if self.session is not None and not self.segmentation.propagating:
-            done = self.session.clear_slice(self.view.current, self.session.active_label or None, self.view.plane)
+            try:
+                done = self.session.clear_slice(self.view.current, self.session.active_label or None, self.view.plane)
+            except LabelLockedError as exc:
+                self.status(str(exc), 5000)
+                return
             text = f"Clear slice: {self._shown_slice()}" if done else f"Nothing to clear on {self._shown_slice()}"
             self.status(text, 3000)
 
     def clear_label(self) -> None:
         if self.session is not None and self.session.active_label:
-            self.session.clear_label(self.session.active_label)
+            try:
+                self.session.clear_label(self.session.active_label)
+            except LabelLockedError as exc:
+                self.status(str(exc), 5000)
 
     def set_tool(self, tool: Tool) -> None:
         self.view.tool = tool

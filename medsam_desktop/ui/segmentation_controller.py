@@ -11,6 +11,7 @@ import numpy as np
 from PyQt6.QtCore import QEventLoop, QObject, QTimer
 
 from ..core.document.anatomy import slice_directions
+from ..core.document.annotation import LabelLockedError
 from ..core.inference.reformat import Plane
 from . import dialogs
 
@@ -63,6 +64,9 @@ class SegmentationController(QObject):
         if w.session is None:
             return
         label = w.session.ensure_active_label()
+        if w.session.table.get(label).locked:
+            w.status(f"{w.session.table.get(label).name} is locked: unlock it or choose another label to segment", 5000)
+            return
         w.flush_model_window()
         plane = w.view.plane
         req = w.worker.segment(z, box, plane.orientation)
@@ -88,7 +92,11 @@ class SegmentationController(QObject):
         if w.view.orientation != plane.orientation or w.view.current != z:
             w.status("Result discarded: the slice changed", 3000)
             return
-        w.session.apply_plane_mask(plane, z, mask, label)  # on the voxels under the box (one undo step)
+        try:
+            w.session.apply_plane_mask(plane, z, mask, label)  # on the voxels under the box (one undo step)
+        except LabelLockedError as exc:  # locked while the model was running
+            w.status(f"Result discarded: {exc}", 5000)
+            return
         where = "slice" if plane.orientation == "axial" else f"{plane.orientation} slice"
         w.status(f"Segmented {where} {z}", 3000)
 
@@ -142,6 +150,11 @@ class SegmentationController(QObject):
         z, box = w.view.last_box
         plane = self._box_plane()
         label = w.session.ensure_active_label()
+        if w.session.table.get(label).locked:
+            w.status(
+                f"{w.session.table.get(label).name} is locked: unlock it or choose another label to propagate", 5000
+            )
+            return None
         w.flush_model_window()
         req = w.worker.propagate(z, box, below, above, plane.orientation, stop_when_empty)
         self._propagation = (req, label, plane)
@@ -176,7 +189,11 @@ class SegmentationController(QObject):
         if prop[1] not in w.session.table:
             w.status("Propagation discarded: its label was deleted", 8000)
             return
-        w.session.apply_stack_mask(prop[2], z0, mask, prop[1])  # one undo step, mapped back to (z, y, x)
+        try:
+            w.session.apply_stack_mask(prop[2], z0, mask, prop[1])  # one undo step, mapped back to (z, y, x)
+        except LabelLockedError as exc:  # locked while it ran
+            w.status(f"Propagation discarded: {exc}", 8000)
+            return
         done = int(mask.any(axis=(1, 2)).sum())
         text = f"Propagation {'cancelled' if cancelled else 'done'}: {done} slices segmented (Ctrl+Z undoes)"
         w.status(text, 8000)

@@ -21,7 +21,7 @@ from PyQt6.QtCore import QPointF, QRectF, Qt, pyqtSignal
 from PyQt6.QtGui import QColor, QKeyEvent, QMouseEvent, QPen, QResizeEvent, QTransform, QWheelEvent
 from PyQt6.QtWidgets import QGraphicsEllipseItem, QGraphicsRectItem, QLabel, QWidget
 
-from ..core.document.annotation import AnnotationSession
+from ..core.document.annotation import AnnotationSession, LabelLockedError
 from ..core.inference.intensity import CT_WINDOWS, percentile_range
 from ..core.inference.reformat import ORIENTATIONS, Plane
 
@@ -353,6 +353,9 @@ class SliceView(pg.GraphicsView):
         self.end_drag()
         try:
             self.session.begin_stroke(self.current, erase=erase, plane=self.plane)
+        except LabelLockedError as exc:
+            self.box_refused.emit(str(exc))
+            return
         except (KeyError, IndexError):
             return
         self._drag = Tool.ERASER.value if erase else Tool.BRUSH.value
@@ -373,6 +376,10 @@ class SliceView(pg.GraphicsView):
                 assert self.session is not None
                 try:
                     self.session.begin_stroke(self.current, erase=self.tool is Tool.ERASER, plane=self.plane)
+                except LabelLockedError as exc:  # one status line (the same signal as a refused box)
+                    self._drag = None
+                    self.box_refused.emit(str(exc))
+                    return
                 except (KeyError, IndexError):
                     self._drag = None
                     return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -116,3 +117,11 @@ def make_window(qtbot, store, errors, monkeypatch):
     yield make
     for w in windows:
         _discard_and_stop(w)
+
+
+@pytest.fixture
+def excepthook(monkeypatch) -> list[BaseException]:
+    """Exceptions escaping to Qt (slots, event handlers) are recorded here."""
+    seen: list[BaseException] = []
+    monkeypatch.setattr(sys, "excepthook", lambda _t, value, _tb: seen.append(value))
+    return seen

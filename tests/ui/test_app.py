@@ -338,7 +338,6 @@ def test_drop_a_file_opens_it_and_sample_box_segments(qtbot, make_window, tmp_pa
 
 def test_module_entry_point_help() -> None:
     import subprocess
-    import sys
 
     proc = subprocess.run(
         [sys.executable, "-m", "medsam_desktop", "--help"], capture_output=True, text=True, timeout=60
@@ -422,7 +421,6 @@ def test_model_input_follows_the_displayed_ct_window(qtbot, fake, make_window, t
 
 
 def test_threads_change_live_without_reloading_the_model(qtbot, fake, make_window, tmp_path, monkeypatch) -> None:
-    import sys
     import types
 
     from medsam_desktop.ui.settings_dialog import AppSettings
@@ -455,12 +453,6 @@ def test_help_lists_every_shortcut_and_empty_window_says_what_to_do(qtbot, make_
 
 
 # --- a model that fails to load, corrupt stored settings --------------------------------------------------
-@pytest.fixture
-def excepthook(monkeypatch) -> list[BaseException]:
-    """Exceptions escaping to Qt (slots, event handlers) are recorded here."""
-    seen: list[BaseException] = []
-    monkeypatch.setattr(sys, "excepthook", lambda _t, value, _tb: seen.append(value))
-    return seen
 
 
 def test_a_model_that_fails_to_load_then_normal_editing(qtbot, make_window, tmp_path, errors, excepthook) -> None:

@@ -3,22 +3,11 @@ the image, boxes one pixel wide or high, a click, and a box in the 300th label."
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
-import pytest
 from PyQt6.QtCore import Qt
 from window_helpers import BOX, open_synthetic, pt, status, wait_view_mapped
 
 from medsam_desktop.ui.slice_view import Tool
-
-
-@pytest.fixture
-def excepthook(monkeypatch) -> list[BaseException]:
-    """Exceptions escaping to Qt (slots, event handlers) are recorded here."""
-    seen: list[BaseException] = []
-    monkeypatch.setattr(sys, "excepthook", lambda _t, value, _tb: seen.append(value))
-    return seen
 
 
 def test_a_box_superseded_by_a_slice_change_says_so(qtbot, make_window, tmp_path, fake, excepthook) -> None:

@@ -3,22 +3,11 @@ the background, or undo."""
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
-import pytest
 from PyQt6.QtCore import Qt
 from window_helpers import open_synthetic, pt, synthetic_nifti, wait_view_mapped
 
 from medsam_desktop.ui.slice_view import Tool
-
-
-@pytest.fixture
-def excepthook(monkeypatch) -> list[BaseException]:
-    """Exceptions escaping to Qt (slots, event handlers) are recorded here."""
-    seen: list[BaseException] = []
-    monkeypatch.setattr(sys, "excepthook", lambda _t, value, _tb: seen.append(value))
-    return seen
 
 
 def test_a_stroke_does_not_go_on_in_another_view(qtbot, make_window, tmp_path, excepthook) -> None:

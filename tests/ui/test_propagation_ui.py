@@ -3,10 +3,7 @@ deleting its label, undo/redo, orientation and settings changes; 2D images and s
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
-import pytest
 from PyQt6.QtCore import QTimer
 from PyQt6.QtWidgets import QApplication, QCheckBox, QDialog, QLabel, QSpinBox
 from window_helpers import BOX, near_box, open_synthetic, status, synthetic_nifti, wait_worker_stopped
@@ -14,14 +11,6 @@ from window_helpers import BOX, near_box, open_synthetic, status, synthetic_nift
 from medsam_desktop.io import read_labels
 from medsam_desktop.ui import dialogs
 from medsam_desktop.ui.settings_dialog import AppSettings
-
-
-@pytest.fixture
-def excepthook(monkeypatch) -> list[BaseException]:
-    """Exceptions escaping to Qt (slots, event handlers) are recorded here."""
-    seen: list[BaseException] = []
-    monkeypatch.setattr(sys, "excepthook", lambda _t, value, _tb: seen.append(value))
-    return seen
 
 
 def _start_propagation(qtbot, window, below: int = 4, above: int = 4, z: int = 4) -> int:

@@ -86,6 +86,11 @@ class Label:
     color: tuple[int, int, int]
     visible: bool = True
     opacity: float = 0.5
+    locked: bool = False  # box, brush, eraser, fill and propagation never change a locked label's voxels
+
+
+class LabelLockedError(ValueError):
+    """An edit would change the voxels of a locked label; the message is one line for the user."""
 
 
 def default_color(label_id: int) -> tuple[int, int, int]:
@@ -157,6 +162,7 @@ class LabelTable:
                     tuple(int(c) for c in d["color"]),  # type: ignore[arg-type]
                     bool(d.get("visible", True)),
                     float(d.get("opacity", 0.5)),
+                    bool(d.get("locked", False)),
                 )
                 for d in state
             ]
@@ -281,16 +287,32 @@ class AnnotationSession:
             self.table_changed.emit()
         return True
 
+    def locked_ids(self) -> list[int]:
+        """The labels whose voxels no edit changes."""
+        return [lb.id for lb in self.table if lb.locked]
+
+    def _unlocked(self, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """``mask`` without the voxels of locked labels in ``target``."""
+        locked = self.locked_ids()
+        return mask & ~np.isin(target, locked) if locked else mask
+
+    def _check_unlocked(self, value: int) -> None:
+        if value in self.table and self.table.get(value).locked:
+            raise LabelLockedError(f"{self.table.get(value).name} is locked: unlock it to change its voxels")
+
     def _paint(self, target: np.ndarray, mask: np.ndarray, value: int) -> None:
-        """Write ``value`` into ``target`` where ``mask``, obeying the overlap rule."""
+        """Write ``value`` into ``target`` where ``mask``, obeying the overlap rule; voxels of locked labels are
+        never overwritten."""
         if self.overlap is OverlapRule.BACKGROUND:
             mask = mask & ((target == 0) | (target == value))
-        target[mask] = value
+        target[self._unlocked(target, mask)] = value
 
     def _label_value(self, label: int | None) -> int:
+        """The label an edit paints (default: the active one); LabelLockedError when it is locked."""
         value = self.ensure_active_label() if label is None else int(label)
         if value not in self.table:
             raise KeyError(f"no label {value}")
+        self._check_unlocked(value)
         self._ensure_dtype(value)
         return value
 
@@ -381,16 +403,18 @@ class AnnotationSession:
         if not 0 <= index < plane.depth(self.shape):
             return False
 
+        if label is not None:
+            self._check_unlocked(label)
+
         def clear(view: np.ndarray) -> None:
-            if label is None:
-                view[...] = 0
-            else:
-                view[view == label] = 0
+            hit = view != 0 if label is None else view == label
+            view[self._unlocked(view, hit)] = 0  # "every label" keeps the locked ones
 
         return self._edit(plane.region(index, 1, self.shape), clear, "Clear slice")
 
     def clear_label(self, label: int) -> bool:
-        """Remove every voxel of ``label`` (the label stays in the table)."""
+        """Remove every voxel of ``label`` (the label stays in the table); LabelLockedError when locked."""
+        self._check_unlocked(label)
         region = _bbox_region(self._labels == label, 0)
         if region is None:
             return False
@@ -497,7 +521,7 @@ class AnnotationSession:
         if stroke.erase:
             if self.overlap is OverlapRule.BACKGROUND and self._active:
                 disc &= view == self._active
-            view[disc] = 0
+            view[self._unlocked(view, disc)] = 0
         else:
             self._paint(view, disc, stroke.value)
         za, zb = (plane.voxel(index, r, c0, self.shape)[0] for r in (r0, r1 - 1))
@@ -551,7 +575,8 @@ class AnnotationSession:
         )
 
     def delete_label(self, label_id: int) -> None:
-        """Remove the label and its voxels (one undo step restores both)."""
+        """Remove the label and its voxels (one undo step restores both); LabelLockedError when locked."""
+        self._check_unlocked(label_id)
         region = _bbox_region(self._labels == label_id, 0) or _EMPTY
         self._edit(region, lambda v: v.__setitem__(v == label_id, 0), "Delete label",
                    table_fn=lambda: self.table.remove(label_id))  # fmt: skip
@@ -559,6 +584,11 @@ class AnnotationSession:
             ids = self.table.ids()
             self._active = -1
             self.set_active_label(ids[0] if ids else 0)
+
+    def set_label_locked(self, label_id: int, locked: bool) -> None:
+        """Lock or unlock a label (saved in the sidecar; like visibility, not an undoable edit)."""
+        self.table.get(label_id).locked = bool(locked)
+        self.table_changed.emit()
 
     def set_label_display(self, label_id: int, visible: bool | None = None, opacity: float | None = None) -> None:
         """Visibility/opacity are view state: not undoable and not 'unsaved work'."""
