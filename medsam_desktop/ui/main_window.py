@@ -70,6 +70,14 @@ class _TextFieldKeys(QObject):
         return False
 
 
+def _install_text_field_keys() -> None:
+    """Install one :class:`_TextFieldKeys` on the application (once: it lives as long as the application, so no
+    window leaves a filter behind when it is deleted)."""
+    app = QApplication.instance()
+    if app is not None and app.findChild(_TextFieldKeys) is None:
+        app.installEventFilter(_TextFieldKeys(app))
+
+
 class MainWindow(QMainWindow):
     """``backend_factory`` overrides the model (tests use fake encoders); ``store`` overrides QSettings;
     ``reader`` overrides how images are read (tests use slow fakes)."""
@@ -119,10 +127,7 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self.resize(1200, 800)
         self._restore_geometry()
-        self._text_keys = _TextFieldKeys(self)  # removed from the application with the window
-        app = QApplication.instance()
-        if app is not None:
-            app.installEventFilter(self._text_keys)
+        _install_text_field_keys()
         self._update_title()
         self.update_actions()
 
