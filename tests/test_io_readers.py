@@ -604,3 +604,21 @@ def test_series_whose_spacing_drifts_is_refused(raw_dir: Path, tmp_path: Path) -
     regular = read_dicom_series(ct_series(raw_dir, tmp_path / "ok", [(0.0, 0.0, 2.0 * i) for i in range(6)]))
     np.testing.assert_allclose(regular.spacing[2], 2.0, atol=1e-6)
     np.testing.assert_allclose(regular.direction, np.eye(3).ravel(), atol=1e-9)
+
+
+# --- Analyze / NIfTI pairs: a truncated .img is refused, ITK says nothing -------------------------------------
+@pytest.mark.parametrize("kind", ["analyze", "nifti-pair"])
+def test_a_pair_with_a_truncated_img_is_refused_in_one_line(tmp_path: Path, kind: str, capfd) -> None:
+    """ITK reads the missing voxels of a short .img as zeros without a word; the reader refuses the pair."""
+    import nibabel as nib
+
+    data = np.random.default_rng(0).random((20, 30, 10)).astype(np.float32)
+    cls = nib.AnalyzeImage if kind == "analyze" else nib.Nifti1Pair
+    nib.save(cls(data, np.eye(4)), str(tmp_path / "a.hdr"))
+    assert read_image(tmp_path / "a.hdr").array.shape == (10, 30, 20)  # complete: read
+    img = tmp_path / "a.img"
+    img.write_bytes(img.read_bytes()[: img.stat().st_size // 3])
+    with pytest.raises(CorruptFileError, match=r"a\.img is truncated"):
+        read_image(tmp_path / "a.hdr")
+    err = capfd.readouterr().err
+    assert "WARNING: In" not in err and "SimpleITK-build" not in err  # no ITK noise on stderr

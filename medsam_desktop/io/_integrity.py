@@ -67,6 +67,70 @@ def _nifti_expected_size(header: bytes) -> int | None:
     return vox_offset + n_vox * bitpix // 8
 
 
+def _pair_voxel_bytes(header: bytes) -> int | None:
+    """Voxel bytes an Analyze 7.5 / NIfTI-1 pair header (``.hdr``) promises in its ``.img``, or None if unknown."""
+    if len(header) < 348:
+        return None
+    for endian in "<>":
+        if struct.unpack(f"{endian}i", header[:4])[0] == 348:
+            break
+    else:
+        return None
+    if header[344:347] == b"n+1":  # a single-file NIfTI header, not a pair
+        return None
+    dims = struct.unpack(f"{endian}8h", header[40:56])
+    bitpix = struct.unpack(f"{endian}h", header[72:74])[0]
+    vox_offset = max(int(struct.unpack(f"{endian}f", header[108:112])[0]), 0)
+    ndim = dims[0]
+    if not 1 <= ndim <= 7 or bitpix <= 0:
+        return None
+    n_vox = 1
+    for d in dims[1 : ndim + 1]:
+        n_vox *= max(int(d), 1)
+    return vox_offset + n_vox * bitpix // 8
+
+
+def _pair_files(path: Path) -> tuple[Path, Path] | None:
+    """(header, image) of an Analyze/NIfTI pair named by either file, or None when ``path`` is not one."""
+    name = path.name.lower()
+    for hdr_suffix, img_suffixes in ((".hdr", (".img", ".img.gz")), (".img", (".img",)), (".img.gz", (".img.gz",))):
+        if name.endswith(hdr_suffix):
+            stem = path.name[: -len(hdr_suffix)]
+            header = path if hdr_suffix == ".hdr" else path.with_name(stem + ".hdr")
+            for suffix in img_suffixes:
+                image = path.with_name(stem + suffix) if hdr_suffix == ".hdr" else path
+                if image.is_file():
+                    return header, image
+            return None
+    return None
+
+
+def check_pair_complete(path: Path) -> None:
+    """Raise :class:`CorruptFileError` when the ``.img`` of an Analyze/NIfTI pair is shorter than its ``.hdr``
+    says: ITK would read the missing voxels as zeros without a word."""
+    files = _pair_files(path)
+    if files is None or not files[0].is_file():
+        return
+    header_path, image_path = files
+    with open(header_path, "rb") as fh:
+        expected = _pair_voxel_bytes(fh.read(348))
+    if expected is None:
+        return
+    if image_path.name.lower().endswith(".gz"):
+        try:
+            actual = _gzip_stream_size(image_path)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise CorruptFileError("the compressed image data is damaged", path=image_path, detail=str(exc)) from exc
+    else:
+        actual = image_path.stat().st_size
+    if actual < expected:
+        raise CorruptFileError(
+            f"the image data file {image_path.name} is truncated ({actual} of {expected} bytes)",
+            path=path,
+            action="It was probably copied or downloaded incompletely; copy or export both files again.",
+        )
+
+
 def check_nifti_complete(path: Path) -> None:
     """Raise :class:`CorruptFileError` when a ``.nii``/``.nii.gz`` is shorter than its header says.
 
@@ -104,3 +168,4 @@ def check_nifti_complete(path: Path) -> None:
     expected = _nifti_expected_size(header)
     if expected is not None and path.stat().st_size < expected:
         raise truncated
+    check_pair_complete(path)

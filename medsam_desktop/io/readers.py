@@ -139,7 +139,7 @@ def _read_nifti(path: Path) -> Volume:
         try:
             volume = read_sitk_image(path)
         except CorruptFileError as exc:  # e.g. non-orthonormal sform that ITK refuses: nibabel copes
-            log.info("%s: SimpleITK failed (%s); retrying with nibabel", path.name, exc.detail)
+            log.debug("%s: SimpleITK failed (%s); retrying with nibabel", path.name, exc.detail)
             try:
                 volume = read_nibabel_image(path)
             except MedSAMIOError:

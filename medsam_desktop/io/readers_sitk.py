@@ -15,6 +15,10 @@ from .volume import IDENTITY_DIRECTION, Volume
 log = logging.getLogger(__name__)
 
 
+# ITK's warnings ("WARNING: In /tmp/SimpleITK-build/ITK/...", e.g. "Analyze file ... deprecated") go to stderr as
+# multi-line blocks with build paths: noise to a user. Errors still raise and become one line (errors.reading).
+sitk.ProcessObject.SetGlobalWarningDisplay(False)
+
 #: the suffixes of the formats only SimpleITK reads here
 SUFFIXES = {"nrrd": (".nrrd", ".nhdr"), "meta": (".mha", ".mhd")}
 
