@@ -27,8 +27,6 @@ STUDENT_FILE = "medsam_lite_repvit_m0_6.pt"
 #: the exported inference files of ``x.pt`` live in ``x`` + this suffix, beside it
 RUNTIME_FOLDER_SUFFIX = ".openvino"
 
-_SHA_RE = re.compile(r"sha256\**:\s*`?([0-9a-f]{64})")
-
 
 class ModelNotAvailableError(RuntimeError):
     """The requested weights are not installed; the message says how to get them."""
@@ -63,12 +61,8 @@ def card_field(card: Path, label: str) -> str | None:
 
 
 def card_sha256(weights: Path) -> str | None:
-    """The sha256 recorded in the file's card (its first ``sha256`` line), or None without a card."""
-    card = card_path(weights)
-    if not card.is_file():
-        return None
-    match = _SHA_RE.search(card.read_text(errors="replace"))
-    return match.group(1) if match else None
+    """The sha256 recorded in the file's card (its ``**sha256**:`` line), or None without a card."""
+    return card_field(card_path(weights), "sha256")
 
 
 def verify_against_card(path: Path) -> None:

@@ -7,6 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
+#: model-frame boxes (7, 4) of assorted sizes: decoded in chunks of every exported size (2, 2, 2, 1)
+MODEL_FRAME_BOXES = np.array(
+    [[10, 20, 120, 140], [50, 50, 250, 200], [0, 0, 30, 30], [100, 30, 200, 90], [5, 150, 90, 250], [60, 60, 70, 75],
+     [128, 128, 255, 255]],
+    dtype=np.float32,
+)  # fmt: skip
+
 
 class BoxBackend:
     """Instant backend: the embedding is zeros; a decoded mask is exactly the prompt box (model frame).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from fakes import MODEL_FRAME_BOXES
 
 from medsam_desktop.core.backends.torch_backend import TorchBackend, native_bf16_available, resolve_precision
 from medsam_desktop.model import build_model
@@ -66,17 +67,7 @@ def test_backend_decodes_with_the_reference_decoder_when_the_rewrite_is_off() ->
     torch.manual_seed(1)
     backend = TorchBackend(build_model("repvit_m0_6").eval())
     emb = np.random.default_rng(2).standard_normal((1, 256, 64, 64)).astype(np.float32)
-    boxes = np.array(
-        [
-            [10, 20, 120, 140],
-            [50, 50, 250, 200],
-            [0, 0, 30, 30],
-            [100, 30, 200, 90],
-            [5, 150, 90, 250],
-            [60, 60, 70, 75],
-        ],
-        dtype=np.float32,
-    )
+    boxes = MODEL_FRAME_BOXES[:6]
     new, new_iou = backend.decode(emb, boxes)
     backend.model.mask_decoder.single_mask_rewrite = False
     old, old_iou = backend.decode(emb, boxes)

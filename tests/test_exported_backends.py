@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fakes import MODEL_FRAME_BOXES
 
 from medsam_desktop.core.backends import InferenceBackend
 from medsam_desktop.core.backends.export import PREPARE_FILE, export_onnx
@@ -50,18 +51,7 @@ def test_candidate_matches_torch(exported: tuple[torch.nn.Module, Path], kind: s
     assert e_cand.shape == (1, 256, 64, 64)
     np.testing.assert_allclose(e_cand, e_ref, atol=2e-4, rtol=1e-3)
     # 7 boxes: chunks of every exported size, results in the order given
-    boxes = np.array(
-        [
-            [10, 20, 120, 140],
-            [50, 50, 250, 200],
-            [0, 0, 30, 30],
-            [100, 30, 200, 90],
-            [5, 150, 90, 250],
-            [60, 60, 70, 75],
-            [128, 128, 255, 255],
-        ],
-        dtype=np.float32,
-    )
+    boxes = MODEL_FRAME_BOXES
     (l_ref, i_ref), (l_cand, i_cand) = ref.decode(e_ref, boxes), cand.decode(e_ref, boxes)
     assert l_cand.shape == (7, 256, 256) and i_cand.shape == (7,)
     np.testing.assert_allclose(l_cand, l_ref, atol=2e-3, rtol=1e-3)

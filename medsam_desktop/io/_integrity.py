@@ -58,6 +58,11 @@ def _nifti_expected_size(header: bytes) -> int | None:
             break
     else:
         return None
+    return _data_end(dims, bitpix, vox_offset)
+
+
+def _data_end(dims: tuple[int, ...], bitpix: int, vox_offset: int) -> int | None:
+    """``vox_offset`` + the bytes of the voxels of a header's ``dim`` / ``bitpix`` (None when they are invalid)."""
     ndim = dims[0]
     if not 1 <= ndim <= 7 or bitpix <= 0:
         return None
@@ -81,13 +86,7 @@ def _pair_voxel_bytes(header: bytes) -> int | None:
     dims = struct.unpack(f"{endian}8h", header[40:56])
     bitpix = struct.unpack(f"{endian}h", header[72:74])[0]
     vox_offset = max(int(struct.unpack(f"{endian}f", header[108:112])[0]), 0)
-    ndim = dims[0]
-    if not 1 <= ndim <= 7 or bitpix <= 0:
-        return None
-    n_vox = 1
-    for d in dims[1 : ndim + 1]:
-        n_vox *= max(int(d), 1)
-    return vox_offset + n_vox * bitpix // 8
+    return _data_end(dims, bitpix, vox_offset)
 
 
 def _pair_files(path: Path) -> tuple[Path, Path] | None:

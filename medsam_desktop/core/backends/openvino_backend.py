@@ -91,7 +91,8 @@ class OpenVinoBackend(ChunkedDecoder):
         import openvino as ov
 
         single_threaded_numpy_blas()
-        if "bf16" in (precision, encoder_precision) and not native_bf16(ov.Core()):
+        core = ov.Core()
+        if "bf16" in (precision, encoder_precision) and not native_bf16(core):
             precision = "f32" if precision == "bf16" else precision
             encoder_precision = "f32" if encoder_precision == "bf16" else encoder_precision
         config: dict[str, object] = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
@@ -100,7 +101,7 @@ class OpenVinoBackend(ChunkedDecoder):
         encoder_config = {**config, "INFERENCE_PRECISION_HINT": encoder_precision or precision}
         cache_dir = model_cache_dir() if cache else None
         try:
-            self._compile(ov.Core(), files, config, encoder_config, cache_dir)
+            self._compile(core, files, config, encoder_config, cache_dir)
         except RuntimeError as exc:
             if cache_dir is None:
                 raise
