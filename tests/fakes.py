@@ -53,3 +53,22 @@ class SideEffect:
 def model_args(weights: Path) -> list[str]:
     """CLI arguments running the random-weights student (fast, one thread, quiet)."""
     return ["--model", "repvit_m0_6", "--weights", str(weights), "--threads", "1", "-q"]
+
+
+class SquareClickBackend:
+    """Instant click path: the previous mask (logits > 0) with a 9x9 square added around each positive point and
+    removed around each negative one (model frame). ``calls`` counts decodes; ``slots`` as the real networks."""
+
+    name = "fake-clicks"
+    slots = 8
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def decode_clicks(self, embedding, box, points, labels, mask_logits):
+        self.calls += 1
+        mask = np.asarray(mask_logits).reshape(256, 256) > 0
+        for (x, y), lab in zip(np.asarray(points).reshape(-1, 2), np.asarray(labels).reshape(-1)):
+            xi, yi = int(np.rint(x)), int(np.rint(y))
+            mask[max(yi - 4, 0) : yi + 5, max(xi - 4, 0) : xi + 5] = lab > 0.5
+        return np.where(mask, 10.0, -10.0).astype(np.float32), 1.0

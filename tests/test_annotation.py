@@ -237,3 +237,40 @@ def test_fill_holes_matches_scipy_on_random_masks() -> None:
     for _ in range(200):
         mask = rng.random((int(rng.integers(1, 40)), int(rng.integers(1, 40)))) < rng.uniform(0.2, 0.8)
         np.testing.assert_array_equal(fill_holes(mask), ndimage.binary_fill_holes(mask))
+
+
+def test_repaint_replaces_the_previous_mask_in_one_undo_step() -> None:
+    from medsam_desktop.core.inference.reformat import Plane
+
+    s = make_session()
+    s.overlap = OverlapRule.OVERWRITE
+    other, label = s.add_label("other").id, s.add_label("target").id
+    plane = Plane()
+    s.apply_mask(3, _rect(s, 5, 5, 10, 10), label=other)
+    base = s.plane_slice(plane, 3)
+    s.apply_plane_mask(plane, 3, _rect(s, 0, 0, 20, 20), label)  # the box's mask, over the other label
+    assert (s.labels[3] == label).sum() == 400 and (s.labels[3] == other).sum() == 0
+    s.repaint_plane_mask(plane, 3, base, _rect(s, 15, 15, 25, 25), label)  # a click: another mask
+    assert (s.labels[3] == label).sum() == 100 and (s.labels[3][15:25, 15:25] == label).all()
+    assert (s.labels[3] == other).sum() == 25  # what the box had covered is back as it was
+    assert s.history.undo_text() == "Click"
+    s.undo()  # one step: back to the box's mask
+    assert (s.labels[3] == label).sum() == 400 and (s.labels[3] == other).sum() == 0
+
+
+def test_repaint_keeps_locked_voxels() -> None:
+    from medsam_desktop.core.inference.reformat import Plane
+
+    s = make_session()
+    locked, label = s.add_label("locked").id, s.add_label("target").id
+    s.apply_mask(2, _rect(s, 0, 0, 4, 4), label=locked)
+    base = s.plane_slice(plane := Plane(), 2)
+    s.set_label_locked(locked, True)
+    s.repaint_plane_mask(plane, 2, np.zeros_like(base), _rect(s, 0, 0, 10, 10), label)  # base without it
+    assert (s.labels[2] == locked).sum() == 16 and (s.labels[2] == label).sum() == 84
+
+
+def _rect(s: AnnotationSession, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
+    m = np.zeros(s.shape[1:], bool)
+    m[y0:y1, x0:x1] = True
+    return m

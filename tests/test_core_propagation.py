@@ -311,3 +311,22 @@ def test_stop_when_empty_with_an_empty_start_slice_stops_both_ways() -> None:
     labels = propagate_boxes(fake, volume(), np.array([[20, 30, 0, 80, 90, 11]]), start_slices=[5],
                              stop_when_empty=True)  # fmt: skip
     assert fake.encoded == [5] and not labels.any()
+
+
+def test_a_fixed_slice_is_kept_and_the_sweeps_continue_from_it() -> None:
+    pred = FakePredictor()
+    fixed = np.zeros((H, W), bool)
+    fixed[40:60, 30:90] = True  # the corrected start slice: wider than the box
+    labels = propagate_boxes(pred, volume(), np.array([[30, 40, 3, 50, 60, 7]]), start_slices=[5],
+                             fixed_masks=[{5: fixed}])  # fmt: skip
+    assert np.array_equal(labels[5] == 1, fixed)
+    assert 5 not in pred.encoded  # nothing decoded on the fixed slice
+    first_up = next(b for z, b in pred.prompts if z == 6)
+    np.testing.assert_array_equal(first_up, mask_bbox_model(fixed))  # slice 6 is prompted by the fixed mask
+    first_down = next(b for z, b in pred.prompts if z == 4)
+    np.testing.assert_array_equal(first_down, mask_bbox_model(fixed))
+
+
+def test_fixed_masks_must_match_the_boxes() -> None:
+    with pytest.raises(ValueError, match="fixed-mask sets"):
+        propagate_boxes(FakePredictor(), volume(), np.array([[30, 40, 3, 50, 60, 7]]), fixed_masks=[{}, {}])

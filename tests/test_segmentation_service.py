@@ -126,3 +126,38 @@ def test_propagation_returns_the_clamped_range_and_stops_on_cancel() -> None:
     result = service.propagate(predictor, "axial", 2, np.array([15.0, 10.0, 34.0, 29.0]), 2, 2, cancel,
                                stop_after_first)  # fmt: skip
     assert result.cancelled and result.masks[2 - result.z0].any()  # the start slice is kept
+
+
+def test_clicks_reuse_the_chain_and_leave_the_box_result_as_it_was() -> None:
+    from fakes import SquareClickBackend
+
+    from medsam_desktop.core.inference.clicks import ClickPoint
+
+    clicks = SquareClickBackend()
+    loads = []
+    backend = BoxBackend()
+    service = SegmentationService(lambda: backend, EmbeddingCache(), 0, click_factory=lambda: loads.append(1) or clicks)
+    service.set_volume(("vol", 1), _volume())
+    predictor, _ = service.load_model()
+    box = np.array([15.0, 10.0, 34.0, 29.0])
+    before = service.segment(predictor, "axial", 2, box)
+    assert not loads  # no click yet: the click path is not loaded
+    p1, p2 = ClickPoint(40, 20, True), ClickPoint(20, 15, False)
+    one = service.refine(predictor, "axial", 2, box, [p1])
+    two = service.refine(predictor, "axial", 2, box, [p1, p2])
+    assert clicks.calls == 2 and loads == [1]
+    assert one[20, 40] and not before[20, 40] and not two[15, 20]
+    assert np.array_equal(service.refine(predictor, "axial", 2, box, [p1]), one)  # an undone click: no decode
+    assert np.array_equal(service.refine(predictor, "axial", 2, box, []), before)
+    assert clicks.calls == 2
+    assert np.array_equal(service.segment(predictor, "axial", 2, box), before)  # box-only path untouched
+
+
+def test_clicks_without_a_click_path_say_so() -> None:
+    from medsam_desktop.core.backends.clicks import ClicksUnavailable
+    from medsam_desktop.core.inference.clicks import ClickPoint
+
+    service, _ = _service()
+    predictor, _ = service.load_model()
+    with pytest.raises(ClicksUnavailable, match="not available"):
+        service.refine(predictor, "axial", 0, np.array([1.0, 1, 10, 10]), [ClickPoint(3, 3, True)])

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from medsam_desktop.atomic import replace_folder
+from medsam_desktop.core.backends.clicks import CLICKS_STEM
 from medsam_desktop.core.backends.layout import ENCODER, ENCODER_INT8, NetworkFiles
 from medsam_desktop.core.backends.shipped import (
     BIN_SHA_LABEL,
@@ -45,6 +47,10 @@ WHAT = {
     "prepare": "the decoder's box-independent image side (embedding -> keys (1, 4096, 256), keys_pe_t (1, 256, 4096))",
     "decoder": "prompt encoder + mask decoder for 1 box (keys, keys_pe_t, boxes (1, 4) in the 256 model frame -> "
     "logits (1, 256, 256), iou (1,))",
+    "clicks": "the click path: its own prompt encoder + mask decoder for box + clicks + the previous mask (embedding "
+    "(1, 256, 64, 64), boxes (1, 4), points (1, 8, 2), labels (1, 8) with -1 for unused slots, mask_logits "
+    "(1, 1, 256, 256) in the 256 model frame -> logits (1, 1, 256, 256), iou (1, 1)), from `{int8}` "
+    "(training/train_clicks.py, training/export_clicks.py)",
     "decoder_b2": "prompt encoder + mask decoder for 2 boxes (keys, keys_pe_t, boxes (2, 4) in the 256 model frame "
     "-> logits (2, 256, 256), iou (2,))",
 }
@@ -171,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             storage = "fp16" if fp16 else "int8 (convolutions) and fp32" if stem == ENCODER_INT8 else "fp32"
             write_card(ir_dir / f"{stem}.xml", weights, source_sha, stem, int8_onnx.name, diffs[stem], storage)
             log.info("%s: %s", stem, diffs[stem])
+        for kept in target.glob(f"{CLICKS_STEM}.*"):  # the click path is exported by export_clicks.py: keep it
+            shutil.copy2(kept, ir_dir / kept.name)
         replace_folder(ir_dir, target)
     shipped_files(weights, int8=True), shipped_files(weights, int8=False)  # as the app checks them
     size = sum(p.stat().st_size for p in target.iterdir()) / 2**20

@@ -38,7 +38,7 @@ from .loader import ImageLoader, Reader
 from .segmentation_controller import SegmentationController
 from .settings_dialog import AppSettings, SettingsDialog, qsettings
 from .slice_view import SliceView, Tool, auto_window
-from .worker import BackendFactory, SegmentationWorker, default_backend_factory
+from .worker import BackendFactory, ClickFactory, SegmentationWorker, default_backend_factory, default_click_factory
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,8 @@ def _install_text_field_keys() -> None:
 
 
 class MainWindow(QMainWindow):
-    """``backend_factory`` overrides the model (tests use fake encoders); ``store`` overrides QSettings;
-    ``reader`` overrides how images are read (tests use slow fakes)."""
+    """``backend_factory`` overrides the model (tests use fake encoders) and ``click_factory`` its click path;
+    ``store`` overrides QSettings; ``reader`` overrides how images are read (tests use slow fakes)."""
 
     def __init__(
         self,
@@ -89,11 +89,13 @@ class MainWindow(QMainWindow):
         prefetch: int = 2,
         reader: Reader | None = None,
         parent: QWidget | None = None,
+        click_factory: ClickFactory | None = None,
     ) -> None:
         super().__init__(parent)
         self.store = store or qsettings()
         self.settings = AppSettings.load(self.store)
         self._custom_factory = backend_factory
+        self._custom_clicks = click_factory
         self.session: AnnotationSession | None = None
         self.model_error_shown = False
         self.closing = False
@@ -110,8 +112,9 @@ class MainWindow(QMainWindow):
         self._window_timer.timeout.connect(self._apply_model_window)
 
         self.worker = SegmentationWorker(
-            self._factory(), self.settings.cache_mb * 2**20, prefetch=prefetch, parent=self
-        )
+            self._factory(), self.settings.cache_mb * 2**20, prefetch=prefetch, parent=self,
+            click_factory=self._click_factory(),
+        )  # fmt: skip
         self.view = SliceView(self)
         self.segmentation = SegmentationController(self)
         self.setCentralWidget(self.view)
@@ -141,6 +144,13 @@ class MainWindow(QMainWindow):
     def _factory(self) -> BackendFactory:
         s = self.settings
         return self._custom_factory or default_backend_factory(s.model, s.threads, s.runtime, s.precision)
+
+    def _click_factory(self) -> ClickFactory | None:
+        """The click path of the configured model (None with a test's custom model and no custom clicks)."""
+        if self._custom_clicks is not None or self._custom_factory is not None:
+            return self._custom_clicks
+        s = self.settings
+        return default_click_factory(s.model, s.threads, s.runtime)
 
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
@@ -570,7 +580,7 @@ class MainWindow(QMainWindow):
             self.model_error_shown = False
             self.model_label.setText("model: not loaded")
             self.model_label.setToolTip("")
-            self.worker.set_backend_factory(self._factory())
+            self.worker.set_backend_factory(self._factory(), self._click_factory())
         elif old.threads != new.threads:
             self.worker.set_threads(new.threads)  # live: the model and its cached embeddings stay
 
@@ -582,6 +592,7 @@ class MainWindow(QMainWindow):
         self.status(reason, 15000)
 
     def _on_history(self) -> None:
+        self.segmentation.sync_clicks()  # an undo/redo of a click shows the clicks of the state it restored
         self._edits += 1
         self.update_actions()
         self.recovery.schedule()

@@ -1,10 +1,16 @@
-"""Box -> mask and propagation in the window: which request belongs to which label and plane, what happens to a
-result that arrives too late, the propagation's progress, preview and cancel, and its settling before the image
-changes or the app closes. The inference itself runs in the worker (``ui/worker.py``)."""
+"""Box -> mask, clicks and propagation in the window: which request belongs to which label and plane, what happens
+to a result that arrives too late, the propagation's progress, preview and cancel, and its settling before the
+image changes or the app closes. The inference itself runs in the worker (``ui/worker.py``).
+
+Clicks (after a box, on its slice): a left click adds a positive point, a right click or Shift+click a negative
+one; each click's mask replaces the box's (or the previous click's) on that slice as one undo step, so Ctrl+Z
+takes clicks back one by one and the points shown follow the undo history. A new box starts over; Propagate
+starts from the corrected slice."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -12,6 +18,7 @@ from PyQt6.QtCore import QEventLoop, QObject, QTimer
 
 from ..core.document.anatomy import slice_directions
 from ..core.document.annotation import LabelLockedError
+from ..core.inference.clicks import ClickPoint
 from ..core.inference.reformat import Plane
 from . import dialogs
 
@@ -21,14 +28,34 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class ClickState:
+    """The latest box and its clicks: ``base`` is its slice's label values before the box (plane frame);
+    ``serials[k]`` the history serial after the box (k = 0) or after click k, ``masks[k]`` the mask then;
+    ``shown`` how many clicks the current history state holds (an undo lowers it, a redo raises it)."""
+
+    label: int
+    plane: Plane
+    z: int
+    box: np.ndarray
+    base: np.ndarray
+    points: list[ClickPoint] = field(default_factory=list)
+    serials: list[int] = field(default_factory=list)
+    masks: list[np.ndarray] = field(default_factory=list)
+    shown: int = 0
+
+
 class SegmentationController(QObject):
-    """The window's segment / propagate state machine (one propagation at a time)."""
+    """The window's segment / click / propagate state machine (one propagation at a time)."""
 
     def __init__(self, window: MainWindow) -> None:
         super().__init__(window)
         self._window = window
-        self._segment_labels: dict[int, tuple[int, Plane]] = {}  # request id -> (label value, plane drawn on)
+        self._segment_labels: dict[int, tuple[int, Plane, ClickState]] = {}  # request id -> (label, plane, clicks)
         self._propagation: tuple[int, int, Plane] | None = None  # (request id, label, plane it walks along)
+        self._clicks: ClickState | None = None  # the box that clicks correct now
+        self._click_requests: dict[int, ClickState] = {}
+        self._applying = False  # our own edit is being committed: the history change is not an undo
 
     @property
     def propagating(self) -> bool:
@@ -41,11 +68,14 @@ class SegmentationController(QObject):
             self._propagation = None
             self._end_propagation_ui()
         self._segment_labels = {}
+        self._drop_clicks()
 
     def connect_worker(self) -> None:
         w = self._window
         w.view.box_drawn.connect(self._on_box)
+        w.view.point_clicked.connect(self._on_point)
         w.worker.mask_ready.connect(self._on_mask_ready)
+        w.worker.refined.connect(self._on_refined)
         w.worker.failed.connect(self._on_failed)
         w.worker.progress.connect(self._on_progress)
         w.worker.slice_done.connect(self._on_propagated_slice)
@@ -69,8 +99,10 @@ class SegmentationController(QObject):
             return
         w.flush_model_window()
         plane = w.view.plane
+        self._drop_clicks()  # a new box starts over
+        state = ClickState(label, plane, z, np.asarray(box, np.float64).copy(), w.session.plane_slice(plane, z))
         req = w.worker.segment(z, box, plane.orientation)
-        self._segment_labels = {req: (label, plane)}
+        self._segment_labels = {req: (label, plane, state)}
         w.status("Segmenting…")
 
     def segment_last_box(self) -> None:
@@ -88,20 +120,110 @@ class SegmentationController(QObject):
         if request[0] not in w.session.table:
             w.status("Result discarded: its label was deleted", 3000)
             return
-        label, plane = request
+        label, plane, state = request
         if w.view.orientation != plane.orientation or w.view.current != z:
             w.status("Result discarded: the slice changed", 3000)
             return
         try:
+            self._applying = True
             w.session.apply_plane_mask(plane, z, mask, label)  # on the voxels under the box (one undo step)
         except LabelLockedError as exc:  # locked while the model was running
             w.status(f"Result discarded: {exc}", 5000)
             return
+        finally:
+            self._applying = False
+        state.serials, state.masks = [w.session.history.current_serial], [np.asarray(mask, bool)]
+        self._clicks = state
         where = "slice" if plane.orientation == "axial" else f"{plane.orientation} slice"
-        w.status(f"Segmented {where} {z}", 3000)
+        w.status(f"Segmented {where} {z}. Click to correct: left adds, right or Shift+click removes", 4000)
+
+    # --- clicks ----------------------------------------------------------------------------------
+    def _drop_clicks(self) -> None:
+        self._clicks = None
+        self._click_requests = {}
+        self._window.view.set_points(None)
+
+    def _show_clicks(self, state: ClickState) -> None:
+        self._window.view.set_points(state.z, [(p.x, p.y, p.positive) for p in state.points[: state.shown]])
+
+    def _on_point(self, z: int, x: float, y: float, positive: bool) -> None:
+        """A click on the shown slice: correct the latest box's mask there with all its clicks so far."""
+        w = self._window
+        state = self._clicks
+        if w.session is None or self.propagating:
+            return
+        if (
+            state is None
+            or state.z != z
+            or state.plane.orientation != w.view.orientation
+            or state.label not in (w.session.table)
+        ):
+            w.status("Clicks correct the mask of a box on this slice: draw a box first", 5000)
+            return
+        if w.session.table.get(state.label).locked:
+            w.status(f"{w.session.table.get(state.label).name} is locked: unlock it to correct its mask", 5000)
+            return
+        if self._click_requests:
+            return  # one click at a time: the next waits for this mask (a decoder call, tens of ms)
+        del state.points[state.shown :], state.serials[state.shown + 1 :], state.masks[state.shown + 1 :]
+        state.points.append(ClickPoint(x, y, positive))
+        w.view.set_points(state.z, [(p.x, p.y, p.positive) for p in state.points])
+        req = w.worker.refine(z, state.box, list(state.points), state.plane.orientation)
+        self._click_requests = {req: state}
+
+    def _on_refined(self, req_id: int, z: int, mask: np.ndarray) -> None:
+        w = self._window
+        state = self._click_requests.pop(req_id, None)
+        if w.closing or w.session is None or state is None or state is not self._clicks:
+            return
+        if state.label not in w.session.table:
+            w.status("Click discarded: its label was deleted", 3000)
+            self._drop_clicks()
+            return
+        try:
+            self._applying = True
+            w.session.repaint_plane_mask(state.plane, z, state.base, mask, state.label, "Click")
+        except LabelLockedError as exc:
+            state.points.pop()
+            self._show_clicks(state)
+            w.status(f"Click discarded: {exc}", 5000)
+            return
+        finally:
+            self._applying = False
+        state.serials.append(w.session.history.current_serial)
+        state.masks.append(np.asarray(mask, bool))
+        state.shown = len(state.points)
+        self._show_clicks(state)
+        n = state.shown
+        w.status(f"Click {n}: mask corrected (Ctrl+Z takes it back)", 3000)
+
+    def sync_clicks(self) -> None:
+        """After a history change: undo/redo of a box or click shows the clicks of the state it restored; any
+        other edit ends clicking on that box (its base no longer describes the slice)."""
+        state = self._clicks
+        w = self._window
+        if self._applying or state is None or w.session is None:
+            return
+        serial = w.session.history.current_serial
+        if serial in state.serials:
+            state.shown = state.serials.index(serial)
+            self._show_clicks(state)
+        elif not self._click_requests:
+            self._drop_clicks()
+
+    def click_start_mask(self, z: int, plane: Plane) -> np.ndarray | None:
+        """The corrected mask of slice ``z`` when the latest box there has clicks (Propagate starts from it)."""
+        state = self._clicks
+        if state is None or state.shown == 0 or state.z != z or state.plane.orientation != plane.orientation:
+            return None
+        return state.masks[state.shown]
 
     def _on_failed(self, req_id: int, message: str) -> None:
         w = self._window
+        state = self._click_requests.pop(req_id, None)
+        if state is not None and state.points:
+            state.points.pop()  # the click that failed is not shown
+            self._show_clicks(state)
         if self._propagation is not None and self._propagation[0] == req_id:
             self._propagation = None
             w.view.clear_preview()
@@ -156,7 +278,8 @@ class SegmentationController(QObject):
             )
             return None
         w.flush_model_window()
-        req = w.worker.propagate(z, box, below, above, plane.orientation, stop_when_empty)
+        start_mask = self.click_start_mask(z, plane)
+        req = w.worker.propagate(z, box, below, above, plane.orientation, stop_when_empty, start_mask)
         self._propagation = (req, label, plane)
         w.progress.setRange(0, below + above + 1)
         w.progress.setValue(0)

@@ -47,6 +47,8 @@ def auto_window(array: np.ndarray, modality: str) -> tuple[float, float]:
     return (lo + hi) / 2, max(hi - lo, 1e-3)
 
 
+#: a press and release this close (widget pixels, Manhattan) is a click, not a drag
+CLICK_SLOP = 3
 EMPTY_HINT = (
     "Open a CT, MR or other image:\n\nFile › Open… (Ctrl+O), or drop a file or DICOM folder here,\n"
     "or try File › Open sample.\n\nThen drag a box around a structure to segment it."
@@ -63,6 +65,7 @@ class SliceView(pg.GraphicsView):
     box_drawn = pyqtSignal(int, object)  # index along the current orientation, [x0, y0, x1, y1] plane pixels
     cursor_info = pyqtSignal(str)
     box_refused = pyqtSignal(str)  # a drag that missed the image: why nothing was segmented (one line)
+    point_clicked = pyqtSignal(int, float, float, bool)  # index, column, row (plane pixels), positive
     window_changed = pyqtSignal(float, float)  # level, width
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -88,6 +91,10 @@ class SliceView(pg.GraphicsView):
         self.brush_item.setZValue(21)
         self.brush_item.hide()
         self.vb.addItem(self.brush_item, ignoreBounds=True)
+        self.points_item = pg.ScatterPlotItem(size=11, pxMode=True)
+        self.points_item.setZValue(22)
+        self.vb.addItem(self.points_item, ignoreBounds=True)
+        self._points: tuple[int, str, list[tuple[float, float, bool]]] | None = None  # index, orientation, points
         self.setMouseTracking(True)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.hint = QLabel(EMPTY_HINT, self)  # what to do first, while no image is open
@@ -121,6 +128,8 @@ class SliceView(pg.GraphicsView):
         self.session = session
         self.preview.clear()
         self.last_box = None
+        self._points = None
+        self.points_item.setData([])
         self.cursor_voxel = None
         self.hint.setVisible(session is None)
         if session is None:
@@ -248,6 +257,7 @@ class SliceView(pg.GraphicsView):
         self.overlay.setTransform(transform)
         self.refresh_overlay()
         self._update_box_item()
+        self._update_points_item()
         if reset_range:
             self.reset_zoom()
 
@@ -301,6 +311,28 @@ class SliceView(pg.GraphicsView):
         r = rect_px.normalized()
         self.box_item.setRect(QRectF(r.x() * sx, r.y() * sy, r.width() * sx, r.height() * sy))
         self.box_item.show()
+
+    def set_points(self, index: int | None, points: list[tuple[float, float, bool]] | None = None) -> None:
+        """Show click points ``(column, row, positive)`` (plane pixels of the shown orientation) on slice
+        ``index``: green positive, red negative; None or no points hides them."""
+        self._points = None if index is None or not points else (index, self.orientation, list(points))
+        self._update_points_item()
+
+    @property
+    def shown_points(self) -> list[tuple[float, float, bool]]:
+        return [] if self._points is None else list(self._points[2])
+
+    def _update_points_item(self) -> None:
+        p = self._points
+        if p is None or p[0] != self.current or p[1] != self.orientation:
+            self.points_item.setData([])
+            return
+        sx, sy = self._pixel_spacing()
+        self.points_item.setData(
+            x=[(x + 0.5) * sx for x, _, _ in p[2]], y=[(y + 0.5) * sy for _, y, _ in p[2]],
+            brush=[pg.mkBrush(40, 220, 60) if pos else pg.mkBrush(235, 50, 50) for _, _, pos in p[2]],
+            pen=pg.mkPen(255, 255, 255, width=1), symbol=["+" if pos else "x" for _, _, pos in p[2]],
+        )  # fmt: skip
 
     # --- coordinates -----------------------------------------------------------------------------
     def widget_to_pixel(self, pos: QPointF) -> QPointF:
@@ -415,13 +447,36 @@ class SliceView(pg.GraphicsView):
         if drag is None:
             super().mouseReleaseEvent(ev)
             return
-        if drag == Tool.BOX.value:
+        still = (ev.position() - self._drag_start).manhattanLength() <= CLICK_SLOP
+        shift = bool(ev.modifiers() & Qt.KeyboardModifier.ShiftModifier)
+        if drag == "window" and still:  # a right click, not a drag: a negative point on the box's slice
+            self.set_window(*self._drag_window)
+            self._emit_point(ev.position(), positive=False)
+        elif drag == Tool.BOX.value and still and self._box_here():
+            self._update_box_item()  # the click's own zero-size drag rectangle is not the box
+            self._emit_point(ev.position(), positive=not shift)
+        elif drag == Tool.BOX.value:
             a, b = self.widget_to_pixel(self._drag_start), self.widget_to_pixel(ev.position())
             self._finish_box(a, b)
         elif drag in (Tool.BRUSH.value, Tool.ERASER.value) and self.session is not None:
             self._paint_at(ev.position())
             self.session.end_stroke()
         ev.accept()
+
+    def _box_here(self) -> bool:
+        """Whether the last box was drawn on the slice shown (clicks correct its mask)."""
+        box = self.last_box
+        return box is not None and self.orientation == self.last_box_orientation and box[0] == self.current
+
+    def _emit_point(self, pos: QPointF, positive: bool) -> None:
+        """A click at widget ``pos``: :attr:`point_clicked` when it is on the image, beside a box of this slice."""
+        if self.session is None or not self._box_here():
+            return
+        px = self.widget_to_pixel(pos)
+        rows, cols = self.plane.size(self.session.shape)
+        col, row = int(np.floor(px.x())), int(np.floor(px.y()))
+        if 0 <= row < rows and 0 <= col < cols:
+            self.point_clicked.emit(self.current, float(col), float(row), positive)
 
     @staticmethod
     def _snap(p: QPointF, add: int = 0) -> QPointF:

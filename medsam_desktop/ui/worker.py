@@ -21,9 +21,11 @@ from PyQt6.QtCore import QObject, QThread, QTimer, pyqtSignal, pyqtSlot
 
 from ..core.backends import DEFAULT_PRECISION, DEFAULT_RUNTIME, InferenceBackend
 from ..core.inference.cache import EmbeddingCache
+from ..core.inference.clicks import ClickPoint
 from ..core.inference.predictor import Predictor
 from ..core.inference.segmentation_service import (
     BackendFactory,
+    ClickFactory,
     ModelUnavailableError,
     RequestClock,
     SegmentationService,
@@ -52,12 +54,27 @@ def default_backend_factory(
     return factory
 
 
+def default_click_factory(model: str = "auto", threads: int = 0, runtime: str = DEFAULT_RUNTIME) -> ClickFactory:
+    """A factory loading the click path of the named model's weights (``core.backends.clicks``), called at the
+    first click; ClicksUnavailable (one line) when those weights have none."""
+
+    def factory():
+        from ..core.backends.clicks import load_click_backend
+        from ..model_files import default_model_name, weights_for
+
+        name = default_model_name() if model == "auto" else model
+        return load_click_backend(weights_for(name), threads or None, runtime)
+
+    return factory
+
+
 class _Worker(QObject):
     """Lives in the worker thread; slots are invoked through queued signals from :class:`SegmentationWorker` and
     call the Qt-free :class:`SegmentationService`; this class only skips stale requests and emits results."""
 
     # indices and masks are in the plane frame of the request's orientation (axial: z and (H, W))
     mask_ready = pyqtSignal(int, int, object)  # id, index, mask (rows, cols) bool
+    refined = pyqtSignal(int, int, object)  # id, index, mask (rows, cols) bool after the request's clicks
     encoded = pyqtSignal(int, int)  # id, index
     progress = pyqtSignal(int, int, int)  # id, done, total
     slice_done = pyqtSignal(int, int, object)  # id, index, mask (rows, cols) bool
@@ -121,9 +138,9 @@ class _Worker(QObject):
         self._service.set_threads(threads)
 
     @pyqtSlot(object)
-    def set_factory(self, factory: BackendFactory) -> None:
+    def set_factory(self, factories: tuple[BackendFactory, ClickFactory | None]) -> None:
         self._start()
-        self._service.set_factory(factory)
+        self._service.set_factory(*factories)
 
     @pyqtSlot(int, int, str)
     def encode(self, req_id: int, z: int, orientation: str) -> None:
@@ -162,7 +179,23 @@ class _Worker(QObject):
         self.mask_ready.emit(req_id, z, mask)
         self._schedule_prefetch(orientation, z)
 
-    @pyqtSlot(int, int, object, int, int, object, str, bool)
+    @pyqtSlot(int, int, object, object, str)
+    def refine(self, req_id: int, z: int, box: np.ndarray, points: list[ClickPoint], orientation: str) -> None:
+        self._start()
+        if self._clock.is_stale(req_id) or not self._service.has_image:
+            return
+        predictor = self._predictor_or_fail(req_id)
+        if predictor is None:
+            return
+        try:
+            mask = self._service.refine(predictor, orientation, z, box, points)
+        except Exception as exc:  # no click path, a bad box: one line
+            log.info("click failed: %s", exc)
+            self.failed.emit(req_id, f"Click not applied: {one_line(exc)}")
+            return
+        self.refined.emit(req_id, z, mask)
+
+    @pyqtSlot(int, int, object, int, int, object, str, bool, object)
     def propagate(
         self,
         req_id: int,
@@ -173,9 +206,11 @@ class _Worker(QObject):
         cancel: object,
         orientation: str,
         stop_when_empty: bool = False,
+        start_mask: np.ndarray | None = None,
     ) -> None:
         """Propagate ``box`` from plane slice ``zc`` along the axis of ``orientation`` (indices and masks stay in
-        its plane frame); every finished slice is emitted at once."""
+        its plane frame); every finished slice is emitted at once. ``start_mask``: slice ``zc`` as corrected
+        with clicks (kept; the propagation starts from it)."""
         self._start()
         predictor = self._predictor_or_fail(req_id)
         if predictor is None or not self._service.has_image:
@@ -196,6 +231,7 @@ class _Worker(QObject):
                 cancel,  # type: ignore[arg-type]
                 on_slice,
                 stop_when_empty=stop_when_empty,
+                start_mask=start_mask,
             )
         except Exception as exc:
             log.exception("propagation failed")
@@ -208,6 +244,7 @@ class SegmentationWorker(QObject):
     """GUI-side handle: posts requests to the worker thread and forwards only current results."""
 
     mask_ready = pyqtSignal(int, int, object)
+    refined = pyqtSignal(int, int, object)
     encoded = pyqtSignal(int, int)
     progress = pyqtSignal(int, int, int)
     slice_done = pyqtSignal(int, int, object)
@@ -223,7 +260,8 @@ class SegmentationWorker(QObject):
     _post_threads = pyqtSignal(int)
     _post_encode = pyqtSignal(int, int, str)
     _post_segment = pyqtSignal(int, int, object, str)
-    _post_propagate = pyqtSignal(int, int, object, int, int, object, str, bool)
+    _post_refine = pyqtSignal(int, int, object, object, str)
+    _post_propagate = pyqtSignal(int, int, object, int, int, object, str, bool, object)
 
     def __init__(
         self,
@@ -231,6 +269,7 @@ class SegmentationWorker(QObject):
         cache_bytes: int = 256 * 2**20,
         prefetch: int = 2,
         parent: QObject | None = None,
+        click_factory: ClickFactory | None = None,
     ) -> None:
         super().__init__(parent)
         self.cache = EmbeddingCache(cache_bytes, fp16=True)
@@ -242,7 +281,10 @@ class SegmentationWorker(QObject):
         self.volume_key: Hashable = None
         self._thread = QThread()
         self._thread.setObjectName("medsam-worker")
-        service = SegmentationService(factory or default_backend_factory(), self.cache, prefetch)
+        service = SegmentationService(
+            factory or default_backend_factory(), self.cache, prefetch,
+            click_factory if click_factory is not None or factory is not None else default_click_factory(),
+        )  # fmt: skip
         self._worker = _Worker(service, self._shared)
         self._worker.moveToThread(self._thread)
         self._post_volume.connect(self._worker.set_volume)
@@ -251,8 +293,10 @@ class SegmentationWorker(QObject):
         self._post_threads.connect(self._worker.set_threads)
         self._post_encode.connect(self._worker.encode)
         self._post_segment.connect(self._worker.segment)
+        self._post_refine.connect(self._worker.refine)
         self._post_propagate.connect(self._worker.propagate)
         self._worker.mask_ready.connect(self._on_mask)
+        self._worker.refined.connect(self._on_refined)
         self._worker.encoded.connect(self._on_encoded)
         self._worker.progress.connect(self._on_progress)
         self._worker.slice_done.connect(self._on_slice)
@@ -298,11 +342,11 @@ class SegmentationWorker(QObject):
         self._shared.add_pending(1)
         self._post_threads.emit(int(threads))
 
-    def set_backend_factory(self, factory: BackendFactory) -> None:
-        """Use another model (loaded lazily at the next request)."""
+    def set_backend_factory(self, factory: BackendFactory, click_factory: ClickFactory | None = None) -> None:
+        """Use another model (loaded lazily at the next request) and its click path (at the next click)."""
         self.cache.discard()
         self._shared.add_pending(1)
-        self._post_factory.emit(factory)
+        self._post_factory.emit((factory, click_factory))
 
     def encode(self, z: int, orientation: str = "axial") -> int:
         """Encode slice ``z`` of ``orientation`` (then prefetch its neighbours)."""
@@ -316,19 +360,36 @@ class SegmentationWorker(QObject):
         self._post_segment.emit(req_id, int(z), np.asarray(box, dtype=np.float64).copy(), str(orientation))
         return req_id
 
+    def refine(self, z: int, box: np.ndarray, points: list[ClickPoint], orientation: str = "axial") -> int:
+        """Correct ``box``'s mask on slice ``z`` of ``orientation`` with ``points`` (plane-frame pixels, all the
+        clicks so far in order): the result comes as ``refined``."""
+        req_id = self._next_interactive()
+        box = np.asarray(box, dtype=np.float64).copy()
+        self._post_refine.emit(req_id, int(z), box, list(points), str(orientation))
+        return req_id
+
     def propagate(
-        self, z: int, box: np.ndarray, below: int, above: int, orientation: str = "axial", stop_when_empty: bool = False
+        self,
+        z: int,
+        box: np.ndarray,
+        below: int,
+        above: int,
+        orientation: str = "axial",
+        stop_when_empty: bool = False,
+        start_mask: np.ndarray | None = None,
     ) -> int:
         """Propagate ``box`` from slice ``z`` of ``orientation``, ``below``/``above`` slices along its axis
-        (``stop_when_empty``: each direction also ends where the mask disappears)."""
+        (``stop_when_empty``: each direction also ends where the mask disappears; ``start_mask``: slice ``z``
+        as corrected with clicks)."""
         req_id = next(self._ids)
         self._propagation_id = req_id
         self._cancel = threading.Event()
         self._shared.add_pending(1)
         box = np.asarray(box, np.float64).copy()
         self._post_propagate.emit(
-            req_id, int(z), box, below, above, self._cancel, str(orientation), bool(stop_when_empty)
-        )
+            req_id, int(z), box, below, above, self._cancel, str(orientation), bool(stop_when_empty),
+            None if start_mask is None else np.asarray(start_mask, bool).copy(),
+        )  # fmt: skip
         return req_id
 
     def cancel(self) -> None:
@@ -352,6 +413,10 @@ class SegmentationWorker(QObject):
             log.debug("dropping stale mask %d (latest %d)", req_id, self._shared.latest)
             return
         self.mask_ready.emit(req_id, z, mask)
+
+    def _on_refined(self, req_id: int, z: int, mask: np.ndarray) -> None:
+        if self._shared.is_current(req_id):
+            self.refined.emit(req_id, z, mask)
 
     def _on_encoded(self, req_id: int, z: int) -> None:
         if self._shared.is_current(req_id):

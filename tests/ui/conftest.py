@@ -98,7 +98,7 @@ def make_window(qtbot, store, errors, monkeypatch):
 
     windows = []
 
-    def make(backend: object = None, prefetch: int = 0) -> MainWindow:
+    def make(backend: object = None, prefetch: int = 0, clicks: object = None) -> MainWindow:
         backend = backend or FakeBackend()
 
         def factory() -> object:
@@ -106,7 +106,8 @@ def make_window(qtbot, store, errors, monkeypatch):
                 raise backend
             return backend
 
-        window = MainWindow(backend_factory=factory, store=store, prefetch=prefetch)
+        click_factory = None if clicks is None else lambda: clicks
+        window = MainWindow(backend_factory=factory, store=store, prefetch=prefetch, click_factory=click_factory)
         qtbot.addWidget(window, before_close_func=_discard_and_stop)
         window.resize(900, 700)
         window.show()

@@ -105,3 +105,16 @@ def single_threaded_numpy_blas() -> None:
         _blas_limit = False
         return
     _blas_limit = threadpool_limits(limits=1, user_api="blas")
+
+
+def pad_clicks(points: np.ndarray, labels: np.ndarray, slots: int) -> tuple[np.ndarray, np.ndarray]:
+    """(P, 2) points and (P,) labels -> the last ``slots`` of them as (1, slots, 2), (1, slots) float32, padded
+    with label -1 (an unused slot)."""
+    p = np.asarray(points, np.float32).reshape(-1, 2)[-slots:]
+    lab = np.asarray(labels, np.float32).reshape(-1)[-slots:]
+    if len(p) != len(lab):
+        raise ValueError(f"{len(p)} points but {len(lab)} labels")
+    out_p = np.zeros((1, slots, 2), np.float32)
+    out_l = np.full((1, slots), -1.0, np.float32)
+    out_p[0, : len(p)], out_l[0, : len(lab)] = p, lab
+    return out_p, out_l

@@ -372,6 +372,34 @@ class AnnotationSession:
                       region[2].start - x : region[2].stop - x]  # fmt: skip
         return self._edit(region, lambda view: self._paint(view, local, value), description)
 
+    def plane_slice(self, plane: Plane, index: int) -> np.ndarray:
+        """A copy of plane slice ``index``'s label values (rows, cols) in the plane frame of ``plane``."""
+        return plane.take(self._labels, index).copy()
+
+    def repaint_plane_mask(
+        self, plane: Plane, index: int, base: np.ndarray, mask: np.ndarray, label: int | None = None,
+        description: str = "Click",
+    ) -> bool:  # fmt: skip
+        """Set plane slice ``index`` to ``base`` (its label values as they were, e.g. before a box) painted with
+        ``mask`` (one undo step): a click's mask replaces the box's or the previous click's instead of adding to
+        it. Locked labels keep their voxels; the slice's voxels outside ``base != current`` and ``mask`` are not
+        touched."""
+        value = self._label_value(label)
+        mask = np.asarray(mask, bool)
+        base = np.asarray(base)
+        size = plane.size(self.shape)
+        if mask.shape != size or base.shape != size or not 0 <= index < plane.depth(self.shape):
+            raise ValueError(f"{plane.orientation} slice {index}: mask {mask.shape} / base {base.shape} != {size}")
+
+        def repaint(view: np.ndarray) -> None:
+            sl = plane.stack(view)[0]  # plane-frame view into the label map
+            target = base.astype(sl.dtype)
+            self._paint(target, mask, value)
+            keep = self._unlocked(sl, np.ones(sl.shape, bool))  # locked voxels stay as they are
+            sl[keep] = target[keep]
+
+        return self._edit(plane.region(index, 1, self.shape), repaint, description)
+
     def fill_holes(self, index: int | None = None, label: int | None = None, plane: Plane | None = None) -> bool:
         """Fill the holes of ``label`` slice by slice in ``plane`` (default axial), as one undo step.
 

@@ -126,6 +126,7 @@ def propagate_boxes(
     start_slices: list[int] | None = None,
     pixel_spacing: tuple[float, float] | None = None,
     stop_when_empty: bool = False,
+    fixed_masks: list[dict[int, np.ndarray]] | None = None,
 ) -> np.ndarray:
     """Segment a volume (D, H, W) or (D, H, W, 3) in display range from 3D boxes (N, 6).
 
@@ -142,6 +143,9 @@ def propagate_boxes(
     ``stop_when_empty`` (the app's "until the mask disappears"): a box whose mask comes back empty on a slice is
     not carried further in that direction (an empty start slice stops both), instead of being re-prompted with
     the original box (the challenge's rule, the default). Slices never visited stay 0.
+
+    ``fixed_masks[i]`` maps slice -> (H, W) bool mask of box i that is kept as it is (a slice corrected with clicks):
+    on such a slice nothing is decoded for box i, the mask is written and the sweep continues from it.
     """
     depth = volume.shape[0]
     raw = np.asarray(boxes3d).reshape(-1, 6)
@@ -152,6 +156,9 @@ def propagate_boxes(
     boxes = [Box3D.from_array(b, depth, z) for b, z in zip(raw, starts)]
     boxes = [dataclasses.replace(b, xyxy=validate_box(b.xyxy, size)) for b in boxes]  # same rules as 2D
     values = _check_label_values(label_values, len(boxes))
+    fixed = fixed_masks if fixed_masks is not None else [{} for _ in boxes]
+    if len(fixed) != len(boxes):
+        raise ValueError(f"{len(fixed)} fixed-mask sets for {len(boxes)} boxes")
     labels = np.zeros(volume.shape[:3], dtype=label_dtype(max(values, default=1)))
     if not boxes:
         return labels
@@ -176,9 +183,10 @@ def propagate_boxes(
         return emb
 
     def visit(z: int, active: list[int], upward: bool) -> None:
-        emb = embedding(z)
+        decoded = [i for i in active if z not in fixed[i]]
+        emb = embedding(z) if decoded else None
         prompts = []
-        for i in active:
+        for i in decoded:
             b = boxes[i]
             prompt = None
             if not (upward and z == b.zmid):
@@ -188,9 +196,12 @@ def propagate_boxes(
             if prompt is None:
                 prompt = box_to_model(b.xyxy, emb.frame.original_size, emb.frame.pixel_aspect)
             prompts.append(prompt)
-        pred = predictor.decode_model_boxes(emb, np.stack(prompts))
+        masks = (
+            dict(zip(decoded, predictor.decode_model_boxes(emb, np.stack(prompts)).masks)) if emb is not None else {}
+        )
         sl = labels[z]
-        for i, mask in zip(active, pred.masks):
+        for i in active:
+            mask = masks[i] if i in masks else np.asarray(fixed[i][z], bool)
             prev[i] = mask
             if upward and z == boxes[i].zmid:
                 mid_masks[i] = mask

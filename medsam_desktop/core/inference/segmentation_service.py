@@ -22,7 +22,9 @@ from ...io import Volume
 from ...text import exception_line
 from ..backends import InferenceBackend
 from ..backends.base import apply_torch_threads
+from ..backends.clicks import ClickBackend
 from .cache import EmbeddingCache
+from .clicks import ClickPoint, ClickRefiner
 from .model_input import ModelInput
 from .predictor import Embedding, Predictor
 from .propagation import PropagationCancelled, propagate_boxes
@@ -31,6 +33,23 @@ from .reformat import Plane
 log = logging.getLogger(__name__)
 
 BackendFactory = Callable[[], InferenceBackend]
+ClickFactory = Callable[[], ClickBackend]
+
+
+@dataclass
+class ClickChain:
+    """The masks of one box and its clicks on one slice: entry ``k`` = (first k clicks, logits, mask) after them;
+    entry 0 is the box alone. Kept for the latest box only, so an undone click costs nothing to show again."""
+
+    key: Hashable
+    steps: list[tuple[tuple[ClickPoint, ...], np.ndarray, np.ndarray]]
+
+    def reuse(self, points: tuple[ClickPoint, ...]) -> None:
+        """Keep the longest prefix of steps whose clicks begin ``points``."""
+        k = 1
+        while k < len(self.steps) and len(self.steps[k][0]) <= len(points) and self.steps[k][0] == points[:k]:
+            k += 1
+        del self.steps[k:]
 
 
 @dataclass
@@ -92,8 +111,14 @@ class PropagationResult:
 class SegmentationService:
     """One image and the model, for one worker thread (not thread-safe by itself)."""
 
-    def __init__(self, factory: BackendFactory, cache: EmbeddingCache, prefetch_radius: int = 2) -> None:
+    def __init__(
+        self, factory: BackendFactory, cache: EmbeddingCache, prefetch_radius: int = 2,
+        click_factory: ClickFactory | None = None,
+    ) -> None:  # fmt: skip
         self._factory = factory
+        self._click_factory = click_factory
+        self._refiner: ClickRefiner | None = None
+        self._chain: ClickChain | None = None
         self._cache = cache
         self.prefetch_radius = prefetch_radius
         self._predictor: Predictor | None = None
@@ -123,8 +148,9 @@ class SegmentationService:
             raise ModelUnavailableError(str(self._model_error))
         return self._predictor, False
 
-    def set_factory(self, factory: BackendFactory) -> None:
+    def set_factory(self, factory: BackendFactory, click_factory: ClickFactory | None = None) -> None:
         self._factory, self._predictor, self._model_error = factory, None, None
+        self._click_factory, self._refiner, self._chain = click_factory, None, None
 
     def set_threads(self, threads: int) -> int:
         """CPU threads of a loaded torch model, live (0: all cores); the count in effect, 0 when not torch."""
@@ -133,6 +159,7 @@ class SegmentationService:
     # --- image -----------------------------------------------------------------------------------
     def set_volume(self, key: Hashable, volume: Volume | None) -> None:
         self._key = key
+        self._chain = None
         self._input = None if volume is None else ModelInput(volume)
         self._inputs = {} if self._input is None else {"axial": self._input}
         self._prefetch.clear()
@@ -179,6 +206,32 @@ class SegmentationService:
         pred = predictor.decode(self.encode(predictor, orientation, index), np.asarray(box, dtype=np.float64))
         return pred.masks[0]
 
+    def refine(
+        self, predictor: Predictor, orientation: str, index: int, box: np.ndarray, points: list[ClickPoint]
+    ) -> np.ndarray:
+        """Mask (rows, cols) bool of ``box`` corrected by ``points`` (plane-frame pixels) on plane slice ``index``:
+        the click path decodes each new click from the previous logits (no re-encode); clicks already decoded
+        for this box are reused. The click network is loaded at the first click (ClicksUnavailable says why
+        there is none)."""
+        if self._click_factory is None:
+            from ..backends.clicks import ClicksUnavailable
+
+            raise ClicksUnavailable("clicks are not available with this model")
+        if self._refiner is None:
+            self._refiner = ClickRefiner(self._click_factory)
+        box = np.asarray(box, dtype=np.float64)
+        emb = self.encode(predictor, orientation, index)
+        key = (self.stack_key(orientation), index, tuple(float(v) for v in box))
+        if self._chain is None or self._chain.key != key:
+            first = predictor.decode(emb, box)
+            self._chain = ClickChain(key, [((), first.logits[0], first.masks[0])])
+        wanted = tuple(points)
+        self._chain.reuse(wanted)
+        for k in range(len(self._chain.steps), len(wanted) + 1):
+            pred = self._refiner.refine(emb, box, list(wanted[:k]), self._chain.steps[-1][1])
+            self._chain.steps.append((wanted[:k], pred.logits[0], pred.masks[0]))
+        return self._chain.steps[len(wanted)][2]
+
     def propagate(
         self,
         predictor: Predictor,
@@ -190,11 +243,13 @@ class SegmentationService:
         cancel: threading.Event,
         on_slice: Callable[[int, np.ndarray, int, int], None],
         stop_when_empty: bool = False,
+        start_mask: np.ndarray | None = None,
     ) -> PropagationResult:
         """Propagate ``box`` from plane slice ``zc`` along the axis of ``orientation`` (the challenge algorithm on
         the reformatted stack), ``below`` / ``above`` slices clamped to the stack. ``on_slice(z, mask, done,
         total)`` after each slice; a cancel returns the slices finished (``cancelled``). ``stop_when_empty``: each
-        direction ends where the mask disappears (the slices beyond stay empty)."""
+        direction ends where the mask disappears (the slices beyond stay empty). ``start_mask`` (rows, cols): the
+        mask of slice ``zc`` as corrected with clicks, kept as it is; the propagation starts from it."""
         stack = self._input_for(orientation)
         below, above = clamp_range(len(stack), zc, below, above)
         total, done = above + below + 1, 0
@@ -219,6 +274,7 @@ class SegmentationService:
                 start_slices=[zc],
                 pixel_spacing=stack.pixel_spacing,
                 stop_when_empty=stop_when_empty,
+                fixed_masks=None if start_mask is None else [{zc: np.asarray(start_mask, bool)}],
             )
         except PropagationCancelled:
             return PropagationResult(z0, out, True)

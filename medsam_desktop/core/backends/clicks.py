@@ -1,0 +1,120 @@
+"""The click path's runtime: box + clicks + the previous mask -> one mask, loaded when the first click comes.
+
+Its weights are separate from the box-only decoder's (``models/x.clicks.pt``, card naming the student's sha256;
+the shipped OpenVINO IR ``models/x.openvino/clicks.xml``, card naming the same), so a box without clicks is
+decoded exactly as before. Frames: the 256 model frame (``model.click_decoder``). ``decode_clicks``:
+embedding (1, 256, 64, 64), box (4,), points (P, 2) as (x, y), labels (P,) 1 positive / 0 negative, mask_logits
+(256, 256) -> logits (256, 256), iou. The networks take a fixed number of point slots (``slots``): the last
+``slots`` clicks are given, the rest padded with label -1, as in training. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ...model_files import InvalidCheckpointError, card_field, card_path, verify_against_card, weights_sha256
+from ...text import exception_line
+from .base import pad_clicks, single_threaded_numpy_blas
+from .shipped import shipped_network, verify_network
+
+log = logging.getLogger(__name__)
+
+CLICKS_STEM = "clicks"
+CLICK_WEIGHTS_SUFFIX = ".clicks.pt"
+#: the card line of the click weights that ties them to the student they were trained on
+STUDENT_LABEL = "student sha256"
+
+
+class ClicksUnavailable(RuntimeError):
+    """No click path for these weights; the message is one line for the user."""
+
+
+class ClickBackend(Protocol):
+    name: str
+    slots: int
+
+    def decode_clicks(
+        self, embedding: np.ndarray, box: np.ndarray, points: np.ndarray, labels: np.ndarray, mask_logits: np.ndarray
+    ) -> tuple[np.ndarray, float]: ...
+
+
+def click_weights_path(weights: Path) -> Path:
+    """``models/x.pt`` -> ``models/x.clicks.pt`` (whether or not it exists)."""
+    weights = Path(weights)
+    return weights.with_name(weights.stem + CLICK_WEIGHTS_SUFFIX)
+
+
+class OpenVinoClickBackend:
+    """The shipped ``clicks.xml`` on OpenVINO's CPU plugin (f32: the decoder's time is a few ms either way)."""
+
+    def __init__(self, xml: Path, threads: int | None = None) -> None:
+        import openvino as ov
+
+        single_threaded_numpy_blas()
+        config: dict[str, object] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        core = ov.Core()
+        model = core.read_model(str(xml))
+        self.slots = int(model.input("points").get_partial_shape()[1].get_length())
+        self._request = core.compile_model(model, "CPU", config).create_infer_request()
+        self.name = "clicks+openvino"
+        self._lock = threading.Lock()
+
+    def decode_clicks(
+        self, embedding: np.ndarray, box: np.ndarray, points: np.ndarray, labels: np.ndarray, mask_logits: np.ndarray
+    ) -> tuple[np.ndarray, float]:
+        p, lab = pad_clicks(points, labels, self.slots)
+        inputs = {
+            "embedding": np.ascontiguousarray(embedding, np.float32).reshape(1, 256, 64, 64),
+            "boxes": np.asarray(box, np.float32).reshape(1, 4),
+            "points": p,
+            "labels": lab,
+            "mask_logits": np.ascontiguousarray(mask_logits, np.float32).reshape(1, 1, 256, 256),
+        }
+        with self._lock:
+            out = self._request.infer(inputs)
+            return np.array(out["logits"]).reshape(256, 256), float(np.asarray(out["iou"]).reshape(-1)[0])
+
+
+def _verified_click_weights(weights: Path) -> Path:
+    """The ``.clicks.pt`` of ``weights`` when it matches its card and the card names these weights."""
+    path = click_weights_path(weights)
+    if not path.is_file():
+        raise ClicksUnavailable(f"no click weights for {Path(weights).name}: clicks are available with the student")
+    try:
+        verify_against_card(path)
+    except InvalidCheckpointError as exc:
+        raise ClicksUnavailable(str(exc)) from None
+    if card_field(card_path(path), STUDENT_LABEL) != weights_sha256(weights):
+        raise ClicksUnavailable(f"{path.name} was trained for other weights than {Path(weights).name}")
+    return path
+
+
+def load_click_backend(weights: Path, threads: int | None = None, runtime: str = "default") -> ClickBackend:
+    """The click path of ``weights``: the shipped OpenVINO IR (verified) unless ``runtime`` is ``torch``, else
+    the torch weights from a source install; :class:`ClicksUnavailable` says why there is none."""
+    reason = ""
+    if runtime != "torch":
+        xml = shipped_network(weights, CLICKS_STEM)
+        try:
+            if not xml.is_file():
+                raise ClicksUnavailable(f"no shipped click network for {Path(weights).name}")
+            verify_network(xml, weights_sha256(weights))
+            return OpenVinoClickBackend(xml, threads)
+        except (ClicksUnavailable, InvalidCheckpointError, ImportError, RuntimeError) as exc:
+            reason = exception_line(exc, 160)
+    try:
+        path = _verified_click_weights(weights)
+        from .torch_clicks import TorchClickBackend  # needs torch: a source install
+    except ImportError:
+        raise ClicksUnavailable(reason or "clicks need the shipped click network or PyTorch") from None
+    backend = TorchClickBackend.from_file(path, threads)
+    if reason:
+        log.info("click path on PyTorch (%s)", reason)
+    return backend

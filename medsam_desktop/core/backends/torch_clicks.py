@@ -1,0 +1,49 @@
+"""The click path on PyTorch (source installs, training, export): a ``model.click_decoder.ClickDecoder`` under
+``inference_mode``, fp32. Shapes and frames as :mod:`.clicks`."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from .base import check_threads, pad_clicks, single_threaded_numpy_blas
+
+
+class TorchClickBackend:
+    def __init__(self, decoder: object, threads: int | None = None) -> None:
+        import torch
+
+        from ...model.click_decoder import MAX_POINTS
+
+        if check_threads(threads):
+            torch.set_num_threads(threads)
+        single_threaded_numpy_blas()
+        self._torch = torch
+        self.decoder = decoder.fuse()  # type: ignore[attr-defined]
+        self.slots = MAX_POINTS
+        self.name = "clicks+torch"
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_file(cls, path: Path, threads: int | None = None) -> TorchClickBackend:
+        from ...model.click_decoder import load_click_decoder
+
+        return cls(load_click_decoder(path), threads)
+
+    def decode_clicks(
+        self, embedding: np.ndarray, box: np.ndarray, points: np.ndarray, labels: np.ndarray, mask_logits: np.ndarray
+    ) -> tuple[np.ndarray, float]:
+        torch = self._torch
+        p, lab = pad_clicks(points, labels, self.slots)
+        args = (
+            torch.from_numpy(np.ascontiguousarray(embedding, np.float32).reshape(1, 256, 64, 64)),
+            torch.from_numpy(np.asarray(box, np.float32).reshape(1, 4)),
+            torch.from_numpy(p),
+            torch.from_numpy(lab),
+            torch.from_numpy(np.ascontiguousarray(mask_logits, np.float32).reshape(1, 1, 256, 256)),
+        )
+        with self._lock, torch.inference_mode():
+            logits, iou = self.decoder(*args)
+        return logits[0, 0].numpy().copy(), float(iou[0, 0])

@@ -1,0 +1,180 @@
+"""The box-then-clicks protocol on one challenge case (CVPR 2025 interactive track, as simulated here).
+
+Each object starts from its box-only mask, exactly as ``medsam-infer`` without clicks segments the case. Then
+``clicks`` rounds: every object whose mask still differs from its ground truth gets one click
+(:func:`~.clicks.next_click`) and its mask is decoded again by the click path with all its clicks so far and
+the previous logits as the mask prompt (no re-encode).
+
+- 2D: the clicks go on the image.
+- 3D: the click goes on the slice of the object's box range with the most error voxels. That slice is decoded
+  with the box around the object's current mask there (its 3D box's rectangle when empty) and its clicks.
+  Slices corrected earlier keep their masks. Then the object's propagation is re-run from the corrected slice
+  over its box range (``propagate_boxes(fixed_masks=...)``).
+
+After the box and after every round the case is scored as ``medsam-eval`` scores it (DSC, NSD), giving a curve
+of ``clicks + 1`` points. ``auc`` is the trapezoidal area under the points of clicks 1..K over a unit step,
+divided by K - 1, i.e. a mean that weighs every click interval equally (the box itself is not in it).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..inference.boxes import mask_bbox
+from ..inference.cache import EmbeddingCache
+from ..inference.challenge import box_problem
+from ..inference.clicks import ClickPoint, ClickRefiner
+from ..inference.predictor import Predictor
+from ..inference.propagation import Box3D, propagate_boxes
+from .clicks import largest_error_slice, next_click
+from .metrics import evaluate_case
+
+log = logging.getLogger(__name__)
+
+#: embeddings kept for re-propagating a 3D case after each click (fp32: the same values on every pass)
+CLICK_CACHE_BYTES = 1536 * 2**20
+
+
+@dataclass
+class ClickCurve:
+    """DSC and NSD of a case after the box (index 0) and after each click round (index k)."""
+
+    dsc: list[float] = field(default_factory=list)
+    nsd: list[float] = field(default_factory=list)
+
+    @staticmethod
+    def _auc(values: list[float]) -> float:
+        v = np.asarray(values[1:], np.float64)
+        if len(v) < 2:
+            return float(v[0]) if len(v) else float("nan")
+        return float(np.sum((v[1:] + v[:-1]) / 2) / (len(v) - 1))
+
+    @property
+    def dsc_auc(self) -> float:
+        return self._auc(self.dsc)
+
+    @property
+    def nsd_auc(self) -> float:
+        return self._auc(self.nsd)
+
+
+def _compose(shape: tuple[int, ...], masks: dict[int, np.ndarray], dtype: np.dtype) -> np.ndarray:
+    """Label map from per-object masks (label -> mask): a larger label wins where masks overlap (the challenge)."""
+    out = np.zeros(shape, dtype)
+    for value in sorted(masks):
+        out[masks[value]] = value
+    return out
+
+
+def _score(curve: ClickCurve, segs: np.ndarray, gts: np.ndarray, spacing: tuple[float, ...] | None) -> None:
+    m = evaluate_case(segs, gts, spacing)
+    curve.dsc.append(float(m.dsc))
+    curve.nsd.append(float(m.nsd))
+
+
+def _usable(boxes: np.ndarray, shape_zyx: tuple[int, int, int], name: str) -> list[int]:
+    out = []
+    for i, box in enumerate(boxes):
+        problem = box_problem(box, shape_zyx)
+        if problem is None:
+            out.append(i)
+        else:
+            log.warning("%s: object %d: %s; its mask is left empty", name, i + 1, problem)
+    return out
+
+
+def clicks_2d(
+    predictor: Predictor, refiner: ClickRefiner, image: np.ndarray, boxes: np.ndarray, gts: np.ndarray, clicks: int,
+    name: str = "case",
+) -> tuple[np.ndarray, ClickCurve]:  # fmt: skip
+    """(H, W[, 3]) image, (N, 4) boxes, (H, W) ground truth -> segs after the last round and the curve."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    usable = _usable(boxes, (1, int(image.shape[0]), int(image.shape[1])), name)
+    curve = ClickCurve()
+    dtype = np.uint16 if len(boxes) > 255 else np.uint8
+    if not usable:
+        segs = np.zeros(gts.shape, dtype)
+        for _ in range(clicks + 1):
+            _score(curve, segs, gts, None)
+        return segs, curve
+    emb = predictor.encode(image)
+    first = predictor.decode(emb, boxes[usable])
+    masks = {i + 1: first.masks[k] for k, i in enumerate(usable)}
+    logits = {i + 1: first.logits[k] for k, i in enumerate(usable)}
+    points: dict[int, list[ClickPoint]] = {v: [] for v in masks}
+    segs = _compose(gts.shape, masks, dtype)
+    _score(curve, segs, gts, None)
+    for _ in range(clicks):
+        for i in usable:
+            v = i + 1
+            c = next_click(masks[v], gts == v)
+            if c is None:
+                continue
+            points[v].append(ClickPoint(c.x, c.y, c.positive))
+            pred = refiner.refine(emb, boxes[i], points[v], logits[v])
+            masks[v], logits[v] = pred.masks[0], pred.logits[0]
+        segs = _compose(gts.shape, masks, dtype)
+        _score(curve, segs, gts, None)
+    return segs, curve
+
+
+@dataclass
+class _SliceState:
+    box: np.ndarray
+    logits: np.ndarray
+    points: list[ClickPoint] = field(default_factory=list)
+
+
+def clicks_3d(
+    predictor: Predictor, refiner: ClickRefiner, volume: np.ndarray, boxes: np.ndarray, gts: np.ndarray,
+    spacing_zyx: tuple[float, float, float], clicks: int, name: str = "case",
+) -> tuple[np.ndarray, ClickCurve]:  # fmt: skip
+    """(D, H, W) volume, (N, 6) boxes, (D, H, W) ground truth -> segs after the last round and the curve."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 6)
+    shape = tuple(int(s) for s in volume.shape[:3])
+    usable = _usable(boxes, shape, name)  # type: ignore[arg-type]
+    curve = ClickCurve()
+    values = [i + 1 for i in usable]
+    segs = (
+        propagate_boxes(predictor, volume, boxes[usable], label_values=values) if usable else np.zeros(shape, np.uint8)
+    )
+    _score(curve, segs, gts, spacing_zyx)
+    if not usable:
+        for _ in range(clicks):
+            _score(curve, segs, gts, spacing_zyx)
+        return segs, curve
+    cached = Predictor(predictor.backend, EmbeddingCache(CLICK_CACHE_BYTES, fp16=False))
+    masks = {v: segs == v for v in values}
+    state: dict[int, dict[int, _SliceState]] = {v: {} for v in values}
+    for _ in range(clicks):
+        for i in usable:
+            v = i + 1
+            b = Box3D.from_array(boxes[i], shape[0])
+            truth = gts == v
+            z = largest_error_slice(masks[v][b.z0 : b.z1 + 1], truth[b.z0 : b.z1 + 1])
+            if z is None:
+                continue
+            z += b.z0
+            c = next_click(masks[v][z], truth[z])
+            assert c is not None
+            emb = cached.encode(volume[z], key=("click", z))
+            st = state[v].get(z)
+            if st is None:
+                bb = mask_bbox(masks[v][z])
+                box = b.xyxy if bb is None else bb
+                st = state[v][z] = _SliceState(box, predictor.decode(emb, box).logits[0])
+            st.points.append(ClickPoint(c.x, c.y, c.positive))
+            pred = refiner.refine(emb, st.box, st.points, st.logits)
+            st.logits = pred.logits[0]
+            fixed = {zz: masks[v][zz] for zz in state[v]}  # corrected slices keep their masks
+            fixed[z] = pred.masks[0]
+            out = propagate_boxes(
+                cached, volume, boxes[i : i + 1], volume_key="click", start_slices=[z], fixed_masks=[fixed]
+            )
+            masks[v] = out == 1
+        segs = _compose(shape, masks, segs.dtype)
+        _score(curve, segs, gts, spacing_zyx)
+    return segs, curve

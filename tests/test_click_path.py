@@ -1,0 +1,182 @@
+"""The click path's weights and runtimes: tied to the student by its card, loaded strictly, the same on torch and
+OpenVINO, and never touching the box-only decoder."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medsam_desktop.core.backends.base import pad_clicks
+from medsam_desktop.core.backends.clicks import (
+    CLICKS_STEM,
+    STUDENT_LABEL,
+    ClicksUnavailable,
+    click_weights_path,
+    load_click_backend,
+)
+from medsam_desktop.model import load_checkpoint, save_checkpoint
+from medsam_desktop.model.checkpoint import sha256_of
+from medsam_desktop.model.click_decoder import CLICK_ARCH, MAX_POINTS, ClickDecoder, load_click_decoder, pad_points
+from medsam_desktop.model_files import InvalidCheckpointError, card_path, runtime_folder
+
+
+def _click_weights(student: Path, folder: Path) -> Path:
+    """A copy of ``student`` in ``folder`` with an (untrained) click checkpoint and card beside it."""
+    weights = folder / student.name
+    shutil.copy(student, weights)
+    torch.manual_seed(1)
+    net = ClickDecoder.from_model(load_checkpoint(weights))
+    with torch.no_grad():
+        net.prompt_encoder.point_embeddings[1].weight.add_(0.5)  # not the box decoder's values
+    out = click_weights_path(weights)
+    save_checkpoint(net, out, CLICK_ARCH, {"student_sha256": sha256_of(weights), "max_points": MAX_POINTS})
+    card_path(out).write_text(f"- **sha256**: `{sha256_of(out)}`\n- **{STUDENT_LABEL}**: `{sha256_of(weights)}`\n")
+    return weights
+
+
+def test_padding_keeps_the_latest_clicks_and_marks_unused_slots() -> None:
+    p, lab = pad_clicks(np.arange(20).reshape(10, 2), np.array([1, 0] * 5), 8)
+    assert p.shape == (1, 8, 2) and lab.shape == (1, 8)
+    assert p[0, 0].tolist() == [4, 5] and lab[0].tolist() == [1, 0, 1, 0, 1, 0, 1, 0]
+    p, lab = pad_clicks(np.array([[3.0, 4.0]]), np.array([1.0]), 8)
+    assert lab[0].tolist() == [1] + [-1] * 7
+    tp, tl = pad_points(torch.tensor([[[3.0, 4.0]]]), torch.tensor([[1.0]]))
+    assert np.array_equal(tp.numpy(), p) and np.array_equal(tl.numpy(), lab)  # the same padding in training
+
+
+def test_the_click_path_is_a_copy_and_the_box_decoder_is_untouched(random_weights: Path) -> None:
+    model = load_checkpoint(random_weights)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    net = ClickDecoder.from_model(model)
+    for p in net.parameters():
+        p.data.add_(1.0)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_clicks_load_only_with_their_student(random_weights: Path, tmp_path: Path) -> None:
+    with pytest.raises(ClicksUnavailable, match="no click weights"):
+        load_click_backend(random_weights, runtime="torch")
+    weights = _click_weights(random_weights, tmp_path)
+    assert load_click_backend(weights, threads=1, runtime="torch").name == "clicks+torch"
+    other = tmp_path / "other"
+    other.mkdir()
+    moved = other / weights.name
+    shutil.copy(weights, moved)
+    with torch.no_grad():
+        m = load_checkpoint(moved)
+        m.mask_decoder.iou_token.weight.add_(1)
+    save_checkpoint(m, moved, "repvit_m0_6")  # other student weights under the same name
+    for f in (click_weights_path(weights), card_path(click_weights_path(weights))):
+        shutil.copy(f, other / f.name)
+    with pytest.raises(ClicksUnavailable, match="trained for other weights"):
+        load_click_backend(moved, runtime="torch")
+    click_weights_path(moved).write_bytes(b"damaged")
+    with pytest.raises(ClicksUnavailable, match="does not match the sha256"):
+        load_click_backend(moved, runtime="torch")
+
+
+def test_a_box_checkpoint_is_not_a_click_checkpoint(random_weights: Path) -> None:
+    with pytest.raises(InvalidCheckpointError, match="not a click-path checkpoint"):
+        load_click_decoder(random_weights)
+
+
+def test_openvino_matches_torch_and_is_what_the_app_loads(random_weights: Path, tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    from medsam_desktop.core.backends.clicks import OpenVinoClickBackend
+    from medsam_desktop.core.backends.torch_clicks import TorchClickBackend
+    from training.export_clicks import export_onnx
+    from training.export_runtime import convert, write_card
+
+    weights = _click_weights(random_weights, tmp_path)
+    decoder = load_click_decoder(click_weights_path(weights))
+    folder = runtime_folder(weights)
+    folder.mkdir()
+    onnx = tmp_path / "clicks.onnx"
+    export_onnx(decoder, onnx)
+    xml = folder / f"{CLICKS_STEM}.xml"
+    convert(onnx, xml, fp16=False)
+    write_card(xml, weights, sha256_of(weights), CLICKS_STEM, click_weights_path(weights).name, "test", "fp32")
+    rng = np.random.default_rng(0)
+    args = (rng.normal(0, 0.1, (1, 256, 64, 64)).astype(np.float32), np.array([30, 40, 150, 160], np.float32),
+            np.array([[90, 100], [40, 60], [120, 130]], np.float32), np.array([1, 0, 1], np.float32),
+            rng.normal(0, 3, (256, 256)).astype(np.float32))  # fmt: skip
+    ref, ref_iou = TorchClickBackend(decoder, threads=1).decode_clicks(*args)
+    got, iou = OpenVinoClickBackend(xml, threads=1).decode_clicks(*args)
+    assert np.abs(got - ref).max() < 1e-3 and abs(iou - ref_iou) < 1e-4
+    assert load_click_backend(weights, threads=1).name == "clicks+openvino"
+    xml.with_suffix(".bin").write_bytes(b"\0" * 16)  # damaged: the torch weights take over, said at info level
+    assert load_click_backend(weights, threads=1).name == "clicks+torch"
+
+
+def test_infer_with_clicks_writes_segs_and_a_curve_per_case(tmp_path: Path, random_weights: Path) -> None:
+    import csv
+
+    from fakes import model_args
+
+    from medsam_desktop.cli import infer
+
+    weights = _click_weights(random_weights, tmp_path)
+    imgs, gts = tmp_path / "imgs", tmp_path / "gts"
+    imgs.mkdir()
+    gts.mkdir()
+    rng = np.random.default_rng(0)
+    gt2 = np.zeros((48, 64), np.uint8)
+    gt2[10:30, 12:40] = 1
+    np.savez(imgs / "2DBox_US_a.npz", imgs=rng.integers(0, 255, (48, 64, 3), dtype=np.uint8),
+             boxes=np.array([[12, 10, 39, 29]]))  # fmt: skip
+    np.savez(gts / "2DBox_US_a.npz", gts=gt2)
+    gt3 = np.zeros((5, 32, 40), np.uint8)
+    gt3[1:4, 5:20, 5:25] = 1
+    np.savez(imgs / "3DBox_CT_b.npz", imgs=rng.integers(0, 255, (5, 32, 40), dtype=np.uint8),
+             boxes=np.array([[5, 5, 1, 24, 19, 3]]), spacing=np.array([2.0, 1.0, 1.0]))  # fmt: skip
+    np.savez(gts / "3DBox_CT_b.npz", gts=gt3, spacing=np.array([2.0, 1.0, 1.0]))
+    out = tmp_path / "segs"
+    args = ["-i", str(imgs), "-o", str(out), "--clicks", "2", "--gts", str(gts), *model_args(weights)]
+    assert infer.main([*args, "--runtime", "torch"]) == 0
+    with open(out / "clicks.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["case"], r["click"]) for r in rows] == [(c, str(k)) for c in ("2DBox_US_a.npz", "3DBox_CT_b.npz")
+                                                       for k in range(3)]  # fmt: skip
+    assert {r["modality"] for r in rows} == {"US", "CT"}
+    assert np.load(out / "2DBox_US_a.npz")["segs"].shape == (48, 64)
+    assert np.load(out / "3DBox_CT_b.npz")["segs"].shape == (5, 32, 40)
+    with open(out / "clicks_summary.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == 2
+
+
+def test_infer_with_clicks_needs_ground_truth(tmp_path: Path, random_weights: Path, capsys) -> None:
+    from medsam_desktop.cli import infer
+
+    (tmp_path / "imgs").mkdir()
+    np.savez(tmp_path / "imgs" / "2DBox_US_a.npz", imgs=np.zeros((8, 8, 3), np.uint8), boxes=np.array([[1, 1, 5, 5]]))
+    assert infer.main(["-i", str(tmp_path / "imgs"), "-o", str(tmp_path / "o"), "--clicks", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "--gts" in err and len(err.strip().splitlines()) == 1
+
+
+def test_shipped_box_masks_are_bit_for_bit_unchanged_by_the_click_path() -> None:
+    """The shipped model's box-only logits are the same array before and after the click path is loaded and run."""
+    from medsam_desktop.core.backends import load_backend
+    from medsam_desktop.core.inference.clicks import ClickPoint, ClickRefiner
+    from medsam_desktop.core.inference.predictor import Predictor
+    from medsam_desktop.model_files import STUDENT_NAME, student_weights_path
+
+    weights = student_weights_path()
+    if not (runtime_folder(weights) / f"{CLICKS_STEM}.xml").is_file():
+        pytest.skip("no shipped click path")
+    predictor = Predictor(load_backend(STUDENT_NAME, threads=1))
+    yy, xx = np.mgrid[:200, :240]
+    image = (((yy - 90) ** 2 + (xx - 120) ** 2 < 50**2) * 180 + 30).astype(np.uint8)
+    box = np.array([60.0, 30.0, 180.0, 150.0])
+    emb = predictor.encode(image)
+    before = predictor.decode(emb, box)
+    refiner = ClickRefiner(lambda: load_click_backend(weights, threads=1))
+    after_click = refiner.refine(emb, box, [ClickPoint(120, 90, True), ClickPoint(70, 40, False)], before.logits[0])
+    again = predictor.decode(emb, box)
+    assert refiner.backend.name == "clicks+openvino"
+    assert np.array_equal(before.logits, again.logits) and np.array_equal(before.masks, again.masks)
+    assert after_click.masks[0].any()

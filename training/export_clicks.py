@@ -1,0 +1,122 @@
+"""Ship a trained click path: ``models/x.clicks.pt`` (fp16 storage, card tying it to the student) and its OpenVINO
+IR ``models/x.openvino/clicks.xml`` (card as the other shipped networks), checked against torch.
+
+    python training/export_clicks.py --checkpoint runs/clicks/best.pt [--weights models/x.pt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from medsam_desktop.core.backends.clicks import CLICKS_STEM, STUDENT_LABEL, click_weights_path, load_click_backend
+from medsam_desktop.core.backends.export import OPSET
+from medsam_desktop.model_files import card_path, runtime_folder, sha256_of, student_weights_path
+from training.export_runtime import convert, write_card
+
+log = logging.getLogger("export_clicks")
+
+CARD = """# {name}
+
+The click path of `{weights}`: SAM's prompt encoder and mask decoder fine-tuned for a box + up to {slots} clicks +
+the previous mask's logits (the image encoder frozen), by `training/train_clicks.py` on the student's embeddings
+of pool slices (`training/click_data.py`: ground truth of Kvasir-SEG, CVC-ClinicDB and DSB2018 where the pool has
+it, the teacher's own masks for boxes on every other modality; never the evaluation data). Loaded when the first
+click comes; a box without clicks never uses it. Weights stored in fp16.
+
+- **sha256**: `{sha}`
+- **{student_label}**: `{student_sha}`
+- **training**: step {step}, validation 1 - mean DSC over clicks 1-5 {val:.4f} (5-click protocol on held-out pool
+  slices)
+- **licence**: Apache-2.0 (derived from LiteMedSAM, Apache-2.0); data terms: the pool's sources include
+  research-only terms (Kvasir-SEG, CVC-ClinicDB: research and education), see `{weights_card}`
+"""
+
+
+def export_onnx(decoder: object, path: Path) -> None:
+    import torch
+
+    from medsam_desktop.model.click_decoder import MAX_POINTS
+
+    inputs = (
+        torch.zeros(1, 256, 64, 64),
+        torch.tensor([[40.0, 40.0, 160.0, 150.0]]),
+        torch.tensor([[[100.0, 90.0]] * MAX_POINTS]),
+        torch.tensor([[1.0] + [-1.0] * (MAX_POINTS - 1)]),
+        torch.zeros(1, 1, 256, 256),
+    )
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes are static: the trace is what runs
+        torch.onnx.export(
+            decoder, inputs, str(path), input_names=["embedding", "boxes", "points", "labels", "mask_logits"],
+            output_names=["logits", "iou"], opset_version=OPSET, dynamo=False,
+        )  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", type=Path, required=True, help="best.pt of train_clicks.py")
+    ap.add_argument("--weights", type=Path, default=None, help="student weights (default: the shipped ones)")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    import torch
+
+    from medsam_desktop.core.backends.torch_clicks import TorchClickBackend
+    from medsam_desktop.model.checkpoint import save_checkpoint_state
+    from medsam_desktop.model.click_decoder import load_click_decoder
+
+    torch.set_num_threads(args.threads)
+    weights = args.weights or student_weights_path()
+    student_sha = sha256_of(weights)
+    ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+    config = dict(ckpt["config"])
+    if config.get("student_sha256") != student_sha:
+        raise SystemExit(f"{args.checkpoint} was trained on the embeddings of other weights than {weights.name}")
+    out = click_weights_path(weights)
+    state = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
+    save_checkpoint_state(state, out, config)
+    card_path(out).write_text(
+        CARD.format(
+            name=out.name,
+            weights=weights.name,
+            slots=config["max_points"],
+            sha=sha256_of(out),
+            student_label=STUDENT_LABEL,
+            student_sha=student_sha,
+            step=config.get("step", 0),
+            val=float(config.get("val_1_minus_dsc", float("nan"))),
+            weights_card=card_path(weights).name,
+        )
+    )
+    decoder = load_click_decoder(out)
+    folder = runtime_folder(weights)
+    folder.mkdir(exist_ok=True)
+    xml = folder / f"{CLICKS_STEM}.xml"
+    with tempfile.TemporaryDirectory(prefix="export-clicks-") as tmp:
+        onnx = Path(tmp) / "clicks.onnx"
+        export_onnx(decoder, onnx)
+        convert(onnx, xml, fp16=True)
+    rng = np.random.default_rng(0)
+    emb = rng.normal(0, 0.1, (1, 256, 64, 64)).astype(np.float32)
+    args_ = (emb, np.array([40, 40, 160, 150], np.float32), np.array([[100, 90], [60, 70]], np.float32),
+             np.array([1, 0], np.float32), rng.normal(0, 3, (256, 256)).astype(np.float32))  # fmt: skip
+    ref, _ = TorchClickBackend(decoder).decode_clicks(*args_)
+    from medsam_desktop.core.backends.clicks import OpenVinoClickBackend
+
+    got, _ = OpenVinoClickBackend(xml).decode_clicks(*args_)
+    diff = f"{float(np.abs(got - ref).max()):.2e} on the logits of a box + 2 clicks (fp16 storage)"
+    write_card(xml, weights, student_sha, CLICKS_STEM, out.name, diff, "fp16")
+    backend = load_click_backend(weights)  # as the app loads it
+    log.info("wrote %s and %s (%s); the app loads %s", out, xml, diff, backend.name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,295 @@
+"""Train the click path: the prompt encoder and mask decoder fine-tuned for box + clicks, image encoder frozen.
+
+Each sample is one target mask on one slice of ``click_data.py`` (the student's cached embedding). The start
+is what the app shows after a box: the **box-only decoder** (frozen, the shipped one) on a perturbed box
+(the tight box grown by up to 10 % of its side). Then, as SAM trains its prompts, several rounds of clicks,
+each placed on the current error by the challenge's rule (:func:`~medsam_desktop.core.evaluation.clicks.next_click`),
+the clicks accumulating and the previous round's logits given as the mask prompt (detached); the loss
+(BCE + Dice on the 256 frame, content region only) is the mean over rounds. Sampling is balanced over
+modalities (each modality equally often). Validation: the 5-click protocol on the ``val`` slices, the value
+is 1 - mean DSC over clicks 1..5 (lower is better; ``best.pt`` on improvement).
+
+    python training/train_clicks.py --data /work/cache/clicks/data --out runs/clicks [--minutes 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from medsam_desktop.core.evaluation.clicks import next_click
+from medsam_desktop.model.click_decoder import CLICK_ARCH, MAX_POINTS, ClickDecoder, pad_points
+from medsam_desktop.model.fuse import fuse_for_inference
+from training.labelled_data import perturbed_box
+from training.trainer import CsvLog, Trainer, cosine_lr
+
+log = logging.getLogger("train_clicks")
+
+SIDE = 256
+TRAIN_ROUNDS = 6
+EVAL_CLICKS = 5
+MIN_BALANCED = 30
+
+
+@dataclass
+class Slice:
+    """One slice of the click data: embedding (256, 64, 64) fp16, masks (K, 256, 256) bool, content size."""
+
+    id: str
+    embedding: np.ndarray
+    masks: np.ndarray
+    h: int
+    w: int
+    modality: str
+    split: str
+
+
+def load_slices(folder: Path) -> list[Slice]:
+    out = []
+    for path in sorted(Path(folder).glob("*.npz")):
+        with np.load(path) as z:
+            k = int(z["k"])
+            if k == 0:
+                continue
+            masks = np.unpackbits(z["masks"], axis=1)[:, : SIDE * SIDE].reshape(k, SIDE, SIDE).astype(bool)
+            out.append(
+                Slice(path.stem, z["embedding"], masks, int(z["h"]), int(z["w"]), str(z["modality"]), str(z["split"]))
+            )
+    return out
+
+
+def start_box(mask: np.ndarray, rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """The tight box grown by 0..max(5 px, 10 % of its longer side) per side, inside the content."""
+    ys, xs = np.nonzero(mask)
+    side = max(xs.max() - xs.min(), ys.max() - ys.min()) + 1
+    return perturbed_box(mask, rng, (h, w), shift=max(5, int(0.1 * side)))
+
+
+class BoxOnly:
+    """The frozen, shipped box-only decoder (fused, as the app runs it): embeddings + boxes -> logits."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = fuse_for_inference(model)
+
+    @torch.no_grad()
+    def __call__(self, emb: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.model.decode(emb[i : i + 1], boxes[i : i + 1])[0] for i in range(len(boxes))])
+
+
+def clicks_for(
+    logits: torch.Tensor, targets: np.ndarray, content: list[tuple[int, int]]
+) -> list[tuple[float, float, float]]:
+    """One click per sample ((x, y, label) in the model frame) from its current error inside the content; a
+    sample without error repeats a neutral (-1) slot."""
+    pred = (logits[:, 0] > 0).numpy()
+    out = []
+    for p, t, (h, w) in zip(pred, targets, content):
+        c = next_click(p[:h, :w], t[:h, :w])
+        out.append((0.0, 0.0, -1.0) if c is None else (float(c.x), float(c.y), 1.0 if c.positive else 0.0))
+    return out
+
+
+def run_clicks(
+    net: ClickDecoder, emb: torch.Tensor, boxes: torch.Tensor, start: torch.Tensor, targets: np.ndarray,
+    content: list[tuple[int, int]], rounds: int,
+) -> list[torch.Tensor]:  # fmt: skip
+    """Logits (B, 1, 256, 256) after each of ``rounds`` clicks, each click from the previous round's error."""
+    pts = torch.zeros(len(boxes), 0, 2)
+    labs = torch.zeros(len(boxes), 0)
+    prev, outs = start, []
+    for _ in range(rounds):
+        c = torch.tensor(clicks_for(prev.detach().float(), targets, content))
+        pts = torch.cat([pts, c[:, None, :2]], dim=1)
+        labs = torch.cat([labs, c[:, None, 2]], dim=1)
+        p, lab = pad_points(pts, labs)
+        logits, _ = net(emb, boxes, p, lab, prev.detach())
+        outs.append(logits)
+        prev = logits
+    return outs
+
+
+class ClickRounds(nn.Module):
+    """The trained module: :func:`run_clicks` through ``decoder`` (what ``Trainer.step`` calls and clips)."""
+
+    def __init__(self, decoder: ClickDecoder) -> None:
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(
+        self, emb: torch.Tensor, boxes: torch.Tensor, start: torch.Tensor, targets: np.ndarray,
+        content: list[tuple[int, int]], rounds: int,
+    ) -> list[torch.Tensor]:  # fmt: skip
+        return run_clicks(self.decoder, emb, boxes, start, targets, content, rounds)
+
+
+def balanced(slices: list[Slice], n: int) -> list[Slice]:
+    """The first ``n`` slices taken round-robin over modalities (file order within each)."""
+    by_mod: dict[str, list[Slice]] = {}
+    for s in slices:
+        by_mod.setdefault(s.modality, []).append(s)
+    out: list[Slice] = []
+    for k in range(max((len(g) for g in by_mod.values()), default=0)):
+        out += [g[k] for g in by_mod.values() if k < len(g)]
+    return out[:n]
+
+
+def content_mask(content: list[tuple[int, int]]) -> torch.Tensor:
+    m = torch.zeros(len(content), 1, SIDE, SIDE)
+    for i, (h, w) in enumerate(content):
+        m[i, :, :h, :w] = 1
+    return m
+
+
+def bce_dice(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    logits = logits.float()
+    bce = nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    bce = (bce * valid).sum((1, 2, 3)) / valid.sum((1, 2, 3))
+    prob = torch.sigmoid(logits) * valid
+    dice = 1 - (2 * (prob * target).sum((1, 2, 3)) + 1) / (prob.sum((1, 2, 3)) + target.sum((1, 2, 3)) + 1)
+    return (bce + dice).mean()
+
+
+def dsc(logits: torch.Tensor, targets: np.ndarray, content: list[tuple[int, int]]) -> list[float]:
+    pred = (logits[:, 0] > 0).numpy()
+    out = []
+    for p, t, (h, w) in zip(pred, targets, content):
+        p, t = p[:h, :w], t[:h, :w]
+        s = p.sum() + t.sum()
+        out.append(1.0 if s == 0 else 2.0 * (p & t).sum() / s)
+    return out
+
+
+def sample_batch(
+    slices: list[Slice], weights: np.ndarray, rng: np.random.Generator, size: int
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, list[tuple[int, int]]]:
+    idx = rng.choice(len(slices), size=size, p=weights)
+    embs, boxes, targets, content = [], [], [], []
+    for i in idx:
+        s = slices[i]
+        m = s.masks[rng.integers(len(s.masks))]
+        embs.append(torch.from_numpy(s.embedding.astype(np.float32)))
+        boxes.append(torch.from_numpy(start_box(m, rng, s.h, s.w)))
+        targets.append(m)
+        content.append((s.h, s.w))
+    return torch.stack(embs), torch.stack(boxes), np.stack(targets), content
+
+
+def validate(
+    net: ClickDecoder, box_only: BoxOnly, val: list[Slice], masks_per_slice: int = 3, seed: int = 0
+) -> tuple[float, list[float]]:
+    """The 5-click protocol on the first ``masks_per_slice`` masks of every validation slice (fixed boxes):
+    (1 - mean DSC over clicks 1..5, mean DSC after the box and after each click)."""
+    rng = np.random.default_rng(seed)
+    per_click: list[list[float]] = [[] for _ in range(EVAL_CLICKS + 1)]
+    net.eval()
+    with torch.no_grad():
+        for s in val:
+            for m in s.masks[:masks_per_slice]:
+                emb = torch.from_numpy(s.embedding.astype(np.float32))[None]
+                box = torch.from_numpy(start_box(m, rng, s.h, s.w))[None]
+                start = box_only(emb, box)
+                per_click[0] += dsc(start, m[None], [(s.h, s.w)])
+                outs = run_clicks(net, emb, box, start, m[None], [(s.h, s.w)], EVAL_CLICKS)
+                for k, o in enumerate(outs, 1):
+                    per_click[k] += dsc(o, m[None], [(s.h, s.w)])
+    net.train()
+    means = [float(np.mean(v)) for v in per_click]
+    return 1.0 - float(np.mean(means[1:])), means
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", type=Path, required=True, help="folder from click_data.py")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--student", type=Path, default=None, help="student weights (default: the bundled model)")
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--minutes", type=float, default=60.0, help="wall-time budget (cosine lr over it)")
+    ap.add_argument("--val-every", type=int, default=100)
+    ap.add_argument("--val-items", type=int, default=30, help="validation slices (modality-balanced)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast for the decoder forward (loss in fp32)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    from medsam_desktop.model.checkpoint import load_checkpoint, sha256_of
+    from medsam_desktop.model_files import student_checkpoint_path
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    student_path = args.student or student_checkpoint_path()
+    student = load_checkpoint(student_path)
+    net = ClickDecoder.from_model(student).train()
+    box_only = BoxOnly(student)
+    slices = load_slices(args.data)
+    train = [s for s in slices if s.split == "train"]
+    val = balanced([s for s in slices if s.split == "val"], args.val_items)
+    counts = Counter(s.modality for s in train)
+    # each modality equally often, except that a modality with fewer than MIN_BALANCED slices is not repeated more
+    weights = np.array([1.0 / max(counts[s.modality], MIN_BALANCED) for s in train])
+    weights /= weights.sum()
+    log.info("train slices %s; validation %d slices, %d masks", dict(counts), len(val), sum(len(s.masks) for s in val))
+
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    args.out.mkdir(parents=True, exist_ok=True)
+    info = {"student_sha256": sha256_of(student_path), "max_points": MAX_POINTS, "lr": args.lr}
+    trainer = Trainer(
+        ClickRounds(net), opt, saved=net, out=args.out, arch=CLICK_ARCH, best_info=info, val_key="val_1_minus_dsc",
+        val_label="val 1-DSC(clicks 1-5)", val_every=args.val_every, validate_at_stop=True,
+        max_hours=args.minutes / 60, bf16=args.bf16, log=log,
+    )  # fmt: skip
+    trainer.resume()
+    rng = np.random.default_rng([args.seed, trainer.state["step"]])
+    v0, means0 = validate(net, box_only, val)
+    log.info("start: val %.4f, DSC box %.4f, clicks %s", v0, means0[0], " ".join(f"{m:.4f}" for m in means0[1:]))
+    budget_s = args.minutes * 60
+    t0 = time.time()
+    csv_log = CsvLog(args.out / "log.csv", ["step", "seconds", "lr", "loss", "val"])
+
+    def batches():
+        while True:
+            yield sample_batch(train, weights, rng, args.batch_size)
+
+    def step(batch) -> object:
+        emb, boxes, targets, content = batch
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(args.lr, trainer.state["step"], (time.time() - t0) / budget_s, warmup=30)
+        start = box_only(emb, boxes)
+        target = torch.from_numpy(targets[:, None].astype(np.float32))
+        valid = content_mask(content)
+        rounds = int(rng.integers(1, TRAIN_ROUNDS + 1))
+
+        def loss_fn(outs: list[torch.Tensor]) -> torch.Tensor:
+            return torch.stack([bce_dice(o, target, valid) for o in outs]).mean()
+
+        return trainer.step([emb, boxes, start, targets, content, rounds], loss_fn)
+
+    def on_step(result, val: str) -> None:
+        st = trainer.state
+        csv_log.row([st["step"], f"{st['seconds']:.0f}", f"{trainer.lr():.2e}", f"{result.loss:.4f}", val])
+        if st["step"] % 20 == 0:
+            log.info("step %d loss %.4f %.1f s/step", st["step"], result.loss, trainer.seconds_per_step())
+
+    def do_validate() -> float:
+        v, means = validate(net, box_only, val)
+        log.info("DSC box %.4f, clicks %s", means[0], " ".join(f"{m:.4f}" for m in means[1:]))
+        return v
+
+    trainer.run(batches(), step, do_validate, on_step)
+    csv_log.close()
+    log.info("stopped at step %d, best val %.4f", trainer.state["step"], trainer.state["best_val"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
