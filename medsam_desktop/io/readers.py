@@ -30,7 +30,7 @@ from .errors import (
 from .formats import FORMAT_SUFFIXES, SUPPORTED_EXTENSIONS, format_from_suffix
 from .readers_2d import read_2d_image
 from .readers_dicom import read_dicom_file, read_dicom_series
-from .readers_nibabel import NIFTI_FORMS_KEY, nifti_forms, read_nibabel_image
+from .readers_nibabel import NIBABEL_FORMATS, NIFTI_FORMS_KEY, nifti_forms, read_nibabel_format, read_nibabel_image
 from .readers_sitk import read_sitk_image
 from .volume import Volume
 
@@ -61,7 +61,8 @@ def _sniff_gzip(path: Path) -> str | None:
 
 
 def detect_format(path: Path) -> str | None:
-    """Format key ("nifti", "nrrd", "meta", "mgh", "dicom", "2d", "npz") from magic bytes, then extension."""
+    """Format key ("nifti", "nrrd", "meta", "mgh", "dicom", "2d", "npz", "minc", "afni", "parrec") from magic
+    bytes, then extension."""
     with open(path, "rb") as fh:
         head = fh.read(352)
     by_ext = format_from_suffix(path)
@@ -90,11 +91,18 @@ def detect_format(path: Path) -> str | None:
         return "dicom"  # DICOM without the 128-byte preamble (starts with group 0002/0008): let GDCM try
     if by_ext == "nifti" and path.name.lower().endswith((".hdr", ".img")):
         return "nifti"  # Analyze / NIfTI pair: header magic lives in the .hdr
+    if by_ext == "minc" and head.startswith((b"CDF\x01", b"CDF\x02", b"\x89HDF\r\n\x1a\n")):
+        return "minc"  # MINC 1 is netCDF, MINC 2 is HDF5
+    if by_ext == "afni" and (b"type = " in head[:64] or not path.name.lower().endswith(".head")):
+        return "afni"  # a HEAD is text ("type = ... name = ..."); a BRIK is raw voxels (checked by its HEAD)
+    if by_ext == "parrec" and (head.startswith(b"# === DATA DESCRIPTION FILE") or path.name.lower().endswith(".rec")):
+        return "parrec"
     return None
 
 
 _FORMAT_NAMES = {"nifti": "NIfTI", "nrrd": "NRRD", "meta": "MetaImage", "mgh": "MGH/MGZ",
-                 "dicom": "DICOM", "2d": "picture", "npz": "NumPy .npz"}  # fmt: skip
+                 "dicom": "DICOM", "2d": "picture", "npz": "NumPy .npz", "minc": "MINC", "afni": "AFNI",
+                 "parrec": "PAR/REC"}  # fmt: skip
 
 
 def _claimed_format_error(path: Path, by_ext: str) -> MedSAMIOError:
@@ -175,6 +183,8 @@ def _read_file(path: Path) -> Volume:
                     raise
                 raise type(exc)(exc.problem, path=path, action=exc.action, detail=exc.detail) from exc
         return volume if named == path else dataclasses.replace(volume, source_path=path)
+    if fmt in NIBABEL_FORMATS:
+        return read_nibabel_format(path, fmt)
     if fmt == "dicom":
         return read_dicom_file(path)
     if fmt == "2d":
@@ -189,8 +199,8 @@ def _read_file(path: Path) -> Volume:
 def read_image(path: str | os.PathLike[str]) -> Volume:
     """Open any supported image, volume, DICOM folder or challenge ``.npz`` as a :class:`Volume`.
 
-    Formats: NIfTI, NRRD, MetaImage, MGH/MGZ, DICOM (file or series folder), PNG/JPEG/BMP/TIFF,
-    challenge npz. Arrays are (D, H, W) or (D, H, W, 3) in SimpleITK (z, y, x) order, source dtype.
+    Formats: NIfTI-1/2, NRRD, MetaImage, MGH/MGZ, MINC 1 (MINC 2 with h5py), AFNI HEAD/BRIK, PAR/REC, DICOM (file
+    or series folder), PNG/JPEG/BMP/TIFF, challenge npz. Arrays are (D, H, W) or (D, H, W, 3) in SimpleITK (z, y, x) order, source dtype.
     Raises only :class:`~medsam_desktop.io.errors.MedSAMIOError` subclasses.
     """
     path = Path(path)

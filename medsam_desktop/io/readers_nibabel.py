@@ -1,4 +1,5 @@
-"""nibabel-backed readers: FreeSurfer MGH/MGZ (SimpleITK has no MGH reader), NIfTI fallback.
+"""nibabel-backed readers: FreeSurfer MGH/MGZ (SimpleITK has no MGH reader), MINC 1/2, AFNI (HEAD/BRIK), Philips
+PAR/REC (SimpleITK reads none of them), and the NIfTI fallback.
 
 nibabel gives a voxel array in (x, y, z) index order and a 4x4 *RAS* affine; ITK uses *LPS*.
 Conversion: ``A_lps = diag(-1, -1, 1) @ A_ras[:3]``; spacing = column norms of ``A_lps[:, :3]``;
@@ -7,6 +8,7 @@ direction = those columns normalised; origin = ``A_lps[:, 3]``; array transposed
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -23,7 +25,68 @@ _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 #: ``Volume.extra`` key holding a NIfTI source's header transforms (JSON, see :func:`nifti_forms`).
 NIFTI_FORMS_KEY = "nifti_forms"
 #: the suffixes of the formats nibabel reads here (NIfTI's 3D images go through SimpleITK, ``io.readers``)
-SUFFIXES = {"nifti": (".nii.gz", ".nii", ".img.gz", ".hdr", ".img"), "mgh": (".mgz", ".mgh")}
+SUFFIXES = {
+    "nifti": (".nii.gz", ".nii", ".img.gz", ".hdr", ".img"), "mgh": (".mgz", ".mgh"), "minc": (".mnc",),
+    "afni": (".head", ".brik", ".brik.gz"), "parrec": (".par", ".rec"),
+}  # fmt: skip
+#: formats read only through nibabel, each from the file nibabel opens (the header of a pair), with its modality
+#: (None: guessed from the values)
+NIBABEL_FORMATS: dict[str, str | None] = {"minc": None, "afni": None, "parrec": "MR"}
+_PAIRS = {".brik.gz": ".HEAD", ".brik": ".HEAD", ".rec": ".PAR"}  # data file -> its header's suffix
+
+
+def header_of_pair(path: Path) -> Path:
+    """The header file of an AFNI or PAR/REC pair given either file (``x+orig.BRIK`` -> ``x+orig.HEAD``); the
+    path itself when it is the header. The header's suffix keeps the data file's case (``.rec`` -> ``.par``)."""
+    name = path.name
+    for data, header in _PAIRS.items():
+        if name.lower().endswith(data):
+            stem = name[: -len(data)]
+            suffix = header if name[-len(data) :].isupper() else header.lower()
+            return path.with_name(stem + suffix)
+    return path
+
+
+def read_nibabel_format(path: Path, fmt: str) -> Volume:
+    """A MINC, AFNI or PAR/REC file (``fmt`` from :data:`NIBABEL_FORMATS`) as a :class:`Volume`; MINC 2 needs
+    h5py (a one-line refusal saying so without it); the other file of a pair must sit beside it."""
+    import importlib.util
+
+    from .errors import UnsupportedFormatError
+
+    header = header_of_pair(path)
+    if fmt == "minc":
+        with open(path, "rb") as fh:
+            hdf5 = fh.read(8) == b"\x89HDF\r\n\x1a\n"
+        if hdf5 and importlib.util.find_spec("h5py") is None:
+            raise UnsupportedFormatError(
+                "it is a MINC 2 file, which needs the h5py package", path=path,
+                action="Convert it to NIfTI (e.g. mnc2nii) or install h5py, then open it again.",
+            )  # fmt: skip
+    if not header.is_file():
+        raise InvalidImageError(
+            f"its header {header.name} is missing", path=path, action="Keep both files of the pair in one folder."
+        )
+    if fmt in ("afni", "parrec"):
+        data = _data_of_pair(header)
+        if data is None:
+            raise InvalidImageError(
+                f"the data file beside {header.name} is missing", path=path,
+                action="Keep both files of the pair in one folder.",
+            )  # fmt: skip
+    volume = read_nibabel_image(header, modality=NIBABEL_FORMATS[fmt])
+    return volume if header == path else dataclasses.replace(volume, source_path=path)
+
+
+def _data_of_pair(header: Path) -> Path | None:
+    """The data file of an AFNI or PAR/REC header (any case, AFNI's BRIK also gzipped), or None."""
+    stem = header.name[: -len(header.suffix)]
+    wanted = (".brik", ".brik.gz") if header.suffix.lower() == ".head" else (".rec",)
+    for sibling in header.parent.iterdir():
+        name = sibling.name
+        if name.startswith(stem) and name[len(stem) :].lower() in wanted:
+            return sibling
+    return None
 
 
 def nifti_forms(path: Path) -> dict[str, object] | None:

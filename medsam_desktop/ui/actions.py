@@ -67,14 +67,14 @@ TOOLS: tuple[tuple[Tool, str, str, str], ...] = (
     (Tool.PAN, "&Pan", "H", "fa5s.hand-paper"),
 )
 #: menu title -> entries: an action attribute, ``None`` (separator), ``@samples`` / ``@recent`` / ``@window``
-#: (submenus), ``@tools`` / ``@orientations`` (the checkable groups) or ``@labels_dock`` (the dock's toggle)
+#: (submenus), ``@tools`` / ``@orientations`` (the checkable groups) or ``@docks`` (the docks' toggles)
 MENUS: dict[str, tuple[str | None, ...]] = {
     "&File": ("act_open", "act_open_dicom", "@samples", "@recent", None, "act_open_mask", "act_save", None,
               "act_quit"),
     "&Edit": ("act_undo", "act_redo", None, "act_new_label", "act_fill", "act_clear_slice", "act_clear_label", None,
               "act_settings"),
     "&View": ("@orientations", "act_next_slice", "act_previous_slice", None, "@window", "act_reset_zoom",
-              "@labels_dock"),
+              "@docks"),
     "&Tools": ("@tools", "act_brush_smaller", "act_brush_larger"),
     "&Segment": ("act_segment_box", "act_propagate", "act_cancel"),
     "&Help": ("act_shortcuts",),
@@ -133,7 +133,7 @@ def _group(window: MainWindow, name: str) -> list[QAction]:
     return list({"@tools": window.tool_actions, "@orientations": window.orientation_actions}[name].values())
 
 
-def build_menus(window: MainWindow, dock: QDockWidget) -> None:
+def build_menus(window: MainWindow, *docks: QDockWidget) -> None:
     """The menu bar from :data:`MENUS` and the toolbar from :data:`TOOLBAR`."""
     bar = window.menuBar()
     assert bar is not None
@@ -159,8 +159,9 @@ def build_menus(window: MainWindow, dock: QDockWidget) -> None:
                         f"CT {name}", lambda _=False, lv=level, w=width: window.view.set_window(lv, w)
                     )
                 window.window_menu.addAction("Auto (0.5–99.5 %)", window.auto_window)
-            elif entry == "@labels_dock":
-                menu.addAction(dock.toggleViewAction())
+            elif entry == "@docks":
+                for dock in docks:
+                    menu.addAction(dock.toggleViewAction())
             else:
                 menu.addAction(getattr(window, entry))
     toolbar = window.addToolBar("Main")

@@ -38,6 +38,7 @@ from .loader import ImageLoader, Reader
 from .segmentation_controller import SegmentationController
 from .settings_dialog import AppSettings, SettingsDialog, qsettings
 from .slice_view import SliceView, Tool, auto_window
+from .statistics_panel import StatisticsPanel
 from .worker import BackendFactory, ClickFactory, SegmentationWorker, default_backend_factory, default_click_factory
 
 log = logging.getLogger(__name__)
@@ -123,9 +124,14 @@ class MainWindow(QMainWindow):
         dock.setObjectName("labels_dock")
         dock.setWidget(self.labels_panel)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        self.statistics_panel = StatisticsPanel(self)
+        stats_dock = QDockWidget("Statistics", self)
+        stats_dock.setObjectName("statistics_dock")
+        stats_dock.setWidget(self.statistics_panel)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, stats_dock)
         self._build_status_bar()
         build_actions(self)
-        build_menus(self, dock)
+        build_menus(self, dock, stats_dock)
         self._connect()
         self.setAcceptDrops(True)
         self.resize(1200, 800)
@@ -310,6 +316,7 @@ class MainWindow(QMainWindow):
             self.set_orientation("axial")
         self.view.set_session(session)
         self.labels_panel.set_session(session)
+        self.statistics_panel.set_session(session)
         self._update_title()
         self.update_actions()
         name = volume.source_path.name if volume.source_path else "image"
