@@ -26,7 +26,7 @@ def _nib_file(name: str) -> Path:
     return path
 
 
-def _same_geometry(volume, img) -> None:  # noqa: ANN001
+def _same_geometry(volume, img) -> None:
     spacing, origin, direction = affine_ras_to_itk(img.affine)
     np.testing.assert_allclose(volume.spacing, spacing)
     np.testing.assert_allclose(volume.origin, origin)
@@ -74,7 +74,7 @@ def test_afni_pair_opens_from_either_file_and_a_4d_one_is_refused(tmp_path: Path
     with pytest.raises(MedSAMIOError, match="4D image"):
         read_image(tmp_path / "four+orig.HEAD")
     brik.unlink()
-    with pytest.raises(MedSAMIOError, match="data file beside one\\+orig.HEAD is missing"):
+    with pytest.raises(MedSAMIOError, match=r"data file beside one\+orig\.HEAD is missing"):
         read_image(tmp_path / "one+orig.HEAD")
 
 
@@ -113,7 +113,7 @@ def test_parrec_opens_as_mr_from_either_file(tmp_path: Path) -> None:
         assert volume.modality == "MR" and volume.source_path == path
         _same_geometry(volume, img)
     (tmp_path / "t1.REC").unlink()
-    with pytest.raises(MedSAMIOError, match="data file beside t1.PAR is missing"):
+    with pytest.raises(MedSAMIOError, match=r"data file beside t1\.PAR is missing"):
         read_image(tmp_path / "t1.PAR")
 
 

@@ -2,7 +2,8 @@
 
 2D images: the box on the image, output PNG or NIfTI. Volumes: ``--slice Z`` segments one slice,
 ``--zrange Z0 Z1`` propagates through the slices (challenge algorithm); output NIfTI with the source's
-spacing, origin and direction. Coordinates are array indices: x = column, y = row, z = slice (axis 0).
+spacing, origin and direction, or ``-o OUT.dcm``: one DICOM SEG referencing the source series (DICOM sources
+with complete UIDs). Coordinates are array indices: x = column, y = row, z = slice (axis 0).
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ..core.document.annotation import default_color
 from ..core.inference.boxes import InvalidBoxError
 from ..core.inference.intensity import CT_WINDOWS, to_display_uint8
 from ..core.inference.propagation import propagate_boxes, segment_slice
 from ..io import MedSAMIOError, Volume, read_image, write_labels_nifti, write_mask_png
+from ..io.dicom_seg import SEG_SUFFIXES, Segment, check_seg_source, write_dicom_seg
 from ..io.formats import is_nifti_name
 from ..model_files import InvalidCheckpointError, ModelNotAvailableError
 from ..samples import SampleNotAvailableError, get_sample, list_samples
@@ -64,7 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="soft tissue",
         help="intensity window for CT input (default: soft tissue 40/400)",
     )
-    p.add_argument("-o", "--output", type=Path, required=True, help="mask file: .nii.gz / .nii, or .png for 2D images")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="mask file: .nii.gz / .nii, .png for 2D images, .dcm for DICOM SEG",
+    )
     add_model_arguments(p)
     add_common_arguments(p)
     return p
@@ -83,9 +92,12 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= args.label <= 65535:
         return fail(PROG, f"--label must be between 1 and 65535, got {args.label}")
     out = args.output
-    if not (is_nifti_name(out) or out.suffix.lower() == ".png"):
-        return fail(PROG, f"output must end in .nii.gz, .nii or .png, got '{out.name}'")
+    seg = out.suffix.lower() in SEG_SUFFIXES
+    if not (is_nifti_name(out) or out.suffix.lower() == ".png" or seg):
+        return fail(PROG, f"output must end in .nii.gz, .nii, .png or .dcm (DICOM SEG), got '{out.name}'")
     vol: Volume = read_image(args.image)
+    if seg:
+        check_seg_source(vol, out)  # before any inference: say at once why a SEG cannot be written
     if vol.source_path is not None and out.resolve() == Path(vol.source_path).resolve():
         return fail(PROG, "the output would overwrite the source image: choose another output file")
     depth = vol.n_slices
@@ -121,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
     n_vox = int((labels > 0).sum())
     if out.suffix.lower() == ".png":
         write_mask_png(labels[0], out)
+    elif seg:
+        write_dicom_seg(out, labels, vol, [Segment(args.label, f"Label {args.label}", default_color(args.label))])
     else:
         write_labels_nifti(labels, vol, out)
     log.info("wrote %s (%d voxels labelled %d)", out, n_vox, args.label)

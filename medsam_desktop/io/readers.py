@@ -200,7 +200,8 @@ def read_image(path: str | os.PathLike[str]) -> Volume:
     """Open any supported image, volume, DICOM folder or challenge ``.npz`` as a :class:`Volume`.
 
     Formats: NIfTI-1/2, NRRD, MetaImage, MGH/MGZ, MINC 1 (MINC 2 with h5py), AFNI HEAD/BRIK, PAR/REC, DICOM (file
-    or series folder), PNG/JPEG/BMP/TIFF, challenge npz. Arrays are (D, H, W) or (D, H, W, 3) in SimpleITK (z, y, x) order, source dtype.
+    or series folder), PNG/JPEG/BMP/TIFF, challenge npz. Arrays are (D, H, W) or (D, H, W, 3) in SimpleITK
+    (z, y, x) order, source dtype.
     Raises only :class:`~medsam_desktop.io.errors.MedSAMIOError` subclasses.
     """
     path = Path(path)

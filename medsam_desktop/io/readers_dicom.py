@@ -8,6 +8,7 @@ ITK is corrected here).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -21,6 +22,9 @@ from ._checks import check_size, narrow_int_dtype
 from .errors import DicomSeriesError, reading
 from .readers_sitk import volume_from_sitk
 from .volume import Volume
+
+#: ``Volume.extra`` key of a DICOM volume's source files in slice order (JSON list of paths; DICOM SEG refers to them)
+DICOM_FILES_KEY = "dicom_files"
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +219,9 @@ def read_dicom_series(folder: str | os.PathLike[str], series_uid: str | None = N
         source_path=root,
     )
     array = narrow_int_dtype(_fix_monochrome1(volume.array, photometric))
-    return _with_dicom_extra(volume.with_array(array), reader, 0, photometric)
+    volume = _with_dicom_extra(volume.with_array(array), reader, 0, photometric)
+    volume.extra[DICOM_FILES_KEY] = json.dumps([str(f) for f in info.files])  # slice k = file k (DICOM SEG)
+    return volume
 
 
 def _floats_tag(reader: sitk.ImageSeriesReader, index: int, key: str, n: int) -> np.ndarray | None:
@@ -339,4 +345,7 @@ def read_dicom_file(path: str | os.PathLike[str]) -> Volume:
         is_2d=n_frames == 1,
     )
     array = narrow_int_dtype(_fix_monochrome1(volume.array, photometric))
-    return _with_dicom_extra(volume.with_array(array), reader, None, photometric)
+    volume = _with_dicom_extra(volume.with_array(array), reader, None, photometric)
+    if n_frames == 1:
+        volume.extra[DICOM_FILES_KEY] = json.dumps([str(path)])
+    return volume

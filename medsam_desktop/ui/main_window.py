@@ -29,6 +29,7 @@ from ..core.document import files, user_folders
 from ..core.document.annotation import AnnotationSession, LabelLockedError, OverlapRule
 from ..core.inference.reformat import brush_mm
 from ..io import DicomSeriesInfo, MedSAMIOError, Volume
+from ..io.dicom_seg import SEG_SUFFIXES, source_files
 from ..io.formats import LABEL_SUFFIXES
 from . import dialogs
 from .actions import build_actions, build_menus, shortcut_rows
@@ -440,13 +441,15 @@ class MainWindow(QMainWindow):
         default = files.default_labels_path(self.session.volume)
         default = user_folders.save_start(default, self._last_dir(), Path.home())  # a sample: not in its package
         filters = "NIfTI (*.nii.gz *.nii)" + (";;PNG (*.png)" if self.session.shape[0] == 1 else "")
+        if source_files(self.session.volume):  # from DICOM: a SEG can reference its series
+            filters += ";;DICOM SEG (*.dcm)"
         path, chosen = QFileDialog.getSaveFileName(self, "Save labels", str(default), filters)
         if not path:
             return False
         self._remember_dir(Path(path).parent)
-        if not path.lower().endswith(LABEL_SUFFIXES):
+        if not path.lower().endswith((*LABEL_SUFFIXES, *SEG_SUFFIXES)):
             # the dialog confirmed the typed name, not this one: never replace an existing file unasked
-            path += ".png" if chosen.startswith("PNG") else ".nii.gz"
+            path += ".png" if chosen.startswith("PNG") else ".dcm" if chosen.startswith("DICOM") else ".nii.gz"
             if Path(path).exists() and not dialogs.ask_overwrite(self, Path(path)):
                 return False
         return self.save_labels(path)

@@ -22,6 +22,7 @@ from ...io import (
     write_labels_nifti,
     write_mask_png,
 )
+from ...io.dicom_seg import SEG_SUFFIXES, Segment, is_dicom_seg, read_dicom_seg, write_dicom_seg
 from ...io.formats import format_from_suffix, open_dialog_filter, strip_suffix
 from .annotation import AnnotationSession, LabelTable, sidecar_path
 
@@ -71,13 +72,20 @@ def default_labels_path(volume: Volume) -> Path:
 
 
 def save_labels(session: AnnotationSession, path: str | os.PathLike[str]) -> Path:
-    """Write the label map (NIfTI with the image geometry, or PNG for one-slice images) and its JSON sidecar."""
+    """Write the label map (NIfTI with the image geometry, or PNG for one-slice images) and its JSON sidecar; a
+    ``.dcm`` path writes one DICOM SEG referencing the source series instead (names and colours inside it)."""
     path = Path(path)
     volume = session.volume
     src = volume.source_path
     if src is not None and src.exists() and path.exists() and os.path.samefile(src, path):
         raise OutputWriteError("this would overwrite the original image", path=path,
                                action="Choose a different file name for the segmentation (e.g. add _seg).")  # fmt: skip
+    if path.suffix.lower() in SEG_SUFFIXES:  # DICOM SEG: names and colours travel inside it
+        segments = [Segment(lb.id, lb.name, tuple(lb.color)) for lb in session.table]  # type: ignore[arg-type]
+        write_dicom_seg(path, session.labels, volume, segments)
+        session.mark_saved()
+        log.info("saved labels to %s (DICOM SEG)", path)
+        return path
     if path.suffix.lower() == ".png":
         if session.shape[0] != 1:
             raise OutputWriteError("a PNG holds one slice but this image is a volume", path=path,
@@ -97,8 +105,16 @@ def save_labels(session: AnnotationSession, path: str | os.PathLike[str]) -> Pat
 
 
 def load_mask(session: AnnotationSession, path: str | os.PathLike[str]) -> None:
-    """Open a label map onto the current image (one undo step); names/colours from its sidecar when present."""
+    """Open a label map onto the current image (one undo step); names/colours from its sidecar when present, or
+    from the segments of a DICOM SEG (opened onto its series)."""
     path = Path(path)
+    if is_dicom_seg(path):
+        labels, segments = read_dicom_seg(path, session.volume)
+        table = LabelTable()
+        for seg in segments:
+            table.add(seg.name, seg.color, seg.value)
+        session.replace_labels(labels, table)
+        return
     labels = np.asarray(read_labels(path, session.volume))
     if labels.ndim == 2:
         labels = labels[None]
