@@ -622,3 +622,21 @@ def test_a_pair_with_a_truncated_img_is_refused_in_one_line(tmp_path: Path, kind
         read_image(tmp_path / "a.hdr")
     err = capfd.readouterr().err
     assert "WARNING: In" not in err and "SimpleITK-build" not in err  # no ITK noise on stderr
+
+
+def test_rt_dose_opens_in_gy_single_frame_or_not() -> None:
+    """A single-frame RT dose (GDCM refuses it) is read with pydicom; every RT dose is in Gy (Dose Grid Scaling)."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    for name in ("rtdose_1frame.dcm", "rtdose_rle_1frame.dcm", "rtdose.dcm"):
+        path = get_testdata_file(name)
+        if path is None:
+            pytest.skip(f"pydicom's test file {name} is not installed")
+        ds = pydicom.dcmread(path)
+        volume = read_image(path)
+        frames = np.asarray(ds.pixel_array).reshape(-1, int(ds.Rows), int(ds.Columns))
+        np.testing.assert_allclose(volume.array, frames * float(ds.DoseGridScaling), rtol=1e-6)
+        assert volume.spacing[:2] == (float(ds.PixelSpacing[1]), float(ds.PixelSpacing[0]))
+        np.testing.assert_allclose(volume.origin, [float(v) for v in ds.ImagePositionPatient])
+        assert volume.array.shape[0] == len(frames)

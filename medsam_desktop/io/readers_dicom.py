@@ -19,7 +19,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ._checks import check_size, narrow_int_dtype
-from .errors import DicomSeriesError, reading
+from .errors import CorruptFileError, DicomSeriesError, MedSAMIOError, reading
 from .readers_sitk import volume_from_sitk
 from .volume import Volume
 
@@ -320,8 +320,14 @@ def read_dicom_file(path: str | os.PathLike[str]) -> Volume:
     X-ray files without Pixel Spacing use Imager Pixel Spacing (0018,1164) when present.
     """
     path = Path(path)
-    with reading(path, "it is not a readable DICOM image (damaged, or no pixel data)", (RuntimeError,)):
-        reader = _header(str(path))
+    try:
+        with reading(path, "it is not a readable DICOM image (damaged, or no pixel data)", (RuntimeError,)):
+            reader = _header(str(path))
+    except CorruptFileError as exc:
+        volume = _read_with_pydicom(path)  # e.g. a single-frame RT dose, which GDCM does not take
+        if volume is None:
+            raise exc from None
+        return volume
     check_size(reader.GetSize(), path)
     with reading(
         path, "its DICOM pixel data could not be decoded (damaged or unsupported compression)", (RuntimeError,)
@@ -345,7 +351,63 @@ def read_dicom_file(path: str | os.PathLike[str]) -> Volume:
         is_2d=n_frames == 1,
     )
     array = narrow_int_dtype(_fix_monochrome1(volume.array, photometric))
+    dose_scaling = _meta(reader, "3004|000e")  # RT dose: stored integers x Dose Grid Scaling = Gy (GDCM leaves them)
+    if dose_scaling:
+        try:
+            array = (array * float(dose_scaling.split("\\")[0])).astype(np.float32)
+        except ValueError:
+            log.warning("%s: unreadable Dose Grid Scaling %r: raw dose values shown", path.name, dose_scaling)
     volume = _with_dicom_extra(volume.with_array(array), reader, None, photometric)
     if n_frames == 1:
         volume.extra[DICOM_FILES_KEY] = json.dumps([str(path)])
+    return volume
+
+
+def _read_with_pydicom(path: Path) -> Volume | None:
+    """A grey DICOM image GDCM refused, read with pydicom (None when pydicom cannot either): frames (F, H, W)
+    scaled to their physical values (RT dose: DoseGridScaling, Gy; else Rescale Slope/Intercept), geometry
+    from Image Position/Orientation (Patient) and Pixel Spacing; the frame spacing from Grid Frame Offset
+    Vector, else Slice Thickness, else 1 mm."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, force=True)
+        if "PixelData" not in ds or int(getattr(ds, "SamplesPerPixel", 1)) != 1:
+            return None
+        check_size([int(ds.Columns), int(ds.Rows), int(getattr(ds, "NumberOfFrames", 1) or 1)], path)
+        pixels = np.asarray(ds.pixel_array)
+    except (MedSAMIOError, OSError, ValueError, AttributeError, TypeError, KeyError, RuntimeError) as exc:
+        if isinstance(exc, MedSAMIOError) and not isinstance(exc, CorruptFileError):
+            raise
+        log.debug("%s: pydicom cannot read it either (%s)", path.name, exc)
+        return None
+    frames = pixels[None] if pixels.ndim == 2 else pixels
+    if "DoseGridScaling" in ds:
+        array = (frames * float(ds.DoseGridScaling)).astype(np.float32)
+    else:
+        slope, intercept = float(getattr(ds, "RescaleSlope", 1) or 1), float(getattr(ds, "RescaleIntercept", 0) or 0)
+        array = frames if (slope, intercept) == (1.0, 0.0) else (frames * slope + intercept).astype(np.float32)
+    row_mm, col_mm = (float(v) for v in getattr(ds, "PixelSpacing", [1.0, 1.0])[:2])
+    orientation = np.array([float(v) for v in getattr(ds, "ImageOrientationPatient", [1, 0, 0, 0, 1, 0])])
+    x_dir, y_dir = orientation[:3], orientation[3:6]
+    z_dir = np.cross(x_dir, y_dir)
+    offsets = [float(v) for v in getattr(ds, "GridFrameOffsetVector", []) or []]
+    if len(offsets) == len(frames) > 1 and offsets[1] != offsets[0]:
+        z_mm = abs(offsets[1] - offsets[0])
+    else:
+        z_mm = float(getattr(ds, "SliceThickness", 0) or 0) or 1.0
+    origin = tuple(float(v) for v in getattr(ds, "ImagePositionPatient", [0.0, 0.0, 0.0])[:3])
+    volume = Volume(
+        array=narrow_int_dtype(np.ascontiguousarray(array)),
+        spacing=(col_mm, row_mm, z_mm),
+        origin=origin,  # type: ignore[arg-type]
+        direction=tuple(np.column_stack([x_dir, y_dir, z_dir]).ravel().tolist()),
+        modality=dicom_modality(str(getattr(ds, "Modality", ""))),
+        is_2d=len(frames) == 1,
+        source_path=path,
+        description=str(getattr(ds, "SeriesDescription", "") or ""),
+    )
+    if len(frames) == 1:
+        volume.extra[DICOM_FILES_KEY] = json.dumps([str(path)])
+    log.info("%s: read with pydicom (GDCM could not: e.g. a single-frame RT dose)", path.name)
     return volume
