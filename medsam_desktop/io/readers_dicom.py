@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -371,11 +372,13 @@ def _read_with_pydicom(path: Path) -> Volume | None:
     import pydicom
 
     try:
-        ds = pydicom.dcmread(path, force=True)
-        if "PixelData" not in ds or int(getattr(ds, "SamplesPerPixel", 1)) != 1:
-            return None
-        check_size([int(ds.Columns), int(ds.Rows), int(getattr(ds, "NumberOfFrames", 1) or 1)], path)
-        pixels = np.asarray(ds.pixel_array)
+        with warnings.catch_warnings():  # pydicom's complaints about a damaged file: the one-line error says it
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, force=True)
+            if "PixelData" not in ds or int(getattr(ds, "SamplesPerPixel", 1)) != 1:
+                return None
+            check_size([int(ds.Columns), int(ds.Rows), int(getattr(ds, "NumberOfFrames", 1) or 1)], path)
+            pixels = np.asarray(ds.pixel_array)
     except (MedSAMIOError, OSError, ValueError, AttributeError, TypeError, KeyError, RuntimeError) as exc:
         if isinstance(exc, MedSAMIOError) and not isinstance(exc, CorruptFileError):
             raise
