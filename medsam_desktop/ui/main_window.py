@@ -21,7 +21,9 @@ from PyQt6.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QSlider,
     QTextEdit,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -119,7 +121,17 @@ class MainWindow(QMainWindow):
         )  # fmt: skip
         self.view = SliceView(self)
         self.segmentation = SegmentationController(self)
-        self.setCentralWidget(self.view)
+        self.slice_slider = QSlider(Qt.Orientation.Horizontal)  # the shown view's slices (wheel, keys, drag)
+        self.slice_slider.setToolTip("Slice (wheel, Up/Down or PageUp/PageDown)")
+        self.slice_slider.setEnabled(False)
+        self.slice_slider.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # the slice keys stay the view's
+        central = QWidget(self)
+        layout = QVBoxLayout(central)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addWidget(self.view, 1)
+        layout.addWidget(self.slice_slider)
+        self.setCentralWidget(central)
         self.labels_panel = LabelsPanel(self)
         dock = QDockWidget("Labels", self)
         dock.setObjectName("labels_dock")
@@ -211,6 +223,8 @@ class MainWindow(QMainWindow):
     def _connect(self) -> None:
         self.segmentation.connect_worker()
         self.view.slice_changed.connect(self._on_slice_changed)
+        self.view.slice_changed.connect(lambda _i: self._sync_slider())
+        self.slice_slider.valueChanged.connect(self.view.set_slice)
         self.view.window_changed.connect(lambda *_: self._window_timer.start())
         self.view.cursor_info.connect(self.cursor_label.setText)
         self.view.box_refused.connect(lambda text: self.status(text, 5000))
@@ -316,6 +330,7 @@ class MainWindow(QMainWindow):
         if self.view.orientation != "axial":
             self.set_orientation("axial")
         self.view.set_session(session)
+        self._sync_slider()
         self.labels_panel.set_session(session)
         self.statistics_panel.set_session(session)
         self._update_title()
@@ -565,7 +580,20 @@ class MainWindow(QMainWindow):
     def set_orientation(self, orientation: str) -> None:
         self.orientation_actions[orientation].setChecked(True)
         self.view.set_orientation(orientation)
+        self._sync_slider()
         self.update_actions()
+
+    def _sync_slider(self) -> None:
+        """The slider shows the view's slice and range (without echoing a change back to the view)."""
+        slider, view = self.slice_slider, self.view
+        blocked = slider.blockSignals(True)
+        try:
+            depth = view.depth if self.session is not None else 0
+            slider.setEnabled(depth > 1)
+            slider.setRange(0, max(depth - 1, 0))
+            slider.setValue(view.current if depth else 0)
+        finally:
+            slider.blockSignals(blocked)
 
     def auto_window(self) -> None:
         if self.session is not None:

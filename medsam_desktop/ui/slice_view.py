@@ -21,6 +21,7 @@ from PyQt6.QtCore import QPointF, QRectF, Qt, pyqtSignal
 from PyQt6.QtGui import QColor, QKeyEvent, QMouseEvent, QPen, QResizeEvent, QTransform, QWheelEvent
 from PyQt6.QtWidgets import QGraphicsEllipseItem, QGraphicsRectItem, QLabel, QWidget
 
+from ..core.document.anatomy import edge_letters
 from ..core.document.annotation import AnnotationSession, LabelLockedError
 from ..core.inference.intensity import CT_WINDOWS, percentile_range
 from ..core.inference.reformat import ORIENTATIONS, Plane
@@ -101,6 +102,9 @@ class SliceView(pg.GraphicsView):
         self.hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.hint.setStyleSheet("color: #c8c8c8; font-size: 16px;")
         self.hint.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        # orientation letters at the four edges and "Axial 12 / 40" in the top-left corner (ITK-SNAP, Slicer)
+        self.edge_labels = {edge: self._overlay_label() for edge in ("left", "right", "top", "bottom")}
+        self.slice_label = self._overlay_label()
 
         self.session: AnnotationSession | None = None
         self.orientation = "axial"
@@ -118,6 +122,40 @@ class SliceView(pg.GraphicsView):
         self._drag_start = QPointF()
         self._drag_window = (0.0, 1.0)
         self._last_point: np.ndarray | None = None
+
+    def _overlay_label(self) -> QLabel:
+        label = QLabel("", self)
+        label.setStyleSheet("color: #f0e68c; font-size: 13px; font-weight: bold;")
+        label.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        label.hide()
+        return label
+
+    def _update_overlay_labels(self) -> None:
+        """The edge letters from the direction matrix and the slice number, for what is shown now."""
+        if self.session is None:
+            for label in (*self.edge_labels.values(), self.slice_label):
+                label.hide()
+            return
+        letters = edge_letters(self.session.volume.direction, self.orientation, self.plane.flip)
+        for edge, letter in zip(("left", "right", "top", "bottom"), letters):
+            label = self.edge_labels[edge]
+            label.setText(letter)
+            label.adjustSize()
+            label.setVisible(bool(letter) and self.depth > 0 and not self.session.volume.is_2d)
+        self.slice_label.setText(f"{self.orientation.capitalize()} {self.current + 1} / {self.depth}")
+        self.slice_label.adjustSize()
+        self.slice_label.setVisible(self.depth > 1)
+        self._place_overlay_labels()
+
+    def _place_overlay_labels(self) -> None:
+        r = self.rect()  # (self.width is the display window's width, not the widget's)
+        w, h, m = r.width(), r.height(), 6
+        edges = self.edge_labels
+        edges["left"].move(m, (h - edges["left"].height()) // 2)
+        edges["right"].move(w - edges["right"].width() - m, (h - edges["right"].height()) // 2)
+        edges["top"].move((w - edges["top"].width()) // 2, m)
+        edges["bottom"].move((w - edges["bottom"].width()) // 2, h - edges["bottom"].height() - m)
+        self.slice_label.move(m, m)
 
     # --- document --------------------------------------------------------------------------------
     def set_session(self, session: AnnotationSession | None) -> None:
@@ -226,6 +264,8 @@ class SliceView(pg.GraphicsView):
             self.cursor_voxel = (vox[0], vox[1], vox[2])
         self._restart_stroke()
         self.refresh()
+        if self.cursor_voxel is not None:
+            self._describe_voxel(self.cursor_voxel)  # the status line follows the wheel, not only the mouse
         self.slice_changed.emit(index)
 
     def step(self, delta: int) -> None:
@@ -258,6 +298,7 @@ class SliceView(pg.GraphicsView):
         self.refresh_overlay()
         self._update_box_item()
         self._update_points_item()
+        self._update_overlay_labels()
         if reset_range:
             self.reset_zoom()
 
@@ -359,6 +400,11 @@ class SliceView(pg.GraphicsView):
             self.cursor_info.emit("")
             return
         self.cursor_voxel = vox
+        self._describe_voxel(vox)
+
+    def _describe_voxel(self, vox: tuple[int, int, int]) -> None:
+        """The status line of the voxel under the cursor: position, value (HU for CT) and label."""
+        assert self.session is not None
         z, y, x = vox
         value = self.session.volume.array[z, y, x]
         unit = " HU" if self.session.volume.modality == "CT" else ""
@@ -533,6 +579,8 @@ class SliceView(pg.GraphicsView):
         hint = getattr(self, "hint", None)  # pyqtgraph resizes during construction
         if hint is not None:
             hint.setGeometry(self.rect())
+        if getattr(self, "slice_label", None) is not None:
+            self._place_overlay_labels()
 
     def wheelEvent(self, ev: QWheelEvent | None) -> None:  # noqa: N802
         assert ev is not None

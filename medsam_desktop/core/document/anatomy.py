@@ -1,4 +1,5 @@
-"""Anatomical names of the two directions a view's slices step in (Qt-free; used by the propagation dialog).
+"""Anatomical names of the two directions a view's slices step in (the propagation dialog) and the letters at a view's
+edges (Qt-free).
 
 The volume's direction matrix (SimpleITK, row-major, physical LPS: +x left, +y posterior, +z superior) tells
 where each array axis points. Slices of the axial view step along the image's z axis, coronal along y, sagittal
@@ -30,3 +31,34 @@ def slice_directions(direction: Sequence[float], orientation: str) -> tuple[str,
         return None
     negative, positive = _NAMES[k]
     return (negative, positive) if column[k] > 0 else (positive, negative)
+
+
+#: physical LPS axis -> (letter of the negative direction, letter of the positive direction)
+_LETTERS = (("R", "L"), ("A", "P"), ("I", "S"))
+#: orientation -> the SimpleITK index axes of the displayed (columns, rows)
+_PLANE_AXES = {"axial": (0, 1), "coronal": (0, 2), "sagittal": (1, 2)}
+
+
+def axis_letters(direction: Sequence[float], index_axis: int) -> tuple[str, str]:
+    """(letter towards index 0, letter towards the last index) of one SimpleITK index axis, e.g. ``("R", "L")``
+    for x of an LPS volume; ``("", "")`` for an axis that is oblique (cosine below :data:`MIN_COSINE`)."""
+    column = [float(direction[i * 3 + index_axis]) for i in range(3)]
+    k = max(range(3), key=lambda i: abs(column[i]))
+    if abs(column[k]) < MIN_COSINE:
+        return "", ""
+    negative, positive = _LETTERS[k]
+    return (negative, positive) if column[k] > 0 else (positive, negative)
+
+
+def edge_letters(direction: Sequence[float], orientation: str, flip_rows: bool = False) -> tuple[str, str, str, str]:
+    """The anatomical letters at the (left, right, top, bottom) edges of a displayed slice of ``orientation``
+    (columns run left to right, rows top to bottom, reversed when ``flip_rows``, as ``Plane.flip``); an oblique
+    axis gives empty letters. E.g. an LPS axial slice: ``("R", "L", "A", "P")`` (radiological convention)."""
+    if orientation not in _PLANE_AXES or len(direction) != 9:
+        return "", "", "", ""
+    cols, rows = _PLANE_AXES[orientation]
+    left, right = axis_letters(direction, cols)
+    top, bottom = axis_letters(direction, rows)
+    if flip_rows:
+        top, bottom = bottom, top
+    return left, right, top, bottom
