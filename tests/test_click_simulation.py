@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from medsam_desktop.core.evaluation.click_protocol import ClickCurve, clicks_2d, clicks_3d
-from medsam_desktop.core.evaluation.clicks import Click, largest_error_slice, next_click
+from medsam_desktop.core.evaluation.clicks import largest_error_slice, next_click
 from medsam_desktop.core.inference.challenge import segment_challenge_case
 from medsam_desktop.core.inference.clicks import ClickPoint, ClickRefiner, points_to_model
 from medsam_desktop.core.inference.predictor import Predictor
@@ -16,7 +16,7 @@ from tests.fakes import BoxBackend, SquareClickBackend
 def test_missed_foreground_gets_a_positive_click_at_its_centre() -> None:
     gt = np.zeros((40, 40), bool)
     gt[10:21, 5:16] = True  # 11x11: centre (15, 10)
-    assert next_click(np.zeros_like(gt), gt) == Click(15, 10, True)
+    assert next_click(np.zeros_like(gt), gt) == ClickPoint(10, 15, True)
 
 
 def test_taken_background_gets_a_negative_click_and_the_larger_error_wins() -> None:
@@ -25,7 +25,7 @@ def test_taken_background_gets_a_negative_click_and_the_larger_error_wins() -> N
     pred = np.zeros_like(gt)
     pred[20:29, 20:29] = True  # 81 px taken
     click = next_click(pred, gt)
-    assert click == Click(24, 24, False)
+    assert click == ClickPoint(24, 24, False)
 
 
 def test_equal_errors_prefer_the_missed_foreground_and_agreement_gives_none() -> None:
@@ -33,7 +33,7 @@ def test_equal_errors_prefer_the_missed_foreground_and_agreement_gives_none() ->
     gt[2:5, 2:5] = True
     pred = np.zeros_like(gt)
     pred[20:23, 20:23] = True
-    assert next_click(pred, gt) == Click(3, 3, True)
+    assert next_click(pred, gt) == ClickPoint(3, 3, True)
     assert next_click(gt, gt) is None
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..inference.boxes import mask_bbox
 from ..inference.cache import EmbeddingCache
-from ..inference.challenge import box_problem
+from ..inference.challenge import usable_objects
 from ..inference.clicks import ClickPoint, ClickRefiner
 from ..inference.predictor import Predictor
 from ..inference.propagation import Box3D, propagate_boxes
@@ -75,24 +75,13 @@ def _score(curve: ClickCurve, segs: np.ndarray, gts: np.ndarray, spacing: tuple[
     curve.nsd.append(float(m.nsd))
 
 
-def _usable(boxes: np.ndarray, shape_zyx: tuple[int, int, int], name: str) -> list[int]:
-    out = []
-    for i, box in enumerate(boxes):
-        problem = box_problem(box, shape_zyx)
-        if problem is None:
-            out.append(i)
-        else:
-            log.warning("%s: object %d: %s; its mask is left empty", name, i + 1, problem)
-    return out
-
-
 def clicks_2d(
     predictor: Predictor, refiner: ClickRefiner, image: np.ndarray, boxes: np.ndarray, gts: np.ndarray, clicks: int,
     name: str = "case",
 ) -> tuple[np.ndarray, ClickCurve]:  # fmt: skip
     """(H, W[, 3]) image, (N, 4) boxes, (H, W) ground truth -> segs after the last round and the curve."""
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    usable = _usable(boxes, (1, int(image.shape[0]), int(image.shape[1])), name)
+    usable = usable_objects(boxes, (1, int(image.shape[0]), int(image.shape[1])), name)
     curve = ClickCurve()
     dtype = np.uint16 if len(boxes) > 255 else np.uint8
     if not usable:
@@ -113,7 +102,7 @@ def clicks_2d(
             c = next_click(masks[v], gts == v)
             if c is None:
                 continue
-            points[v].append(ClickPoint(c.x, c.y, c.positive))
+            points[v].append(c)
             pred = refiner.refine(emb, boxes[i], points[v], logits[v])
             masks[v], logits[v] = pred.masks[0], pred.logits[0]
         segs = _compose(gts.shape, masks, dtype)
@@ -135,7 +124,7 @@ def clicks_3d(
     """(D, H, W) volume, (N, 6) boxes, (D, H, W) ground truth -> segs after the last round and the curve."""
     boxes = np.asarray(boxes, np.float64).reshape(-1, 6)
     shape = tuple(int(s) for s in volume.shape[:3])
-    usable = _usable(boxes, shape, name)  # type: ignore[arg-type]
+    usable = usable_objects(boxes, shape, name)  # type: ignore[arg-type]
     curve = ClickCurve()
     values = [i + 1 for i in usable]
     segs = (
@@ -166,7 +155,7 @@ def clicks_3d(
                 bb = mask_bbox(masks[v][z])
                 box = b.xyxy if bb is None else bb
                 st = state[v][z] = _SliceState(box, predictor.decode(emb, box).logits[0])
-            st.points.append(ClickPoint(c.x, c.y, c.positive))
+            st.points.append(c)
             pred = refiner.refine(emb, st.box, st.points, st.logits)
             st.logits = pred.logits[0]
             fixed = {zz: masks[v][zz] for zz in state[v]}  # corrected slices keep their masks

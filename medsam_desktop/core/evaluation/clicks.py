@@ -5,27 +5,18 @@ After each prediction the next click goes to the centre of the largest error reg
 (2D), the largest component of either kind wins (ties: the missed foreground), and the click is its pixel
 farthest from the component's border (Euclidean distance transform; the image edge counts as border).
 Positive on missed foreground, negative on taken background. In 3D the click goes on the slice with the
-most error voxels. Coordinates: ``(y, x)`` pixels of the array given (the 256 model frame in training, the
-image frame in ``medsam-infer``).
+most error voxels. Clicks are :class:`~medsam_desktop.core.inference.clicks.ClickPoint` in pixels of the array
+given (the 256 model frame in training, the image frame in ``medsam-infer``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["Click", "largest_error_slice", "next_click"]
+from ..inference.clicks import ClickPoint
 
-
-@dataclass(frozen=True)
-class Click:
-    """One click: pixel row ``y``, column ``x``, ``positive`` (add foreground) or negative (remove)."""
-
-    y: int
-    x: int
-    positive: bool
+__all__ = ["largest_error_slice", "next_click"]
 
 
 def _largest_component(error: np.ndarray) -> np.ndarray | None:
@@ -36,7 +27,7 @@ def _largest_component(error: np.ndarray) -> np.ndarray | None:
     return labels == int(np.argmax(sizes)) + 1
 
 
-def next_click(prediction: np.ndarray, truth: np.ndarray) -> Click | None:
+def next_click(prediction: np.ndarray, truth: np.ndarray) -> ClickPoint | None:
     """The click that corrects the largest error region of a 2D ``prediction`` against ``truth`` (both (H, W)
     bool); None when they agree everywhere."""
     pred, gt = np.asarray(prediction, bool), np.asarray(truth, bool)
@@ -51,7 +42,7 @@ def next_click(prediction: np.ndarray, truth: np.ndarray) -> Click | None:
     assert region is not None
     depth = ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
     y, x = np.unravel_index(int(np.argmax(depth)), depth.shape)
-    return Click(int(y), int(x), bool(positive))
+    return ClickPoint(int(x), int(y), bool(positive))
 
 
 def largest_error_slice(prediction: np.ndarray, truth: np.ndarray) -> int | None:

@@ -45,6 +45,19 @@ def box_problem(box: np.ndarray, shape_zyx: tuple[int, int, int]) -> str | None:
     return None
 
 
+def usable_objects(boxes: np.ndarray, shape_zyx: tuple[int, int, int], name: str = "case") -> list[int]:
+    """Indices of the boxes that can be segmented (:func:`box_problem`); each other object is logged as one
+    WARNING naming ``name`` (the case) and keeps an empty mask."""
+    usable = []
+    for i, box in enumerate(boxes):
+        problem = box_problem(box, shape_zyx)
+        if problem is None:
+            usable.append(i)
+        else:
+            log.warning("%s: object %d: %s; its mask is left empty", name, i + 1, problem)
+    return usable
+
+
 def segment_challenge_case(
     predictor: Predictor,
     imgs: np.ndarray,
@@ -74,13 +87,7 @@ def segment_challenge_case(
         if imgs.ndim not in (3, 4):
             raise ValueError(f"3D boxes need a (D, H, W) volume, got shape {imgs.shape}")
         shape_zyx = (int(imgs.shape[0]), int(imgs.shape[1]), int(imgs.shape[2]))
-    usable = []
-    for i, box in enumerate(boxes):
-        problem = box_problem(box, shape_zyx)
-        if problem is None:
-            usable.append(i)
-        else:
-            log.warning("%s: object %d: %s; its mask is left empty", name, i + 1, problem)
+    usable = usable_objects(boxes, shape_zyx, name)
     values = [i + 1 for i in usable]
     if boxes.shape[1] == 4:
         return segment_slice(predictor, imgs, boxes[usable], label_values=values)
