@@ -22,6 +22,7 @@ from medsam_desktop.core.backends import (
     describe,
     load_backend,
 )
+from medsam_desktop.core.backends.clicks import CLICKS_STEM
 from medsam_desktop.core.backends.shipped import SHIPPED_STEMS, ShippedFilesUnavailable, shipped_files
 from medsam_desktop.model_files import (
     ModelNotAvailableError,
@@ -186,9 +187,23 @@ def test_without_torch_other_requests_run_the_shipped_default(models_copy: Path)
 
 def test_the_packaged_layout_counts_as_a_bundled_student(models_copy: Path) -> None:
     assert student_available() and student_checkpoint_path() is None  # card + OpenVINO files, no .pt
-    assert sorted({p.stem for p in runtime_folder(models_copy / student_weights_path().name).glob("*.xml")}) == sorted(
-        SHIPPED_STEMS
-    )
+    stems = {p.stem for p in runtime_folder(models_copy / student_weights_path().name).glob("*.xml")}
+    assert sorted(stems) == sorted((*SHIPPED_STEMS, CLICKS_STEM))
+
+
+def test_the_click_path_runs_without_torch(models_copy: Path) -> None:
+    """The packaged app's click path: the shipped IR, verified against its card, torch unimportable."""
+    proc = _run_without_torch("""
+        import numpy as np
+        from medsam_desktop.core.backends.clicks import load_click_backend
+        from medsam_desktop.model_files import student_weights_path
+        backend = load_click_backend(student_weights_path(), threads=1)
+        logits, iou = backend.decode_clicks(np.zeros((1, 256, 64, 64), np.float32), np.array([20, 20, 120, 120]),
+                                            np.array([[60, 60]]), np.array([1]), np.zeros((256, 256), np.float32))
+        assert "torch" not in sys.modules
+        print("NAME", backend.name, logits.shape)
+    """)
+    assert "NAME clicks+openvino (256, 256)" in proc.stdout, proc.stderr[-2000:]
 
 
 def test_default_is_a_value_of_both_options() -> None:

@@ -11,6 +11,10 @@ memory stays bounded (memory-mapped shards, one batch at a time). Uses CUDA when
 ``hflip``/``vflip`` where ``teacher_cache.py --variants`` has computed them); the image is flipped by the same
 ``shards.apply_variant`` as the teacher's input. Off by default: identity only, as before.
 
+``--mask-loss W``: adds W x the prompt-in-the-loop mask loss (``training/mask_distill.py``: the frozen decoder's
+logits from the student's embedding against the teacher's, for boxes drawn from the teacher's own masks) to the
+embedding MSE; ``train_mse`` in ``log.csv`` then logs the sum.
+
 ``--oversample ct=3``: every cached item of those modalities appears that many times per epoch (e.g. where the
 student is weakest and the pool is thin); the validation set is unchanged.
 
@@ -34,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from medsam_desktop.model import build_model, load_checkpoint
+from training.mask_distill import mask_loss
 from training.runtime import setup_runtime
 from training.shards import (
     IDENTITY,
@@ -84,6 +89,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--max-hours", type=float, default=0.0, help="stop after this wall time (0: no limit)")
     ap.add_argument("--max-steps", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--mask-loss", type=float, default=0.0, help="weight of the mask distillation loss (0: off)")
+    ap.add_argument("--mask-boxes", type=int, default=2, help="seed boxes per slice for the mask loss")
     ap.add_argument(
         "--oversample",
         type=parse_repeats,
@@ -130,6 +137,7 @@ class Batches:
         self.repeats = repeats or {}  # modality -> times each of its items appears per epoch (default 1)
         self.epoch = 0
         self._queue: list[tuple[ShardItem, str]] = []
+        self.last: list[ShardItem] = []
 
     def _refill(self) -> None:
         ready = [it for it in self.items if self.cache.has(it.id)]
@@ -152,7 +160,8 @@ class Batches:
         if len(self._queue) < self.batch_size:
             self._refill()
         batch, self._queue = self._queue[: self.batch_size], self._queue[self.batch_size :]
-        return load_batch([it for it, _ in batch], self.images, self.cache, [v for _, v in batch])
+        self.last = [it for it, _ in batch]  # the items of the batch just returned (their content sizes)
+        return load_batch(self.last, self.images, self.cache, [v for _, v in batch])
 
 
 def load_batch(
@@ -314,9 +323,20 @@ def main(argv: list[str] | None = None) -> int:
             x, y = batches.next()
             yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
+    mask_rng = np.random.default_rng([args.seed, rank, trainer.state["step"]])
+
     def step(batch: tuple[torch.Tensor, torch.Tensor]) -> StepResult:
         x, y = batch
-        return trainer.step((x,), mse_to(y))
+        if not args.mask_loss:
+            return trainer.step((x,), mse_to(y))
+        content = [(it.h, it.w) for it in batches.last]  # flips keep the content size
+
+        def loss(pred: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            mse = F.mse_loss(pred.float(), y)
+            masks = mask_loss(student, pred, y, content, mask_rng, args.mask_boxes)
+            return mse + args.mask_loss * masks, {"mse": mse.detach(), "mask": masks.detach()}
+
+        return trainer.step((x,), loss)
 
     def validation() -> float:
         return validate(encoder, val_items, images, cache, device, args.bf16, args.freeze_bn)
@@ -336,10 +356,14 @@ def main(argv: list[str] | None = None) -> int:
                 ]
             )
             if not val:
+                parts = "".join(
+                    f" {k} {np.mean([r.parts.get(k, 0.0) for r in trainer.recent[-10:]]):.5f}" for k in result.parts
+                )
                 log.info(
-                    "step %d train MSE %.5f grad %.2f (%.2f s/step)",
+                    "step %d train loss %.5f%s grad %.2f (%.2f s/step)",
                     step_no,
                     train_mse,
+                    parts,
                     result.grad_norm,
                     trainer.seconds_per_step(),
                 )
