@@ -41,7 +41,7 @@ def test_no_prompt_gives_a_zero_loss_that_still_backpropagates() -> None:
     loss.backward()
 
 
-def test_distill_cli_with_the_mask_loss_logs_both_terms(tmp_path, caplog) -> None:  # noqa: ANN001
+def test_distill_cli_with_the_mask_loss_logs_both_terms(tmp_path, caplog) -> None:
     import logging
 
     from test_flips import _filled_cache
