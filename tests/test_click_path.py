@@ -105,9 +105,9 @@ def test_openvino_matches_torch_and_is_what_the_app_loads(random_weights: Path, 
             np.array([[90, 100], [40, 60], [120, 130]], np.float32), np.array([1, 0, 1], np.float32),
             rng.normal(0, 3, (256, 256)).astype(np.float32))  # fmt: skip
     ref, ref_iou = TorchClickBackend(decoder, threads=1).decode_clicks(*args)
-    got, iou = OpenVinoClickBackend(xml, threads=1).decode_clicks(*args)
+    got, iou = OpenVinoClickBackend(xml, threads=1, precision="f32").decode_clicks(*args)
     assert np.abs(got - ref).max() < 1e-3 and abs(iou - ref_iou) < 1e-4
-    assert load_click_backend(weights, threads=1).name == "clicks+openvino"
+    assert load_click_backend(weights, threads=1).name.startswith("clicks+openvino")
     xml.with_suffix(".bin").write_bytes(b"\0" * 16)  # damaged: the torch weights take over, said at info level
     assert load_click_backend(weights, threads=1).name == "clicks+torch"
 
@@ -177,6 +177,6 @@ def test_shipped_box_masks_are_bit_for_bit_unchanged_by_the_click_path() -> None
     refiner = ClickRefiner(lambda: load_click_backend(weights, threads=1))
     after_click = refiner.refine(emb, box, [ClickPoint(120, 90, True), ClickPoint(70, 40, False)], before.logits[0])
     again = predictor.decode(emb, box)
-    assert refiner.backend.name == "clicks+openvino"
+    assert refiner.backend.name.startswith("clicks+openvino")
     assert np.array_equal(before.logits, again.logits) and np.array_equal(before.masks, again.masks)
     assert after_click.masks[0].any()

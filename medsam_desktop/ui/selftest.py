@@ -63,7 +63,7 @@ class SelfTestResult:
     box_fraction: float
     samples: str = ""  # "2/2": sample files found / listed (File > Open sample)
     runtime: str = ""  # "OpenVINO int8": what ran (core.backends.describe)
-    clicks: str = ""  # the click path that ran ("clicks+openvino")
+    clicks: str = ""  # the click path that ran ("clicks+openvino+bf16")
     click_s: float = 0.0  # one click: the click path's decode, after its load
 
     def line(self) -> str:
