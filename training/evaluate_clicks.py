@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("runs/clicks_dev"))
     ap.add_argument("--paths", default="trained,untrained")
+    ap.add_argument("--dims", default="2D,3D", help="which cases: 2D, 3D or both")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     predictor = Predictor(load_backend(STUDENT_NAME, threads=args.threads))
@@ -83,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for path in sorted((args.data / "imgs").glob("*.npz")):
+        if path.name[:2] not in args.dims:
+            continue
         case = read_challenge_npz(path)
         gts = read_challenge_gt(args.data / "gts" / path.name)
         mod, dim = modality_from_case_name(path.name), "3D" if case.is_3d else "2D"

@@ -7,9 +7,11 @@ the previous logits as the mask prompt (no re-encode).
 
 - 2D: the clicks go on the image.
 - 3D: the click goes on the slice of the object's box range with the most error voxels. That slice is decoded
-  with the box around the object's current mask there (its 3D box's rectangle when empty) and its clicks.
+  with the box propagation would prompt it with (the bbox of the object's current mask there + 3 model pixels;
+  its 3D box's rectangle when empty) and its clicks.
   Slices corrected earlier keep their masks. Then the object's propagation is re-run from the corrected slice
-  over its box range (``propagate_boxes(fixed_masks=...)``).
+  away from its start slice (the box's middle slice) to the end of its box range: exactly the slices that were
+  propagated through the corrected one (``propagate_boxes(fixed_masks=...)``); the others stay.
 
 After the box and after every round the case is scored as ``medsam-eval`` scores it (DSC, NSD), giving a curve
 of ``clicks + 1`` points. ``auc`` is the trapezoidal area under the points of clicks 1..K over a unit step,
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..inference.boxes import mask_bbox
+from ..inference.boxes import box_from_model, mask_bbox_model
 from ..inference.cache import EmbeddingCache
 from ..inference.challenge import usable_objects
 from ..inference.clicks import ClickPoint, ClickRefiner
@@ -151,19 +153,22 @@ def clicks_3d(
             assert c is not None
             emb = cached.encode(volume[z], key=("click", z))
             st = state[v].get(z)
-            if st is None:
-                bb = mask_bbox(masks[v][z])
-                box = b.xyxy if bb is None else bb
+            if st is None:  # the slice's prompt as propagation makes it: its mask's bbox + 3 model pixels
+                bb = mask_bbox_model(masks[v][z])
+                box = b.xyxy if bb is None else box_from_model(bb, masks[v][z].shape)
                 st = state[v][z] = _SliceState(box, predictor.decode(emb, box).logits[0])
             st.points.append(c)
             pred = refiner.refine(emb, st.box, st.points, st.logits)
             st.logits = pred.logits[0]
-            fixed = {zz: masks[v][zz] for zz in state[v]}  # corrected slices keep their masks
+            # the slices propagated through z (away from the box's start slice) are re-run from the corrected
+            # slice; those between the start and z never depended on z and stay
+            lo, hi = (z, b.z1) if z >= b.zmid else (b.z0, z)
+            fixed = {zz: masks[v][zz] for zz in state[v] if lo <= zz <= hi}  # corrected slices keep their masks
             fixed[z] = pred.masks[0]
-            out = propagate_boxes(
-                cached, volume, boxes[i : i + 1], volume_key="click", start_slices=[z], fixed_masks=[fixed]
-            )
-            masks[v] = out == 1
+            x0, y0, x1, y1 = b.xyxy
+            part = np.array([[x0, y0, lo, x1, y1, hi]])
+            out = propagate_boxes(cached, volume, part, volume_key="click", start_slices=[z], fixed_masks=[fixed])
+            masks[v][lo : hi + 1] = out[lo : hi + 1] == 1
         segs = _compose(shape, masks, segs.dtype)
         _score(curve, segs, gts, spacing_zyx)
     return segs, curve
