@@ -3,7 +3,7 @@
     .venv/bin/python scripts/check_bundle.py [--app dist/MedSAM-Desktop/MedSAM-Desktop]
 
 For each case (a DICOM CT series folder, NIfTI, NRRD and MGZ MR volumes and a 16-bit PNG from
-``../shared/data/raw``) the BUNDLE opens the file, segments one slice with a box through the app's own path
+``../shared/data/raw``, and a DICOM SEG of the CT series in ``../shared/data/dicom``) the BUNDLE opens the file, segments one slice with a box through the app's own path
 (model input mapping, annotation session, label saving; offscreen, ``--segment-and-export``) and writes a
 NIfTI mask; ``medsam-segment`` from this checkout's environment does the same. Voxels and the affine are
 compared. Prints one line per case and a result line; exit 1 on a mismatch or failure, 0 (with ``SKIP``)
@@ -34,6 +34,7 @@ class Case:
     relpath: str  # under <shared>/raw
     box: tuple[int, int, int, int]  # x0 y0 x1 y1 (array columns / rows)
     z: int
+    suffix: str = ".nii.gz"  # ".dcm": both sides write a DICOM SEG, compared after reading both onto the series
 
 
 CASES = (
@@ -45,6 +46,8 @@ CASES = (
     Case("mr-nrrd", "brain1_image.nrrd", (162, 84, 206, 115), 16),
     Case("mr-mgz", "norm.mgz", (80, 80, 176, 176), 128),
     Case("png-16bit", "MR2_UNCR_16bit.png", (300, 300, 700, 700), 0),
+    # DICOM SEG (highdicom in the bundle) on the CT series with complete UIDs
+    Case("ct-dicom-seg", "../dicom/ct_series_uids", (104, 190, 281, 374), 10, ".dcm"),
 )
 
 
@@ -77,7 +80,7 @@ def check_case(app: Path, case: Case, path: Path, out: Path, timeout: float) -> 
     import nibabel as nib
 
     box = [str(v) for v in case.box]
-    app_out, cli_out = out / f"{case.name}_app.nii.gz", out / f"{case.name}_cli.nii.gz"
+    app_out, cli_out = out / f"{case.name}_app{case.suffix}", out / f"{case.name}_cli{case.suffix}"
     proc, app_s = _run([str(app), str(path), "--segment-and-export", str(app_out), "--box", *box,
                         "--slice", str(case.z)], timeout)  # fmt: skip
     if proc.returncode != 0 or not app_out.is_file():
@@ -86,9 +89,17 @@ def check_case(app: Path, case: Case, path: Path, out: Path, timeout: float) -> 
                         "--slice", str(case.z), "-o", str(cli_out), "-q"], timeout)  # fmt: skip
     if proc.returncode != 0 or not cli_out.is_file():
         return False, f"{case.name}: medsam-segment failed: {_tail(proc)}"
-    a_img, c_img = nib.load(app_out), nib.load(cli_out)
-    a, c = np.asarray(a_img.dataobj) > 0, np.asarray(c_img.dataobj) > 0
-    same_affine = np.allclose(a_img.affine, c_img.affine, atol=1e-5)
+    if case.suffix == ".dcm":  # each SEG frame sits on the instance it references: read both onto the series
+        from medsam_desktop.io import read_image
+        from medsam_desktop.io.dicom_seg import read_dicom_seg
+
+        volume = read_image(path)
+        a, c = (read_dicom_seg(f, volume)[0] > 0 for f in (app_out, cli_out))
+        same_affine = True
+    else:
+        a_img, c_img = nib.load(app_out), nib.load(cli_out)
+        a, c = np.asarray(a_img.dataobj) > 0, np.asarray(c_img.dataobj) > 0
+        same_affine = np.allclose(a_img.affine, c_img.affine, atol=1e-5)
     identical = a.shape == c.shape and bool(np.array_equal(a, c)) and same_affine and int(a.sum()) > 0
     diff = int((a != c).sum()) if a.shape == c.shape else -1
     summary = (
