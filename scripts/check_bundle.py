@@ -6,8 +6,8 @@ For each case (a DICOM CT series folder, NIfTI, NRRD and MGZ MR volumes and a 16
 ``../shared/data/raw``, and a DICOM SEG of the CT series in ``../shared/data/dicom``) the BUNDLE opens the file,
 segments one slice with a box through the app's own path (model input mapping, annotation session, label saving;
 offscreen, ``--segment-and-export``) and writes a NIfTI mask (the SEG case: a DICOM SEG); ``medsam-segment``
-from this checkout's environment does the same. Voxels and the affine are compared. Prints one line per case and a result line; exit 1 on a mismatch or failure, 0 (with ``SKIP``)
-when ``../shared/data`` is absent.
+from this checkout's environment does the same. Voxels and the affine are compared. Prints one line per case
+and a result line; exit 1 on a mismatch or failure, 0 (with ``SKIP``) when ``../shared/data`` is absent.
 """
 
 from __future__ import annotations
