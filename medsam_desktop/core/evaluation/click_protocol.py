@@ -7,8 +7,8 @@ the previous logits as the mask prompt (no re-encode).
 
 - 2D: the clicks go on the image.
 - 3D: the click goes on the slice of the object's box range with the most error voxels. That slice is decoded
-  with the box propagation would prompt it with (the bbox of the object's current mask there + 3 model pixels;
-  its 3D box's rectangle when empty) and its clicks.
+  with the prompt propagation gave it (the 3D box's rectangle on the start slice, else the bbox + 3 model pixels
+  of the neighbour's mask towards the start), so the clicks correct the mask shown, and its clicks.
   Slices corrected earlier keep their masks. Then the object's propagation is re-run from the corrected slice
   away from its start slice (the box's middle slice) to the end of its box range: exactly the slices that were
   propagated through the corrected one (``propagate_boxes(fixed_masks=...)``); the others stay.
@@ -153,10 +153,9 @@ def clicks_3d(
             assert c is not None
             emb = cached.encode(volume[z], key=("click", z))
             st = state[v].get(z)
-            if st is None:  # the slice's prompt as propagation makes it: its mask's bbox + 3 model pixels
-                bb = mask_bbox_model(masks[v][z])
-                box = b.xyxy if bb is None else box_from_model(bb, masks[v][z].shape)
-                st = state[v][z] = _SliceState(box, predictor.decode(emb, box).logits[0])
+            if st is None:  # the prompt propagation gave this slice, so the clicks correct the mask shown
+                st = state[v][z] = _SliceState(_propagation_prompt(b, z, masks[v]), np.zeros(0))
+                st.logits = predictor.decode(emb, st.box).logits[0]
             st.points.append(c)
             pred = refiner.refine(emb, st.box, st.points, st.logits)
             st.logits = pred.logits[0]
@@ -172,3 +171,13 @@ def clicks_3d(
         segs = _compose(shape, masks, segs.dtype)
         _score(curve, segs, gts, spacing_zyx)
     return segs, curve
+
+
+def _propagation_prompt(box: Box3D, z: int, mask: np.ndarray) -> np.ndarray:
+    """The image-frame box propagation prompts slice ``z`` with: the 3D box's rectangle on its start slice, else
+    the bbox (+3 model pixels) of the neighbour's mask towards the start slice (the rectangle when it is empty)."""
+    if z == box.zmid:
+        return box.xyxy
+    neighbour = mask[z - 1] if z > box.zmid else mask[z + 1]
+    bb = mask_bbox_model(neighbour)
+    return box.xyxy if bb is None else box_from_model(bb, neighbour.shape)
