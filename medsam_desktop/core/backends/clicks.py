@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ...model_files import InvalidCheckpointError, card_field, card_path, verify_against_card, weights_sha256
+from ...model_files import InvalidCheckpointError, tied_to, weights_sha256
 from ...text import exception_line
 from .base import INT8_DECODER_HINT, pad_clicks, single_threaded_numpy_blas
 from .shipped import shipped_network, verify_network
@@ -99,10 +99,10 @@ def _verified_click_weights(weights: Path) -> Path:
     if not path.is_file():
         raise ClicksUnavailable(f"no click weights for {Path(weights).name}: clicks are available with the student")
     try:
-        verify_against_card(path)
+        tied = tied_to(path, STUDENT_LABEL, weights)
     except InvalidCheckpointError as exc:
         raise ClicksUnavailable(str(exc)) from None
-    if card_field(card_path(path), STUDENT_LABEL) != weights_sha256(weights):
+    if not tied:
         raise ClicksUnavailable(f"{path.name} was trained for other weights than {Path(weights).name}")
     return path
 

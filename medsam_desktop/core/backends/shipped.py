@@ -15,7 +15,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...model_files import InvalidCheckpointError, card_field, card_path, runtime_folder, sha256_of, verify_against_card
+from ...model_files import (
+    InvalidCheckpointError,
+    card_field,
+    card_path,
+    runtime_folder,
+    sha256_of,
+    tied_to,
+)
 from ...model_files import weights_sha256 as _weights_sha256
 from .layout import DECODER_SIZES, ENCODER, ENCODER_INT8, PREPARE, NetworkFiles, decoder_stem
 
@@ -108,10 +115,9 @@ def find_int8_encoder(weights: Path) -> Path:
     if not encoder.is_file():
         raise Int8EncoderUnavailable(f"no int8 encoder for {Path(weights).name}")
     try:
-        verify_against_card(encoder)
+        tied = tied_to(encoder, SOURCE_LABEL, weights)
     except InvalidCheckpointError as exc:
         raise Int8EncoderUnavailable(str(exc)) from None
-    source = source_weights_sha256(encoder)
-    if source is None or source != sha256_of(weights):
+    if not tied:
         raise Int8EncoderUnavailable(f"{encoder.name} was not quantized from {Path(weights).name}")
     return encoder
