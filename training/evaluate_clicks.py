@@ -23,13 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
+from medsam_desktop.cli.evaluate import modality_of
 from medsam_desktop.core.backends import load_backend
 from medsam_desktop.core.backends.clicks import load_click_backend
 from medsam_desktop.core.evaluation.click_protocol import ClickCurve, clicks_2d, clicks_3d
 from medsam_desktop.core.inference.clicks import ClickRefiner
 from medsam_desktop.core.inference.predictor import Predictor
 from medsam_desktop.io import read_challenge_gt, read_challenge_npz
-from medsam_desktop.io.challenge_npz import modality_from_case_name
 from medsam_desktop.model_files import STUDENT_NAME, student_weights_path
 
 log = logging.getLogger("evaluate_clicks")
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         case = read_challenge_npz(path)
         gts = read_challenge_gt(args.data / "gts" / path.name)
-        mod, dim = modality_from_case_name(path.name), "3D" if case.is_3d else "2D"
+        mod, dim = modality_of(path.name), "3D" if case.is_3d else "2D"  # as medsam-eval reports them
         for p, refiner in refiners.items():
             t = time.perf_counter()
             if case.is_3d:

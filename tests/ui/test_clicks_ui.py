@@ -27,15 +27,19 @@ def _click(qtbot, window, x: float, y: float, button=Qt.MouseButton.LeftButton, 
         qtbot.mouseClick(vp, button, modifier=mod, pos=pt(view, x + 0.5, y + 0.5))
 
 
-def test_clicks_correct_show_and_undo_one_by_one(qtbot, make_window, tmp_path, excepthook) -> None:
-    clicks = SquareClickBackend()
+def _window_with_box(qtbot, make_window, tmp_path, clicks: SquareClickBackend):
+    """A window on the synthetic CT with the box [10, 10, 40, 40] segmented on its shown slice."""
     window = make_window(clicks=clicks)
     session = open_synthetic(window, tmp_path)
     window.set_tool(Tool.BOX)
-    view = window.view
-    wait_view_mapped(qtbot, view)
-    z = view.current
+    wait_view_mapped(qtbot, window.view)
     _draw_box(qtbot, window, (10.5, 10.5), (40.5, 40.5))
+    return window, session, window.view, window.view.current
+
+
+def test_clicks_correct_show_and_undo_one_by_one(qtbot, make_window, tmp_path, excepthook) -> None:
+    clicks = SquareClickBackend()
+    window, session, view, z = _window_with_box(qtbot, make_window, tmp_path, clicks)
     box_only = session.labels[z].copy()
     assert box_only[25, 25] and not box_only[25, 50]
     _click(qtbot, window, 50, 25)  # outside the mask: adds
@@ -77,13 +81,7 @@ def test_a_new_box_starts_over_and_a_click_without_a_box_says_what_to_do(qtbot, 
 
 
 def test_propagate_starts_from_the_corrected_slice(qtbot, make_window, tmp_path) -> None:
-    window = make_window(clicks=SquareClickBackend())
-    session = open_synthetic(window, tmp_path)
-    window.set_tool(Tool.BOX)
-    view = window.view
-    wait_view_mapped(qtbot, view)
-    z = view.current
-    _draw_box(qtbot, window, (10.5, 10.5), (40.5, 40.5))
+    window, session, _, z = _window_with_box(qtbot, make_window, tmp_path, SquareClickBackend())
     _click(qtbot, window, 50, 25)
     corrected = session.labels[z].copy()
     with qtbot.waitSignal(window.worker.propagation_finished, timeout=10000):
