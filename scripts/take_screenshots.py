@@ -4,8 +4,9 @@ Run under a virtual display, e.g.::
 
     xvfb-run -s "-screen 0 1400x900x24" .venv/bin/python scripts/take_screenshots.py [CT_DICOM_FOLDER]
 
-It scripts the main window the way a user would (open a CT, draw boxes for three organs, propagate one), waits
-for the model, and writes ``docs/screenshots/*.png`` (each under 300 KB).
+It scripts the main window the way a user would (open a CT, draw boxes for three organs on the axial view, put
+the crosshair in the liver, propagate it), waits for the model, and writes ``docs/screenshots/*.png`` (each under
+300 KB). The window shows the three linked views.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ ORGANS = {
     "spleen": (285.0, 290.0, 405.0, 385.0),
     "aorta": (247.0, 282.0, 281.0, 314.0),
 }
+CROSSHAIR = (SLICE, 290, 180)  # (z, y, x): in the liver, so the coronal and sagittal views cut through it
 
 log = logging.getLogger("screenshots")
 
@@ -66,7 +68,7 @@ def save(widget: object, name: str) -> Path:
 def segment(window: object, name: str, box: tuple[float, float, float, float]) -> None:
     """Add a label and draw its box, exactly as a left-drag with the box tool does."""
     session = window.session  # type: ignore[attr-defined]
-    view = window.view  # type: ignore[attr-defined]
+    view = window.views["axial"]  # type: ignore[attr-defined]  # (window.view follows the pointer)
     session.add_label(name)
     label = session.active_label
     arr = np.asarray(box, dtype=np.float64)
@@ -99,23 +101,26 @@ def main(argv: list[str]) -> int:
 
     if not window.open_path_and_wait(ct):
         raise SystemExit(f"cannot open {ct}")
-    window.view.set_slice(SLICE)
+    axial = window.views["axial"]
+    window.grid.set_position(CROSSHAIR)
     for name, box in ORGANS.items():
         segment(window, name, box)
     window.session.set_active_label(window.session.table.ids()[0])
-    window.view.last_box = (SLICE, np.asarray(ORGANS["liver"]))
-    window.view.refresh()
+    axial.last_box = (SLICE, np.asarray(ORGANS["liver"]))
+    axial.refresh()
     save(window, "ct_masks")
     dock = window.labels_panel.parentWidget()
     save(dock, "labels_panel")
 
     done: list[int] = []
     window.worker.progress.connect(lambda _req, n, _total: done.append(n))
-    window.propagate(below=6, above=6)
+    depth = window.session.shape[0]
+    window.propagate(below=SLICE, above=depth - 1 - SLICE, stop_when_empty=True)  # the dialog's default
     wait_until(lambda: bool(done) and done[-1] >= 5)
-    window.view.set_slice(SLICE + 2)
-    save(window, "propagation")
-    wait_until(lambda: window._propagation is None, timeout=600)
+    save(window, "propagation")  # the uncommitted slices show in the coronal and sagittal views as they come
+    wait_until(lambda: not window.segmentation.propagating, timeout=600)
+    axial.set_slice(SLICE + 2)
+    save(window, "three_views")
     window.session.mark_saved()  # nothing to ask on close
     window.close()
     return 0

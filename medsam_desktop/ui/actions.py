@@ -31,6 +31,7 @@ class ActionSpec:
     slot: str  # the MainWindow method it triggers
     shortcuts: tuple[Shortcut, ...] = ()
     icon: str | None = None  # a qtawesome name
+    checked: bool | None = None  # a toggle (its slot gets the new state), checked at start or not; None: no toggle
 
 
 _K = QKeySequence.StandardKey
@@ -52,6 +53,9 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("act_cancel", "&Cancel propagation", "cancel_propagation", ("Esc",)),
     ActionSpec("act_shortcuts", "&Keyboard shortcuts", "show_shortcuts", ("F1",)),
     ActionSpec("act_reset_zoom", "&Reset zoom", "reset_zoom", ("0",)),
+    ActionSpec("act_maximise", "&Maximise view / three views", "toggle_maximise", ("M",), "fa5s.expand"),
+    ActionSpec("act_link_zoom", "&Link zoom across views", "set_link_zoom", checked=False),
+    ActionSpec("act_show_crosshair", "Show cross&hair", "set_show_crosshair", ("X",), checked=True),
     # slice keys act on the view whichever widget has the focus (3D Slicer, ITK-SNAP), a text field being edited
     # excepted (main_window._TextFieldKeys)
     ActionSpec("act_next_slice", "&Next slice", "next_slice", ("Up", "PgUp")),
@@ -65,6 +69,7 @@ TOOLS: tuple[tuple[Tool, str, str, str], ...] = (
     (Tool.BRUSH, "B&rush", "P", "fa5s.paint-brush"),
     (Tool.ERASER, "&Eraser", "E", "fa5s.eraser"),
     (Tool.PAN, "&Pan", "H", "fa5s.hand-paper"),
+    (Tool.CROSSHAIR, "&Crosshair (links the views)", "C", "fa5s.crosshairs"),
 )
 #: menu title -> entries: an action attribute, ``None`` (separator), ``@samples`` / ``@recent`` / ``@window``
 #: (submenus), ``@tools`` / ``@orientations`` (the checkable groups) or ``@docks`` (the docks' toggles)
@@ -73,8 +78,8 @@ MENUS: dict[str, tuple[str | None, ...]] = {
               "act_quit"),
     "&Edit": ("act_undo", "act_redo", None, "act_new_label", "act_fill", "act_clear_slice", "act_clear_label", None,
               "act_settings"),
-    "&View": ("@orientations", "act_next_slice", "act_previous_slice", None, "@window", "act_reset_zoom",
-              "@docks"),
+    "&View": ("@orientations", "act_maximise", "act_next_slice", "act_previous_slice", None, "act_show_crosshair",
+              "act_link_zoom", "@window", "act_reset_zoom", "@docks"),
     "&Tools": ("@tools", "act_brush_smaller", "act_brush_larger"),
     "&Segment": ("act_segment_box", "act_propagate", "act_cancel"),
     "&Help": ("act_shortcuts",),
@@ -94,8 +99,11 @@ def icon(name: str) -> QIcon:
 
 
 def _make(window: MainWindow, text: str, slot: Callable[..., object], shortcuts: tuple[Shortcut, ...],
-          icon_name: str | None) -> QAction:  # fmt: skip
+          icon_name: str | None, checked: bool | None = None) -> QAction:  # fmt: skip
     action = QAction(text, window)
+    if checked is not None:
+        action.setCheckable(True)
+        action.setChecked(checked)
     keys = [QKeySequence(s) for s in shortcuts]
     if keys:
         action.setShortcuts(keys)
@@ -110,7 +118,8 @@ def build_actions(window: MainWindow) -> None:
     """Create every action of :data:`ACTIONS` as ``window.<attr>``, then the tool and orientation groups
     (``window.tool_actions``, ``window.orientation_actions``)."""
     for spec in ACTIONS:
-        setattr(window, spec.attr, _make(window, spec.text, getattr(window, spec.slot), spec.shortcuts, spec.icon))
+        slot = getattr(window, spec.slot)
+        setattr(window, spec.attr, _make(window, spec.text, slot, spec.shortcuts, spec.icon, spec.checked))
     window.tool_group = QActionGroup(window)
     window.tool_actions = {}
     for tool, text, key, icon_name in TOOLS:
@@ -156,7 +165,8 @@ def build_menus(window: MainWindow, *docks: QDockWidget) -> None:
                 window.window_menu = menu.addMenu("&Window/level")
                 for name, (level, width) in CT_WINDOWS.items():
                     window.window_menu.addAction(
-                        f"CT {name}", lambda _=False, lv=level, w=width: window.view.set_window(lv, w)
+                        f"CT {name}",
+                        lambda _=False, lv=level, w=width: window.view.set_window(lv, w),  # linked
                     )
                 window.window_menu.addAction("Auto (0.5–99.5 %)", window.auto_window)
             elif entry == "@docks":

@@ -1,4 +1,5 @@
-"""The main window: composes the slice view, labels dock, menus, status bar and the inference worker."""
+"""The main window: composes the three linked views, labels and statistics docks, menus, status bar and the
+inference worker."""
 
 from __future__ import annotations
 
@@ -23,7 +24,6 @@ from PyQt6.QtWidgets import (
     QPushButton,
     QSlider,
     QTextEdit,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -42,6 +42,7 @@ from .segmentation_controller import SegmentationController
 from .settings_dialog import AppSettings, SettingsDialog, qsettings
 from .slice_view import SliceView, Tool, auto_window
 from .statistics_panel import StatisticsPanel
+from .view_grid import ViewGrid
 from .worker import BackendFactory, ClickFactory, SegmentationWorker, default_backend_factory, default_click_factory
 
 log = logging.getLogger(__name__)
@@ -119,19 +120,10 @@ class MainWindow(QMainWindow):
             self._factory(), self.settings.cache_mb * 2**20, prefetch=prefetch, parent=self,
             click_factory=self._click_factory(),
         )  # fmt: skip
-        self.view = SliceView(self)
+        self.grid = ViewGrid(self)  # axial, coronal and sagittal, linked by the crosshair
+        self.views = self.grid.views
         self.segmentation = SegmentationController(self)
-        self.slice_slider = QSlider(Qt.Orientation.Horizontal)  # the shown view's slices (wheel, keys, drag)
-        self.slice_slider.setToolTip("Slice (wheel, Up/Down or PageUp/PageDown)")
-        self.slice_slider.setEnabled(False)
-        self.slice_slider.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # the slice keys stay the view's
-        central = QWidget(self)
-        layout = QVBoxLayout(central)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.setSpacing(0)
-        layout.addWidget(self.view, 1)
-        layout.addWidget(self.slice_slider)
-        self.setCentralWidget(central)
+        self.setCentralWidget(self.grid)
         self.labels_panel = LabelsPanel(self)
         dock = QDockWidget("Labels", self)
         dock.setObjectName("labels_dock")
@@ -152,6 +144,21 @@ class MainWindow(QMainWindow):
         _install_text_field_keys()
         self._update_title()
         self.update_actions()
+
+    @property
+    def view(self) -> SliceView:
+        """The active view: under the pointer, or the one last clicked, scrolled or chosen (keys 1/2/3)."""
+        return self.grid.active_view
+
+    @property
+    def box_view(self) -> SliceView | None:
+        """The view holding the last box drawn (Enter, Propagate and clicks work on it), or None."""
+        return self.grid.box_view
+
+    @property
+    def slice_slider(self) -> QSlider:
+        """The active view's slice slider."""
+        return self.grid.panes[self.grid.active].slider
 
     def status(self, text: str, timeout_ms: int = 0) -> None:
         """One line in the status bar (``timeout_ms`` 0: until the next message)."""
@@ -204,7 +211,17 @@ class MainWindow(QMainWindow):
         self.worker.cancel()
 
     def reset_zoom(self) -> None:
-        self.view.reset_zoom()
+        self.grid.reset_zoom()
+
+    def toggle_maximise(self) -> None:
+        """M: the active view alone, or the three views again."""
+        self.grid.toggle_maximise()
+
+    def set_link_zoom(self, link: bool) -> None:
+        self.grid.set_link_zoom(link)
+
+    def set_show_crosshair(self, show: bool) -> None:
+        self.grid.set_show_crosshair(show)
 
     def next_slice(self) -> None:
         """Up / PageUp, whichever widget has the focus (except a text field being edited)."""
@@ -222,12 +239,12 @@ class MainWindow(QMainWindow):
 
     def _connect(self) -> None:
         self.segmentation.connect_worker()
-        self.view.slice_changed.connect(self._on_slice_changed)
-        self.view.slice_changed.connect(lambda _i: self._sync_slider())
-        self.slice_slider.valueChanged.connect(self.view.set_slice)
-        self.view.window_changed.connect(lambda *_: self._window_timer.start())
-        self.view.cursor_info.connect(self.cursor_label.setText)
-        self.view.box_refused.connect(lambda text: self.status(text, 5000))
+        self.grid.slice_changed.connect(self._on_slice_changed)
+        self.grid.window_changed.connect(lambda *_: self._window_timer.start())
+        self.grid.active_changed.connect(self._on_active_view)
+        for view in self.views.values():
+            view.cursor_info.connect(self.cursor_label.setText)
+            view.box_refused.connect(lambda text: self.status(text, 5000))
         self.worker.model_loaded.connect(lambda name: self.model_label.setText(f"model: {name}"))
         self.worker.model_failed.connect(lambda _reason: self.model_label.setText("model: unavailable"))
         self.worker.model_warning.connect(self._on_model_warning)
@@ -327,10 +344,7 @@ class MainWindow(QMainWindow):
         session.history_changed.connect(self._on_history)
         self.recovery.attach(session, previous)
         self.worker.set_volume(volume)
-        if self.view.orientation != "axial":
-            self.set_orientation("axial")
-        self.view.set_session(session)
-        self._sync_slider()
+        self.grid.set_session(session)
         self.labels_panel.set_session(session)
         self.statistics_panel.set_session(session)
         self._update_title()
@@ -389,8 +403,9 @@ class MainWindow(QMainWindow):
             return False
 
         def suggest() -> None:
-            self.view.last_box = (self.view.axial_z, np.asarray(sample.box, dtype=np.float64))
-            self.view.refresh()
+            axial = self.views["axial"]
+            axial.last_box = (axial.axial_z, np.asarray(sample.box, dtype=np.float64))
+            axial.refresh()
             text = f"Sample: press Enter to segment the {sample.target} in the suggested box"
             self.status(text)
 
@@ -499,9 +514,10 @@ class MainWindow(QMainWindow):
         return answer == "discard"
 
     # --- segmentation ----------------------------------------------------------------------------
-    def _on_slice_changed(self, _index: int) -> None:
-        if self.session is not None:
-            self.worker.encode(self.view.current, self.view.orientation)
+    def _on_slice_changed(self, orientation: str, index: int) -> None:
+        """The active view's slice is encoded ahead of a box; slices the crosshair moved elsewhere are not."""
+        if self.session is not None and orientation == self.grid.active:
+            self.worker.encode(index, orientation)
             self.segmentation.drop_pending("the slice changed")
 
     def segment_last_box(self) -> None:
@@ -519,12 +535,12 @@ class MainWindow(QMainWindow):
     # --- editing ---------------------------------------------------------------------------------
     def undo(self) -> None:
         if self.session is not None and not self.segmentation.propagating:
-            self.view.end_drag()  # a stroke in progress is recorded first: undo takes it back, painting stops
+            self.grid.end_drags()  # a stroke in progress is recorded first: undo takes it back, painting stops
             self.session.undo()
 
     def redo(self) -> None:
         if self.session is not None and not self.segmentation.propagating:
-            self.view.end_drag()
+            self.grid.end_drags()
             self.session.redo()
 
     def new_label(self) -> None:
@@ -566,34 +582,25 @@ class MainWindow(QMainWindow):
                 self.status(str(exc), 5000)
 
     def set_tool(self, tool: Tool) -> None:
-        self.view.tool = tool
+        self.grid.set_tool(tool)
         self.tool_actions[tool].setChecked(True)
 
     def set_brush_radius(self, radius: float) -> None:
         """Brush radius in brush pixels (round in mm on every view, see core.reformat.brush_mm)."""
-        self.view.brush_radius = float(min(max(radius, 1.0), 100.0))
+        self.grid.set_brush_radius(min(max(radius, 1.0), 100.0))
         text = f"Brush radius {self.view.brush_radius:g} px"
         if self.session is not None:
             text += f" ({brush_mm(self.view.brush_radius, self.session.volume.spacing):.3g} mm)"
         self.status(text, 2000)
 
     def set_orientation(self, orientation: str) -> None:
-        self.orientation_actions[orientation].setChecked(True)
-        self.view.set_orientation(orientation)
-        self._sync_slider()
-        self.update_actions()
+        """Keys 1/2/3: the axial, coronal or sagittal view becomes active (shown alone when one is maximised)."""
+        self.grid.activate(orientation)
+        self._on_active_view(self.grid.active)
 
-    def _sync_slider(self) -> None:
-        """The slider shows the view's slice and range (without echoing a change back to the view)."""
-        slider, view = self.slice_slider, self.view
-        blocked = slider.blockSignals(True)
-        try:
-            depth = view.depth if self.session is not None else 0
-            slider.setEnabled(depth > 1)
-            slider.setRange(0, max(depth - 1, 0))
-            slider.setValue(view.current if depth else 0)
-        finally:
-            slider.blockSignals(blocked)
+    def _on_active_view(self, orientation: str) -> None:
+        self.orientation_actions[orientation].setChecked(True)
+        self.update_actions()
 
     def auto_window(self) -> None:
         if self.session is not None:
@@ -655,7 +662,7 @@ class MainWindow(QMainWindow):
     def update_actions(self) -> None:
         has = self.session is not None
         busy = self.segmentation.propagating
-        depth = self.view.depth
+        depth = max(view.depth for view in self.views.values())
         for act in (self.act_save, self.act_open_mask, self.act_new_label, self.act_fill, self.act_clear_slice,
                     self.act_clear_label):  # fmt: skip
             act.setEnabled(has and not busy)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,6 +25,7 @@ from . import dialogs
 
 if TYPE_CHECKING:
     from .main_window import MainWindow
+    from .slice_view import SliceView
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +74,9 @@ class SegmentationController(QObject):
 
     def connect_worker(self) -> None:
         w = self._window
-        w.view.box_drawn.connect(self._on_box)
-        w.view.point_clicked.connect(self._on_point)
+        for view in w.views.values():  # every view draws boxes and clicks; each result goes back to its plane
+            view.box_drawn.connect(partial(self._on_box, view))
+            view.point_clicked.connect(partial(self._on_point, view))
         w.worker.mask_ready.connect(self._on_mask_ready)
         w.worker.refined.connect(self._on_refined)
         w.worker.failed.connect(self._on_failed)
@@ -88,8 +91,8 @@ class SegmentationController(QObject):
             self._segment_labels = {}
             w.status(f"Segmentation discarded: {why}", 3000)
 
-    def _on_box(self, z: int, box: np.ndarray) -> None:
-        """Segment ``box`` (plane pixels of the shown orientation) on its slice ``z`` of that orientation."""
+    def _on_box(self, view: SliceView, z: int, box: np.ndarray) -> None:
+        """Segment ``box`` (plane pixels of ``view``'s orientation) on its slice ``z`` of that orientation."""
         w = self._window
         if w.session is None:
             return
@@ -98,7 +101,7 @@ class SegmentationController(QObject):
             w.status(f"{w.session.table.get(label).name} is locked: unlock it or choose another label to segment", 5000)
             return
         w.flush_model_window()
-        plane = w.view.plane
+        plane = view.plane
         self._drop_clicks()  # a new box starts over
         state = ClickState(label, plane, z, np.asarray(box, np.float64).copy(), w.session.plane_slice(plane, z))
         req = w.worker.segment(z, box, plane.orientation)
@@ -107,10 +110,10 @@ class SegmentationController(QObject):
 
     def segment_last_box(self) -> None:
         """Run the model on the box shown on the current slice (e.g. a sample's suggested box)."""
-        w = self._window
-        box = w.view.last_box
-        if box is not None and w.view.orientation == w.view.last_box_orientation and box[0] == w.view.current:
-            self._on_box(*box)
+        view = self._window.box_view
+        box = None if view is None else view.last_box
+        if view is not None and box is not None and box[0] == view.current:
+            self._on_box(view, *box)
 
     def _on_mask_ready(self, req_id: int, z: int, mask: np.ndarray) -> None:
         w = self._window
@@ -121,7 +124,7 @@ class SegmentationController(QObject):
             w.status("Result discarded: its label was deleted", 3000)
             return
         label, plane, state = request
-        if w.view.orientation != plane.orientation or w.view.current != z:
+        if w.views[plane.orientation].current != z:
             w.status("Result discarded: the slice changed", 3000)
             return
         try:
@@ -141,12 +144,15 @@ class SegmentationController(QObject):
     def _drop_clicks(self) -> None:
         self._clicks = None
         self._click_requests = {}
-        self._window.view.set_points(None)
+        for view in self._window.views.values():
+            view.set_points(None)
 
-    def _show_clicks(self, state: ClickState) -> None:
-        self._window.view.set_points(state.z, [(p.x, p.y, p.positive) for p in state.points[: state.shown]])
+    def _show_clicks(self, state: ClickState, count: int | None = None) -> None:
+        """The first ``count`` clicks of ``state`` (the shown ones by default) on the view of its plane."""
+        points = state.points[: state.shown if count is None else count]
+        self._window.views[state.plane.orientation].set_points(state.z, [(p.x, p.y, p.positive) for p in points])
 
-    def _on_point(self, z: int, x: float, y: float, positive: bool) -> None:
+    def _on_point(self, view: SliceView, z: int, x: float, y: float, positive: bool) -> None:
         """A click on the shown slice: correct the latest box's mask there with all its clicks so far."""
         w = self._window
         state = self._clicks
@@ -155,7 +161,7 @@ class SegmentationController(QObject):
         if (
             state is None
             or state.z != z
-            or state.plane.orientation != w.view.orientation
+            or state.plane.orientation != view.orientation
             or state.label not in (w.session.table)
         ):
             w.status("Clicks correct the mask of a box on this slice: draw a box first", 5000)
@@ -167,7 +173,7 @@ class SegmentationController(QObject):
             return  # one click at a time: the next waits for this mask (a decoder call, tens of ms)
         del state.points[state.shown :], state.serials[state.shown + 1 :], state.masks[state.shown + 1 :]
         state.points.append(ClickPoint(x, y, positive))
-        w.view.set_points(state.z, [(p.x, p.y, p.positive) for p in state.points])
+        self._show_clicks(state, len(state.points))
         req = w.worker.refine(z, state.box, list(state.points), state.plane.orientation)
         self._click_requests = {req: state}
 
@@ -226,7 +232,7 @@ class SegmentationController(QObject):
             self._show_clicks(state)
         if self._propagation is not None and self._propagation[0] == req_id:
             self._propagation = None
-            w.view.clear_preview()
+            w.grid.clear_preview()
         self._end_propagation_ui()
         w.status(message, 8000)
         if message.startswith("No segmentation model"):
@@ -235,26 +241,21 @@ class SegmentationController(QObject):
                 w.model_error_shown = True
                 dialogs.show_error(w, "Model not available", message + " Viewing and editing still work.")
 
-    def _box_plane(self) -> Plane:
-        """The plane the last box was drawn on."""
-        w = self._window
-        assert w.session is not None
-        return Plane.of(w.session.volume, w.view.last_box_orientation)
-
     def propagate_dialog(self) -> None:
         w = self._window
         if w.session is None or self._propagation is not None:
             return
-        if w.view.last_box is None:
+        view = w.box_view
+        if view is None or view.last_box is None:
             dialogs.show_error(w, "Propagate", "Draw a box on a slice first, then propagate it.")
             return
-        depth = self._box_plane().depth(w.session.shape)
+        depth = view.plane.depth(w.session.shape)
         if depth < 2:
             msg = "Nothing to propagate: the view the box was drawn on has a single slice"
             w.status(msg, 5000)
             return
-        z = w.view.last_box[0]
-        directions = slice_directions(w.session.volume.direction, w.view.last_box_orientation)
+        z = view.last_box[0]
+        directions = slice_directions(w.session.volume.direction, view.orientation)
         answer = dialogs.ask_propagation_range(w, z, depth, directions)
         if answer is not None:
             below, above, until_empty = answer
@@ -267,10 +268,11 @@ class SegmentationController(QObject):
         ``stop_when_empty``: each direction also ends where the mask disappears (the dialog's default).
         """
         w = self._window
-        if w.session is None or w.view.last_box is None or self._propagation is not None:
+        view = w.box_view
+        if w.session is None or view is None or view.last_box is None or self._propagation is not None:
             return None
-        z, box = w.view.last_box
-        plane = self._box_plane()
+        z, box = view.last_box
+        plane = view.plane
         label = w.session.ensure_active_label()
         if w.session.table.get(label).locked:
             w.status(
@@ -300,13 +302,13 @@ class SegmentationController(QObject):
     def _on_propagated_slice(self, _req: int, z: int, mask: np.ndarray) -> None:
         w = self._window
         if self._propagation is not None:
-            w.view.set_preview(z, mask, self._propagation[1], self._propagation[2].orientation)
+            w.grid.set_preview(z, mask, self._propagation[1], self._propagation[2].orientation)
 
     def _on_propagation_finished(self, req: int, z0: int, mask: np.ndarray, cancelled: bool) -> None:
         w = self._window
         prop, self._propagation = self._propagation, None
         self._end_propagation_ui()
-        w.view.clear_preview()
+        w.grid.clear_preview()
         if w.closing or w.session is None or prop is None or prop[0] != req:
             return
         if prop[1] not in w.session.table:

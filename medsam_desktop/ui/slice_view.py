@@ -1,8 +1,9 @@
 """One 2D view of the volume (axial, coronal or sagittal) with the label overlay and the drawing tools.
 
-Mouse: left-drag draws a box (box tool), paints (brush/eraser) or pans (pan tool), on every view;
-right-drag changes window/level; middle-drag pans; wheel changes slice (Ctrl+wheel zooms). Keys:
-PageUp/PageDown, Up/Down.
+Mouse: left-drag draws a box (box tool), paints (brush/eraser), pans (pan tool) or moves the crosshair
+(crosshair tool), on every view; right-drag changes window/level; middle-drag pans; wheel changes slice
+(Ctrl+wheel zooms); double-click asks for the view to be maximised (``ui/view_grid.py`` links three views).
+Keys: PageUp/PageDown, Up/Down.
 
 Boxes are emitted in IMAGE PIXEL coordinates of the displayed slice, i.e. the PLANE FRAME of
 :class:`~medsam_desktop.core.inference.reformat.Plane` for the current orientation: ``[x0, y0, x1, y1]``, x = column,
@@ -18,11 +19,22 @@ from enum import Enum
 import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtCore import QPointF, QRectF, Qt, pyqtSignal
-from PyQt6.QtGui import QColor, QKeyEvent, QMouseEvent, QPen, QResizeEvent, QTransform, QWheelEvent
+from PyQt6.QtGui import (
+    QColor,
+    QEnterEvent,
+    QFocusEvent,
+    QKeyEvent,
+    QMouseEvent,
+    QPen,
+    QResizeEvent,
+    QTransform,
+    QWheelEvent,
+)
 from PyQt6.QtWidgets import QGraphicsEllipseItem, QGraphicsRectItem, QLabel, QWidget
 
 from ..core.document.anatomy import edge_letters
 from ..core.document.annotation import AnnotationSession, LabelLockedError
+from ..core.document.preview import PropagationPreview
 from ..core.inference.intensity import CT_WINDOWS, percentile_range
 from ..core.inference.reformat import ORIENTATIONS, Plane
 
@@ -36,6 +48,7 @@ class Tool(str, Enum):
     BRUSH = "brush"
     ERASER = "eraser"
     PAN = "pan"
+    CROSSHAIR = "crosshair"
 
 
 def auto_window(array: np.ndarray, modality: str) -> tuple[float, float]:
@@ -57,9 +70,10 @@ EMPTY_HINT = (
 
 
 class SliceView(pg.GraphicsView):
-    """Shows ``session.volume`` and ``session.labels`` for one orientation.
+    """Shows ``session.volume`` and ``session.labels`` for one orientation (fixed at construction).
 
-    Every tool works on every orientation: boxes, brush and eraser act on the plane shown.
+    Every tool works on every orientation: boxes, brush and eraser act on the plane shown. The crosshair marks
+    the linked position (a voxel) that the other views' slices pass through.
     """
 
     slice_changed = pyqtSignal(int)  # index along the current orientation
@@ -68,8 +82,14 @@ class SliceView(pg.GraphicsView):
     box_refused = pyqtSignal(str)  # a drag that missed the image: why nothing was segmented (one line)
     point_clicked = pyqtSignal(int, float, float, bool)  # index, column, row (plane pixels), positive
     window_changed = pyqtSignal(float, float)  # level, width
+    activated = pyqtSignal()  # the pointer entered, or a button, wheel or focus came: keys act on this view now
+    crosshair_moved = pyqtSignal(object)  # (z, y, x) voxel chosen with the crosshair tool
+    box_changed = pyqtSignal()  # :attr:`last_box` was set (a box drawn here, or None)
+    maximise_requested = pyqtSignal()  # a double-click that is not a click point or a dab
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, orientation: str = "axial") -> None:
+        if orientation not in ORIENTATIONS:
+            raise ValueError(orientation)
         super().__init__(parent, background="k")
         self.vb = pg.ViewBox(invertY=True, lockAspect=True, enableMenu=False)
         self.vb.setMouseEnabled(True, True)
@@ -96,6 +116,14 @@ class SliceView(pg.GraphicsView):
         self.points_item.setZValue(22)
         self.vb.addItem(self.points_item, ignoreBounds=True)
         self._points: tuple[int, str, list[tuple[float, float, bool]]] | None = None  # index, orientation, points
+        cross_pen = pg.mkPen(80, 190, 255, 170, width=1, style=Qt.PenStyle.DashLine)
+        self.crosshair_items = (pg.InfiniteLine(angle=90, pen=cross_pen), pg.InfiniteLine(angle=0, pen=cross_pen))
+        for line in self.crosshair_items:
+            line.setZValue(15)
+            line.hide()
+            self.vb.addItem(line, ignoreBounds=True)
+        self.crosshair_voxel: tuple[int, int, int] | None = None  # the linked position, (z, y, x)
+        self.show_crosshair = True
         self.setMouseTracking(True)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.hint = QLabel(EMPTY_HINT, self)  # what to do first, while no image is open
@@ -107,14 +135,12 @@ class SliceView(pg.GraphicsView):
         self.slice_label = self._overlay_label()
 
         self.session: AnnotationSession | None = None
-        self.orientation = "axial"
+        self.orientation = orientation
         self.index = {o: 0 for o in ORIENTATIONS}
         self._tool = Tool.BOX
         self.brush_radius = 5.0  # in brush pixels (core.reformat.brush_mm): the same mm on every view
         self.level, self.width = 0.0, 1.0
-        self.preview: dict[int, np.ndarray] = {}  # index -> plane-frame mask drawn during a propagation
-        self.preview_label = 0
-        self.preview_orientation = "axial"
+        self.preview_source = PropagationPreview()  # a propagation's slices (ui/view_grid.py shares one)
         self._last_box: tuple[int, np.ndarray] | None = None  # (index, box) in last_box_orientation's frame
         self.last_box_orientation = "axial"
         self.cursor_voxel: tuple[int, int, int] | None = None  # (z, y, x) last pointed at (linked position)
@@ -164,15 +190,18 @@ class SliceView(pg.GraphicsView):
             self.session.labels_changed.disconnect(self._on_labels_changed)
             self.session.table_changed.disconnect(self.refresh_overlay)
         self.session = session
-        self.preview.clear()
+        self.preview_source.clear()
         self.last_box = None
         self._points = None
         self.points_item.setData([])
         self.cursor_voxel = None
+        self.crosshair_voxel = None
         self.hint.setVisible(session is None)
         if session is None:
             self.image.clear()
             self.overlay.clear()
+            self._update_crosshair()
+            self._update_overlay_labels()
             return
         session.labels_changed.connect(self._on_labels_changed)
         session.table_changed.connect(self.refresh_overlay)
@@ -188,6 +217,8 @@ class SliceView(pg.GraphicsView):
     @tool.setter
     def tool(self, tool: Tool) -> None:
         """Switch tools; the brush outline shows only while the brush or eraser is the tool."""
+        if Tool(tool) is not self._tool:
+            self.end_drag()  # a stroke or box begun with the previous tool ends here
         self._tool = Tool(tool)
         if self._tool not in (Tool.BRUSH, Tool.ERASER):
             self.brush_item.hide()
@@ -202,6 +233,7 @@ class SliceView(pg.GraphicsView):
         """Setting a box records the orientation shown now as its orientation."""
         self._last_box = value
         self.last_box_orientation = self.orientation
+        self.box_changed.emit()
 
     @property
     def plane(self) -> Plane:
@@ -238,19 +270,6 @@ class SliceView(pg.GraphicsView):
         return self.plane.pixel_spacing(self.session.volume.spacing)
 
     # --- navigation ------------------------------------------------------------------------------
-    def set_orientation(self, orientation: str) -> None:
-        """Show ``orientation``; its slice is the one through the last voxel under the cursor (linked position)."""
-        if orientation not in ORIENTATIONS:
-            raise ValueError(orientation)
-        if orientation != self.orientation:
-            self.end_drag()  # the mouse position now means another plane: never paint it on the old one
-        self.orientation = orientation
-        if self.cursor_voxel is not None:
-            self.index[orientation] = self.cursor_voxel[self.plane.axis]
-        self.box_item.hide()
-        self.refresh(reset_range=True)
-        self.slice_changed.emit(self.current)
-
     def set_slice(self, index: int) -> None:
         if self.session is None:
             return
@@ -280,6 +299,43 @@ class SliceView(pg.GraphicsView):
     def reset_zoom(self) -> None:
         self.vb.autoRange(padding=0.02)
 
+    def mm_per_pixel(self) -> float:
+        """Zoom: millimetres of the scene per widget pixel across (the view keeps the aspect locked)."""
+        (x0, x1), _ = self.vb.viewRange()
+        return (x1 - x0) / max(self.vb.width(), 1.0)
+
+    def set_mm_per_pixel(self, scale: float) -> None:
+        """Zoom to ``scale`` mm per widget pixel around the centre shown now (the linked zoom)."""
+        (x0, x1), (y0, y1) = self.vb.viewRange()
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        hw, hh = scale * self.vb.width() / 2, scale * self.vb.height() / 2
+        self.vb.setRange(xRange=(cx - hw, cx + hw), yRange=(cy - hh, cy + hh), padding=0)
+
+    # --- crosshair (the linked position) ---------------------------------------------------------
+    def set_crosshair(self, voxel: tuple[int, int, int] | None) -> None:
+        """Mark ``voxel`` (z, y, x): a vertical and a horizontal line through its pixel on this plane."""
+        self.crosshair_voxel = None if voxel is None else (int(voxel[0]), int(voxel[1]), int(voxel[2]))
+        self._update_crosshair()
+
+    def _update_crosshair(self) -> None:
+        vox = self.crosshair_voxel
+        shown = self.show_crosshair and vox is not None and self.session is not None and self.depth > 0
+        if shown and self.session is not None and not self.session.volume.is_2d:
+            assert vox is not None
+            _, row, col = self.plane.pixel(vox, self.session.shape)
+            sx, sy = self._pixel_spacing()
+            self.crosshair_items[0].setValue((col + 0.5) * sx)
+            self.crosshair_items[1].setValue((row + 0.5) * sy)
+        else:
+            shown = False
+        for line in self.crosshair_items:
+            line.setVisible(shown)
+
+    def _move_crosshair(self, pos: QPointF) -> None:
+        vox = self._voxel(self.widget_to_pixel(pos))
+        if vox is not None:
+            self.crosshair_moved.emit(vox)
+
     # --- rendering -------------------------------------------------------------------------------
     def refresh(self, reset_range: bool = False) -> None:
         if self.session is None:
@@ -298,6 +354,7 @@ class SliceView(pg.GraphicsView):
         self.refresh_overlay()
         self._update_box_item()
         self._update_points_item()
+        self._update_crosshair()
         self._update_overlay_labels()
         if reset_range:
             self.reset_zoom()
@@ -308,36 +365,26 @@ class SliceView(pg.GraphicsView):
         labels = self._take(self.session.labels, self.current)
         lut = self.session.table.lut(int(labels.max()) + 1 if labels.size else 1)
         rgba = lut[labels]
-        shown = self.orientation == self.preview_orientation and self.current in self.preview
-        if shown and self.preview_label in self.session.table:
-            lb = self.session.table.get(self.preview_label)
-            m = self.preview[self.current] & (labels == 0)
-            rgba[m] = (*lb.color, 160)
+        preview = self.preview_source
+        held = preview.take(self.plane, self.current)
+        if held is not None and preview.label in self.session.table:
+            lb = self.session.table.get(preview.label)
+            rgba[held & (labels == 0)] = (*lb.color, 160)
         self.overlay.setImage(rgba, autoLevels=False, levels=(0, 255))
 
     def _on_labels_changed(self, z0: int, z1: int) -> None:
         if self.orientation != "axial" or z0 <= self.current <= z1:
             self.refresh_overlay()
 
-    def set_preview(self, z: int, mask: np.ndarray | None, label: int = 0, orientation: str = "axial") -> None:
-        """Show a propagation result (plane frame) for slice ``z`` of ``orientation`` before it is committed.
+    @property
+    def preview_orientation(self) -> str:
+        """The orientation the propagation shown in :attr:`preview_source` walks along."""
+        return self.preview_source.plane.orientation
 
-        ``mask`` None removes it. Previews of one orientation replace those of another.
-        """
-        if orientation != self.preview_orientation:
-            self.preview.clear()
-            self.preview_orientation = orientation
-        if mask is None:
-            self.preview.pop(z, None)
-        else:
-            self.preview[z] = mask
-            self.preview_label = label
-        if self.orientation == orientation and z == self.current:
+    def preview_touched(self, plane: Plane, z: int) -> None:
+        """Slice ``z`` of ``plane`` changed in the preview: redraw when it crosses the slice shown."""
+        if self.session is not None and self.preview_source.touches(plane, z, self.plane, self.current):
             self.refresh_overlay()
-
-    def clear_preview(self) -> None:
-        self.preview.clear()
-        self.refresh_overlay()
 
     def _update_box_item(self) -> None:
         box = self.last_box
@@ -444,10 +491,14 @@ class SliceView(pg.GraphicsView):
 
     def mousePressEvent(self, ev: QMouseEvent | None) -> None:  # noqa: N802 - Qt override
         assert ev is not None
+        self.activated.emit()
         pos = ev.position()
         button = ev.button()
         if button == Qt.MouseButton.RightButton and self.session is not None:
             self._drag, self._drag_start, self._drag_window = "window", pos, (self.level, self.width)
+        elif button == Qt.MouseButton.LeftButton and self._can_edit() and self.tool is Tool.CROSSHAIR:
+            self._drag, self._drag_start = Tool.CROSSHAIR.value, pos
+            self._move_crosshair(pos)
         elif button == Qt.MouseButton.LeftButton and self._can_edit() and self.tool is not Tool.PAN:
             self._drag, self._drag_start = self.tool.value, pos
             if self.tool in (Tool.BRUSH, Tool.ERASER):
@@ -482,6 +533,8 @@ class SliceView(pg.GraphicsView):
             self._show_box(QRectF(self._snap(self.widget_to_pixel(self._drag_start)), self._snap(px, 1)))
         elif self._drag in (Tool.BRUSH.value, Tool.ERASER.value):
             self._paint_at(pos)
+        elif self._drag == Tool.CROSSHAIR.value:
+            self._move_crosshair(pos)
         else:
             super().mouseMoveEvent(ev)
             return
@@ -508,6 +561,25 @@ class SliceView(pg.GraphicsView):
             self._paint_at(ev.position())
             self.session.end_stroke()
         ev.accept()
+
+    def mouseDoubleClickEvent(self, ev: QMouseEvent | None) -> None:  # noqa: N802
+        """A double-click maximises the view (and back), unless it is two clicks of a tool that draws: two click
+        points beside a box on this slice, or two brush or eraser dabs."""
+        assert ev is not None
+        draws = self.tool in (Tool.BRUSH, Tool.ERASER) or (self.tool is Tool.BOX and self._box_here())
+        if ev.button() != Qt.MouseButton.LeftButton or draws:
+            self.mousePressEvent(ev)  # the second press of the pair, as a press
+            return
+        self.maximise_requested.emit()
+        ev.accept()
+
+    def enterEvent(self, ev: QEnterEvent | None) -> None:  # noqa: N802
+        super().enterEvent(ev)
+        self.activated.emit()  # slice keys act on the view under the pointer (Slicer, ITK-SNAP)
+
+    def focusInEvent(self, ev: QFocusEvent | None) -> None:  # noqa: N802
+        super().focusInEvent(ev)
+        self.activated.emit()
 
     def _box_here(self) -> bool:
         """Whether the last box was drawn on the slice shown (clicks correct its mask)."""
@@ -587,6 +659,7 @@ class SliceView(pg.GraphicsView):
         if ev.modifiers() & Qt.KeyboardModifier.ControlModifier:
             super().wheelEvent(ev)
             return
+        self.activated.emit()
         delta = ev.angleDelta().y()
         if delta:
             self.step(1 if delta > 0 else -1)

@@ -76,8 +76,9 @@ def test_brush_wheel_and_window_level(qtbot, make_window, tmp_path) -> None:
     assert (view.level, view.width) != (level, width)
     qtbot.keyClick(view, Qt.Key.Key_PageUp)
     assert view.axial_z == 5
-    window.set_orientation("coronal")
-    assert view.image.image.shape == (9, 80)
+    window.set_orientation("coronal")  # the coronal view: keys act on it, window/level is the volume's
+    assert window.view.image.image.shape == (9, 80)
+    assert (window.view.level, window.view.width) == (view.level, view.width)
     window.set_orientation("axial")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 from PyQt6.QtCore import Qt
-from window_helpers import BOX, open_synthetic, pt, status, wait_view_mapped
+from window_helpers import BOX, maximise, open_synthetic, pt, status, wait_view_mapped
 
 from medsam_desktop.ui.slice_view import Tool
 
@@ -42,7 +42,8 @@ def test_a_box_dragged_entirely_outside_the_image_says_why(qtbot, make_window, t
     window = make_window()
     session = open_synthetic(window, tmp_path)
     window.set_tool(Tool.BOX)
-    view, vp = window.view, window.view.viewport()
+    view = maximise(window)  # room beside the image
+    vp = view.viewport()
     wait_view_mapped(qtbot, view)
     drawn: list[np.ndarray] = []
     view.box_drawn.connect(lambda z, box: drawn.append(np.array(box)))

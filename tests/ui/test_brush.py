@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 from PyQt6.QtCore import Qt
-from window_helpers import open_synthetic, pt, synthetic_nifti, wait_view_mapped
+from window_helpers import maximise, open_synthetic, pt, synthetic_nifti, wait_view_mapped
 
 from medsam_desktop.ui.slice_view import Tool
 
@@ -14,11 +14,13 @@ def test_a_stroke_does_not_go_on_in_another_view(qtbot, make_window, tmp_path, e
     window = make_window()
     session = open_synthetic(window, tmp_path)
     window.set_tool(Tool.BRUSH)
-    view, vp = window.view, window.view.viewport()
+    view = maximise(window)
+    vp = view.viewport()
     qtbot.mousePress(vp, Qt.MouseButton.LeftButton, pos=pt(view, 20.5, 20.5))
     dab = session.labels.copy()
     assert dab[4].any() and dab.any(axis=(1, 2)).sum() == 1
-    window.set_orientation("coronal")  # key 2 while the mouse is down
+    window.set_orientation("coronal")  # key 2 while the mouse is down: the coronal view replaces this one
+    assert window.view is not view and not view.isVisible()
     qtbot.mouseMove(vp, pos=pt(view, 60.5, 2.5))
     qtbot.mouseRelease(vp, Qt.MouseButton.LeftButton, pos=pt(view, 60.5, 2.5))
     assert np.array_equal(session.labels, dab)  # never painted at coronal coordinates on the axial slice
@@ -34,14 +36,16 @@ def test_a_slice_change_during_a_stroke_paints_the_slice_shown(qtbot, make_windo
     start = session.labels.copy()
     window.set_tool(Tool.BRUSH)
     window.set_brush_radius(2)
-    view, vp = window.view, window.view.viewport()
+    view = maximise(window)
+    vp = view.viewport()
+    wait_view_mapped(qtbot, view)
     qtbot.mousePress(vp, Qt.MouseButton.LeftButton, pos=pt(view, 20.5, 20.5))
     view.step(1)  # wheel while painting
     qtbot.mouseMove(vp, pos=pt(view, 40.5, 20.5))
     qtbot.mouseRelease(vp, Qt.MouseButton.LeftButton, pos=pt(view, 40.5, 20.5))
     labels = session.labels
     assert labels[4, 20, 20] and not labels[4, 20, 30:].any()  # slice 4: the first dab only
-    assert labels[5, 20, 38:41].all() and not labels[5, 20, :30].any()  # slice 5: where the mouse went on it
+    assert labels[5, 20, 39:42].all() and not labels[5, 20, :30].any()  # slice 5: where the mouse went on it
     window.undo()
     window.undo()
     assert np.array_equal(session.labels, start)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PyQt6.QtCore import QPoint, QPointF, Qt
+from window_helpers import hover
 
 from medsam_desktop.core.document.annotation import OverlapRule
 from medsam_desktop.io import Volume
@@ -56,7 +57,7 @@ def test_brush_stroke_on_the_coronal_view_paints_exactly_the_voxels_under_it(qtb
     assert [s.description for s in window.session.history._steps] == ["Add label", "Brush"]
     # the brush outline is round on screen (in mm), not in pixels of this anisotropic plane
     window.set_brush_radius(6)
-    qtbot.mouseMove(view.viewport(), pos=widget_pos(view, 20, 6))
+    hover(view, widget_pos(view, 20, 6))
     rect = view.brush_item.rect()
     assert view.brush_item.isVisible() and rect.width() == pytest.approx(rect.height())
     assert rect.width() == pytest.approx(2 * 6 * 0.8)  # scene units are mm

@@ -33,9 +33,11 @@ def test_letters_slice_number_and_slider(qtbot, make_window, tmp_path) -> None:
     with qtbot.waitSignal(view.slice_changed, timeout=2000):
         slider.setValue(1)
     assert view.current == 1 and view.slice_label.text() == "Axial 2 / 9"
-    window.set_orientation("coronal")
-    assert slider.maximum() == 59 and view.slice_label.text().startswith("Coronal")
-    assert view.edge_labels["top"].text() in ("S", "I")
+    coronal, coronal_slider = window.views["coronal"], window.grid.panes["coronal"].slider
+    assert coronal_slider.maximum() == 59 and coronal.slice_label.text().startswith("Coronal")
+    assert coronal.edge_labels["top"].text() in ("S", "I")
+    window.set_orientation("coronal")  # the window's slider is the active view's
+    assert window.slice_slider is coronal_slider and window.view is coronal
 
 
 def test_the_status_line_follows_the_wheel(qtbot, make_window, tmp_path) -> None:

@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 from PyQt6 import sip
-from PyQt6.QtCore import QCoreApplication, QObject, QPoint, QThread, pyqtSignal, pyqtSlot
+from PyQt6.QtCore import QCoreApplication, QEvent, QObject, QPoint, QPointF, Qt, QThread, pyqtSignal, pyqtSlot
+from PyQt6.QtGui import QMouseEvent
+from PyQt6.QtWidgets import QApplication
 
 BOX = np.array([10.0, 10.0, 40.0, 40.0])
 
@@ -38,6 +40,24 @@ def pt(view, x: float, y: float) -> QPoint:
     """The viewport point of image pixel (``x``, ``y``) of the shown slice."""
     p = view.pixel_to_widget(x, y)
     return QPoint(round(p.x()), round(p.y()))
+
+
+def hover(view, pos: QPoint | QPointF) -> None:
+    """A plain pointer move over ``view`` at widget ``pos`` (offscreen Qt delivers no button-less QTest moves)."""
+    p = QPointF(pos)
+    event = QMouseEvent(
+        QEvent.Type.MouseMove, p, QPointF(view.viewport().mapToGlobal(p)), Qt.MouseButton.NoButton,
+        Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier,
+    )  # fmt: skip
+    QApplication.sendEvent(view.viewport(), event)
+
+
+def maximise(window, orientation: str = "axial"):
+    """Show ``orientation``'s view alone (tests that need many screen pixels per image pixel); returns it."""
+    window.set_orientation(orientation)
+    if window.grid.maximised != orientation:
+        window.grid.toggle_maximise(orientation)
+    return window.view
 
 
 def near_box(mask: np.ndarray, box: np.ndarray = BOX, tol: int = 1) -> None:

@@ -93,6 +93,14 @@ class Plane:
             row = d - 1 - row
         return ((index, row, col), (row, index, col), (row, col, index))[self.axis]
 
+    def pixel(self, voxel: tuple[int, int, int], shape_zyx: tuple[int, ...]) -> tuple[int, int, int]:
+        """Inverse of :meth:`voxel`: (z, y, x) -> (index, row, col) of the plane slice through it."""
+        z, y, x = (int(v) for v in voxel)
+        index, row, col = ((z, y, x), (y, z, x), (x, z, y))[self.axis]
+        if self.flip:
+            row = int(shape_zyx[0]) - 1 - row
+        return index, row, col
+
     def pixel_spacing(self, spacing_xyz: tuple[float, float, float]) -> tuple[float, float]:
         """(column, row) spacing in mm of a plane slice, from the volume's (x, y, z) spacing."""
         sx, sy, sz = spacing_xyz
