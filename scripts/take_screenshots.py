@@ -120,6 +120,9 @@ def main(argv: list[str]) -> int:
     save(window, "propagation")  # the uncommitted slices show in the coronal and sagittal views as they come
     wait_until(lambda: not window.segmentation.propagating, timeout=600)
     axial.set_slice(SLICE + 2)
+    liver = int((window.session.labels == 1).sum())
+    stats = window.statistics_panel  # recomputed in the background after the propagation
+    wait_until(lambda: bool(stats.rows) and stats.rows[0].voxels == liver, timeout=60)
     save(window, "three_views")
     window.session.mark_saved()  # nothing to ask on close
     window.close()
