@@ -28,6 +28,7 @@ from .errors import (
     UnsupportedFormatError,
 )
 from .formats import FORMAT_SUFFIXES, SUPPORTED_EXTENSIONS, format_from_suffix
+from .native_output import native_stderr_to_log
 from .readers_2d import read_2d_image
 from .readers_dicom import read_dicom_file, read_dicom_series
 from .readers_nibabel import NIBABEL_FORMATS, NIFTI_FORMS_KEY, nifti_forms, read_nibabel_format, read_nibabel_image
@@ -202,9 +203,15 @@ def read_image(path: str | os.PathLike[str]) -> Volume:
     Formats: NIfTI-1/2, NRRD, MetaImage, MGH/MGZ, MINC 1 (MINC 2 with h5py), AFNI HEAD/BRIK, PAR/REC, DICOM (file
     or series folder), PNG/JPEG/BMP/TIFF, challenge npz. Arrays are (D, H, W) or (D, H, W, 3) in SimpleITK
     (z, y, x) order, source dtype.
-    Raises only :class:`~medsam_desktop.io.errors.MedSAMIOError` subclasses.
+    Raises only :class:`~medsam_desktop.io.errors.MedSAMIOError` subclasses. What the native libraries print
+    meanwhile (e.g. OpenJPEG on a damaged JPEG 2000 frame) goes to the debug log, not to the terminal.
     """
     path = Path(path)
+    with native_stderr_to_log(f"reading {path.name}"):
+        return _read_image(path)
+
+
+def _read_image(path: Path) -> Volume:
     try:
         if path.is_dir():
             return read_dicom_series(path)
