@@ -32,9 +32,9 @@ def test_a_damaged_jpeg2000_dicom_gives_one_error_and_no_native_output(
     said: str,
 ) -> None:  # fmt: skip
     path = _damaged_j2k(tmp_path, offset, length)
-    with caplog.at_level(logging.DEBUG, logger="medsam_desktop.io.native_output"):
-        with pytest.raises(CorruptFileError, match="could not be decoded"):
-            read_image(path)
+    level = caplog.at_level(logging.DEBUG, logger="medsam_desktop.io.native_output")
+    with level, pytest.raises(CorruptFileError, match="could not be decoded"):
+        read_image(path)
     out, err = capfd.readouterr()
     assert out == "" and err == ""  # OpenJPEG's lines went to the log...
     logged = [r.getMessage() for r in caplog.records if "native output" in r.getMessage()]
