@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from medsam_desktop.core.evaluation.clicks import next_click
-from medsam_desktop.model.click_decoder import CLICK_ARCH, MAX_POINTS, ClickDecoder, pad_points
+from medsam_desktop.model.click_decoder import CLICK_ARCH, MAX_POINTS, ClickDecoder, load_click_decoder, pad_points
 from medsam_desktop.model.fuse import fuse_for_inference
 from training.labelled_data import perturbed_box
 from training.trainer import CsvLog, Trainer, cosine_lr
@@ -211,6 +211,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, required=True, help="folder from click_data.py")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--student", type=Path, default=None, help="student weights (default: the bundled model)")
+    ap.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="start from this click checkpoint (e.g. the shipped one) instead of the box decoder",
+    )
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--minutes", type=float, default=60.0, help="wall-time budget (cosine lr over it)")
@@ -228,7 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     student_path = args.student or student_checkpoint_path()
     student = load_checkpoint(student_path)
-    net = ClickDecoder.from_model(student).train()
+    if args.init_from is not None:
+        net = load_click_decoder(args.init_from).train()
+        log.info("click path initialised from %s", args.init_from)
+    else:
+        net = ClickDecoder.from_model(student).train()
     box_only = BoxOnly(student)
     slices = load_slices(args.data)
     train = [s for s in slices if s.split == "train"]
