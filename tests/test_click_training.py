@@ -1,0 +1,64 @@
+"""The click path's trainer (``training/train_clicks.py``) on a tiny synthetic click dataset: it trains, keeps the
+best checkpoint in the click format, and ``--init-from`` continues from a click checkpoint instead of the box
+decoder."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medsam_desktop.model_files import ModelNotAvailableError, student_checkpoint_path
+
+pytest.importorskip("torch")
+train_clicks = pytest.importorskip("training.train_clicks")
+
+
+def _write_items(folder: Path) -> None:
+    """Three slices in ``click_data.py``'s format: two to train on, one to validate (a disc on each)."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    yy, xx = np.ogrid[:256, :256]
+    for i, split in enumerate(("train", "train", "val")):
+        mask = (yy - 100 - 10 * i) ** 2 + (xx - 120) ** 2 <= 40**2
+        np.savez(
+            folder / f"item{i}.npz", embedding=rng.normal(0, 0.3, (256, 64, 64)).astype(np.float16),
+            masks=np.packbits(mask.reshape(1, -1), axis=1), k=1, h=256, w=256, modality="ct", split=split,
+            target="teacher",
+        )  # fmt: skip
+
+
+def _start_val(caplog: pytest.LogCaptureFixture) -> float:
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("start: val"))
+    return float(line.split()[2].rstrip(","))
+
+
+def test_init_from_continues_from_a_click_checkpoint(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    try:
+        student_checkpoint_path()
+    except ModelNotAvailableError:
+        pytest.skip("the bundled student is not present")
+    data = tmp_path / "data"
+    _write_items(data)
+    common = ["--data", str(data), "--threads", "1", "--batch-size", "2", "--val-items", "1", "--lr", "1e-3"]
+    with caplog.at_level(logging.INFO):
+        assert train_clicks.main([*common, "--out", str(tmp_path / "a"), "--minutes", "0.15", "--val-every", "3"]) == 0
+    first_start = _start_val(caplog)
+    stop = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("stopped at step"))
+    best_val = float(stop.rsplit(" ", 1)[1])
+    best = tmp_path / "a" / "best.pt"
+    assert best.is_file()
+    from medsam_desktop.model.click_decoder import load_click_decoder
+
+    trained = load_click_decoder(best)  # the click format, strictly loadable
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        argv = [*common, "--out", str(tmp_path / "b"), "--minutes", "0.02", "--init-from", str(best)]
+        assert train_clicks.main(argv) == 0
+    assert any("initialised from" in r.getMessage() for r in caplog.records)
+    second_start = _start_val(caplog)
+    assert best_val < first_start  # the first run learned something...
+    assert second_start == pytest.approx(best_val, abs=2e-4)  # ...and the second starts where its best was
+    assert trained.training is False  # loaded fused for inference; the trainer puts its copy in train mode
