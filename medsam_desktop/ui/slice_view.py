@@ -233,6 +233,7 @@ class SliceView(pg.GraphicsView):
         """Setting a box records the orientation shown now as its orientation."""
         self._last_box = value
         self.last_box_orientation = self.orientation
+        self._update_box_item()
         self.box_changed.emit()
 
     @property
@@ -623,8 +624,7 @@ class SliceView(pg.GraphicsView):
             self.box_item.hide()
             return
         box = np.array([x0, y0, x1, y1], dtype=np.float64)
-        self.last_box = (self.current, box)
-        self._update_box_item()
+        self.last_box = (self.current, box)  # (drawn by the setter)
         self.box_drawn.emit(self.current, box)
 
     def _paint_at(self, pos: QPointF, first: bool = False) -> None:

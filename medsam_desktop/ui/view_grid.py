@@ -255,8 +255,7 @@ class ViewGrid(QWidget):
             return
         for o, view in self.views.items():
             if o != orientation and view.last_box is not None:
-                view.last_box = None
-                view.refresh()
+                view.last_box = None  # (its box item hides)
 
     def end_drags(self) -> None:
         """Finish a stroke or box in progress in any view (before undo, redo or another image)."""
