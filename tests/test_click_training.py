@@ -1,6 +1,6 @@
 """The click path's trainer (``training/train_clicks.py``) on a tiny synthetic click dataset: it trains, keeps the
-best checkpoint in the click format, and ``--init-from`` continues from a click checkpoint instead of the box
-decoder."""
+best checkpoint in the click format, ``--init-from`` continues from a click checkpoint instead of the box
+decoder, and ``heldout_clicks.py`` scores a checkpoint as the trainer's validation does."""
 
 from __future__ import annotations
 
@@ -35,7 +35,9 @@ def _start_val(caplog: pytest.LogCaptureFixture) -> float:
     return float(line.split()[2].rstrip(","))
 
 
-def test_init_from_continues_from_a_click_checkpoint(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_init_from_continues_from_a_click_checkpoint(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
     try:
         student_checkpoint_path()
     except ModelNotAvailableError:
@@ -62,3 +64,10 @@ def test_init_from_continues_from_a_click_checkpoint(tmp_path: Path, caplog: pyt
     assert best_val < first_start  # the first run learned something...
     assert second_start == pytest.approx(best_val, abs=2e-4)  # ...and the second starts where its best was
     assert trained.training is False  # loaded fused for inference; the trainer puts its copy in train mode
+    from training import heldout_clicks
+
+    capsys.readouterr()
+    assert heldout_clicks.main(["--data", str(data), "--threads", "1", str(best)]) == 0
+    mean_row = next(line for line in capsys.readouterr().out.splitlines() if "mean over modalities" in line)
+    dscs = [float(c.strip(" *")) for c in mean_row.split("|")[3:-1]]
+    assert len(dscs) == 6 and 1 - np.mean(dscs[1:]) == pytest.approx(best_val, abs=2e-4)  # the trainer's score
