@@ -110,8 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     ref, _ = TorchClickBackend(decoder).decode_clicks(*args_)
     from medsam_desktop.core.backends.clicks import OpenVinoClickBackend
 
-    got, _ = OpenVinoClickBackend(xml).decode_clicks(*args_)
-    diff = f"{float(np.abs(got - ref).max()):.2e} on the logits of a box + 2 clicks (fp16 storage)"
+    diffs = []
+    for precision in ("f32", "bf16"):  # bf16: the app's precision where the CPU has it natively
+        got, _ = OpenVinoClickBackend(xml, precision=precision).decode_clicks(*args_)
+        flipped = int(((got > 0) != (ref > 0)).sum())
+        diffs.append(f"{precision} {float(np.abs(got - ref).max()):.2e} ({flipped} of 65536 mask pixels differ)")
+    diff = ", ".join(diffs) + " on the logits of a box + 2 clicks (fp16 storage)"
     write_card(xml, weights, student_sha, CLICKS_STEM, out.name, diff, "fp16")
     backend = load_click_backend(weights)  # as the app loads it
     log.info("wrote %s and %s (%s); the app loads %s", out, xml, diff, backend.name)
