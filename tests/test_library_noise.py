@@ -43,6 +43,22 @@ def test_a_damaged_jpeg2000_dicom_gives_one_error_and_no_native_output(
     assert logged and said in logged[0]  # ...at debug level
 
 
+def test_a_dicom_folder_opened_as_the_app_does_gives_no_native_output(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The app reads folders through ``files.read_source`` (series list, then the series), not ``read_image``."""
+    from medsam_desktop.core.document.files import read_source
+    from medsam_desktop.io import MedSAMIOError
+
+    folder = tmp_path / "series"
+    folder.mkdir()
+    _damaged_j2k(folder, 6, 8)
+    with pytest.raises(MedSAMIOError):
+        read_source(folder)
+    out, err = capfd.readouterr()
+    assert out == "" and all("native output" in line for line in err.splitlines() if line.strip())
+
+
 def test_the_capture_restores_stderr_and_lets_an_inner_capture_pass(capfd: pytest.CaptureFixture[str]) -> None:
     with native_stderr_to_log("outer"):
         with native_stderr_to_log("inner"):

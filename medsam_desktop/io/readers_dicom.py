@@ -7,12 +7,10 @@ ITK is corrected here).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import SimpleITK as sitk
 
 from ._checks import check_size, narrow_int_dtype
 from .errors import CorruptFileError, DicomSeriesError, MedSAMIOError, reading
+from .native_output import native_stderr_to_log
 from .readers_sitk import volume_from_sitk
 from .volume import Volume
 
@@ -86,17 +85,6 @@ def _fix_monochrome1(array: np.ndarray, photometric: str) -> np.ndarray:
     return array
 
 
-@contextlib.contextmanager
-def _itk_warnings_off() -> Iterator[None]:
-    """Keep ITK's multi-line C++ warnings off stderr; the problems they flag are checked here."""
-    previous = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)
-    try:
-        yield
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(previous)
-
-
 def _header(path: str) -> sitk.ImageFileReader:
     reader = sitk.ImageFileReader()
     reader.SetImageIO("GDCMImageIO")
@@ -108,8 +96,7 @@ def _header(path: str) -> sitk.ImageFileReader:
 def _series_in_dir(folder: Path) -> list[DicomSeriesInfo]:
     out: list[DicomSeriesInfo] = []
     try:
-        with _itk_warnings_off():
-            uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+        uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
     except RuntimeError as exc:
         log.debug("GDCM could not scan %s: %s", folder, exc)
         return out
@@ -128,6 +115,7 @@ def _series_in_dir(folder: Path) -> list[DicomSeriesInfo]:
     return out
 
 
+@native_stderr_to_log("reading DICOM")  # GDCM's and OpenJPEG's prints go to the debug log (ITK's are off)
 def list_dicom_series(folder: str | os.PathLike[str]) -> list[DicomSeriesInfo]:
     """All DICOM series in ``folder``, most files first.
 
@@ -155,6 +143,7 @@ def list_dicom_series(folder: str | os.PathLike[str]) -> list[DicomSeriesInfo]:
     return found
 
 
+@native_stderr_to_log("reading DICOM")
 def read_dicom_series(folder: str | os.PathLike[str], series_uid: str | None = None) -> Volume:
     """Read one series of a DICOM folder as a (D, H, W) volume sorted along the slice normal.
 
@@ -195,8 +184,7 @@ def read_dicom_series(folder: str | os.PathLike[str], series_uid: str | None = N
     try:
         head = _header(info.files[0])
         check_size([*head.GetSize()[:2], info.n_files], root)
-        with _itk_warnings_off():
-            image = reader.Execute()
+        image = reader.Execute()
     except RuntimeError as exc:
         raise DicomSeriesError(
             f"the {info.n_files} files of series '{info.description or info.uid}' could not be read "
@@ -315,6 +303,7 @@ def _with_dicom_extra(
     return volume
 
 
+@native_stderr_to_log("reading DICOM")
 def read_dicom_file(path: str | os.PathLike[str]) -> Volume:
     """Read one DICOM file: single frame -> (1, H, W), multi-frame -> (frames, H, W), colour -> (..., 3).
 

@@ -100,11 +100,6 @@ def int8_card_path(encoder: Path) -> Path:
     return card_path(encoder)
 
 
-def source_weights_sha256(encoder: Path) -> str | None:
-    """The weights sha256 recorded in the int8 encoder's card, or None."""
-    return card_field(int8_card_path(encoder), SOURCE_LABEL)
-
-
 def find_int8_encoder(weights: Path) -> Path:
     """The verified int8 ONNX encoder quantized from ``weights``; :class:`Int8EncoderUnavailable` says why not.
 

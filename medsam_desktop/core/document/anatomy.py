@@ -19,18 +19,23 @@ _NAMES = (("right", "left"), ("anterior", "posterior"), ("inferior", "superior")
 MIN_COSINE = 0.8
 
 
+def _named(direction: Sequence[float], index_axis: int, names: Sequence[tuple[str, str]]) -> tuple[str, str] | None:
+    """(name towards index 0, name towards the last index) of one SimpleITK index axis, from ``names`` per physical
+    LPS axis (negative, positive); None for an oblique axis (cosine below :data:`MIN_COSINE`)."""
+    column = [float(direction[i * 3 + index_axis]) for i in range(3)]
+    k = max(range(3), key=lambda i: abs(column[i]))
+    if abs(column[k]) < MIN_COSINE:
+        return None
+    negative, positive = names[k]
+    return (negative, positive) if column[k] > 0 else (positive, negative)
+
+
 def slice_directions(direction: Sequence[float], orientation: str) -> tuple[str, str] | None:
     """(towards slice 0, towards the last slice) of ``orientation``, e.g. ``("inferior", "superior")`` for an
     axial CT stored feet first; None for an oblique slice axis or a direction that is not 3 x 3."""
     if orientation not in _INDEX_AXIS or len(direction) != 9:
         return None
-    j = _INDEX_AXIS[orientation]
-    column = [float(direction[i * 3 + j]) for i in range(3)]
-    k = max(range(3), key=lambda i: abs(column[i]))
-    if abs(column[k]) < MIN_COSINE:
-        return None
-    negative, positive = _NAMES[k]
-    return (negative, positive) if column[k] > 0 else (positive, negative)
+    return _named(direction, _INDEX_AXIS[orientation], _NAMES)
 
 
 #: physical LPS axis -> (letter of the negative direction, letter of the positive direction)
@@ -42,12 +47,7 @@ _PLANE_AXES = {"axial": (0, 1), "coronal": (0, 2), "sagittal": (1, 2)}
 def axis_letters(direction: Sequence[float], index_axis: int) -> tuple[str, str]:
     """(letter towards index 0, letter towards the last index) of one SimpleITK index axis, e.g. ``("R", "L")``
     for x of an LPS volume; ``("", "")`` for an axis that is oblique (cosine below :data:`MIN_COSINE`)."""
-    column = [float(direction[i * 3 + index_axis]) for i in range(3)]
-    k = max(range(3), key=lambda i: abs(column[i]))
-    if abs(column[k]) < MIN_COSINE:
-        return "", ""
-    negative, positive = _LETTERS[k]
-    return (negative, positive) if column[k] > 0 else (positive, negative)
+    return _named(direction, index_axis, _LETTERS) or ("", "")
 
 
 def edge_letters(direction: Sequence[float], orientation: str, flip_rows: bool = False) -> tuple[str, str, str, str]:
