@@ -357,7 +357,7 @@ class MainWindow(QMainWindow):
         self.worker.set_ct_window(self.view.level, self.view.width)
         if self.model_label.text() == "model: not loaded":
             self.model_label.setText("model: loading…")  # loaded in the background by the first encode
-        self.worker.encode(self.view.axial_z)
+        self.worker.encode(self.views["axial"].current)  # the axial view's slice, wherever the pointer is
 
     def _apply_model_window(self) -> None:
         """Send the displayed window to the model (CT only) and re-encode the shown slice with it."""

@@ -136,7 +136,7 @@ class SliceView(pg.GraphicsView):
 
         self.session: AnnotationSession | None = None
         self.orientation = orientation
-        self.index = {o: 0 for o in ORIENTATIONS}
+        self._index = 0  # the slice shown, along this view's orientation
         self._tool = Tool.BOX
         self.brush_radius = 5.0  # in brush pixels (core.reformat.brush_mm): the same mm on every view
         self.level, self.width = 0.0, 1.0
@@ -205,8 +205,7 @@ class SliceView(pg.GraphicsView):
             return
         session.labels_changed.connect(self._on_labels_changed)
         session.table_changed.connect(self.refresh_overlay)
-        d, h, w = session.shape
-        self.index = {"axial": d // 2, "coronal": h // 2, "sagittal": w // 2}
+        self._index = self.plane.depth(session.shape) // 2
         self.set_window(*auto_window(session.volume.array, session.volume.modality))
         self.refresh(reset_range=True)
 
@@ -252,11 +251,13 @@ class SliceView(pg.GraphicsView):
 
     @property
     def current(self) -> int:
-        return self.index[self.orientation]
+        """The slice shown, along this view's orientation."""
+        return self._index
 
     @property
     def axial_z(self) -> int:
-        return self.index["axial"]
+        """The axial slice (z) through the linked position; the slice shown when there is none (the axial view)."""
+        return self.current if self.crosshair_voxel is None else self.crosshair_voxel[0]
 
     def _flip_rows(self) -> bool:
         """Coronal/sagittal: show superior up (rows are slices; flip when the slice axis points superior)."""
@@ -277,7 +278,7 @@ class SliceView(pg.GraphicsView):
         index = int(np.clip(index, 0, self.depth - 1))
         if index == self.current:
             return
-        self.index[self.orientation] = index
+        self._index = index
         if self.cursor_voxel is not None:  # the cursor stays over the same pixel, now on this slice
             vox = list(self.cursor_voxel)
             vox[self.plane.axis] = index

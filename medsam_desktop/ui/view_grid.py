@@ -175,8 +175,9 @@ class ViewGrid(QWidget):
         """Show ``session`` in every view, the crosshair at the centre voxel, the axial view active."""
         self.session = session
         self.preview.clear()
+        is_2d = session is not None and session.volume.is_2d
         for o, view in self.views.items():
-            view.set_session(session if o == "axial" or session is None or not session.volume.is_2d else None)
+            view.set_session(None if is_2d and o != "axial" else session)  # a 2D image: the axial view only
             self.panes[o].sync_slider()
         if session is not None:
             d, h, w = session.shape

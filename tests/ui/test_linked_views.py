@@ -67,6 +67,7 @@ def test_the_crosshair_tool_moves_the_other_views_and_scrolling_moves_the_crossh
     axial.step(2)  # the wheel on the axial view: its slice moves the position; the other views keep theirs
     assert window.grid.position == (D // 2 + 2, 33, 12) and (coronal.current, sagittal.current) == (33, 12)
     assert coronal.crosshair_items[1].value() == pytest.approx((11 - (D // 2 + 2) + 0.5) * 2.5)
+    assert coronal.axial_z == sagittal.axial_z == axial.current == D // 2 + 2  # z of the linked position
     assert window.session is not None and not window.session.labels.any()  # the crosshair never edits
 
 
