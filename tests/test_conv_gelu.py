@@ -55,13 +55,41 @@ def test_fp32_matches_conv_then_gelu(kind: str, fused_calls: list[torch.dtype]) 
 def test_bf16_autocast_matches_the_autocast_path(fused_calls: list[torch.dtype]) -> None:
     if not cg.fused_conv_gelu_available():
         pytest.skip("oneDNN conv+GELU not available")
+    expected = [torch.bfloat16] if cg.fused_conv_gelu_bf16_available() else []  # AVX2-only CPUs: none
+    fused_calls.clear()  # the probe's own calls
     conv = _conv("1x1")
     x = torch.randn(1, 16, 32, 32).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         want = F.gelu(conv(x))
         got = cg.ConvGELU(conv)(x)
-    assert got.dtype == torch.bfloat16 and fused_calls == [torch.bfloat16]
+    assert got.dtype == torch.bfloat16 and fused_calls == expected
     torch.testing.assert_close(got.float(), want.float(), atol=3e-2, rtol=2e-2)
+
+
+def test_bf16_falls_back_where_onednn_has_no_bf16_convolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On an AVX2-only CPU oneDNN refuses bf16 convolutions ("bf16 path needs the cpu support avx_ne_convert or
+    avx512bw, ..."): a bf16 request must still run, through autocast's own convolution."""
+    if not cg.fused_conv_gelu_available():
+        pytest.skip("oneDNN conv+GELU not available")
+    real = cg._fused
+
+    def no_bf16(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, conv: nn.Conv2d) -> torch.Tensor:
+        if x.dtype == torch.bfloat16:
+            raise RuntimeError("mkldnn_convolution: bf16 path needs the cpu support avx_ne_convert or avx512bw")
+        return real(x, weight, bias, conv)
+
+    monkeypatch.setattr(cg, "_fused", no_bf16)
+    cg.fused_conv_gelu_bf16_available.cache_clear()
+    try:
+        assert not cg.fused_conv_gelu_bf16_available()
+        conv = _conv("1x1")
+        x = torch.randn(1, 16, 16, 16).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            want = F.gelu(conv(x))
+            got = cg.ConvGELU(conv)(x)
+        torch.testing.assert_close(got, want)
+    finally:
+        cg.fused_conv_gelu_bf16_available.cache_clear()
 
 
 def test_plain_path_with_autograd_and_under_export(fused_calls: list[torch.dtype]) -> None:

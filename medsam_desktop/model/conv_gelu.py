@@ -54,11 +54,31 @@ def fused_conv_gelu_available() -> bool:
     return ok
 
 
+@functools.cache
+def fused_conv_gelu_bf16_available() -> bool:
+    """True when the fused op also runs in bf16 here: oneDNN's bf16 convolutions need AVX-512 (BW/VL/DQ) or
+    AVX-NE-CONVERT, so on an AVX2-only CPU a bf16 request runs ``gelu(conv(x))`` under autocast instead."""
+    if not fused_conv_gelu_available():
+        return False
+    try:
+        conv = nn.Conv2d(8, 16, 1).eval()
+        x = torch.randn(1, 8, 5, 5).contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", enabled=False), torch.inference_mode():
+            bias = conv.bias.to(torch.bfloat16)
+            got = _fused(x.to(torch.bfloat16), conv.weight.to(torch.bfloat16), bias, conv).float()
+            want = F.gelu(conv(x))
+        return got.shape == want.shape and bool(torch.allclose(got, want, atol=5e-2, rtol=5e-2))
+    except Exception:  # e.g. "bf16 path needs the cpu support avx_ne_convert or avx512bw, avx512vl and avx512dq"
+        log.debug("oneDNN conv+GELU in bf16 unavailable", exc_info=True)
+        return False
+
+
 class ConvGELU(nn.Module):
     """``gelu(conv(x))`` for a fused (biased) Conv2d, in one oneDNN call where that is safe.
 
     Under CPU bf16 autocast the input and a bf16 copy of the weights (made once) go to the op, as autocast
-    would have cast them for the convolution.
+    would have cast them for the convolution, where oneDNN has bf16 convolutions
+    (:func:`fused_conv_gelu_bf16_available`); elsewhere autocast's own convolution runs, then GELU.
     """
 
     def __init__(self, conv: nn.Conv2d) -> None:
@@ -80,7 +100,7 @@ class ConvGELU(nn.Module):
             return F.gelu(self.conv(x))
         conv = self.conv
         if torch.is_autocast_enabled("cpu"):
-            if torch.get_autocast_dtype("cpu") != torch.bfloat16:
+            if torch.get_autocast_dtype("cpu") != torch.bfloat16 or not fused_conv_gelu_bf16_available():
                 return F.gelu(conv(x))
             if self._bf16 is None:
                 bias = conv.bias.to(torch.bfloat16) if conv.bias is not None else None
