@@ -45,7 +45,7 @@ def test_pack_and_unpack_round_trip(tmp_path: Path) -> None:
 
     src, out = tmp_path / "src", tmp_path / "out"
     make_source_folder(src)
-    prepare_data.main(["--input", str(src), "--out", str(out), "--val-fraction", "0.3"])
+    prepare_data.main(["--input", str(src), "--out", str(out), "--val-fraction", "0.3", "--proxy-fraction", "0"])
     before = read_manifest(out)
     by_group = {(it.group, it.rank): it for it in before}
     a_img = ShardImages(out)
@@ -78,3 +78,39 @@ def test_pack_respects_the_size_limit(tmp_path: Path) -> None:
     assert (tmp_path / "pack" / "images.bin").stat().st_size <= 0.05 * 2**20
     kept = read_manifest(tmp_path / "pack")
     assert kept[0].split == "val"  # validation items are packed first
+
+
+def _groups(modality: str, n_groups: int, per_group: int) -> list[tuple[str, str]]:
+    return [(f"{modality}{g}", modality) for g in range(n_groups) for _ in range(per_group)]
+
+
+def test_proxy_split_takes_whole_groups_per_modality_and_leaves_val_alone() -> None:
+    groups = _groups("endoscopy", 200, 1) + _groups("mr", 12, 40) + _groups("pet", 3, 30)
+    splits = prepare_data.assign_splits(groups, val_fraction=0.05, proxy_fraction=0.15)
+    assert splits == prepare_data.assign_splits(list(reversed(groups)), 0.05, 0.15)  # order-free, deterministic
+    for g, _ in groups:  # the validation split is the one every earlier run used
+        assert (splits[g] == "val") == (prepare_data.group_hash(g) < 0.05)
+    for modality, n_items in (("endoscopy", 200), ("mr", 480)):
+        proxy = [g for g, m in groups if m == modality and splits[g] == "proxy"]
+        assert 0.15 * n_items <= len(proxy) < 0.15 * n_items + (40 if modality == "mr" else 1)  # whole groups
+    assert not any(splits[g] == "proxy" for g, m in groups if m == "pet")  # 3 volumes: all kept for training
+    assert set(prepare_data.assign_splits(groups, 0.05, 0.0).values()) <= {"val", "train"}
+
+
+def test_resplit_rewrites_the_split_only_and_the_pack_leaves_the_proxy_out(tmp_path: Path) -> None:
+    from training import pack_shards
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    make_source_folder(src)
+    prepare_data.main(["--input", str(src), "--out", str(out), "--val-fraction", "0", "--proxy-fraction", "0"])
+    before = read_manifest(out)
+    assert {it.split for it in before} == {"train"}
+    assert prepare_data.main(["--resplit", str(out), "--val-fraction", "0", "--proxy-fraction", "0.5"]) == 0
+    after = read_manifest(out)
+    assert [(it.id, it.group, it.rank) for it in after] == [(it.id, it.group, it.rank) for it in before]
+    proxy = {it.id for it in after if it.split == "proxy"}
+    assert proxy, "some modality of the synthetic folder has enough source files for a proxy"
+    pack_shards.pack(out, tmp_path / "pack", max_mb=100)
+    packed = read_manifest(tmp_path / "pack")
+    assert packed and not any(it.split == "proxy" for it in packed)
+    assert len(packed) == len(after) - len(proxy)

@@ -50,3 +50,21 @@ def test_prompts_come_from_the_teachers_masks_inside_the_content() -> None:
     assert tight_box(mask) is None  # nothing to prompt
     mask[10:20, 5:30] = True
     np.testing.assert_array_equal(tight_box(mask), [5, 10, 29, 19])
+
+
+def test_held_out_is_val_and_proxy_by_rank_without_what_an_older_run_saw(tmp_path) -> None:
+    from training.agreement import held_out
+    from training.prepare_data import write_manifest
+
+    splits = ["train", "val", "proxy", "train", "proxy", "val", "proxy", "train"]
+    rows = [
+        {"id": f"i{r}", "shard": 0, "row": r, "group": f"g{r}", "modality": "mr", "source": "s", "split": split,
+         "h": 256, "w": 256, "rank": r}
+        for r, split in enumerate(splits)
+    ]  # fmt: skip
+    write_manifest(tmp_path, rows)
+    assert [it.id for it in held_out(tmp_path)] == ["i1", "i2", "i4", "i5", "i6"]
+    assert [it.id for it in held_out(tmp_path, split="proxy")] == ["i2", "i4", "i6"]
+    assert [it.id for it in held_out(tmp_path, n=2, split="val")] == ["i1", "i5"]
+    # the first 3 non-validation items by rank (i0, i2, i3) were a cache of 3 training items before the proxy
+    assert [it.id for it in held_out(tmp_path, unseen_first=3)] == ["i1", "i4", "i5", "i6"]

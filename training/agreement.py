@@ -1,7 +1,8 @@
 """Teacher agreement: how closely a student reproduces the teacher's masks on held-out pool slices, per modality.
 
-The selection proxy for distilled checkpoints (never the 53 dev cases): on the validation items of the
-distillation data (``prepare_data.py``'s split by source volume/image, never trained on), both models encode
+The selection proxy for distilled checkpoints (never the 53 dev cases): on the held-out items of the
+distillation data (``prepare_data.py``'s ``val`` and ``proxy`` splits, drawn by source volume/image and never
+trained on; ``--split`` picks one of them), both models encode
 each slice; boxes are drawn from the teacher's own masks (a seeded random box inside the content is decoded by
 the teacher, the tight box around its mask is the prompt, as a user's box around a visible structure would be);
 the teacher's mask for that prompt is the reference and the student's mask is scored against it with DSC and NSD
@@ -10,6 +11,10 @@ Mean per modality and over modalities.
 
     python training/agreement.py --data /work/cache/distill/data --student runs/distill/best.pt [--items 400]
     python training/agreement.py --data ... --student A.pt --student B.pt      # candidates side by side
+    python training/agreement.py --data ... --student A.pt --unseen-first 1100  # only what A cannot have seen
+
+``--unseen-first N`` leaves out the first N non-validation items in rank order: what a run whose teacher cache
+held N training items could have trained on before the proxy split existed (the shipped student: 1,100).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import logging
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,11 +41,13 @@ Decoder = Callable[[np.ndarray, np.ndarray], np.ndarray]  # embedding, boxes (K,
 
 @dataclass(frozen=True)
 class Agreement:
-    """Per-modality mean DSC / NSD of student masks against teacher masks, and the prompts scored."""
+    """Per-modality mean DSC / NSD of student masks against teacher masks, the prompts scored, and every
+    prompt's (DSC, NSD) per item id (for subsets: ``--csv``)."""
 
     dsc: dict[str, float]
     nsd: dict[str, float]
     prompts: dict[str, int]
+    per_item: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
 
     @property
     def mean_dsc(self) -> float:
@@ -98,21 +105,45 @@ def agreement(
     """One :class:`Agreement` per student over ``items`` (the same prompts for every student)."""
     rng = np.random.default_rng(seed)
     scores: list[dict[str, list[tuple[float, float]]]] = [defaultdict(list) for _ in students]
-    for item in items:
+    per_item: list[dict[str, list[tuple[float, float]]]] = [{} for _ in students]
+    for n, item in enumerate(items, 1):
         per_student = score_item(images.get(item), item.h, item.w, teacher, students, rng, boxes)
         for k, pairs in enumerate(per_student):
             scores[k][item.modality].extend(pairs)
+            per_item[k][item.id] = pairs
+        if n % 50 == 0:
+            log.info("%d slices scored", n)
     results = []
-    for by_mod in scores:
+    for by_mod, by_item in zip(scores, per_item):
         dsc = {m: float(np.mean([d for d, _ in v])) for m, v in sorted(by_mod.items()) if v}
         nsd = {m: float(np.mean([n for _, n in v])) for m, v in sorted(by_mod.items()) if v}
-        results.append(Agreement(dsc, nsd, {m: len(v) for m, v in sorted(by_mod.items())}))
+        results.append(Agreement(dsc, nsd, {m: len(v) for m, v in sorted(by_mod.items())}, by_item))
     return results
 
 
-def held_out(data: Path, n: int) -> list[ShardItem]:
-    """The first ``n`` validation items by rank (modality-balanced order), never trained on."""
-    return sorted((it for it in read_manifest(data) if it.split == "val"), key=lambda it: it.rank)[:n]
+def write_csv(path: Path, names: Sequence[str], items: Sequence[ShardItem], results: Sequence[Agreement]) -> None:
+    """One row per student and prompt: student, item id, modality, split, rank, DSC, NSD."""
+    import csv
+
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["student", "id", "modality", "split", "rank", "dsc", "nsd"])
+        for name, result in zip(names, results):
+            for it in items:
+                for dsc, nsd in result.per_item.get(it.id, []):
+                    writer.writerow([name, it.id, it.modality, it.split, it.rank, f"{dsc:.6f}", f"{nsd:.6f}"])
+
+
+HELD_OUT_SPLITS = {"held-out": ("val", "proxy"), "val": ("val",), "proxy": ("proxy",)}
+
+
+def held_out(data: Path, n: int = 0, split: str = "held-out", unseen_first: int = 0) -> list[ShardItem]:
+    """The first ``n`` (0: all) items of ``split`` (a key of HELD_OUT_SPLITS) by rank, the modality-balanced
+    order, leaving out the first ``unseen_first`` non-validation items by rank (see the module docstring)."""
+    items = sorted(read_manifest(data), key=lambda it: it.rank)
+    seen = {it.id for it in [it for it in items if it.split != "val"][:unseen_first]}
+    kept = [it for it in items if it.split in HELD_OUT_SPLITS[split] and it.id not in seen]
+    return kept[:n] if n else kept
 
 
 def torch_model(path: Path | None, threads: int) -> tuple[Encoder, Decoder]:
@@ -144,20 +175,26 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True, help="folder from prepare_data.py")
     ap.add_argument("--student", type=Path, action="append", required=True, help="a candidate (repeatable)")
-    ap.add_argument("--items", type=int, default=400, help="held-out slices (validation split)")
+    ap.add_argument("--items", type=int, default=0, help="held-out slices, the first by rank (0: all)")
+    ap.add_argument("--split", choices=sorted(HELD_OUT_SPLITS), default="held-out", help="val + proxy, or one")
+    ap.add_argument("--unseen-first", type=int, default=0, help="leave out the first N non-validation items")
     ap.add_argument("--boxes", type=int, default=3, help="seed boxes per slice")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--csv", type=Path, help="also write every prompt's scores here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    items = held_out(args.data, args.items)
+    items = held_out(args.data, args.items, args.split, args.unseen_first)
     if not items:
-        raise SystemExit(f"no validation items in {args.data}")
-    log.info("%d held-out slices, %d seed boxes each", len(items), args.boxes)
+        raise SystemExit(f"no {args.split} items in {args.data} (prepare_data.py --resplit makes the proxy split)")
+    log.info("%d held-out slices (%s), %d seed boxes each", len(items), args.split, args.boxes)
     teacher = torch_model(None, args.threads)
     students = [torch_model(p, args.threads) for p in args.student]
     results = agreement(items, ShardImages(args.data), teacher, students, args.boxes, args.seed)
-    print(table([p.stem for p in args.student], results))
+    names = [p.stem for p in args.student]
+    print(table(names, results))
+    if args.csv:
+        write_csv(args.csv, names, items, results)
     return 0
 
 

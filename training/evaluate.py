@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--agreement-data", type=Path, default=None,
                     help="also score teacher agreement on held-out pool slices of this prepare_data folder "
                          "(training/agreement.py: the selection proxy; dev is a report)")  # fmt: skip
-    ap.add_argument("--agreement-items", type=int, default=400)
+    ap.add_argument("--agreement-items", type=int, default=0, help="held-out slices (0: all of val + proxy)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args.out.mkdir(parents=True, exist_ok=True)

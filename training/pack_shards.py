@@ -73,10 +73,10 @@ def pack(
     quality: int = 92,
     exclude_ids: frozenset[str] = frozenset(),
 ) -> int:
-    """Pack the items of ``data`` (validation first, then by rank; none of ``exclude_ids``) until ``max_mb``
-    MiB of image bytes; returns how many were packed."""
+    """Pack the items of ``data`` (validation first, then by rank; none of ``exclude_ids`` and none of the
+    ``proxy`` split) until ``max_mb`` MiB of image bytes; returns how many were packed."""
     items = sorted(read_manifest(data), key=lambda it: (it.split != "val", it.rank))  # val first, then rank
-    items = [it for it in items if it.id not in exclude_ids]
+    items = [it for it in items if it.id not in exclude_ids and it.split != "proxy"]  # the proxy is never trained on
     images = ShardImages(data)
     out.mkdir(parents=True, exist_ok=True)
     blobs, kept, total = [], [], 0

@@ -8,8 +8,15 @@ the app uses) and is stored as (256, 256, 3) uint8.
 
 Output folder: ``shard_XXXX.npy`` (N, 256, 256, 3) uint8 and ``manifest.csv`` with one row per item:
 id, shard, row, group, modality, source, split, h, w, rank. ``group`` is the source file: all slices of a
-volume share it, and the 5 % validation split is drawn by group. ``rank`` interleaves modalities so that any
-prefix of the ranked items is balanced (the teacher cache is filled in rank order).
+volume share it, and both held-out splits are drawn by group: ``val`` (5 % of the groups by hash: the
+distillation's validation MSE) and ``proxy`` (per modality, groups in hash order until 15 % of that modality's
+items: the teacher-agreement proxy that selects checkpoints, ``agreement.py``; modalities with fewer than
+``MIN_PROXY_GROUPS`` source files keep all theirs for training). Neither is ever trained on. ``rank``
+interleaves modalities so that any prefix of the ranked items is balanced (the teacher cache is filled in rank
+order).
+
+``--resplit DIR`` recomputes the split column of an existing output folder (shards untouched), e.g. after a
+change of ``--proxy-fraction``.
 
 Usage: python training/prepare_data.py --pool ../shared/data/pool --out ~/.cache/medsam_desktop/distill
 """
@@ -134,9 +141,34 @@ def items_from_file(src: SourceFile, root: Path, max_slices: int) -> Iterator[It
         yield Item(img, group, modality, src.source, *info.resized_size)
 
 
-def split_of(group: str, val_fraction: float) -> str:
-    h = int(hashlib.sha1(group.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return "val" if h < val_fraction else "train"
+MIN_PROXY_GROUPS = 4  # a modality needs this many source files to give some to the proxy split
+
+
+def group_hash(group: str) -> float:
+    """A stable number in [0, 1] per source file (the split draws)."""
+    return int(hashlib.sha1(group.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+
+def assign_splits(groups: list[tuple[str, str]], val_fraction: float, proxy_fraction: float) -> dict[str, str]:
+    """``{group: "val" | "proxy" | "train"}`` for ``groups`` = one ``(group, modality)`` per item.
+
+    ``val``: groups whose hash is below ``val_fraction`` (the split every earlier run used). ``proxy``: per
+    modality, the other groups in hash order until at least ``proxy_fraction`` of the modality's items are in
+    it (whole groups; none for a modality with fewer than MIN_PROXY_GROUPS groups), so every modality with
+    enough sources is represented however its items are spread over volumes and images."""
+    split = {g: "val" if group_hash(g) < val_fraction else "train" for g, _ in groups}
+    by_modality: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for g, modality in groups:
+        by_modality[modality][g] += 1
+    for sizes in by_modality.values():
+        if len(sizes) < MIN_PROXY_GROUPS or proxy_fraction <= 0:
+            continue
+        target, taken = proxy_fraction * sum(sizes.values()), 0
+        for g in sorted((g for g in sizes if split[g] == "train"), key=group_hash):
+            if taken >= target:
+                break
+            split[g], taken = "proxy", taken + sizes[g]
+    return split
 
 
 def balanced_ranks(items: list[Item], seed: int) -> list[int]:
@@ -168,9 +200,10 @@ def balanced_ranks(items: list[Item], seed: int) -> list[int]:
     return ranks
 
 
-def write_shards(items: list[Item], out: Path, val_fraction: float, seed: int) -> None:
+def write_shards(items: list[Item], out: Path, val_fraction: float, proxy_fraction: float, seed: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     ranks = balanced_ranks(items, seed)
+    splits = assign_splits([(it.group, it.modality) for it in items], val_fraction, proxy_fraction)
     order = sorted(range(len(items)), key=lambda i: ranks[i])
     rows = []
     for start in range(0, len(order), SHARD_SIZE):
@@ -190,12 +223,16 @@ def write_shards(items: list[Item], out: Path, val_fraction: float, seed: int) -
                     "group": it.group,
                     "modality": it.modality,
                     "source": it.source,
-                    "split": split_of(it.group, val_fraction),
+                    "split": splits[it.group],
                     "h": it.h,
                     "w": it.w,
                     "rank": ranks[i],
                 }
             )
+    write_manifest(out, rows)
+
+
+def write_manifest(out: Path, rows: list[dict]) -> None:
     tmp = out / "manifest.tmp.csv"
     with tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -204,17 +241,38 @@ def write_shards(items: list[Item], out: Path, val_fraction: float, seed: int) -
     tmp.replace(out / "manifest.csv")
 
 
+def resplit(out: Path, val_fraction: float, proxy_fraction: float) -> dict[str, dict[str, int]]:
+    """Recompute the split column of ``out/manifest.csv``; returns item counts per split and modality."""
+    with (out / "manifest.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    splits = assign_splits([(r["group"], r["modality"]) for r in rows], val_fraction, proxy_fraction)
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for r in rows:
+        r["split"] = splits[r["group"]]
+        counts[r["split"]][r["modality"]] += 1
+    write_manifest(out, rows)
+    return {k: dict(v) for k, v in counts.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--pool", type=Path, help="folder with manifest.csv (../shared/data/pool)")
     src.add_argument("--input", type=Path, help="any folder of images/volumes")
-    ap.add_argument("--out", type=Path, required=True)
+    src.add_argument("--resplit", type=Path, help="an output folder: recompute its split column only")
+    ap.add_argument("--out", type=Path)
     ap.add_argument("--max-slices-per-volume", type=int, default=40)
     ap.add_argument("--val-fraction", type=float, default=0.05)
+    ap.add_argument("--proxy-fraction", type=float, default=0.15, help="per modality, held out for agreement")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.resplit:
+        counts = resplit(args.resplit, args.val_fraction, args.proxy_fraction)
+        log.info("split of %s: %s", args.resplit, counts)
+        return 0
+    if args.out is None:
+        ap.error("--out is required with --pool/--input")
 
     root = (args.pool or args.input).resolve()
     files = list_pool(root) if args.pool else list_folder(root)
@@ -234,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     if not items:
         log.error("no usable images found in %s", root)
         return 1
-    write_shards(items, args.out, args.val_fraction, args.seed)
+    write_shards(items, args.out, args.val_fraction, args.proxy_fraction, args.seed)
     counts: dict[str, int] = defaultdict(int)
     for it in items:
         counts[it.modality] += 1
