@@ -187,13 +187,14 @@ def test_teacher_cache_computes_each_variant_once(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(teacher_cache, "load_teacher_spec", lambda spec: (teacher, "fake"))
     items = read_manifest(data)
     train, val = [it for it in items if it.split == "train"], [it for it in items if it.split == "val"]
-    assert train and val
+    assert train and val and any(it.split == "proxy" for it in items)
+    cached = train + val  # the agreement proxy is never trained on, so it gets no cached targets
 
     # default: identity only, as before
     assert teacher_cache.main(["--data", str(data), "--batch", "3"]) == 0
-    assert teacher.image_encoder.images == len(items)
+    assert teacher.image_encoder.images == len(cached)
     cache_dir = data / "teacher_fake"
-    assert sorted(p.name for p in cache_dir.iterdir()) == sorted(f"{it.id}.npy" for it in items)
+    assert sorted(p.name for p in cache_dir.iterdir()) == sorted(f"{it.id}.npy" for it in cached)
 
     teacher.image_encoder.images = 0
     assert teacher_cache.main(["--data", str(data), "--batch", "3", "--variants", "identity,hflip,vflip"]) == 0
