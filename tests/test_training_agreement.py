@@ -68,3 +68,20 @@ def test_held_out_is_val_and_proxy_by_rank_without_what_an_older_run_saw(tmp_pat
     assert [it.id for it in held_out(tmp_path, n=2, split="val")] == ["i1", "i5"]
     # the first 3 non-validation items by rank (i0, i2, i3) were a cache of 3 training items before the proxy
     assert [it.id for it in held_out(tmp_path, unseen_first=3)] == ["i1", "i4", "i5", "i6"]
+
+
+def test_a_prompt_whose_teacher_mask_is_empty_is_left_out_for_every_student() -> None:
+    """Both masks empty made the modality's mean NaN (one CT prompt of 1,623 did); the choice is the teacher's."""
+    encode, box_decode = _box_model()
+    calls = []
+
+    def teacher_decode(emb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        calls.append(len(boxes))
+        out = box_decode(emb, boxes)
+        if len(calls) % 2 == 0:  # the reference decode of each slice: the first prompt comes back empty
+            out[0] = -1.0
+        return out
+
+    (result,) = agreement(_items(), _Images(), (encode, teacher_decode), [_box_model()], boxes=2)
+    assert result.prompts == {"ct": 2, "mr": 1}  # one of each slice's two prompts left out
+    assert result.dsc == {"ct": 1.0, "mr": 1.0} and not np.isnan(result.mean_nsd)

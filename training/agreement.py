@@ -88,8 +88,13 @@ def score_item(
     prompts = [b for b in (tight_box(m) for m in first) if b is not None]
     if not prompts:
         return [[] for _ in students]
-    prompt_arr = np.stack(prompts)
-    reference = t_dec(t_emb, prompt_arr)[:, :h, :w] > 0
+    reference = t_dec(t_emb, np.stack(prompts))[:, :h, :w] > 0
+    # a prompt whose own teacher mask is empty marks no structure (its score would be NaN or 0 by chance): the
+    # choice depends on the teacher alone, so every student is scored on the same prompts
+    keep = [k for k, r in enumerate(reference) if r.any()]
+    if not keep:
+        return [[] for _ in students]
+    prompt_arr, reference = np.stack([prompts[k] for k in keep]), reference[keep]
     out = []
     for s_enc, s_dec in students:
         got = s_dec(s_enc(x), prompt_arr)[:, :h, :w] > 0
