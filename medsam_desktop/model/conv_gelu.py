@@ -30,6 +30,18 @@ def _fused(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, con
     )
 
 
+def _fused_agrees(dtype: torch.dtype, tol: float) -> bool:
+    """Run the fused op in ``dtype`` on a small input and compare it with plain fp32 ``gelu(conv(x))``. Runs
+    outside any autocast (the first call may come from inside the model's bf16 autocast); raises when the op
+    does not exist or refuses the dtype here."""
+    conv = nn.Conv2d(8, 16, 1).eval()
+    x = torch.randn(1, 8, 5, 5).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", enabled=False), torch.inference_mode():
+        got = _fused(x.to(dtype), conv.weight.to(dtype), conv.bias.to(dtype), conv).float()
+        want = F.gelu(conv(x))
+    return got.shape == want.shape and bool(torch.allclose(got, want, atol=tol, rtol=tol))
+
+
 @functools.cache
 def fused_conv_gelu_available() -> bool:
     """True when oneDNN's conv+GELU op exists here and agrees with ``gelu(conv(x))`` (checked once), unless
@@ -39,13 +51,7 @@ def fused_conv_gelu_available() -> bool:
     try:
         if not torch.backends.mkldnn.is_available():
             return False
-        conv = nn.Conv2d(8, 16, 1).eval()
-        x = torch.randn(1, 8, 5, 5).contiguous(memory_format=torch.channels_last)
-        # the first call may come from inside the model's bf16 autocast: the check itself runs plain fp32
-        with torch.autocast("cpu", enabled=False), torch.inference_mode():
-            got = _fused(x, conv.weight, conv.bias, conv)
-            want = F.gelu(conv(x))
-        ok = got.shape == want.shape and bool(torch.allclose(got, want, atol=1e-4, rtol=1e-4))
+        ok = _fused_agrees(torch.float32, 1e-4)
     except Exception:  # private op: absent, renamed or with another signature in this torch
         log.debug("oneDNN conv+GELU unavailable", exc_info=True)
         return False
@@ -61,13 +67,7 @@ def fused_conv_gelu_bf16_available() -> bool:
     if not fused_conv_gelu_available():
         return False
     try:
-        conv = nn.Conv2d(8, 16, 1).eval()
-        x = torch.randn(1, 8, 5, 5).contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", enabled=False), torch.inference_mode():
-            bias = conv.bias.to(torch.bfloat16)
-            got = _fused(x.to(torch.bfloat16), conv.weight.to(torch.bfloat16), bias, conv).float()
-            want = F.gelu(conv(x))
-        return got.shape == want.shape and bool(torch.allclose(got, want, atol=5e-2, rtol=5e-2))
+        return _fused_agrees(torch.bfloat16, 5e-2)
     except Exception:  # e.g. "bf16 path needs the cpu support avx_ne_convert or avx512bw, avx512vl and avx512dq"
         log.debug("oneDNN conv+GELU in bf16 unavailable", exc_info=True)
         return False
