@@ -146,6 +146,12 @@ def test_infer_with_clicks_writes_segs_and_a_curve_per_case(tmp_path: Path, rand
     assert np.load(out / "3DBox_CT_b.npz")["segs"].shape == (5, 32, 40)
     with open(out / "clicks_summary.csv") as fh:
         assert len(list(csv.DictReader(fh))) == 2
+    with open(out / "clicks_objects.csv") as fh:
+        objects = list(csv.DictReader(fh))
+    assert [(r["case"], r["label"], r["click"]) for r in objects] == [
+        (c, "1", str(k)) for c in ("2DBox_US_a.npz", "3DBox_CT_b.npz") for k in range(3)
+    ]
+    assert [r["dsc"] for r in objects] == [r["dsc"] for r in rows]  # one object per case: its DSC is the case's
 
 
 def test_infer_with_clicks_needs_ground_truth(tmp_path: Path, random_weights: Path, capsys) -> None:

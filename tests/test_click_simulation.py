@@ -10,6 +10,7 @@ from medsam_desktop.core.evaluation.clicks import largest_error_slice, next_clic
 from medsam_desktop.core.inference.challenge import segment_challenge_case
 from medsam_desktop.core.inference.clicks import ClickPoint, ClickRefiner, points_to_model
 from medsam_desktop.core.inference.predictor import Predictor
+from medsam_desktop.core.inference.propagation import Box3D, propagate_boxes
 from tests.fakes import BoxBackend, SquareClickBackend
 
 
@@ -89,6 +90,19 @@ def test_2d_protocol_starts_from_the_box_only_result_and_clicks_improve_it() -> 
     assert (segs == 1).sum() > (box_only == 1).sum()
 
 
+def test_the_curve_holds_each_object_whose_mean_is_the_case() -> None:
+    image, boxes, gts = _case_2d()
+    _, curve = clicks_2d(Predictor(BoxBackend()), ClickRefiner(SquareClickBackend), image, boxes, gts, 3)
+    assert curve.objects == (1, 2)
+    assert len(curve.object_dsc) == len(curve.object_nsd) == 4
+    for k in range(4):
+        assert np.mean(curve.object_dsc[k]) == pytest.approx(curve.dsc[k])
+        assert np.mean(curve.object_nsd[k]) == pytest.approx(curve.nsd[k])
+    assert [r[2] for r in curve.object_rows() if r[0] == 2] == [1.0] * 4  # object 2's box is exact
+    first = [r[2] for r in curve.object_rows() if r[0] == 1]
+    assert first[3] > first[0] and [r[1] for r in curve.object_rows()] == [0, 1, 2, 3] * 2
+
+
 def test_protocol_without_clicks_never_loads_the_click_path() -> None:
     image, boxes, gts = _case_2d()
 
@@ -111,6 +125,25 @@ def test_3d_protocol_corrects_the_worst_slice_and_repropagates() -> None:
     assert curve.dsc[3] > curve.dsc[0]
     assert clicks.calls == 3
     assert segs.shape == gts.shape and segs.dtype == box_only.dtype
+
+
+def test_a_clicked_slice_starts_from_the_prompt_propagation_gave_it() -> None:
+    vol = np.zeros((9, 64, 64), np.uint8)
+    gts = np.zeros((9, 64, 64), np.uint8)
+    gts[2:7, 10:40, 10:40] = 1
+    boxes = np.array([[10, 10, 2, 30, 30, 6]])
+    backend = BoxBackend()
+    predictor = Predictor(backend)
+    box_only = propagate_boxes(predictor, vol, boxes)
+    b = Box3D.from_array(boxes[0], 9)
+    order = [*range(b.zmid, b.z1 + 1), *range(b.zmid - 1, b.z0 - 1, -1)]  # upwards from the start, then down
+    by_slice = dict(zip(order, backend.prompts, strict=True))
+    assert len({tuple(p) for p in by_slice.values()}) > 2  # the prompts differ from slice to slice
+    z = b.z0 + largest_error_slice(box_only[b.z0 : b.z1 + 1] == 1, gts[b.z0 : b.z1 + 1] == 1)
+    backend.prompts.clear()
+    clicks_3d(predictor, ClickRefiner(SquareClickBackend), vol, boxes, gts, (1.0, 1.0, 1.0), 1)
+    # the protocol's own box-only propagation, then the clicked slice's box-only decode
+    np.testing.assert_allclose(backend.prompts[len(order)], by_slice[z])
 
 
 def _dsc(a: np.ndarray, b: np.ndarray) -> float:

@@ -5,8 +5,9 @@ Both click paths decode from the same predictor (the app's default runtime on th
 shipped click path (``load_click_backend``: its OpenVINO IR); ``untrained`` is the box decoder's own prompt
 encoder and mask decoder fed the same prompts (box + clicks + the previous logits as mask prompt), i.e. what
 clicks give without training. Prints a markdown table per path: mean DSC and NSD after the box and after each
-click, and the AUC (clicks 1..K), per modality and over modalities, 2D and 3D separately. Dev is a report, never
-a selector.
+click, and the AUC (clicks 1..K), per modality and over modalities, 2D and 3D separately: per case (the mean over
+a case's objects, then over cases) and per object (every object of a modality weighs the same, and the mean over
+all objects, the measure issue #19 states its goal in). Dev is a report, never a selector.
 
     python training/evaluate_clicks.py [--data ../shared/data/eval/dev] [--clicks 5] [--out runs/clicks_dev]
 """
@@ -63,6 +64,37 @@ def table(curves: dict[str, list[ClickCurve]], clicks: int) -> str:
     return "\n".join(lines)
 
 
+def _auc(values: np.ndarray) -> np.ndarray:
+    """(objects, K + 1) -> each object's mean of the trapezoids between clicks 1..K (as ``ClickCurve``)."""
+    v = values[:, 1:]
+    if v.shape[1] < 2:
+        return v[:, 0] if v.shape[1] else np.full(len(values), np.nan)
+    return ((v[:, 1:] + v[:, :-1]) / 2).mean(axis=1)
+
+
+def object_table(curves: dict[str, list[ClickCurve]], clicks: int, sort: bool = True) -> str:
+    """Markdown rows per object: group (modality), objects, DSC after box/clicks, DSC AUC, NSD after box and last
+    click; then the mean over all objects and the mean over the groups. Groups in name order unless ``sort`` is
+    False (then in ``curves``' order)."""
+    head = ["modality", "objects", "DSC box", *[f"DSC {k}" for k in range(1, clicks + 1)], "DSC AUC", "NSD box",
+            f"NSD {clicks}"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    per_mod, pooled = [], []
+    for mod in sorted(curves) if sort else curves:
+        dsc = np.concatenate([np.array(c.object_dsc, np.float64).T.reshape(-1, clicks + 1) for c in curves[mod]])
+        nsd = np.concatenate([np.array(c.object_nsd, np.float64).T.reshape(-1, clicks + 1) for c in curves[mod]])
+        rows = np.column_stack([dsc, _auc(dsc), nsd[:, 0], nsd[:, -1]])
+        pooled.append(rows)
+        per_mod.append(rows.mean(axis=0))
+        lines.append(f"| {mod} | {len(rows)} | " + " | ".join(f"{v:.4f}" for v in per_mod[-1]) + " |")
+    everything = np.concatenate(pooled)
+    lines.append(
+        f"| **all objects** | {len(everything)} | " + " | ".join(f"**{v:.4f}**" for v in everything.mean(0)) + " |"
+    )
+    lines.append("| **mean over modalities** | | " + " | ".join(f"**{v:.4f}**" for v in np.mean(per_mod, 0)) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -82,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         p: defaultdict(lambda: defaultdict(list)) for p in paths
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, object_rows = [], []
     for path in sorted((args.data / "imgs").glob("*.npz")):
         if path.name[:2] not in args.dims:
             continue
@@ -100,17 +132,23 @@ def main(argv: list[str] | None = None) -> int:
             rows += [
                 (p, path.name, mod, k, f"{d:.4f}", f"{n:.4f}") for k, (d, n) in enumerate(zip(curve.dsc, curve.nsd))
             ]
+            object_rows += [(p, path.name, mod, *r[:2], f"{r[2]:.4f}", f"{r[3]:.4f}") for r in curve.object_rows()]
             log.info("%s %s: DSC %s (%.1f s)", p, path.name, " ".join(f"{v:.3f}" for v in curve.dsc),
                      time.perf_counter() - t)  # fmt: skip
     with open(args.out / "clicks.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["path", "case", "modality", "click", "dsc", "nsd"])
         w.writerows(rows)
+    with open(args.out / "clicks_objects.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "case", "modality", "label", "click", "dsc", "nsd"])
+        w.writerows(object_rows)
     report = []
     for p in paths:
         for dim in ("2D", "3D"):
             if curves[p][dim]:
-                report.append(f"### {p}, {dim}\n\n{table(curves[p][dim], args.clicks)}\n")
+                report.append(f"### {p}, {dim}, per case\n\n{table(curves[p][dim], args.clicks)}\n")
+                report.append(f"### {p}, {dim}, per object\n\n{object_table(curves[p][dim], args.clicks)}\n")
     text = "\n".join(report)
     (args.out / "table.md").write_text(text)
     print(text)

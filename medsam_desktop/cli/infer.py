@@ -7,7 +7,8 @@ its label stays empty, one warning line names it, and the case is written with t
 ``--clicks K --gts GTS_DIR`` runs the box-then-clicks protocol (``core.evaluation.click_protocol``): K corrective
 clicks per object placed on the ground truth's largest error, decoded by the click path with the previous logits
 as mask prompt; the segs after the last click are written, and ``clicks.csv`` holds each case's DSC and NSD after
-the box (click 0) and after each click, with ``clicks_summary.csv`` (AUC per case).
+the box (click 0) and after each click, with ``clicks_summary.csv`` (AUC per case) and ``clicks_objects.csv``
+(DSC and NSD of every object after the box and after each click).
 """
 
 from __future__ import annotations
@@ -130,14 +131,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_clicks(args: argparse.Namespace, predictor: Predictor, cases: list[Path]) -> int:
-    """The click protocol on every case that has a ground-truth twin; clicks.csv and clicks_summary.csv."""
+    """The click protocol on every case that has a ground-truth twin; clicks.csv, clicks_summary.csv and
+    clicks_objects.csv."""
     refiner = ClickRefiner(lambda: load_click_backend(
         weights_for(args.model or default_model_name(), args.weights), args.threads, args.runtime))  # fmt: skip
     try:
         log.info("click path %s", refiner.backend.name)
     except ClicksUnavailable as exc:
         return fail(PROG, str(exc))
-    rows, summary, n_failed = [], [], 0
+    rows, summary, object_rows, n_failed = [], [], [], 0
     for path in progress(cases, total=len(cases), desc="cases", quiet=args.quiet):
         try:
             case = read_challenge_npz(path)
@@ -165,6 +167,7 @@ def run_clicks(args: argparse.Namespace, predictor: Predictor, cases: list[Path]
             continue
         modality = modality_from_case_name(path.name)
         rows += [(path.name, modality, k, f"{d:.4f}", f"{n:.4f}") for k, (d, n) in enumerate(zip(curve.dsc, curve.nsd))]
+        object_rows += [(path.name, modality, *r[:2], f"{r[2]:.4f}", f"{r[3]:.4f}") for r in curve.object_rows()]
         summary.append((path.name, modality, f"{curve.dsc[0]:.4f}", f"{curve.dsc[-1]:.4f}", f"{curve.dsc_auc:.4f}",
                         f"{curve.nsd[0]:.4f}", f"{curve.nsd[-1]:.4f}", f"{curve.nsd_auc:.4f}"))  # fmt: skip
     try:
@@ -172,6 +175,7 @@ def run_clicks(args: argparse.Namespace, predictor: Predictor, cases: list[Path]
             ("clicks.csv", ["case", "modality", "click", "dsc", "nsd"], rows),
             ("clicks_summary.csv", ["case", "modality", "dsc_box", "dsc_last", "dsc_auc", "nsd_box", "nsd_last",
                                     "nsd_auc"], summary),
+            ("clicks_objects.csv", ["case", "modality", "label", "click", "dsc", "nsd"], object_rows),
         ):  # fmt: skip
             with atomic_write(args.output / name) as tmp, open(tmp, "w", newline="") as fh:
                 writer = csv.writer(fh)

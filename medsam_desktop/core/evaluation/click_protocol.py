@@ -14,23 +14,26 @@ the previous logits as the mask prompt (no re-encode).
   propagated through the corrected one (``propagate_boxes(fixed_masks=...)``); the others stay.
 
 After the box and after every round the case is scored as ``medsam-eval`` scores it (DSC, NSD), giving a curve
-of ``clicks + 1`` points. ``auc`` is the trapezoidal area under the points of clicks 1..K over a unit step,
-divided by K - 1, i.e. a mean that weighs every click interval equally (the box itself is not in it).
+of ``clicks + 1`` points, per case (the mean over its objects) and per object (``objects``, the ground truth's
+labels, and their DSC and NSD: issue #19 states its goal over objects). ``auc`` is the trapezoidal area under the
+points of clicks 1..K over a unit step, divided by K - 1, i.e. a mean that weighs every click interval equally
+(the box itself is not in it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..inference.boxes import box_from_model, mask_bbox_model
+from ..inference.boxes import box_from_model, validate_box
 from ..inference.cache import EmbeddingCache
 from ..inference.challenge import usable_objects
 from ..inference.clicks import ClickPoint, ClickRefiner
 from ..inference.predictor import Predictor
-from ..inference.propagation import Box3D, propagate_boxes
+from ..inference.propagation import Box3D, propagate_boxes, slice_prompt
 from .clicks import largest_error_slice, next_click
 from .metrics import evaluate_case
 
@@ -42,10 +45,14 @@ CLICK_CACHE_BYTES = 1536 * 2**20
 
 @dataclass
 class ClickCurve:
-    """DSC and NSD of a case after the box (index 0) and after each click round (index k)."""
+    """DSC and NSD of a case after the box (index 0) and after each click round (index k); ``object_dsc[k]`` and
+    ``object_nsd[k]`` hold the same per object, aligned with ``objects`` (the ground truth's labels)."""
 
     dsc: list[float] = field(default_factory=list)
     nsd: list[float] = field(default_factory=list)
+    objects: tuple[int, ...] = ()
+    object_dsc: list[tuple[float, ...]] = field(default_factory=list)
+    object_nsd: list[tuple[float, ...]] = field(default_factory=list)
 
     @staticmethod
     def _auc(values: list[float]) -> float:
@@ -53,6 +60,14 @@ class ClickCurve:
         if len(v) < 2:
             return float(v[0]) if len(v) else float("nan")
         return float(np.sum((v[1:] + v[:-1]) / 2) / (len(v) - 1))
+
+    def object_rows(self) -> list[tuple[int, int, float, float]]:
+        """(label, click, DSC, NSD) per object and click, objects in label order, click 0 = the box."""
+        return [
+            (label, k, self.object_dsc[k][j], self.object_nsd[k][j])
+            for j, label in enumerate(self.objects)
+            for k in range(len(self.object_dsc))
+        ]
 
     @property
     def dsc_auc(self) -> float:
@@ -75,6 +90,9 @@ def _score(curve: ClickCurve, segs: np.ndarray, gts: np.ndarray, spacing: tuple[
     m = evaluate_case(segs, gts, spacing)
     curve.dsc.append(float(m.dsc))
     curve.nsd.append(float(m.nsd))
+    curve.objects = m.labels
+    curve.object_dsc.append(tuple(float(v) for v in m.dsc_per_label))
+    curve.object_nsd.append(tuple(float(v) for v in m.nsd_per_label))
 
 
 def clicks_2d(
@@ -144,6 +162,7 @@ def clicks_3d(
         for i in usable:
             v = i + 1
             b = Box3D.from_array(boxes[i], shape[0])
+            b = dataclasses.replace(b, xyxy=validate_box(b.xyxy, shape[1:3]))  # clipped as propagation clips it
             truth = gts == v
             z = largest_error_slice(masks[v][b.z0 : b.z1 + 1], truth[b.z0 : b.z1 + 1])
             if z is None:
@@ -154,8 +173,12 @@ def clicks_3d(
             emb = cached.encode(volume[z], key=("click", z))
             st = state[v].get(z)
             if st is None:  # the prompt propagation gave this slice, so the clicks correct the mask shown
-                st = state[v][z] = _SliceState(_propagation_prompt(b, z, masks[v]), np.zeros(0))
-                st.logits = predictor.decode(emb, st.box).logits[0]
+                neighbour = None
+                if z != b.zmid:  # the neighbour towards the start slice
+                    neighbour = masks[v][z - 1] if z > b.zmid else masks[v][z + 1]
+                prompt = slice_prompt(b, neighbour, emb.frame)
+                st = state[v][z] = _SliceState(box_from_model(prompt, emb.frame.original_size), np.zeros(0))
+                st.logits = predictor.decode_model_boxes(emb, prompt[None]).logits[0]
             st.points.append(c)
             pred = refiner.refine(emb, st.box, st.points, st.logits)
             st.logits = pred.logits[0]
@@ -171,13 +194,3 @@ def clicks_3d(
         segs = _compose(shape, masks, segs.dtype)
         _score(curve, segs, gts, spacing_zyx)
     return segs, curve
-
-
-def _propagation_prompt(box: Box3D, z: int, mask: np.ndarray) -> np.ndarray:
-    """The image-frame box propagation prompts slice ``z`` with: the 3D box's rectangle on its start slice, else
-    the bbox (+3 model pixels) of the neighbour's mask towards the start slice (the rectangle when it is empty)."""
-    if z == box.zmid:
-        return box.xyxy
-    neighbour = mask[z - 1] if z > box.zmid else mask[z + 1]
-    bb = mask_bbox_model(neighbour)
-    return box.xyxy if bb is None else box_from_model(bb, neighbour.shape)

@@ -29,6 +29,7 @@ import numpy as np
 from ...io.label_values import MAX_LABEL, label_dtype
 from .boxes import InvalidBoxError, box_to_model, mask_bbox_model, validate_box
 from .predictor import Embedding, Predictor
+from .preprocess import FrameInfo
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,14 @@ def _check_label_values(label_values: list[int] | None, n_boxes: int) -> list[in
     if bad:
         raise ValueError(f"label values must be whole numbers from 1 to {MAX_LABEL}, got {bad}")
     return [int(v) for v in values]
+
+
+def slice_prompt(box: Box3D, neighbour: np.ndarray | None, frame: FrameInfo) -> np.ndarray:
+    """The model-frame box (4,) propagation prompts a slice with: the bbox (+3 model pixels) of ``neighbour``, the
+    mask of the slice before it in the sweep; the 3D box's rectangle without one (the start slice) or when it is
+    empty (the challenge's rule)."""
+    prompt = None if neighbour is None else mask_bbox_model(neighbour, pixel_aspect=frame.pixel_aspect)
+    return box_to_model(box.xyxy, frame.original_size, frame.pixel_aspect) if prompt is None else prompt
 
 
 def _encode(
@@ -188,14 +197,10 @@ def propagate_boxes(
         prompts = []
         for i in decoded:
             b = boxes[i]
-            prompt = None
-            if not (upward and z == b.zmid):
-                prev_mask = prev[i] if not (not upward and z == b.zmid - 1) else mid_masks[i]
-                if prev_mask is not None:
-                    prompt = mask_bbox_model(prev_mask, pixel_aspect=emb.frame.pixel_aspect)
-            if prompt is None:
-                prompt = box_to_model(b.xyxy, emb.frame.original_size, emb.frame.pixel_aspect)
-            prompts.append(prompt)
+            neighbour = None
+            if not (upward and z == b.zmid):  # the first slice below the start continues from the start's mask
+                neighbour = mid_masks[i] if not upward and z == b.zmid - 1 else prev[i]
+            prompts.append(slice_prompt(b, neighbour, emb.frame))
         masks = (
             dict(zip(decoded, predictor.decode_model_boxes(emb, np.stack(prompts)).masks)) if emb is not None else {}
         )
