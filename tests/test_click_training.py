@@ -71,3 +71,19 @@ def test_init_from_continues_from_a_click_checkpoint(
     mean_row = next(line for line in capsys.readouterr().out.splitlines() if "mean over modalities" in line)
     dscs = [float(c.strip(" *")) for c in mean_row.split("|")[3:-1]]
     assert len(dscs) == 6 and 1 - np.mean(dscs[1:]) == pytest.approx(best_val, abs=2e-4)  # the trainer's score
+
+
+def test_tight_share_gives_the_challenge_s_tight_boxes_and_costs_no_draw_at_zero() -> None:
+    from training.labelled_data import perturbed_box
+
+    mask = np.zeros((256, 256), bool)
+    mask[100:120, 50:90] = True
+    tight = np.array([50, 100, 89, 119], np.float32)
+    rng = np.random.default_rng(0)
+    np.testing.assert_array_equal(train_clicks.start_box(mask, rng, 256, 256, tight_share=1.0), tight)
+    boxes = [train_clicks.start_box(mask, rng, 256, 256, tight_share=0.5) for _ in range(400)]
+    share = np.mean([np.array_equal(b, tight) for b in boxes])
+    assert 0.4 < share < 0.6  # a perturbed box is tight only when all four draws are 0: (1/6)^4
+    # at 0 the stream is the perturbed box's own: runs without the option draw what they drew before
+    a = train_clicks.start_box(mask, np.random.default_rng(7), 256, 256)
+    np.testing.assert_array_equal(a, perturbed_box(mask, np.random.default_rng(7), (256, 256), shift=5))

@@ -30,6 +30,11 @@ def test_only_held_out_labelled_groups_are_taken_once_each(tmp_path: Path) -> No
     ]
 
 
+def test_first_per_modality_keeps_the_order() -> None:
+    images = [("a", "m"), ("b", "e"), ("c", "m"), ("d", "m"), ("e", "e")]
+    assert pool_clicks.first_per_modality(images, 2) == [("a", "m"), ("b", "e"), ("c", "m"), ("e", "e")]
+
+
 def _labels() -> np.ndarray:
     labels = np.zeros((100, 200), np.uint8)
     labels[10:20, 30:45] = 7

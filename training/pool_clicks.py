@@ -10,7 +10,7 @@ longer side) model pixels, seeded). Prints per-object tables (``evaluate_clicks.
 by object size, so a regression on small objects (cells) is seen where it happens.
 
     python training/pool_clicks.py --data /work/cache/distill/data [--labels ../shared/data/pool_labels]
-        [--boxes tight,perturbed] [--max-images 0] [--out runs/pool_clicks]
+        [--boxes tight,perturbed] [--per-modality 0] [--out runs/pool_clicks]
 """
 
 from __future__ import annotations
@@ -51,6 +51,17 @@ def held_out_images(manifest: Path, labelled: dict[str, Path]) -> list[tuple[str
             if row["split"] in HELD_OUT and row["group"] in labelled:
                 seen.setdefault(row["group"], row["modality"])
     return list(seen.items())
+
+
+def first_per_modality(images: list[tuple[str, str]], n: int) -> list[tuple[str, str]]:
+    """The first ``n`` (image, modality) pairs of each modality, in the given order."""
+    taken: dict[str, int] = defaultdict(int)
+    out = []
+    for group, modality in images:
+        if taken[modality] < n:
+            taken[modality] += 1
+            out.append((group, modality))
+    return out
 
 
 def object_boxes(labels: np.ndarray, mode: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -99,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--labels", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/pool_labels")
     ap.add_argument("--boxes", default="tight,perturbed")
     ap.add_argument("--clicks", type=int, default=5)
-    ap.add_argument("--max-images", type=int, default=0, help="0: all held-out labelled images")
+    ap.add_argument("--per-modality", type=int, default=0, help="the first N images of each modality (0: all)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("runs/pool_clicks"))
@@ -107,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     labelled = label_paths(args.labels)
     images = held_out_images(args.data / "manifest.csv", labelled)
-    if args.max_images:
-        images = images[: args.max_images]
+    if args.per_modality:
+        images = first_per_modality(images, args.per_modality)
     if not images:
         log.error("no held-out labelled images in %s", args.data / "manifest.csv")
         return 1

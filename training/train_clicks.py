@@ -67,9 +67,13 @@ def load_slices(folder: Path) -> list[Slice]:
     return out
 
 
-def start_box(mask: np.ndarray, rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """The tight box grown by 0..max(5 px, 10 % of its longer side) per side, inside the content."""
+def start_box(mask: np.ndarray, rng: np.random.Generator, h: int, w: int, tight_share: float = 0.0) -> np.ndarray:
+    """The tight box grown by 0..max(5 px, 10 % of its longer side) per side, inside the content; with probability
+    ``tight_share`` the tight box itself (the challenge format's boxes). No draw is spent on it at 0, so runs
+    without it keep their random streams."""
     ys, xs = np.nonzero(mask)
+    if tight_share > 0 and rng.random() < tight_share:
+        return np.array([xs.min(), ys.min(), xs.max(), ys.max()], np.float32)
     side = max(xs.max() - xs.min(), ys.max() - ys.min()) + 1
     return perturbed_box(mask, rng, (h, w), shift=max(5, int(0.1 * side)))
 
@@ -169,7 +173,7 @@ def dsc(logits: torch.Tensor, targets: np.ndarray, content: list[tuple[int, int]
 
 
 def sample_batch(
-    slices: list[Slice], weights: np.ndarray, rng: np.random.Generator, size: int
+    slices: list[Slice], weights: np.ndarray, rng: np.random.Generator, size: int, tight_share: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, list[tuple[int, int]]]:
     idx = rng.choice(len(slices), size=size, p=weights)
     embs, boxes, targets, content = [], [], [], []
@@ -177,7 +181,7 @@ def sample_batch(
         s = slices[i]
         m = s.masks[rng.integers(len(s.masks))]
         embs.append(torch.from_numpy(s.embedding.astype(np.float32)))
-        boxes.append(torch.from_numpy(start_box(m, rng, s.h, s.w)))
+        boxes.append(torch.from_numpy(start_box(m, rng, s.h, s.w, tight_share)))
         targets.append(m)
         content.append((s.h, s.w))
     return torch.stack(embs), torch.stack(boxes), np.stack(targets), content
@@ -224,6 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--val-items", type=int, default=30, help="validation slices (modality-balanced)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast for the decoder forward (loss in fp32)")
+    ap.add_argument(
+        "--tight-share", type=float, default=0.0,
+        help="fraction of start boxes that are the tight bbox, as the challenge format's (default 0: all perturbed)",
+    )  # fmt: skip
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -252,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     args.out.mkdir(parents=True, exist_ok=True)
-    info = {"student_sha256": sha256_of(student_path), "max_points": MAX_POINTS, "lr": args.lr}
+    info = {"student_sha256": sha256_of(student_path), "max_points": MAX_POINTS, "lr": args.lr,
+            "tight_share": args.tight_share}  # fmt: skip
     trainer = Trainer(
         ClickRounds(net), opt, saved=net, out=args.out, arch=CLICK_ARCH, best_info=info, val_key="val_1_minus_dsc",
         val_label="val 1-DSC(clicks 1-5)", val_every=args.val_every, validate_at_stop=True,
@@ -268,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def batches():
         while True:
-            yield sample_batch(train, weights, rng, args.batch_size)
+            yield sample_batch(train, weights, rng, args.batch_size, args.tight_share)
 
     def step(batch) -> object:
         emb, boxes, targets, content = batch

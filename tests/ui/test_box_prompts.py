@@ -42,14 +42,16 @@ def test_a_box_dragged_entirely_outside_the_image_says_why(qtbot, make_window, t
     window = make_window()
     session = open_synthetic(window, tmp_path)
     window.set_tool(Tool.BOX)
-    view = maximise(window)  # room beside the image
+    view = maximise(window, qtbot)  # room beside the image
     vp = view.viewport()
     wait_view_mapped(qtbot, view)
     drawn: list[np.ndarray] = []
     view.box_drawn.connect(lambda z, box: drawn.append(np.array(box)))
-    for a, b in (((-6.5, 5.5), (-1.5, 30.5)), ((81.5, 40.5), (86.5, 10.5))):  # left of it (x < 0), right (x >= 80)
+    drags = (((-6.5, 5.5), (-1.5, 30.5)), ((81.5, 40.5), (86.5, 10.5)))  # left of it (x < 0), right (x >= 80)
+    # on the view, beside the image, once the maximised view's pixel mapping is current (pyqtgraph maps lazily)
+    qtbot.waitUntil(lambda: all(vp.rect().contains(pt(view, *p)) for drag in drags for p in drag), timeout=5000)
+    for a, b in drags:
         pa, pb = pt(view, *a), pt(view, *b)
-        assert vp.rect().contains(pa) and vp.rect().contains(pb)  # on the view, beside the image
         window.status("")
         qtbot.mousePress(vp, Qt.MouseButton.LeftButton, pos=pa)
         qtbot.mouseMove(vp, pos=pb)

@@ -52,12 +52,15 @@ def hover(view, pos: QPoint | QPointF) -> None:
     QApplication.sendEvent(view.viewport(), event)
 
 
-def maximise(window, orientation: str = "axial"):
-    """Show ``orientation``'s view alone (tests that need many screen pixels per image pixel); returns it."""
+def maximise(window, qtbot, orientation: str = "axial", timeout: int = 5000):
+    """Show ``orientation``'s view alone (tests that need many screen pixels per image pixel); returns it once the
+    layout has given it the grid's width (the layout is applied on a later event-loop turn)."""
     window.set_orientation(orientation)
     if window.grid.maximised != orientation:
         window.grid.toggle_maximise(orientation)
-    return window.view
+    view = window.view
+    qtbot.waitUntil(lambda: view.viewport().width() >= 0.8 * window.grid.width(), timeout=timeout)
+    return view
 
 
 def near_box(mask: np.ndarray, box: np.ndarray = BOX, tol: int = 1) -> None:
