@@ -64,6 +64,7 @@ def test_size_rows_put_each_object_in_its_band() -> None:
     curve = ClickCurve(dsc=[0.5, 0.7], nsd=[0.5, 0.7], objects=(1, 2), object_dsc=[(0.4, 0.6), (0.6, 0.8)],
                        object_nsd=[(0.4, 0.6), (0.6, 0.8)])  # fmt: skip
     table = pool_clicks.size_table([curve], [[50, 5000]], clicks=1)
+    assert "mean over sizes" in table and "modalities" not in table
     lines = [x for x in table.splitlines() if "px" in x]
     assert [x.split("|")[1].strip() for x in lines] == ["0-100 px", "1000+ px"]
     assert lines[0].split("|")[3].strip() == "0.4000" and lines[1].split("|")[4].strip() == "0.8000"

@@ -72,7 +72,9 @@ def _auc(values: np.ndarray) -> np.ndarray:
     return ((v[:, 1:] + v[:, :-1]) / 2).mean(axis=1)
 
 
-def object_table(curves: dict[str, list[ClickCurve]], clicks: int, sort: bool = True) -> str:
+def object_table(
+    curves: dict[str, list[ClickCurve]], clicks: int, sort: bool = True, groups: str = "modalities"
+) -> str:
     """Markdown rows per object: group (modality), objects, DSC after box/clicks, DSC AUC, NSD after box and last
     click; then the mean over all objects and the mean over the groups. Groups in name order unless ``sort`` is
     False (then in ``curves``' order)."""
@@ -91,8 +93,15 @@ def object_table(curves: dict[str, list[ClickCurve]], clicks: int, sort: bool = 
     lines.append(
         f"| **all objects** | {len(everything)} | " + " | ".join(f"**{v:.4f}**" for v in everything.mean(0)) + " |"
     )
-    lines.append("| **mean over modalities** | | " + " | ".join(f"**{v:.4f}**" for v in np.mean(per_mod, 0)) + " |")
+    lines.append(f"| **mean over {groups}** | | " + " | ".join(f"**{v:.4f}**" for v in np.mean(per_mod, 0)) + " |")
     return "\n".join(lines)
+
+
+def write_report(out: Path, sections: list[str]) -> None:
+    """The markdown sections to ``out/table.md`` and to standard output (the report is the run's result)."""
+    text = "\n".join(sections)
+    (out / "table.md").write_text(text)
+    print(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,9 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             if curves[p][dim]:
                 report.append(f"### {p}, {dim}, per case\n\n{table(curves[p][dim], args.clicks)}\n")
                 report.append(f"### {p}, {dim}, per object\n\n{object_table(curves[p][dim], args.clicks)}\n")
-    text = "\n".join(report)
-    (args.out / "table.md").write_text(text)
-    print(text)
+    write_report(args.out, report)
     return 0
 
 

@@ -34,7 +34,7 @@ from medsam_desktop.core.inference.predictor import Predictor
 from medsam_desktop.io import read_image
 from medsam_desktop.model_files import default_model_name, student_weights_path
 from training.click_data import label_paths
-from training.evaluate_clicks import object_table
+from training.evaluate_clicks import object_table, write_report
 from training.prepare_data import volume_to_uint8
 
 log = logging.getLogger("pool_clicks")
@@ -101,7 +101,7 @@ def size_table(curves: list[ClickCurve], sizes: list[list[int]], clicks: int) ->
                 )
             )  # fmt: skip
     order = {f"{lo}+ px" if hi is None else f"{lo}-{hi} px": i for i, (lo, hi) in enumerate(SIZE_BANDS)}
-    return object_table(dict(sorted(bands.items(), key=lambda kv: order[kv[0]])), clicks, sort=False)
+    return object_table(dict(sorted(bands.items(), key=lambda kv: order[kv[0]])), clicks, sort=False, groups="sizes")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,9 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         w = csv.writer(fh)
         w.writerow(["boxes", "image", "modality", "label", "click", "dsc", "nsd"])
         w.writerows(rows)
-    text = "\n".join(report)
-    (args.out / "table.md").write_text(text)
-    print(text)
+    write_report(args.out, report)
     return 0
 
 
