@@ -83,8 +83,9 @@ def object_table(
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     per_mod, pooled = [], []
     for mod in sorted(curves) if sort else curves:
-        dsc = np.concatenate([np.array(c.object_dsc, np.float64).T.reshape(-1, clicks + 1) for c in curves[mod]])
-        nsd = np.concatenate([np.array(c.object_nsd, np.float64).T.reshape(-1, clicks + 1) for c in curves[mod]])
+        # (objects, clicks + 1) per case, stacked over the group's cases
+        dsc = np.concatenate([np.array(c.object_dsc, np.float64).T for c in curves[mod]])
+        nsd = np.concatenate([np.array(c.object_nsd, np.float64).T for c in curves[mod]])
         rows = np.column_stack([dsc, _auc(dsc), nsd[:, 0], nsd[:, -1]])
         pooled.append(rows)
         per_mod.append(rows.mean(axis=0))

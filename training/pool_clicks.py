@@ -36,6 +36,7 @@ from medsam_desktop.model_files import default_model_name, student_weights_path
 from training.click_data import label_paths
 from training.evaluate_clicks import object_table, write_report
 from training.prepare_data import volume_to_uint8
+from training.train_clicks import start_shift
 
 log = logging.getLogger("pool_clicks")
 HELD_OUT = ("val", "proxy")
@@ -68,7 +69,8 @@ def object_boxes(labels: np.ndarray, mode: str, rng: np.random.Generator) -> tup
     """Label map (H, W) -> consecutive ground truth (H, W) and one box (N, 4) per object, image pixels.
 
     ``tight``: the inclusive bbox; ``perturbed``: each side moved out by a uniform 0..max(5, 10 % of the longer
-    side) model pixels (``train_clicks.start_box``), clipped to the image."""
+    side) model pixels (``train_clicks.start_shift``; drawn uniformly here, in whole pixels there), clipped to the
+    image."""
     h, w = labels.shape
     scale = model_scale((h, w))
     values = [int(v) for v in np.unique(labels) if v != 0]
@@ -80,7 +82,7 @@ def object_boxes(labels: np.ndarray, mode: str, rng: np.random.Generator) -> tup
         box = np.array([xs.min(), ys.min(), xs.max(), ys.max()], np.float64)
         if mode == "perturbed":
             side = (max(np.ptp(xs), np.ptp(ys)) + 1) * scale
-            grow = rng.uniform(0, max(5, int(0.1 * side)), 4) / scale
+            grow = rng.uniform(0, start_shift(side), 4) / scale
             box += grow * np.array([-1, -1, 1, 1])
             box = np.clip(np.round(box), 0, [w - 1, h - 1, w - 1, h - 1])
         boxes.append(box)
@@ -141,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             _, curve = clicks_2d(predictor, refiner, image, boxes, gts, args.clicks, group)
             curves[modality].append(curve)
             flat.append(curve)
-            sizes.append([int((gts == v).sum()) for v in curve.objects])
+            counts = np.bincount(gts.ravel(), minlength=len(boxes) + 1)
+            sizes.append([int(counts[v]) for v in curve.objects])
             rows += [(mode, group, modality, *r[:2], f"{r[2]:.4f}", f"{r[3]:.4f}") for r in curve.object_rows()]
             log.info("%s %s: %d objects, DSC %s", mode, group, len(curve.objects),
                      " ".join(f"{v:.3f}" for v in curve.dsc))  # fmt: skip

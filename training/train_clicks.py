@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from medsam_desktop.core.evaluation.clicks import next_click
+from medsam_desktop.core.inference.boxes import mask_bbox
 from medsam_desktop.model.click_decoder import CLICK_ARCH, MAX_POINTS, ClickDecoder, load_click_decoder, pad_points
 from medsam_desktop.model.fuse import fuse_for_inference
 from training.labelled_data import perturbed_box
@@ -67,15 +68,20 @@ def load_slices(folder: Path) -> list[Slice]:
     return out
 
 
+def start_shift(side: float) -> int:
+    """How far (model pixels) a start box's sides may move out for an object of this longer side (model px)."""
+    return max(5, int(0.1 * side))
+
+
 def start_box(mask: np.ndarray, rng: np.random.Generator, h: int, w: int, tight_share: float = 0.0) -> np.ndarray:
-    """The tight box grown by 0..max(5 px, 10 % of its longer side) per side, inside the content; with probability
+    """The tight box grown by 0..:func:`start_shift` px per side, inside the content; with probability
     ``tight_share`` the tight box itself (the challenge format's boxes). No draw is spent on it at 0, so runs
     without it keep their random streams."""
-    ys, xs = np.nonzero(mask)
+    bb = mask_bbox(mask)
     if tight_share > 0 and rng.random() < tight_share:
-        return np.array([xs.min(), ys.min(), xs.max(), ys.max()], np.float32)
-    side = max(xs.max() - xs.min(), ys.max() - ys.min()) + 1
-    return perturbed_box(mask, rng, (h, w), shift=max(5, int(0.1 * side)))
+        return bb.astype(np.float32)
+    side = max(bb[2] - bb[0], bb[3] - bb[1]) + 1
+    return perturbed_box(mask, rng, (h, w), shift=start_shift(side))
 
 
 class BoxOnly:

@@ -22,13 +22,12 @@ points of clicks 1..K over a unit step, divided by K - 1, i.e. a mean that weigh
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..inference.boxes import box_from_model, validate_box
+from ..inference.boxes import box_from_model
 from ..inference.cache import EmbeddingCache
 from ..inference.challenge import usable_objects
 from ..inference.clicks import ClickPoint, ClickRefiner
@@ -161,8 +160,7 @@ def clicks_3d(
     for _ in range(clicks):
         for i in usable:
             v = i + 1
-            b = Box3D.from_array(boxes[i], shape[0])
-            b = dataclasses.replace(b, xyxy=validate_box(b.xyxy, shape[1:3]))  # clipped as propagation clips it
+            b = Box3D.from_array(boxes[i], shape[0]).clipped(shape[1:3])  # as propagation clips it
             truth = gts == v
             z = largest_error_slice(masks[v][b.z0 : b.z1 + 1], truth[b.z0 : b.z1 + 1])
             if z is None:

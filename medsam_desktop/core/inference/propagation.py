@@ -69,6 +69,10 @@ class Box3D:
             raise ValueError(f"start slice {zmid} is outside the box's slices {z0i}..{z1i}")
         return cls(np.array([min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]), z0i, z1i, zmid)
 
+    def clipped(self, size: tuple[int, int]) -> Box3D:
+        """The box with its x/y part checked and clipped to an (H, W) slice as a 2D box is (:func:`validate_box`)."""
+        return dataclasses.replace(self, xyxy=validate_box(self.xyxy, size))
+
 
 def _check_label_values(label_values: list[int] | None, n_boxes: int) -> list[int]:
     """``label_values`` (default 1..n) checked before any work: one whole number in 1..65535 per box."""
@@ -163,7 +167,7 @@ def propagate_boxes(
         raise ValueError(f"{len(starts)} start slices for {len(raw)} boxes")
     size = (int(volume.shape[1]), int(volume.shape[2]))
     boxes = [Box3D.from_array(b, depth, z) for b, z in zip(raw, starts)]
-    boxes = [dataclasses.replace(b, xyxy=validate_box(b.xyxy, size)) for b in boxes]  # same rules as 2D
+    boxes = [b.clipped(size) for b in boxes]  # same rules as 2D
     values = _check_label_values(label_values, len(boxes))
     fixed = fixed_masks if fixed_masks is not None else [{} for _ in boxes]
     if len(fixed) != len(boxes):
