@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.agreement import agreement, random_boxes, table, tight_box
+from training.agreement import MIN_MASK_PX, agreement, random_boxes, table, teacher_prompts, tight_box
 from training.shards import ShardItem
 
 
@@ -50,6 +50,27 @@ def test_prompts_come_from_the_teachers_masks_inside_the_content() -> None:
     assert tight_box(mask) is None  # nothing to prompt
     mask[10:20, 5:30] = True
     np.testing.assert_array_equal(tight_box(mask), [5, 10, 29, 19])
+
+
+def test_teacher_prompts_are_the_tight_boxes_of_the_teachers_masks_of_the_seed_boxes() -> None:
+    seeds = random_boxes(np.random.default_rng(3), 120, 200, 6)
+
+    def decode(boxes: np.ndarray) -> np.ndarray:  # each seed box's mask: a 3 px shrunk box, the 2nd one tiny
+        np.testing.assert_array_equal(boxes, seeds)  # the same random stream as random_boxes
+        out = np.full((len(boxes), 256, 256), -1.0, np.float32)
+        for i, (x0, y0, x1, y1) in enumerate(np.asarray(boxes, int)):
+            out[i, y0 + 3 : y1 - 2, x0 + 3 : x1 - 2] = 1.0
+        out[1] = -1.0
+        out[1, 10:13, 10:13] = 1.0  # 9 px < MIN_MASK_PX: no prompt
+        out[:, 130:, :] = 1.0  # outside the 120-row content: never part of a prompt
+        return out
+
+    prompts = teacher_prompts(decode, 120, 200, 6, np.random.default_rng(3))
+    assert prompts.dtype == np.float32 and prompts.shape == (5, 4) and MIN_MASK_PX > 9
+    expected = np.asarray(np.delete(seeds, 1, axis=0), int) + np.array([3, 3, -3, -3])
+    np.testing.assert_array_equal(prompts, expected)
+    empty = teacher_prompts(lambda b: np.full((len(b), 256, 256), -1.0), 120, 200, 4, np.random.default_rng(0))
+    assert empty.shape == (0, 4)
 
 
 def test_held_out_is_val_and_proxy_by_rank_without_what_an_older_run_saw(tmp_path) -> None:

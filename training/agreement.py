@@ -73,6 +73,18 @@ def random_boxes(rng: np.random.Generator, h: int, w: int, n: int) -> np.ndarray
     return np.hstack([lo, lo + side]).astype(np.float32)
 
 
+def teacher_prompts(
+    decode: Callable[[np.ndarray], np.ndarray], h: int, w: int, n: int, rng: np.random.Generator
+) -> np.ndarray:
+    """The prompts a user's box around a visible structure would be: ``n`` random boxes inside the (h, w)
+    content are decoded by the teacher (``decode``: boxes (n, 4) model frame -> logits (n, 256, 256)) and the
+    tight box around each mask of at least MIN_MASK_PX pixels is kept, (K, 4) float32 (K may be 0). The one home
+    of this rule: the agreement proxy, the click path's teacher targets and mask distillation draw the same way."""
+    first = np.asarray(decode(random_boxes(rng, h, w, n)))[:, :h, :w] > 0
+    boxes = [b for b in (tight_box(m) for m in first) if b is not None]
+    return np.stack(boxes) if boxes else np.zeros((0, 4), np.float32)
+
+
 def score_item(
     image: np.ndarray, h: int, w: int, teacher: tuple[Encoder, Decoder], students: Sequence[tuple[Encoder, Decoder]],
     rng: np.random.Generator, boxes: int,
@@ -83,12 +95,10 @@ def score_item(
     x = model_input(image[None]).contiguous().numpy()
     t_enc, t_dec = teacher
     t_emb = t_enc(x)
-    seeds = random_boxes(rng, h, w, boxes)
-    first = t_dec(t_emb, seeds)[:, :h, :w] > 0
-    prompts = [b for b in (tight_box(m) for m in first) if b is not None]
-    if not prompts:
+    prompts = teacher_prompts(lambda b: t_dec(t_emb, b), h, w, boxes, rng)
+    if not len(prompts):
         return [[] for _ in students]
-    reference = t_dec(t_emb, np.stack(prompts))[:, :h, :w] > 0
+    reference = t_dec(t_emb, prompts)[:, :h, :w] > 0
     # a prompt whose own teacher mask is empty marks no structure (its score would be NaN or 0 by chance): the
     # choice depends on the teacher alone, so every student is scored on the same prompts
     keep = [k for k, r in enumerate(reference) if r.any()]

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from medsam_desktop.atomic import atomic_write
-from training.agreement import MIN_MASK_PX, random_boxes, tight_box
+from training.agreement import MIN_MASK_PX, teacher_prompts
 from training.labelled_data import resize_mask_nearest
 from training.shards import ShardImages, ShardItem, TeacherCache, model_input, read_manifest
 
@@ -65,12 +65,10 @@ def gt_masks(path: Path, h: int, w: int, max_objects: int, rng: np.random.Genera
 
 def teacher_masks(emb: np.ndarray, decode, h: int, w: int, n: int, rng: np.random.Generator) -> np.ndarray:
     """The teacher's masks for the tight boxes around its masks of ``n`` random boxes, (K, 256, 256) bool."""
-    seeds = random_boxes(rng, h, w, n)
-    first = decode(emb, seeds) > 0
-    prompts = [b for b in (tight_box(m[:h, :w]) for m in first) if b is not None]
-    if not prompts:
+    prompts = teacher_prompts(lambda b: decode(emb, b), h, w, n, rng)
+    if not len(prompts):
         return np.zeros((0, SIDE, SIDE), bool)
-    masks = decode(emb, np.stack(prompts)) > 0
+    masks = decode(emb, prompts) > 0
     masks[:, h:, :] = False
     masks[:, :, w:] = False
     return masks[masks.reshape(len(masks), -1).sum(1) >= MIN_MASK_PX]

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from medsam_desktop.model.single_mask import predict_single_mask
-from training.agreement import random_boxes, tight_box
+from training.agreement import teacher_prompts
 
 SIDE = 256
 
@@ -34,12 +34,10 @@ def prompts_from_teacher(
     """(boxes (K, 4), teacher logits (K, 256, 256)) for one slice, or None when no teacher mask is big enough."""
     h, w = content
     with torch.no_grad():
-        seeds = torch.from_numpy(random_boxes(rng, h, w, n))
-        first = _decode(model, teacher_emb, seeds)[:, :h, :w] > 0
-        boxes = [b for b in (tight_box(m.numpy()) for m in first) if b is not None]
-        if not boxes:
+        boxes = teacher_prompts(lambda b: _decode(model, teacher_emb, torch.from_numpy(b)).numpy(), h, w, n, rng)
+        if not len(boxes):
             return None
-        prompts = torch.from_numpy(np.stack(boxes))
+        prompts = torch.from_numpy(boxes)
         return prompts, _decode(model, teacher_emb, prompts)
 
 
