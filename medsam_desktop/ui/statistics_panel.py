@@ -1,6 +1,13 @@
 """Dock panel of label statistics: per label voxels, volume in mL, the image's mean / SD / min / max in its units
 (HU for CT) and the slice extent (``core.document.statistics``). Recomputed in the background shortly after each
-edit while the panel is shown, so the window never waits for it; exported as CSV."""
+edit while the panel is shown, so the window never waits for it; exported as CSV.
+
+The background computation reads the session's label map itself (no copy: a 512x512x1000 uint16 map is 0.5 GB, and
+copying it on the GUI thread would stall the window and double the memory). Every edit and every label-table change
+invalidates the computation under way (``_generation``), and edits happen on the GUI thread, which announces each
+one (``labels_changed``) before it handles any result; so a result that may have read a half-made edit is always
+discarded, and the recomputation the edit scheduled shows the numbers.
+"""
 
 from __future__ import annotations
 
@@ -84,7 +91,9 @@ class StatisticsPanel(QWidget):
         self.schedule()
 
     def schedule(self) -> None:
-        """Recompute soon (edits in quick succession are coalesced); only while the panel is shown."""
+        """Recompute soon (edits in quick succession are coalesced); only while the panel is shown. A result still
+        being computed is stale from now on and will be dropped."""
+        self._generation += 1
         self._pending = True
         if self.isVisible():
             self._timer.start()
@@ -99,14 +108,14 @@ class StatisticsPanel(QWidget):
         return "HU" if self.session is not None and self.session.volume.modality == "CT" else ""
 
     def refresh(self) -> None:
-        """Compute in the background on copies of the labels (the user may keep editing)."""
+        """Compute in the background on the live label map (see the module docstring: an edit meanwhile voids it)."""
         self._pending = False
         session = self.session
         if session is None:
             return
         self._generation += 1
         generation = self._generation
-        labels = session.labels.copy()
+        labels = session.labels
         volume = session.volume
         image = None if volume.is_rgb else volume.array
         names = {lb.id: lb.name for lb in session.table}

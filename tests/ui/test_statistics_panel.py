@@ -50,3 +50,36 @@ def test_a_hidden_panel_computes_nothing_until_shown(qtbot, make_window, tmp_pat
     dock.show()
     qtbot.waitUntil(lambda: len(panel.rows) == 1, timeout=5000)
     assert panel.rows[0].voxels == int((session.labels > 0).sum())
+
+
+def test_a_result_computed_across_an_edit_is_dropped_and_the_labels_are_never_copied(
+    qtbot, make_window, tmp_path, monkeypatch
+) -> None:
+    import threading
+
+    from medsam_desktop.ui import statistics_panel
+
+    window = make_window()
+    session = open_synthetic(window, tmp_path)
+    panel = window.statistics_panel
+    qtbot.waitUntil(lambda: panel.state.text() == "No labels yet", timeout=5000)
+    entered, gate, seen = threading.Event(), threading.Event(), []
+
+    def gated(labels, *args):  # the numbers of the labels as they were, returned only once the test allows it
+        seen.append(labels)
+        rows = label_statistics(labels, *args)
+        entered.set()
+        assert gate.wait(10)
+        return rows
+
+    monkeypatch.setattr(statistics_panel, "label_statistics", gated)
+    with qtbot.waitSignal(window.worker.mask_ready, timeout=5000):
+        window.view.box_drawn.emit(4, BOX.copy())
+    qtbot.waitUntil(entered.is_set, timeout=5000)  # computing the box's label
+    assert seen[0] is session.labels  # read in place, not a copy on the GUI thread
+    window.undo()  # an edit while it computes
+    with qtbot.waitSignal(panel._runner.done, timeout=5000):
+        gate.set()
+    assert panel.rows == [] and panel.table.rowCount() == 0  # the stale row (one label) is not shown
+    qtbot.waitUntil(lambda: len(seen) == 2 and panel.state.text() == "No labels yet", timeout=5000)
+    assert panel.rows == []
