@@ -87,3 +87,36 @@ def test_tight_share_gives_the_challenge_s_tight_boxes_and_costs_no_draw_at_zero
     # at 0 the stream is the perturbed box's own: runs without the option draw what they drew before
     a = train_clicks.start_box(mask, np.random.default_rng(7), 256, 256)
     np.testing.assert_array_equal(a, perturbed_box(mask, np.random.default_rng(7), (256, 256), shift=5))
+
+
+def test_a_tight_share_run_is_validated_on_perturbed_and_on_tight_boxes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    try:
+        student_checkpoint_path()
+    except ModelNotAvailableError:
+        pytest.skip("the bundled student is not present")
+    from medsam_desktop.core.inference.boxes import mask_bbox
+
+    data = tmp_path / "data"
+    _write_items(data)
+    used: list[tuple[float, bool]] = []
+    real = train_clicks.start_box
+
+    def recorded(mask, rng, h, w, tight_share=0.0):
+        box = real(mask, rng, h, w, tight_share)
+        used.append((tight_share, bool(np.array_equal(box, mask_bbox(mask)))))
+        return box
+
+    monkeypatch.setattr(train_clicks, "start_box", recorded)
+    argv = ["--data", str(data), "--out", str(tmp_path / "t"), "--threads", "1", "--batch-size", "1",
+            "--val-items", "1", "--minutes", "0.001", "--tight-share", "0.5"]  # fmt: skip
+    with caplog.at_level(logging.INFO):
+        assert train_clicks.main(argv) == 0
+    messages = [r.getMessage() for r in caplog.records]
+    perturbed = next(m for m in messages if m.startswith("perturbed boxes: DSC box"))
+    tight = next(m for m in messages if m.startswith("tight boxes: DSC box"))
+    assert perturbed != tight  # two different validations...
+    assert used[:2] == [(0.0, False), (1.0, True)]  # ...the first from a grown box, the second from the tight one
+    values = [1 - np.mean([float(v) for v in m.split("clicks ")[1].split()]) for m in (perturbed, tight)]
+    assert _start_val(caplog) == pytest.approx(np.mean(values), abs=1e-4)  # the run's value: the mean of both
