@@ -28,7 +28,7 @@ Shortcut = str | QKeySequence.StandardKey
 class ActionSpec:
     attr: str  # the MainWindow attribute holding the QAction (``act_open``)
     text: str
-    slot: str  # the MainWindow method it triggers
+    slot: str  # the MainWindow method it triggers (``part.method``: a method of one of its parts)
     shortcuts: tuple[Shortcut, ...] = ()
     icon: str | None = None  # a qtawesome name
     checked: bool | None = None  # a toggle (its slot gets the new state), checked at start or not; None: no toggle
@@ -36,10 +36,10 @@ class ActionSpec:
 
 _K = QKeySequence.StandardKey
 ACTIONS: tuple[ActionSpec, ...] = (
-    ActionSpec("act_open", "&Open…", "open_dialog", (_K.Open,), "fa5s.folder-open"),
-    ActionSpec("act_open_dicom", "Open &DICOM folder…", "open_dicom_dialog"),
-    ActionSpec("act_open_mask", "Open &mask onto image…", "open_mask_dialog"),
-    ActionSpec("act_save", "&Save labels…", "save_dialog", (_K.Save,), "fa5s.save"),
+    ActionSpec("act_open", "&Open…", "file_actions.open_dialog", (_K.Open,), "fa5s.folder-open"),
+    ActionSpec("act_open_dicom", "Open &DICOM folder…", "file_actions.open_dicom_dialog"),
+    ActionSpec("act_open_mask", "Open &mask onto image…", "file_actions.open_mask_dialog"),
+    ActionSpec("act_save", "&Save labels…", "file_actions.save_dialog", (_K.Save,), "fa5s.save"),
     ActionSpec("act_quit", "&Quit", "close", ("Ctrl+Q",)),
     ActionSpec("act_undo", "&Undo", "undo", ("Ctrl+Z",), "fa5s.undo"),
     ActionSpec("act_redo", "&Redo", "redo", ("Ctrl+Shift+Z", "Ctrl+Y"), "fa5s.redo"),
@@ -118,7 +118,7 @@ def build_actions(window: MainWindow) -> None:
     """Create every action of :data:`ACTIONS` as ``window.<attr>``, then the tool and orientation groups
     (``window.tool_actions``, ``window.orientation_actions``)."""
     for spec in ACTIONS:
-        slot = getattr(window, spec.slot)
+        slot = _resolve(window, spec.slot)
         setattr(window, spec.attr, _make(window, spec.text, slot, spec.shortcuts, spec.icon, spec.checked))
     window.tool_group = QActionGroup(window)
     window.tool_actions = {}
@@ -136,6 +136,15 @@ def build_actions(window: MainWindow) -> None:
         window.orientation_group.addAction(act)
         window.orientation_actions[name] = act
     window.orientation_actions[ORIENTATIONS[0]].setChecked(True)
+
+
+def _resolve(window: MainWindow, slot: str) -> Callable[..., object]:
+    """``"undo"`` -> ``window.undo``; ``"file_actions.save_dialog"`` -> ``window.file_actions.save_dialog``."""
+    target: object = window
+    for name in slot.split("."):
+        target = getattr(target, name)
+    assert callable(target), slot
+    return target
 
 
 def _group(window: MainWindow, name: str) -> list[QAction]:
@@ -157,10 +166,10 @@ def build_menus(window: MainWindow, *docks: QDockWidget) -> None:
                     menu.addAction(act)
             elif entry == "@samples":
                 window.samples_menu = menu.addMenu("Open &sample")
-                window.samples_menu.aboutToShow.connect(window.fill_samples_menu)
+                window.samples_menu.aboutToShow.connect(window.file_actions.fill_samples_menu)
             elif entry == "@recent":
                 window.recent_menu = menu.addMenu("&Recent files")
-                window.recent_menu.aboutToShow.connect(window.fill_recent_menu)
+                window.recent_menu.aboutToShow.connect(window.file_actions.fill_recent_menu)
             elif entry == "@window":
                 window.window_menu = menu.addMenu("&Window/level")
                 for name, (level, width) in CT_WINDOWS.items():

@@ -1,5 +1,6 @@
 """The main window: composes the three linked views, labels and statistics docks, menus, status bar and the
-inference worker."""
+inference worker; owns the session (opening an image replaces it). Its parts live beside it: segmentation
+(``segmentation_controller``), file dialogs and menus (``file_actions``), crash recovery, the actions table."""
 
 from __future__ import annotations
 
@@ -7,15 +8,12 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 from PyQt6.QtCore import QByteArray, QEvent, QEventLoop, QObject, QSettings, Qt, QTimer
 from PyQt6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QKeyEvent
 from PyQt6.QtWidgets import (
     QAbstractSpinBox,
     QApplication,
     QDockWidget,
-    QFileDialog,
-    QInputDialog,
     QLabel,
     QLineEdit,
     QMainWindow,
@@ -27,15 +25,13 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from ..core.document import files, user_folders
 from ..core.document.annotation import AnnotationSession, LabelLockedError, OverlapRule
 from ..core.inference.reformat import brush_mm
-from ..io import DicomSeriesInfo, MedSAMIOError, Volume
-from ..io.dicom_seg import SEG_SUFFIXES, source_files
-from ..io.formats import LABEL_SUFFIXES
+from ..io import DicomSeriesInfo, Volume
 from . import dialogs
 from .actions import build_actions, build_menus, shortcut_rows
 from .crash_recovery import CrashRecovery
+from .file_actions import FileActions
 from .labels_panel import LabelsPanel
 from .loader import ImageLoader, Reader
 from .segmentation_controller import SegmentationController
@@ -47,8 +43,6 @@ from .worker import BackendFactory, ClickFactory, SegmentationWorker, default_ba
 
 log = logging.getLogger(__name__)
 
-MAX_RECENT = 8
-LAST_DIR_KEY = "dialogs/last_dir"  # the folder the user chose last in a file dialog (or dropped from)
 GEOMETRY_KEY, STATE_KEY = "window/geometry", "window/state"
 
 #: keys a text field being edited keeps for itself, although the window has shortcuts on them (Enter segments,
@@ -123,6 +117,7 @@ class MainWindow(QMainWindow):
         self.grid = ViewGrid(self)  # axial, coronal and sagittal, linked by the crosshair
         self.views = self.grid.views
         self.segmentation = SegmentationController(self)
+        self.file_actions = FileActions(self)
         self.setCentralWidget(self.grid)
         self.labels_panel = LabelsPanel(self)
         dock = QDockWidget("Labels", self)
@@ -300,7 +295,7 @@ class MainWindow(QMainWindow):
             self._finish_open(False)
             return
         self.set_volume(volume)
-        self._add_recent(str(path))
+        self.file_actions.add_recent(str(path))
         then = self._after_open.pop(req, None)
         if then is not None:
             then()
@@ -312,7 +307,7 @@ class MainWindow(QMainWindow):
         self._finish_open(False)
 
     def _on_choose_series(self, req: int, path: Path, series: list[DicomSeriesInfo]) -> None:
-        chosen = self._ask_series(series)
+        chosen = self.file_actions.ask_series(series)
         if chosen is None:
             self.status("")
             self._finish_open(False)
@@ -375,130 +370,6 @@ class MainWindow(QMainWindow):
             self._window_timer.stop()
             self.worker.set_ct_window(self.view.level, self.view.width)
 
-    def _ask_series(self, series: list[DicomSeriesInfo]) -> DicomSeriesInfo | None:
-        items = [f"{s.modality} {s.description or '(no description)'} - {s.n_files} files" for s in series]
-        item, ok = QInputDialog.getItem(self, "Choose a series", "This folder holds several series:", items, 0, False)
-        return series[items.index(item)] if ok else None
-
-    def open_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open image", self._last_dir(), files.IMAGE_FILTER)
-        if path:
-            self._remember_dir(Path(path).parent)
-            self.open_path(path)
-
-    def open_dicom_dialog(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Open DICOM folder", self._last_dir())
-        if path:
-            self._remember_dir(path)
-            self.open_path(path)
-
-    def open_sample(self, key: str) -> bool:
-        from ..samples import SampleNotAvailableError, get_sample
-
-        try:
-            sample = get_sample(key)
-            path = sample.path()
-        except (SampleNotAvailableError, KeyError) as exc:
-            dialogs.show_error(self, "Sample not available", str(exc))
-            return False
-
-        def suggest() -> None:
-            axial = self.views["axial"]
-            axial.last_box = (axial.axial_z, np.asarray(sample.box, dtype=np.float64))
-            axial.refresh()
-            text = f"Sample: press Enter to segment the {sample.target} in the suggested box"
-            self.status(text)
-
-        return self.open_path(path, then=suggest)
-
-    def fill_samples_menu(self) -> None:
-        from ..samples import list_samples
-
-        self.samples_menu.clear()
-        for sample in list_samples():
-            self.samples_menu.addAction(sample.title, lambda _=False, k=sample.key: self.open_sample(k))
-
-    def open_mask_dialog(self) -> None:
-        if self.session is None:
-            return
-        path, _ = QFileDialog.getOpenFileName(self, "Open mask", self._last_dir(), files.IMAGE_FILTER)
-        if path:
-            self._remember_dir(Path(path).parent)
-            self.open_mask(path)
-
-    def open_mask(self, path: str | Path) -> bool:
-        if self.session is None:
-            return False
-        try:
-            files.load_mask(self.session, path)
-        except MedSAMIOError as exc:
-            dialogs.show_error(self, "Cannot open mask", str(exc))
-            return False
-        except Exception as exc:  # a bug or no memory left: still one line, the details go to the log
-            log.exception("opening the mask %s failed", path)
-            dialogs.show_error(self, "Cannot open mask", dialogs.unexpected_message("open", path, exc))
-            return False
-        return True
-
-    # --- recent files ----------------------------------------------------------------------------
-    def recent_files(self) -> list[str]:
-        """Newest first, each file once by its resolved path (older versions stored paths as given)."""
-        value = self.store.value("recent/files", [])
-        return user_folders.dedupe_recent(str(v) for v in (value if isinstance(value, list) else [value]) if v)
-
-    def _add_recent(self, path: str) -> None:
-        self.store.setValue("recent/files", user_folders.add_recent(path, self.recent_files(), MAX_RECENT))
-
-    def fill_recent_menu(self) -> None:
-        self.recent_menu.clear()
-        for path in self.recent_files():
-            self.recent_menu.addAction(path, lambda _=False, p=path: self.open_path(p))
-        if not self.recent_files():
-            self.recent_menu.addAction("(none)").setEnabled(False)  # type: ignore[union-attr]
-
-    def _last_dir(self) -> str:
-        """Where the file dialogs start: the folder chosen last (never a sample's package folder), else home."""
-        last = self.store.value(LAST_DIR_KEY, "")
-        return user_folders.start_folder(str(last) if last else None, Path.home())
-
-    def _remember_dir(self, folder: str | Path) -> None:
-        self.store.setValue(LAST_DIR_KEY, user_folders.resolved(folder))
-
-    # --- saving ----------------------------------------------------------------------------------
-    def save_dialog(self) -> bool:
-        if self.session is None:
-            return False
-        default = files.default_labels_path(self.session.volume)
-        default = user_folders.save_start(default, self._last_dir(), Path.home())  # a sample: not in its package
-        filters = "NIfTI (*.nii.gz *.nii)" + (";;PNG (*.png)" if self.session.shape[0] == 1 else "")
-        if source_files(self.session.volume):  # from DICOM: a SEG can reference its series
-            filters += ";;DICOM SEG (*.dcm)"
-        path, chosen = QFileDialog.getSaveFileName(self, "Save labels", str(default), filters)
-        if not path:
-            return False
-        self._remember_dir(Path(path).parent)
-        if not path.lower().endswith((*LABEL_SUFFIXES, *SEG_SUFFIXES)):
-            # the dialog confirmed the typed name, not this one: never replace an existing file unasked
-            path += ".png" if chosen.startswith("PNG") else ".dcm" if chosen.startswith("DICOM") else ".nii.gz"
-            if Path(path).exists() and not dialogs.ask_overwrite(self, Path(path)):
-                return False
-        return self.save_labels(path)
-
-    def save_labels(self, path: str | Path) -> bool:
-        if self.session is None:
-            return False
-        try:
-            saved = files.save_labels(self.session, path)
-        except MedSAMIOError as exc:
-            dialogs.show_error(self, "Cannot save", str(exc))
-            return False
-        except Exception as exc:  # a bug or no memory left: still one line, the details go to the log
-            log.exception("saving the labels to %s failed", path)
-            dialogs.show_error(self, "Cannot save", dialogs.unexpected_message("save", path, exc))
-            return False
-        self.status(f"Saved {saved.name}", 5000)
-        return True
-
     def maybe_discard(self) -> bool:
         """True when there is no unsaved work, or the user saved or discarded it.
 
@@ -510,7 +381,7 @@ class MainWindow(QMainWindow):
             return True
         answer = dialogs.ask_save_changes(self)
         if answer == "save":
-            return self.save_dialog()
+            return self.file_actions.save_dialog()
         return answer == "discard"
 
     # --- segmentation ----------------------------------------------------------------------------
@@ -686,7 +557,7 @@ class MainWindow(QMainWindow):
         if urls:
             ev.acceptProposedAction()
             dropped = Path(urls[0])
-            self._remember_dir(dropped if dropped.is_dir() else dropped.parent)
+            self.file_actions.remember_dir(dropped if dropped.is_dir() else dropped.parent)
             QTimer.singleShot(0, lambda: self.open_path(urls[0]))
 
     def closeEvent(self, ev: QCloseEvent | None) -> None:  # noqa: N802

@@ -201,17 +201,17 @@ def test_export_reread_identical_labels_and_geometry(qtbot, make_window, tmp_pat
     s.apply_mask(5, mask)
     out = tmp_path / "out" / "case_seg.nii.gz"
     out.parent.mkdir()
-    assert window.save_labels(out) and not s.dirty
+    assert window.file_actions.save_labels(out) and not s.dirty
     np.testing.assert_array_equal(read_labels(out, s.volume), s.labels)
     saved, ref = read_image(out), read_image(src)
     np.testing.assert_allclose(saved.spacing, ref.spacing, atol=1e-6)
     np.testing.assert_allclose(saved.origin, ref.origin, atol=1e-6)
     np.testing.assert_allclose(saved.direction, ref.direction, atol=1e-6)
     assert "spleen" in (tmp_path / "out" / "case_seg.json").read_text()
-    assert not window.save_labels(src)  # never overwrites the source image
+    assert not window.file_actions.save_labels(src)  # never overwrites the source image
     # re-open the mask onto a fresh copy of the image: same labels and names
     window.open_path_and_wait(src)
-    assert window.open_mask(out)
+    assert window.file_actions.open_mask(out)
     np.testing.assert_array_equal(window.session.labels, read_labels(out, s.volume))
     assert [lb.name for lb in window.session.table] == ["liver", "spleen"]
 
@@ -255,7 +255,7 @@ def test_missing_model_is_reported_once_and_editing_still_works(qtbot, make_wind
 def test_open_sample(qtbot, make_window, key) -> None:
     pytest.importorskip("pydicom")
     window = make_window()
-    assert window.open_sample(key)
+    assert window.file_actions.open_sample(key)
     qtbot.waitUntil(lambda: window.session is not None and window.view.last_box is not None, timeout=10000)
     assert window.session.volume.is_2d and window.view.last_box is not None
 
@@ -305,7 +305,7 @@ def test_save_png_for_2d(qtbot, make_window, tmp_path) -> None:
     mask[5:15, 5:25] = True
     window.session.apply_mask(0, mask)
     out = tmp_path / "pic_seg.png"
-    assert window.save_labels(out)
+    assert window.file_actions.save_labels(out)
     np.testing.assert_array_equal(read_labels(out, window.session.volume), window.session.labels)
 
 
@@ -381,14 +381,14 @@ def test_menu_actions_window_presets_recent_and_samples(qtbot, make_window, tmp_
     lung = next(a for a in window.window_menu.actions() if a.text() == "CT lung")
     lung.trigger()
     assert (window.view.level, window.view.width) == (-600.0, 1500.0)
-    window.fill_recent_menu()
+    window.file_actions.fill_recent_menu()
     recent = window.recent_menu.actions()
     assert [a.text() for a in recent] == [str(src.resolve())]
     window.session.mark_saved()
     with qtbot.waitSignal(window.loader.loaded, timeout=5000):
         recent[0].trigger()
     assert window.session.volume.source_path.resolve() == src.resolve()
-    window.fill_samples_menu()
+    window.file_actions.fill_samples_menu()
     samples = window.samples_menu.actions()
     assert samples
     if importlib.util.find_spec("pydicom") is not None:

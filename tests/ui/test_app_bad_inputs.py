@@ -554,10 +554,10 @@ def test_folder_without_a_series_is_refused(app, rec, qtbot, tmp_path, monkeypat
 
 def test_recent_file_that_was_deleted(app, rec, qtbot, tmp_path):
     path = write_nifti(tmp_path / "old.nii.gz", np.zeros((3, 20, 20), np.int16))
-    app._add_recent(str(path))
+    app.file_actions.add_recent(str(path))
     path.unlink()
     before = Before.of(app)
-    app.fill_recent_menu()
+    app.file_actions.fill_recent_menu()
     action = next(a for a in app.recent_menu.actions() if a.text() == str(path.resolve()))
     action.trigger()
     wait_idle(app, qtbot, lambda: bool(rec.errors))
@@ -651,6 +651,6 @@ def test_a_mask_of_another_geometry_is_refused_in_one_line(qtbot, make_window, t
     image.SetSpacing(spacing)
     image.SetOrigin((-12.5, 30.25, 7.0))
     sitk.WriteImage(image, str(other / "m_seg.nii.gz"))
-    assert not window.open_mask(other / "m_seg.nii.gz")
+    assert not window.file_actions.open_mask(other / "m_seg.nii.gz")
     assert len(errors) == 1 and "does not fit" in errors[0] and "\n" not in errors[0]
     assert np.array_equal(session.labels, before) and len(session.history) == steps

@@ -105,7 +105,7 @@ def test_window_autosaves_after_edits_and_clears_when_saved(qtbot, make_window, 
     window.session.apply_mask(2, mask)
     path = window.autosaver.path
     qtbot.waitUntil(lambda: path.exists() and autosave.read_snapshot(path).labels.any(), timeout=5000)
-    assert window.save_labels(tmp_path / "vol_seg.nii.gz")
+    assert window.file_actions.save_labels(tmp_path / "vol_seg.nii.gz")
     qtbot.waitUntil(lambda: not path.exists(), timeout=5000)  # saved work needs no autosave
 
 

@@ -58,12 +58,12 @@ def test_dialogs_start_in_the_last_chosen_folder_never_in_a_samples_package(
     window = make_window()
     dialogs = _Dialogs(monkeypatch)
     with qtbot.waitSignal(window.loader.loaded, timeout=10000):
-        assert window.open_sample("ct-vertebra")
+        assert window.file_actions.open_sample("ct-vertebra")
     assert _inside_venv(str(window.session.volume.source_path))  # the sample lives in pydicom's test files
-    window.open_dialog()  # cancelled
-    window.open_dicom_dialog()
-    window.open_mask_dialog()
-    window.save_dialog()
+    window.file_actions.open_dialog()  # cancelled
+    window.file_actions.open_dicom_dialog()
+    window.file_actions.open_mask_dialog()
+    window.file_actions.save_dialog()
     assert len(dialogs.starts) == 4
     for caption, start in dialogs.starts.items():
         assert not _inside_venv(start), (caption, start)
@@ -75,15 +75,15 @@ def test_dialogs_start_in_the_last_chosen_folder_never_in_a_samples_package(
     dialogs.answer = str(image)
     window.session.mark_saved()
     with qtbot.waitSignal(window.loader.loaded, timeout=10000):
-        window.open_dialog()
+        window.file_actions.open_dialog()
     dialogs.answer = ""
     with qtbot.waitSignal(window.loader.loaded, timeout=10000):
-        assert window.open_sample("mr-small")  # the sample again: the dialogs still start in the chosen folder
+        assert window.file_actions.open_sample("mr-small")  # the sample again: the dialogs still start in the chosen folder
     dialogs.starts.clear()
-    window.open_dialog()
-    window.open_dicom_dialog()
-    window.open_mask_dialog()
-    window.save_dialog()
+    window.file_actions.open_dialog()
+    window.file_actions.open_dicom_dialog()
+    window.file_actions.open_mask_dialog()
+    window.file_actions.save_dialog()
     folder = str(chosen.resolve())
     assert dialogs.starts["Open image"] == folder
     assert dialogs.starts["Open DICOM folder"] == folder
@@ -93,7 +93,7 @@ def test_dialogs_start_in_the_last_chosen_folder_never_in_a_samples_package(
     again = MainWindow(backend_factory=lambda: None, store=window.store, prefetch=0)  # kept in the settings
     qtbot.addWidget(again)
     dialogs.starts.clear()
-    again.open_dialog()
+    again.file_actions.open_dialog()
     assert dialogs.starts["Open image"] == folder
     again.close()
     assert excepthook == []
@@ -109,7 +109,7 @@ def test_a_file_reached_through_a_symlink_is_one_recent_file(qtbot, make_window,
     assert window.open_path_and_wait(real)
     window.session.mark_saved()
     assert window.open_path_and_wait(linked)
-    window.fill_recent_menu()
+    window.file_actions.fill_recent_menu()
     assert [a.text() for a in window.recent_menu.actions()] == [str(real.resolve())]
-    assert window.recent_files() == [str(real.resolve())]
+    assert window.file_actions.recent_files() == [str(real.resolve())]
     assert excepthook == []

@@ -101,6 +101,6 @@ def test_dicom_folder_with_two_series_asks_in_the_window(qtbot, make_window, raw
         offered.append(len(series))
         return next(s for s in series if s.modality == "MR")
 
-    monkeypatch.setattr(window, "_ask_series", ask)
+    monkeypatch.setattr(window.file_actions, "ask_series", ask)
     assert window.open_path_and_wait(tmp_path)
     assert offered == [2] and window.session.volume.modality == "MR"

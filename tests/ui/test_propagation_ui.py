@@ -61,7 +61,7 @@ def test_opening_another_file_during_a_propagation_saves_the_finished_slices(
     session.mark_saved()
     out = tmp_path / "kept_seg.nii.gz"
     monkeypatch.setattr(dialogs, "ask_save_changes", lambda parent: "save")
-    monkeypatch.setattr(window, "save_dialog", lambda: window.save_labels(out))
+    monkeypatch.setattr(window.file_actions, "save_dialog", lambda: window.file_actions.save_labels(out))
     _start_propagation(qtbot, window)
     other = tmp_path / "other"
     other.mkdir()

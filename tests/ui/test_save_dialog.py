@@ -44,12 +44,12 @@ def test_typed_name_without_extension_asks_before_replacing_an_existing_file(
 
     monkeypatch.setattr(dialogs, "ask_overwrite", ask, raising=False)
 
-    assert not window.save_dialog()
+    assert not window.file_actions.save_dialog()
     assert existing.read_bytes() == b"a colleague's earlier segmentation"
     assert asked == [existing] and window.session.dirty
 
     answer = True
-    assert window.save_dialog()
+    assert window.file_actions.save_dialog()
     np.testing.assert_array_equal(read_labels(existing, window.session.volume), window.session.labels)
 
 
@@ -64,5 +64,5 @@ def test_typed_name_without_extension_follows_the_chosen_png_filter(qtbot, make_
     mask[5:15, 5:25] = True
     window.session.apply_mask(0, mask)
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(tmp_path / "pic_mask"), "PNG (*.png)"))
-    assert window.save_dialog()
+    assert window.file_actions.save_dialog()
     assert (tmp_path / "pic_mask.png").is_file() and not (tmp_path / "pic_mask.nii.gz").exists()
