@@ -155,3 +155,19 @@ def test_boxes_split_into_exported_sizes(exported: tuple[torch.nn.Module, Path])
     _, folder = exported
     assert all((folder / f"{decoder_stem(k)}.onnx").is_file() for k in DECODER_SIZES)
     assert (folder / PREPARE_FILE).is_file()
+
+
+def test_exported_image_side_transposes_batched_tensors_only(exported: tuple[torch.nn.Module, Path]) -> None:
+    """OpenVINO runs a 2-D transpose of the 4096 x 256 image tokens ~4x slower than the 3-D one (single_mask's
+    ``_transposed``), so the exported graphs transpose (1, N, C) tensors, never a squeezed (N, C) one; torch
+    itself keeps the faster 2-D copy, and both give the same tokens."""
+    import onnx
+
+    from medsam_desktop.model.single_mask import _transposed
+
+    _, folder = exported
+    graph = onnx.load(str(folder / PREPARE_FILE)).graph
+    perms = [list(a.ints) for n in graph.node if n.op_type == "Transpose" for a in n.attribute if a.name == "perm"]
+    assert perms and all(len(p) == 3 for p in perms), perms
+    x = torch.randn(1, 40, 24)
+    torch.testing.assert_close(_transposed(x), x.transpose(1, 2), rtol=0, atol=0)

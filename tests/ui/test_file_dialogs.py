@@ -78,7 +78,8 @@ def test_dialogs_start_in_the_last_chosen_folder_never_in_a_samples_package(
         window.file_actions.open_dialog()
     dialogs.answer = ""
     with qtbot.waitSignal(window.loader.loaded, timeout=10000):
-        assert window.file_actions.open_sample("mr-small")  # the sample again: the dialogs still start in the chosen folder
+        # the sample again: the dialogs still start in the chosen folder
+        assert window.file_actions.open_sample("mr-small")
     dialogs.starts.clear()
     window.file_actions.open_dialog()
     window.file_actions.open_dicom_dialog()

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 ENCODER_FILE, PREPARE_FILE, DECODER_FILE = f"{ENCODER}.onnx", f"{PREPARE}.onnx", f"{decoder_stem(1)}.onnx"
 MANIFEST_FILE = "export.json"  # written last: a folder without a valid manifest is never used
 OPSET = 17
-EXPORT_FORMAT = 7  # bump whenever export_onnx changes what it writes: old cached exports are then ignored
+EXPORT_FORMAT = 8  # bump whenever export_onnx changes what it writes: old cached exports are then ignored
 STALE_TMP_SECONDS = 24 * 3600  # temp folders of exports killed mid-way are removed after this
 
 
