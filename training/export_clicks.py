@@ -32,8 +32,8 @@ click comes; a box without clicks never uses it. Weights stored in fp16.
 
 - **sha256**: `{sha}`
 - **{student_label}**: `{student_sha}`
-- **training**: step {step}, validation 1 - mean DSC over clicks 1-5 {val:.4f} (5-click protocol on held-out pool
-  slices)
+- **training**: {made}step {step}, validation 1 - mean DSC over clicks 1-5 {val:.4f} (5-click protocol on held-out
+  pool slices)
 - **licence**: Apache-2.0 (derived from LiteMedSAM, Apache-2.0); data terms: the pool's sources include
   research-only terms (Kvasir-SEG, CVC-ClinicDB: research and education), see `{weights_card}`
 """
@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             sha=sha256_of(out),
             student_label=STUDENT_LABEL,
             student_sha=student_sha,
+            made=f"{config['made']}; " if config.get("made") else "",
             step=config.get("step", 0),
             val=float(config.get("val_1_minus_dsc", float("nan"))),
             weights_card=card_path(weights).name,
