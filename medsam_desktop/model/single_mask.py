@@ -159,8 +159,8 @@ def _transposed(x: torch.Tensor) -> torch.Tensor:
     image torch's 2-D transpose copy is ~3x faster than the batched one (bf16, 256 x 4096: 0.55 vs 1.6 ms, and
     1.75 ms for the 4-D permute copy used before; session 6). An exported graph keeps the batched (3-D) one:
     OpenVINO's CPU plugin runs a 2-D transpose of 4096 x 256 ~4x slower than the same 3-D one (15 vs 3.5 ms, f32,
-    2 threads; session 12), which cost the shipped ``prepare`` ~9 ms per slice and the click path ~13 ms per
-    click. Either form gives the same values."""
+    2 threads, beside another job; session 12): the 3-D form took the shipped ``prepare`` from 10.7 to 4.8 ms per
+    slice and the click network from 20.9 to 13.8 ms (docs/performance.md). Either form gives the same values."""
     if x.shape[0] == 1 and not torch.onnx.is_in_onnx_export():
         return x[0].t().contiguous().unsqueeze(0)
     return x.transpose(1, 2).contiguous()
