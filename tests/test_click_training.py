@@ -35,15 +35,21 @@ def _start_val(caplog: pytest.LogCaptureFixture) -> float:
     return float(line.split()[2].rstrip(","))
 
 
-def test_init_from_continues_from_a_click_checkpoint(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    """The synthetic click data, for tests that run the trainer (they need the bundled student)."""
     try:
         student_checkpoint_path()
     except ModelNotAvailableError:
         pytest.skip("the bundled student is not present")
-    data = tmp_path / "data"
-    _write_items(data)
+    folder = tmp_path / "data"
+    _write_items(folder)
+    return folder
+
+
+def test_init_from_continues_from_a_click_checkpoint(
+    data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
     common = ["--data", str(data), "--threads", "1", "--batch-size", "2", "--val-items", "1", "--lr", "1e-3"]
     with caplog.at_level(logging.INFO):
         assert train_clicks.main([*common, "--out", str(tmp_path / "a"), "--minutes", "0.15", "--val-every", "3"]) == 0
@@ -90,16 +96,10 @@ def test_tight_share_gives_the_challenge_s_tight_boxes_and_costs_no_draw_at_zero
 
 
 def test_a_tight_share_run_is_validated_on_perturbed_and_on_tight_boxes(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    try:
-        student_checkpoint_path()
-    except ModelNotAvailableError:
-        pytest.skip("the bundled student is not present")
     from medsam_desktop.core.inference.boxes import mask_bbox
 
-    data = tmp_path / "data"
-    _write_items(data)
     used: list[tuple[float, bool]] = []
     real = train_clicks.start_box
 

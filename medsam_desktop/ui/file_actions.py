@@ -9,8 +9,9 @@ in the background and the question about unsaved labels stay with the window (``
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 from PyQt6.QtWidgets import QFileDialog, QInputDialog
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from .main_window import MainWindow
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_RECENT = 8
 RECENT_KEY = "recent/files"
@@ -102,16 +104,9 @@ class FileActions:
         w = self._window
         if w.session is None:
             return False
-        try:
-            files.load_mask(w.session, path)
-        except MedSAMIOError as exc:
-            dialogs.show_error(w, "Cannot open mask", str(exc))
-            return False
-        except Exception as exc:  # a bug or no memory left: still one line, the details go to the log
-            log.exception("opening the mask %s failed", path)
-            dialogs.show_error(w, "Cannot open mask", dialogs.unexpected_message("open", path, exc))
-            return False
-        return True
+        session = w.session
+        opened = self._reported("Cannot open mask", "open", path, lambda: files.load_mask(session, path) or True)
+        return opened is not None
 
     # --- recent files and the dialogs' folder ------------------------------------------------------
     def recent_files(self) -> list[str]:
@@ -167,14 +162,23 @@ class FileActions:
         w = self._window
         if w.session is None:
             return False
-        try:
-            saved = files.save_labels(w.session, path)
-        except MedSAMIOError as exc:
-            dialogs.show_error(w, "Cannot save", str(exc))
-            return False
-        except Exception as exc:  # a bug or no memory left: still one line, the details go to the log
-            log.exception("saving the labels to %s failed", path)
-            dialogs.show_error(w, "Cannot save", dialogs.unexpected_message("save", path, exc))
+        session = w.session
+        saved = self._reported("Cannot save", "save", path, lambda: files.save_labels(session, path))
+        if saved is None:
             return False
         w.status(f"Saved {saved.name}", 5000)
         return True
+
+    def _reported(self, title: str, verb: str, path: str | Path, action: Callable[[], T]) -> T | None:
+        """``action()`` (which never returns None), or None after one line in an error box: the reader's or
+        writer's own message, else (a bug, no memory left) a plain line with the details in the log."""
+        try:
+            result = action()
+        except MedSAMIOError as exc:
+            dialogs.show_error(self._window, title, str(exc))
+            return None
+        except Exception as exc:
+            log.exception("%s %s failed", verb, path)
+            dialogs.show_error(self._window, title, dialogs.unexpected_message(verb, path, exc))
+            return None
+        return result
