@@ -1,6 +1,7 @@
 """The click path's trainer (``training/train_clicks.py``) on a tiny synthetic click dataset: it trains, keeps the
 best checkpoint in the click format, ``--init-from`` continues from a click checkpoint instead of the box
-decoder, and ``heldout_clicks.py`` scores a checkpoint as the trainer's validation does."""
+decoder, ``heldout_clicks.py`` scores a checkpoint as the trainer's validation does, and ``average_clicks.py`` averages
+checkpoints and scores the average the same way."""
 
 from __future__ import annotations
 
@@ -116,7 +117,40 @@ def test_a_tight_share_run_is_validated_on_perturbed_and_on_tight_boxes(
     messages = [r.getMessage() for r in caplog.records]
     perturbed = next(m for m in messages if m.startswith("perturbed boxes: DSC box"))
     tight = next(m for m in messages if m.startswith("tight boxes: DSC box"))
-    assert perturbed != tight  # two different validations...
+    assert perturbed.split(": ", 1)[1] != tight.split(": ", 1)[1]  # two different validations...
     assert used[:2] == [(0.0, False), (1.0, True)]  # ...the first from a grown box, the second from the tight one
     values = [1 - np.mean([float(v) for v in m.split("clicks ")[1].split()]) for m in (perturbed, tight)]
     assert _start_val(caplog) == pytest.approx(np.mean(values), abs=1e-4)  # the run's value: the mean of both
+
+
+def test_average_clicks_writes_the_weighted_mean_of_the_checkpoints_with_its_own_validation(
+    data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import torch
+
+    from medsam_desktop.model.checkpoint import load_checkpoint, save_checkpoint_state, sha256_of
+    from medsam_desktop.model.click_decoder import CLICK_ARCH, ClickDecoder
+    from training import average_clicks
+
+    student = student_checkpoint_path()
+    base = ClickDecoder.from_model(load_checkpoint(student)).state_dict()
+    config = {"arch": CLICK_ARCH, "student_sha256": sha256_of(student), "max_points": 8, "step": 7}
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    save_checkpoint_state(base, a, config)
+    moved = {k: v + 0.01 if v.is_floating_point() else v for k, v in base.items()}
+    save_checkpoint_state(moved, b, config)
+    out = tmp_path / "soup.pt"
+    with caplog.at_level(logging.INFO):
+        argv = [str(a), str(b), "--weights", "0.25", "0.75", "--out", str(out), "--data", str(data), "--val-items", "1"]
+        assert average_clicks.main([*argv, "--threads", "1"]) == 0
+    soup = torch.load(out, map_location="cpu", weights_only=True)
+    key = next(k for k, v in base.items() if v.is_floating_point())
+    torch.testing.assert_close(soup["model"][key], base[key] + 0.0075, rtol=0, atol=1e-6)
+    assert soup["config"]["made"] == "weight average 0.25 x a.pt + 0.75 x b.pt" and soup["config"]["step"] == 7
+    messages = [r.getMessage() for r in caplog.records]
+    curves = [m for m in messages if m.startswith(("perturbed boxes", "tight boxes"))]
+    values = [1 - np.mean([float(v) for v in m.split("clicks ")[1].split()]) for m in curves]
+    assert len(values) == 2 and soup["config"]["val_1_minus_dsc"] == pytest.approx(np.mean(values), abs=1e-4)
+    save_checkpoint_state(base, b, {**config, "student_sha256": "0" * 64})
+    with pytest.raises(SystemExit, match="different students"):
+        average_clicks.main([str(a), str(b), "--out", str(tmp_path / "x.pt")])

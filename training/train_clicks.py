@@ -219,6 +219,18 @@ def validate(
     return 1.0 - float(np.mean(means[1:])), means
 
 
+def validation_value(net: ClickDecoder, box_only: BoxOnly, val: list[Slice], tight_too: bool) -> float:
+    """The run's validation value: :func:`validate` from perturbed boxes; with ``tight_too`` (a run with a tight
+    share) the mean of that and the value from tight boxes. Each kind's DSC curve is logged."""
+    values = []
+    for tight in (False, True) if tight_too else (False,):
+        v, means = validate(net, box_only, val, tight=tight)
+        values.append(v)
+        log.info("%s boxes: DSC box %.4f, clicks %s", "tight" if tight else "perturbed", means[0],
+                 " ".join(f"{m:.4f}" for m in means[1:]))  # fmt: skip
+    return float(np.mean(values))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, required=True, help="folder from click_data.py")
@@ -280,15 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng([args.seed, trainer.state["step"]])
 
     def do_validate() -> float:
-        """Perturbed boxes; a run with a tight share is scored on tight boxes too (the mean of both values)."""
-        kinds = (False, True) if args.tight_share > 0 else (False,)
-        values = []
-        for tight in kinds:
-            v, means = validate(net, box_only, val, tight=tight)
-            values.append(v)
-            log.info("%s boxes: DSC box %.4f, clicks %s", "tight" if tight else "perturbed", means[0],
-                     " ".join(f"{m:.4f}" for m in means[1:]))  # fmt: skip
-        return float(np.mean(values))
+        return validation_value(net, box_only, val, tight_too=args.tight_share > 0)
 
     log.info("start: val %.4f", do_validate())
     budget_s = args.minutes * 60

@@ -105,8 +105,8 @@ class FileActions:
         if w.session is None:
             return False
         session = w.session
-        opened = self._reported("Cannot open mask", "open", path, lambda: files.load_mask(session, path) or True)
-        return opened is not None
+        ok, _ = self._reported("Cannot open mask", "open", path, lambda: files.load_mask(session, path))
+        return ok
 
     # --- recent files and the dialogs' folder ------------------------------------------------------
     def recent_files(self) -> list[str]:
@@ -163,22 +163,19 @@ class FileActions:
         if w.session is None:
             return False
         session = w.session
-        saved = self._reported("Cannot save", "save", path, lambda: files.save_labels(session, path))
-        if saved is None:
-            return False
-        w.status(f"Saved {saved.name}", 5000)
-        return True
+        ok, saved = self._reported("Cannot save", "save", path, lambda: files.save_labels(session, path))
+        if ok:
+            w.status(f"Saved {saved.name}", 5000)
+        return ok
 
-    def _reported(self, title: str, verb: str, path: str | Path, action: Callable[[], T]) -> T | None:
-        """``action()`` (which never returns None), or None after one line in an error box: the reader's or
-        writer's own message, else (a bug, no memory left) a plain line with the details in the log."""
+    def _reported(self, title: str, verb: str, path: str | Path, action: Callable[[], T]) -> tuple[bool, T]:
+        """(True, ``action()``), or (False, None) after one line in an error box: the reader's or writer's own
+        message, else (a bug, no memory left) a plain line with the details in the log."""
         try:
-            result = action()
+            return True, action()
         except MedSAMIOError as exc:
             dialogs.show_error(self._window, title, str(exc))
-            return None
         except Exception as exc:
             log.exception("%s %s failed", verb, path)
             dialogs.show_error(self._window, title, dialogs.unexpected_message(verb, path, exc))
-            return None
-        return result
+        return False, None  # type: ignore[return-value]
