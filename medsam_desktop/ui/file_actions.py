@@ -17,6 +17,7 @@ import numpy as np
 from PyQt6.QtWidgets import QFileDialog, QInputDialog
 
 from ..core.document import files, user_folders
+from ..core.document.annotation import AnnotationSession
 from ..io import DicomSeriesInfo, MedSAMIOError
 from ..io.dicom_seg import SEG_SUFFIXES, source_files
 from ..io.formats import LABEL_SUFFIXES
@@ -101,11 +102,7 @@ class FileActions:
 
     def open_mask(self, path: str | Path) -> bool:
         """Put the mask file's labels onto the image (one undo step); False with one line when it cannot."""
-        w = self._window
-        if w.session is None:
-            return False
-        session = w.session
-        ok, _ = self._reported("Cannot open mask", "open", path, lambda: files.load_mask(session, path))
+        ok, _ = self._on_session("Cannot open mask", "open", path, lambda session: files.load_mask(session, path))
         return ok
 
     # --- recent files and the dialogs' folder ------------------------------------------------------
@@ -159,20 +156,21 @@ class FileActions:
 
     def save_labels(self, path: str | Path) -> bool:
         """Write the labels (format by suffix, the source's geometry); False with one line when it cannot."""
-        w = self._window
-        if w.session is None:
-            return False
-        session = w.session
-        ok, saved = self._reported("Cannot save", "save", path, lambda: files.save_labels(session, path))
+        ok, saved = self._on_session("Cannot save", "save", path, lambda session: files.save_labels(session, path))
         if ok:
-            w.status(f"Saved {saved.name}", 5000)
+            self._window.status(f"Saved {saved.name}", 5000)
         return ok
 
-    def _reported(self, title: str, verb: str, path: str | Path, action: Callable[[], T]) -> tuple[bool, T]:
-        """(True, ``action()``), or (False, None) after one line in an error box: the reader's or writer's own
-        message, else (a bug, no memory left) a plain line with the details in the log."""
+    def _on_session(
+        self, title: str, verb: str, path: str | Path, action: Callable[[AnnotationSession], T]
+    ) -> tuple[bool, T]:
+        """(True, ``action(session)``); (False, None) without a session, or after one line in an error box: the
+        reader's or writer's own message, else (a bug, no memory left) a plain line with the details in the log."""
+        session = self._window.session
+        if session is None:
+            return False, None  # type: ignore[return-value]
         try:
-            return True, action()
+            return True, action(session)
         except MedSAMIOError as exc:
             dialogs.show_error(self._window, title, str(exc))
         except Exception as exc:
