@@ -96,6 +96,20 @@ def test_tight_share_gives_the_challenge_s_tight_boxes_and_costs_no_draw_at_zero
     np.testing.assert_array_equal(a, perturbed_box(mask, np.random.default_rng(7), (256, 256), shift=5))
 
 
+def test_size_power_draws_small_objects_more_often_and_costs_no_draw_at_zero() -> None:
+    masks = np.zeros((2, 256, 256), bool)
+    masks[0, :10, :10] = True  # 100 px
+    masks[1, :100, :100] = True  # 10,000 px
+    rng = np.random.default_rng(0)
+    small = np.mean([train_clicks.pick_mask(masks, rng, 0.5).sum() == 100 for _ in range(2000)])
+    assert 0.88 < small < 0.94  # area**-0.5: 1/10 against 1/100, i.e. 10/11 = 0.909
+    uniform = np.mean([train_clicks.pick_mask(masks, rng).sum() == 100 for _ in range(2000)])
+    assert 0.45 < uniform < 0.55
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    np.testing.assert_array_equal(train_clicks.pick_mask(masks, a), masks[b.integers(2)])
+    assert a.random() == b.random()  # at 0 the stream is the one runs without the option drew
+
+
 def test_a_tight_share_run_is_validated_on_perturbed_and_on_tight_boxes(
     data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -179,14 +179,28 @@ def dsc(logits: torch.Tensor, targets: np.ndarray, content: list[tuple[int, int]
     return out
 
 
+def pick_mask(masks: np.ndarray, rng: np.random.Generator, size_power: float = 0.0) -> np.ndarray:
+    """One of a slice's (K, 256, 256) target masks: uniformly, or with ``size_power`` A > 0 with probability
+    proportional to area**-A (small objects, e.g. cells under 100 px, drawn more often). No extra draw at 0."""
+    if size_power <= 0:
+        return masks[rng.integers(len(masks))]
+    p = np.maximum(masks.sum(axis=(1, 2)), 1).astype(np.float64) ** -size_power
+    return masks[rng.choice(len(masks), p=p / p.sum())]
+
+
 def sample_batch(
-    slices: list[Slice], weights: np.ndarray, rng: np.random.Generator, size: int, tight_share: float = 0.0
+    slices: list[Slice],
+    weights: np.ndarray,
+    rng: np.random.Generator,
+    size: int,
+    tight_share: float = 0.0,
+    size_power: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, list[tuple[int, int]]]:
     idx = rng.choice(len(slices), size=size, p=weights)
     embs, boxes, targets, content = [], [], [], []
     for i in idx:
         s = slices[i]
-        m = s.masks[rng.integers(len(s.masks))]
+        m = pick_mask(s.masks, rng, size_power)
         embs.append(torch.from_numpy(s.embedding.astype(np.float32)))
         boxes.append(torch.from_numpy(start_box(m, rng, s.h, s.w, tight_share)))
         targets.append(m)
@@ -253,6 +267,10 @@ def main(argv: list[str] | None = None) -> int:
         "--tight-share", type=float, default=0.0,
         help="fraction of start boxes that are the tight bbox, as the challenge format's (default 0: all perturbed)",
     )  # fmt: skip
+    ap.add_argument(
+        "--size-power", type=float, default=0.0,
+        help="draw a slice's object with probability proportional to area**-A (default 0: uniformly)",
+    )  # fmt: skip
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -282,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     args.out.mkdir(parents=True, exist_ok=True)
     info = {"student_sha256": sha256_of(student_path), "max_points": MAX_POINTS, "lr": args.lr,
-            "tight_share": args.tight_share}  # fmt: skip
+            "tight_share": args.tight_share, "size_power": args.size_power}  # fmt: skip
     trainer = Trainer(
         ClickRounds(net), opt, saved=net, out=args.out, arch=CLICK_ARCH, best_info=info, val_key="val_1_minus_dsc",
         val_label="val 1-DSC(clicks 1-5)", val_every=args.val_every, validate_at_stop=True,
@@ -301,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def batches():
         while True:
-            yield sample_batch(train, weights, rng, args.batch_size, args.tight_share)
+            yield sample_batch(train, weights, rng, args.batch_size, args.tight_share, args.size_power)
 
     def step(batch) -> object:
         emb, boxes, targets, content = batch
