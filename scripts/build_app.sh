@@ -5,7 +5,7 @@
 #
 # Needs the README's setup (.venv with the package, PyQt6 and the bundled student weights in models/).
 # Installs PyInstaller into .venv when missing. NICE=19 runs the build at low priority (the default is 0).
-# On Linux the build takes 1-2 minutes (2 cores) and the bundle is ~0.93 GB unpacked (see docs/packaging.md).
+# On Linux the build takes 1-2 minutes (2 cores) and the bundle is ~0.61 GB unpacked (see docs/packaging.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
