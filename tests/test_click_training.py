@@ -165,6 +165,16 @@ def test_average_clicks_writes_the_weighted_mean_of_the_checkpoints_with_its_own
     curves = [m for m in messages if m.startswith(("perturbed boxes", "tight boxes"))]
     values = [1 - np.mean([float(v) for v in m.split("clicks ")[1].split()]) for m in curves]
     assert len(values) == 2 and soup["config"]["val_1_minus_dsc"] == pytest.approx(np.mean(values), abs=1e-4)
+    # unscored, the average carries no validation value of its inputs (the card then says "not scored")
+    save_checkpoint_state(base, b, {**config, "val_1_minus_dsc": 0.05})
+    unscored = tmp_path / "unscored.pt"
+    assert average_clicks.main([str(a), str(b), "--out", str(unscored), "--made", "two runs"]) == 0
+    made = torch.load(unscored, map_location="cpu", weights_only=True)["config"]
+    assert made["made"] == "two runs" and "val_1_minus_dsc" not in made
+    from training.export_clicks import validation_line
+
+    assert validation_line(made.get("val_1_minus_dsc")) == "validation not scored"
+    assert validation_line(0.0986).startswith("validation 1 - mean DSC over clicks 1-5 0.0986")
     save_checkpoint_state(base, b, {**config, "student_sha256": "0" * 64})
     with pytest.raises(SystemExit, match="different students"):
         average_clicks.main([str(a), str(b), "--out", str(tmp_path / "x.pt")])

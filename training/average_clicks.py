@@ -4,7 +4,8 @@ ships, optionally scored as the click trainer validates (``--data``: the 5-click
 
 Every input must be a click checkpoint trained on the same student embeddings (the same ``student_sha256``) with
 the same parameters; the float tensors are averaged in fp32 with the given weights, the output's config is the last
-input's with ``made`` (how it was made, printed on the shipped card) and, with ``--data``, its own validation value.
+input's with ``made`` (how it was made, printed on the shipped card; ``--made`` says it in words) and its own
+validation value with ``--data``, else none: the last input's value is never carried over to the average.
 Session 12's shipped click path:
 
     python training/average_clicks.py <session-9 clicks.pt> runs/clicks_s12/best.pt --out runs/clicks_s12/soup.pt \\
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=None, help="click_data.py folder: score the average")
     ap.add_argument("--val-items", type=int, default=40, help="validation slices, as the trainer's --val-items")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--made", default=None, help="how the inputs were made, for the card (default: their file names)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     from medsam_desktop.model.checkpoint import save_checkpoint_state
@@ -66,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("the checkpoints were trained on the embeddings of different students")
     state = average_states([c["model"] for c in ckpts], weights)
     parts = " + ".join(f"{w:g} x {p.name}" for w, p in zip(weights, args.checkpoints))
-    config = {**ckpts[-1]["config"], "made": f"weight average {parts}"}
+    config = {k: v for k, v in ckpts[-1]["config"].items() if k not in ("val_1_minus_dsc", "seconds")}
+    config["made"] = args.made or f"weight average {parts}"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint_state(state, args.out, config)
     if args.data is not None:

@@ -32,11 +32,17 @@ click comes; a box without clicks never uses it. Weights stored in fp16.
 
 - **sha256**: `{sha}`
 - **{student_label}**: `{student_sha}`
-- **training**: {made}step {step}, validation 1 - mean DSC over clicks 1-5 {val:.4f} (5-click protocol on held-out
-  pool slices)
+- **training**: {made}step {step}, {val}
 - **licence**: Apache-2.0 (derived from LiteMedSAM, Apache-2.0); data terms: the pool's sources include
   research-only terms (Kvasir-SEG, CVC-ClinicDB: research and education), see `{weights_card}`
 """
+
+
+def validation_line(value: float | None) -> str:
+    """The card's validation clause; a checkpoint that was never scored says so rather than print a number."""
+    if value is None:
+        return "validation not scored"
+    return f"validation 1 - mean DSC over clicks 1-5 {value:.4f} (5-click protocol on held-out pool slices)"
 
 
 def export_onnx(decoder: object, path: Path) -> None:
@@ -92,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             student_sha=student_sha,
             made=f"{config['made']}; " if config.get("made") else "",
             step=config.get("step", 0),
-            val=float(config.get("val_1_minus_dsc", float("nan"))),
+            val=validation_line(config.get("val_1_minus_dsc")),
             weights_card=card_path(weights).name,
         )
     )
