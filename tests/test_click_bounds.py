@@ -1,5 +1,5 @@
-"""Upper bounds of the click protocol (``training/click_bounds.py``): best of the clicks per object, and the DSC
-a 256x256 logit map can reach on an object through the app's upsampling."""
+"""Limits of the click protocol (``training/click_bounds.py``): best of the clicks per object, and the ground
+truth's DSC through a 256x256 logit map and the app's upsampling."""
 
 from __future__ import annotations
 
@@ -44,9 +44,3 @@ def test_frame_ceiling_is_exact_at_native_scale_and_loses_small_objects_at_four_
     assert (a1, a2) == (56, 160_000)
     assert d1 < 0.95
     assert d2 > 0.999
-
-
-def test_band_of_uses_the_pool_size_bands() -> None:
-    assert [click_bounds.band_of(a) for a in (20, 99, 100, 999, 1000)] == [
-        "0-100 px", "0-100 px", "100-300 px", "300-1000 px", "1000+ px",
-    ]  # fmt: skip

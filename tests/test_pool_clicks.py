@@ -68,3 +68,9 @@ def test_size_rows_put_each_object_in_its_band() -> None:
     lines = [x for x in table.splitlines() if "px" in x]
     assert [x.split("|")[1].strip() for x in lines] == ["0-100 px", "1000+ px"]
     assert lines[0].split("|")[3].strip() == "0.4000" and lines[1].split("|")[4].strip() == "0.8000"
+
+
+def test_size_band_uses_the_pool_size_bands() -> None:
+    assert [pool_clicks.size_band(a) for a in (20, 99, 100, 999, 1000)] == [
+        "0-100 px", "0-100 px", "100-300 px", "300-1000 px", "1000+ px",
+    ]  # fmt: skip

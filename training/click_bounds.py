@@ -1,12 +1,13 @@
-"""Upper bounds of the click protocol: what no training of the click path can exceed, per object.
+"""Limits of the click protocol per object: the best of its clicks, and the ground truth through the mask frame.
 
 - **Best of the clicks** (from ``pool_clicks.py``'s ``pool_clicks_objects.csv``): the mean over objects of each
   object's best DSC over clicks 1..K, against its DSC after click K. It bounds any rule that stops clicking or
   reverts a click that made the mask worse (the rule would need the ground truth to know).
 - **The mask frame** (from the label maps alone): each ground-truth object taken to the 256 model frame as its
   area fraction, written as a logit (2 * fraction - 1) and brought back by the app's own upsampling
-  (:func:`~medsam_desktop.core.inference.preprocess.logits_to_masks`): the DSC a 256x256 logit map can reach on
-  that object, per object size and image size.
+  (:func:`~medsam_desktop.core.inference.preprocess.logits_to_masks`): the DSC of the ground truth itself after a
+  256x256 logit map, per object size and image size. It is an estimate of the frame's limit, not a proof (other
+  logit values could draw sub-pixel edges a little better).
 
     python training/click_bounds.py --objects runs/pool_clicks/pool_clicks_objects.csv \
         --labels ../shared/data/pool_labels
@@ -23,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from medsam_desktop.core.evaluation.metrics import dice
 from medsam_desktop.core.inference.preprocess import MODEL_SIZE, FrameInfo, logits_to_masks, resize_image
-from training.click_data import label_paths
-from training.pool_clicks import SIZE_BANDS
+from training.click_data import label_paths, read_label_map
+from training.pool_clicks import BAND_NAMES, size_band
 
 log = logging.getLogger("click_bounds")
 
@@ -58,19 +60,8 @@ def frame_ceiling(labels: np.ndarray) -> list[tuple[int, float]]:
         truth = labels == v
         logits = np.full((1, MODEL_SIZE, MODEL_SIZE), -1.0, np.float32)
         logits[0, :h, :w] = 2 * resize_image(truth.astype(np.float32), (h, w)) - 1
-        mask = logits_to_masks(logits, frame)[0]
-        area = int(truth.sum())
-        out.append((area, 2.0 * float((mask & truth).sum()) / (int(mask.sum()) + area)))
+        out.append((int(truth.sum()), dice(logits_to_masks(logits, frame)[0], truth)))
     return out
-
-
-def band_of(area: int) -> str:
-    lo, hi = next((lo, hi) for lo, hi in SIZE_BANDS if area >= lo and (hi is None or area < hi))
-    return f"{lo}+ px" if hi is None else f"{lo}-{hi} px"
-
-
-def _band_order(band: str) -> int:
-    return [band_of(lo) for lo, _ in SIZE_BANDS].index(band)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,21 +80,17 @@ def main(argv: list[str] | None = None) -> int:
                     kind, n, last, best, 100 * (best - last), 100 * share,
                 )  # fmt: skip
     if args.labels is not None:
-        from PIL import Image
-
         bands: dict[str, list[float]] = defaultdict(list)
         by_image: dict[tuple[str, int], list[float]] = defaultdict(list)
         for path in sorted(set(label_paths(args.labels).values())):
-            with Image.open(path) as im:
-                labels = np.array(im)
-            labels = labels[..., 0] if labels.ndim == 3 else labels
+            labels = read_label_map(path)
             for area, d in frame_ceiling(labels):
                 if area >= args.min_area:
-                    bands[band_of(area)].append(d)
-                    by_image[(band_of(area), max(labels.shape))].append(d)
-        for band, values in sorted(bands.items(), key=lambda kv: _band_order(kv[0])):
-            log.info("mask frame, %s: %d objects, DSC ceiling %.4f", band, len(values), np.mean(values))
-        for (band, side), values in sorted(by_image.items(), key=lambda kv: (_band_order(kv[0][0]), kv[0][1])):
+                    bands[size_band(area)].append(d)
+                    by_image[(size_band(area), max(labels.shape))].append(d)
+        for band in (b for b in BAND_NAMES if b in bands):
+            log.info("mask frame, %s: %d objects, DSC %.4f", band, len(bands[band]), np.mean(bands[band]))
+        for (band, side), values in sorted(by_image.items(), key=lambda kv: (BAND_NAMES.index(kv[0][0]), kv[0][1])):
             log.info("  %s, longer image side %d px: %d objects, %.4f", band, side, len(values), np.mean(values))
     return 0
 

@@ -44,12 +44,17 @@ def label_paths(labels_dir: Path) -> dict[str, Path]:
         return {r["image"]: labels_dir.parent / r["labels"] for r in csv.DictReader(fh)}
 
 
-def gt_masks(path: Path, h: int, w: int, max_objects: int, rng: np.random.Generator) -> np.ndarray:
-    """The label map's objects as (K, 256, 256) bool masks in the model frame (at most ``max_objects``)."""
+def read_label_map(path: Path) -> np.ndarray:
+    """A ``pool_labels`` label map as an (H, W) integer array (0 background, one value per object)."""
     from PIL import Image
 
     with Image.open(path) as im:
-        labels = np.array(im)
+        return np.array(im)
+
+
+def gt_masks(path: Path, h: int, w: int, max_objects: int, rng: np.random.Generator) -> np.ndarray:
+    """The label map's objects as (K, 256, 256) bool masks in the model frame (at most ``max_objects``)."""
+    labels = read_label_map(path)
     ids = [int(v) for v in np.unique(labels) if v != 0]
     rng.shuffle(ids)
     out = []

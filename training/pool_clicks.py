@@ -23,7 +23,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from medsam_desktop.core.backends import load_backend
 from medsam_desktop.core.backends.clicks import load_click_backend
@@ -33,7 +32,7 @@ from medsam_desktop.core.inference.clicks import ClickRefiner
 from medsam_desktop.core.inference.predictor import Predictor
 from medsam_desktop.io import read_image
 from medsam_desktop.model_files import default_model_name, student_weights_path
-from training.click_data import label_paths
+from training.click_data import label_paths, read_label_map
 from training.evaluate_clicks import object_table, write_report
 from training.prepare_data import volume_to_uint8
 from training.train_clicks import start_shift
@@ -42,6 +41,13 @@ log = logging.getLogger("pool_clicks")
 HELD_OUT = ("val", "proxy")
 #: object sizes (ground-truth pixels) of the size rows
 SIZE_BANDS = ((0, 100), (100, 300), (300, 1000), (1000, None))
+#: their row names, in order
+BAND_NAMES = tuple(f"{lo}+ px" if hi is None else f"{lo}-{hi} px" for lo, hi in SIZE_BANDS)
+
+
+def size_band(area: int) -> str:
+    """The :data:`BAND_NAMES` row of an object of ``area`` ground-truth pixels."""
+    return next(name for (lo, hi), name in zip(SIZE_BANDS, BAND_NAMES) if area >= lo and (hi is None or area < hi))
 
 
 def held_out_images(manifest: Path, labelled: dict[str, Path]) -> list[tuple[str, str]]:
@@ -94,16 +100,14 @@ def size_table(curves: list[ClickCurve], sizes: list[list[int]], clicks: int) ->
     bands: dict[str, list[ClickCurve]] = defaultdict(list)
     for curve, px in zip(curves, sizes):
         for j, n in enumerate(px):
-            lo, hi = next((lo, hi) for lo, hi in SIZE_BANDS if n >= lo and (hi is None or n < hi))
-            name = f"{lo}+ px" if hi is None else f"{lo}-{hi} px"
-            bands[name].append(
+            bands[size_band(n)].append(
                 ClickCurve(
                     dsc=[d[j] for d in curve.object_dsc], nsd=[d[j] for d in curve.object_nsd], objects=(1,),
                     object_dsc=[(d[j],) for d in curve.object_dsc], object_nsd=[(d[j],) for d in curve.object_nsd],
                 )
             )  # fmt: skip
-    order = {f"{lo}+ px" if hi is None else f"{lo}-{hi} px": i for i, (lo, hi) in enumerate(SIZE_BANDS)}
-    return object_table(dict(sorted(bands.items(), key=lambda kv: order[kv[0]])), clicks, sort=False, groups="sizes")
+    ordered = {name: bands[name] for name in BAND_NAMES if name in bands}
+    return object_table(ordered, clicks, sort=False, groups="sizes")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,8 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         for group, modality in images:
             vol = read_image(pool / group)
             image = volume_to_uint8(vol.array, modality, vol.array.dtype, pool / group)[0]
-            with Image.open(labelled[group]) as im:
-                gts, boxes = object_boxes(np.array(im), mode, rng)
+            gts, boxes = object_boxes(read_label_map(labelled[group]), mode, rng)
             _, curve = clicks_2d(predictor, refiner, image, boxes, gts, args.clicks, group)
             curves[modality].append(curve)
             flat.append(curve)
