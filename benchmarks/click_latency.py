@@ -15,7 +15,7 @@ import argparse
 import numpy as np
 
 from medsam_desktop.core.backends.clicks import load_click_backend
-from medsam_desktop.core.inference.clicks import ClickPoint, ClickRefiner
+from medsam_desktop.core.inference.clicks import ClickPoint, ClickRefiner, model_image
 from medsam_desktop.core.inference.intensity import to_display_uint8
 from medsam_desktop.core.inference.predictor import Predictor
 from medsam_desktop.model_files import default_model_name, weights_for
@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     start = predictor.decode(emb, box).logits[0]
     rng = np.random.default_rng(0)
     samples: dict[str, list[float]] = {k: [] for k in refiners}
+    images = {name: model_image(image) if r.needs_image else None for name, r in refiners.items()}  # once a slice
     for name, r in refiners.items():
         print(f"{name}: {r.backend.name}")
     for i in range(args.repeats + 3):
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         y = rng.uniform(box[1], box[3], n)
         points = [ClickPoint(float(a), float(b), bool(k % 2 == 0)) for k, (a, b) in enumerate(zip(x, y))]
         for name, r in refiners.items():
-            seconds = timed(lambda r=r, points=points: r.refine(emb, box, points, start))
+            seconds = timed(lambda r=r, points=points, im=images[name]: r.refine(emb, box, points, start, im))
             if i >= 3:
                 samples[name].append(seconds)
     print(machine_line(args.threads))

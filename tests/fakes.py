@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 #: model-frame boxes (7, 4) of assorted sizes: decoded in chunks of every exported size (2, 2, 2, 1)
 MODEL_FRAME_BOXES = np.array(
@@ -57,18 +58,34 @@ def model_args(weights: Path) -> list[str]:
 
 class SquareClickBackend:
     """Instant click path: the previous mask (logits > 0) with a 9x9 square added around each positive point and
-    removed around each negative one (model frame). ``calls`` counts decodes; ``slots`` as the real networks."""
+    removed around each negative one (model frame). ``calls`` counts decodes; ``slots`` as the real networks. With
+    ``needs_image`` it asks for the slice's model-frame image, as a path with a refiner does (``images``: those
+    received), and shows the mask 10 model pixels smaller than its logits say."""
 
     name = "fake-clicks"
     slots = 8
 
-    def __init__(self) -> None:
+    def __init__(self, needs_image: bool = False) -> None:
         self.calls = 0
+        self.needs_image = needs_image
+        self.images: list = []  # the images, mask prompts and outputs of every call
+        self.prompts: list = []
+        self.outputs: list = []
 
-    def decode_clicks(self, embedding, box, points, labels, mask_logits):
+    def decode_clicks(self, embedding, box, points, labels, mask_logits, image=None):
         self.calls += 1
+        self.prompts.append(np.array(mask_logits))
+        if self.needs_image:
+            if image is None:
+                raise ValueError("no image")
+            self.images.append(image)
         mask = np.asarray(mask_logits).reshape(256, 256) > 0
         for (x, y), lab in zip(np.asarray(points).reshape(-1, 2), np.asarray(labels).reshape(-1)):
             xi, yi = int(np.rint(x)), int(np.rint(y))
             mask[max(yi - 4, 0) : yi + 5, max(xi - 4, 0) : xi + 5] = lab > 0.5
-        return np.where(mask, 10.0, -10.0).astype(np.float32), 1.0
+        logits = np.where(mask, 10.0, -10.0).astype(np.float32)
+        if not self.needs_image:
+            return logits, 1.0, logits
+        shown = np.where(ndimage.binary_erosion(mask, iterations=10), 10.0, -10.0).astype(np.float32)
+        self.outputs.append((logits, 1.0, shown))
+        return logits, 1.0, shown

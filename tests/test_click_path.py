@@ -104,9 +104,10 @@ def test_openvino_matches_torch_and_is_what_the_app_loads(random_weights: Path, 
     args = (rng.normal(0, 0.1, (1, 256, 64, 64)).astype(np.float32), np.array([30, 40, 150, 160], np.float32),
             np.array([[90, 100], [40, 60], [120, 130]], np.float32), np.array([1, 0, 1], np.float32),
             rng.normal(0, 3, (256, 256)).astype(np.float32))  # fmt: skip
-    ref, ref_iou = TorchClickBackend(decoder, threads=1).decode_clicks(*args)
-    got, iou = OpenVinoClickBackend(xml, threads=1, precision="f32").decode_clicks(*args)
+    ref, ref_iou, ref_shown = TorchClickBackend(decoder, threads=1).decode_clicks(*args)
+    got, iou, shown = OpenVinoClickBackend(xml, threads=1, precision="f32").decode_clicks(*args)
     assert np.abs(got - ref).max() < 1e-3 and abs(iou - ref_iou) < 1e-4
+    assert np.array_equal(ref_shown, ref) and np.array_equal(shown, got)  # no refiner: the shown mask is the logits'
     assert load_click_backend(weights, threads=1).name.startswith("clicks+openvino")
     xml.with_suffix(".bin").write_bytes(b"\0" * 16)  # damaged: the torch weights take over, said at info level
     assert load_click_backend(weights, threads=1).name == "clicks+torch"
@@ -167,7 +168,7 @@ def test_infer_with_clicks_needs_ground_truth(tmp_path: Path, random_weights: Pa
 def test_shipped_box_masks_are_bit_for_bit_unchanged_by_the_click_path() -> None:
     """The shipped model's box-only logits are the same array before and after the click path is loaded and run."""
     from medsam_desktop.core.backends import load_backend
-    from medsam_desktop.core.inference.clicks import ClickPoint, ClickRefiner
+    from medsam_desktop.core.inference.clicks import ClickPoint, ClickRefiner, model_image
     from medsam_desktop.core.inference.predictor import Predictor
     from medsam_desktop.model_files import STUDENT_NAME, student_weights_path
 
@@ -181,7 +182,9 @@ def test_shipped_box_masks_are_bit_for_bit_unchanged_by_the_click_path() -> None
     emb = predictor.encode(image)
     before = predictor.decode(emb, box)
     refiner = ClickRefiner(lambda: load_click_backend(weights, threads=1))
-    after_click = refiner.refine(emb, box, [ClickPoint(120, 90, True), ClickPoint(70, 40, False)], before.logits[0])
+    slice_image = model_image(image) if refiner.needs_image else None
+    clicks = [ClickPoint(120, 90, True), ClickPoint(70, 40, False)]
+    after_click = refiner.refine(emb, box, clicks, before.logits[0], slice_image)
     again = predictor.decode(emb, box)
     assert refiner.backend.name.startswith("clicks+openvino")
     assert np.array_equal(before.logits, again.logits) and np.array_equal(before.masks, again.masks)

@@ -90,6 +90,25 @@ def test_2d_protocol_starts_from_the_box_only_result_and_clicks_improve_it() -> 
     assert (segs == 1).sum() > (box_only == 1).sum()
 
 
+def test_a_refining_click_path_gets_each_slice_image_and_the_clicks_follow_the_shown_mask() -> None:
+    from medsam_desktop.core.inference.clicks import model_image
+
+    image, boxes, gts = _case_2d()
+    image[30:130, 30:130] = 200  # something to see
+    clicks = SquareClickBackend(needs_image=True)
+    clicks_2d(Predictor(BoxBackend()), ClickRefiner(lambda: clicks), image, boxes, gts, 2)
+    assert clicks.calls == 2 and all(np.array_equal(im, model_image(image)) for im in clicks.images)
+    assert np.array_equal(clicks.prompts[1], clicks.outputs[0][0])  # the decoder's own logits are the next prompt
+    vol = np.zeros((9, 64, 64), np.uint8)
+    vol[:, 10:40, 10:40] = 150
+    gts3 = np.zeros((9, 64, 64), np.uint8)
+    gts3[2:7, 10:40, 10:40] = 1
+    clicks3 = SquareClickBackend(needs_image=True)
+    clicks_3d(Predictor(BoxBackend()), ClickRefiner(lambda: clicks3), vol, np.array([[10, 10, 2, 30, 30, 6]]), gts3,
+              (1.0, 1.0, 1.0), 2)  # fmt: skip
+    assert clicks3.calls == 2 and all(np.array_equal(im, model_image(vol[4])) for im in clicks3.images)
+
+
 def test_the_curve_holds_each_object_whose_mean_is_the_case() -> None:
     image, boxes, gts = _case_2d()
     _, curve = clicks_2d(Predictor(BoxBackend()), ClickRefiner(SquareClickBackend), image, boxes, gts, 3)

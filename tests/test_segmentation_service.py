@@ -153,6 +153,34 @@ def test_clicks_reuse_the_chain_and_leave_the_box_result_as_it_was() -> None:
     assert np.array_equal(service.segment(predictor, "axial", 2, box), before)  # box-only path untouched
 
 
+def test_a_refining_click_path_gets_the_slice_image_once_and_shows_its_redrawn_mask() -> None:
+    from fakes import SquareClickBackend
+
+    from medsam_desktop.core.inference.clicks import ClickPoint, model_image
+
+    clicks = SquareClickBackend(needs_image=True)
+    service = SegmentationService(lambda: BoxBackend(), EmbeddingCache(), 0, click_factory=lambda: clicks)
+    vol = _volume()
+    service.set_volume(("vol", 1), vol)
+    predictor, _ = service.load_model()
+    box = np.array([15.0, 10.0, 34.0, 29.0])
+    p1, p2 = ClickPoint(40, 20, True), ClickPoint(25, 12, True)
+    one = service.refine(predictor, "axial", 2, box, [p1])
+    two = service.refine(predictor, "axial", 2, box, [p1, p2])
+    assert clicks.calls == 2 and len(clicks.images) == 2 and clicks.images[0] is clicks.images[1]  # made once
+    stack = service._input_for("axial")
+    assert np.array_equal(clicks.images[0], model_image(stack[2], stack.pixel_spacing))
+    raw_one, _, shown_one = clicks.outputs[0]
+    assert not np.array_equal(raw_one, shown_one)
+    assert np.array_equal(clicks.prompts[1], raw_one)  # the second click's mask prompt: the decoder's own logits
+    plain = SquareClickBackend()
+    unrefined = SegmentationService(lambda: BoxBackend(), EmbeddingCache(), 0, click_factory=lambda: plain)
+    unrefined.set_volume(("vol", 1), vol)
+    plain_two = unrefined.refine(unrefined.load_model()[0], "axial", 2, box, [p1, p2])
+    # shown: the redrawn mask (the fake shows 10 model pixels less than its logits), of the same chain of logits
+    assert two.sum() < plain_two.sum() and not (two & ~plain_two).any() and one.any()
+
+
 def test_clicks_without_a_click_path_say_so() -> None:
     from medsam_desktop.core.backends.clicks import ClicksUnavailable
     from medsam_desktop.core.inference.clicks import ClickPoint

@@ -208,8 +208,10 @@ def test_the_click_path_runs_without_torch(models_copy: Path) -> None:
         from medsam_desktop.core.backends.clicks import load_click_backend
         from medsam_desktop.model_files import student_weights_path
         backend = load_click_backend(student_weights_path(), threads=1)
-        logits, iou = backend.decode_clicks(np.zeros((1, 256, 64, 64), np.float32), np.array([20, 20, 120, 120]),
-                                            np.array([[60, 60]]), np.array([1]), np.zeros((256, 256), np.float32))
+        image = np.zeros((256, 256, 3), np.uint8) if backend.needs_image else None
+        logits, iou, shown = backend.decode_clicks(
+            np.zeros((1, 256, 64, 64), np.float32), np.array([20, 20, 120, 120]), np.array([[60, 60]]), np.array([1]),
+            np.zeros((256, 256), np.float32), image)
         assert "torch" not in sys.modules
         print("NAME", backend.name.split("+")[:2], logits.shape)
     """)

@@ -28,7 +28,7 @@ The click path of `{weights}`: SAM's prompt encoder and mask decoder fine-tuned 
 the previous mask's logits (the image encoder frozen), by `training/train_clicks.py` on the student's embeddings
 of pool slices (`training/click_data.py`: ground truth of Kvasir-SEG, CVC-ClinicDB and DSB2018 where the pool has
 it, the teacher's own masks for boxes on every other modality; never the evaluation data). Loaded when the first
-click comes; a box without clicks never uses it. Weights stored in fp16.
+click comes; a box without clicks never uses it. Weights stored in fp16.{refiner}
 
 - **sha256**: `{sha}`
 - **{student_label}**: `{student_sha}`
@@ -38,30 +38,58 @@ click comes; a box without clicks never uses it. Weights stored in fp16.
 """
 
 
-def validation_line(value: float | None) -> str:
-    """The card's validation clause; a checkpoint that was never scored says so rather than print a number."""
+def validation_line(value: float | None, window_value: float | None = None) -> str:
+    """The card's validation clause; a checkpoint that was never scored says so rather than print a number. A
+    refiner's checkpoint (``train_refiner.py``) is scored inside held-out windows instead."""
+    if window_value is not None:
+        return f"validation 1 - mean DSC inside held-out windows {window_value:.4f} (train_refiner.py)"
     if value is None:
         return "validation not scored"
     return f"validation 1 - mean DSC over clicks 1-5 {value:.4f} (5-click protocol on held-out pool slices)"
 
 
+def refiner_line(width: int) -> str:
+    """The card's sentence on the pixel refiner (empty for a path without one)."""
+    if not width:
+        return ""
+    return (
+        f" It carries a pixel refiner (`model/mask_refiner.py`, width {width}) trained by `training/train_refiner.py`"
+        " on the frozen path's own outputs: it redraws the mask shown after each click from the model-frame image,"
+        " the logits and the clicks; the next click still gets the decoder's own logits."
+    )
+
+
 def export_onnx(decoder: object, path: Path) -> None:
+    """The click network as ONNX: inputs embedding, boxes, points, labels, mask_logits (+ image for a path with a
+    refiner); outputs logits, iou (+ shown, the refiner's redrawing of the mask)."""
     import torch
+
+    class WithRefiner(torch.nn.Module):
+        def __init__(self, net: torch.nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, embedding, boxes, points, labels, mask_logits, image):  # type: ignore[no-untyped-def]
+            logits, iou = self.net(embedding, boxes, points, labels, mask_logits)
+            return logits, iou, self.net.shown_logits(image, logits, points, labels)
 
     from medsam_desktop.model.click_decoder import MAX_POINTS
 
-    inputs = (
+    inputs: tuple[torch.Tensor, ...] = (
         torch.zeros(1, 256, 64, 64),
         torch.tensor([[40.0, 40.0, 160.0, 150.0]]),
         torch.tensor([[[100.0, 90.0]] * MAX_POINTS]),
         torch.tensor([[1.0] + [-1.0] * (MAX_POINTS - 1)]),
         torch.zeros(1, 1, 256, 256),
     )
+    names, outputs, net = ["embedding", "boxes", "points", "labels", "mask_logits"], ["logits", "iou"], decoder
+    if decoder.refiner is not None:  # type: ignore[attr-defined]
+        inputs, names, outputs = (*inputs, torch.zeros(1, 3, 256, 256)), [*names, "image"], [*outputs, "shown"]
+        net = WithRefiner(decoder)  # type: ignore[arg-type]
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes are static: the trace is what runs
         torch.onnx.export(
-            decoder, inputs, str(path), input_names=["embedding", "boxes", "points", "labels", "mask_logits"],
-            output_names=["logits", "iou"], opset_version=OPSET, dynamo=False,
+            net, inputs, str(path), input_names=names, output_names=outputs, opset_version=OPSET, dynamo=False,
         )  # fmt: skip
 
 
@@ -98,8 +126,9 @@ def main(argv: list[str] | None = None) -> int:
             student_sha=student_sha,
             made=f"{config['made']}; " if config.get("made") else "",
             step=config.get("step", 0),
-            val=validation_line(config.get("val_1_minus_dsc")),
+            val=validation_line(config.get("val_1_minus_dsc"), config.get("val_1_minus_window_dsc")),
             weights_card=card_path(weights).name,
+            refiner=refiner_line(config.get("refiner", 0)),
         )
     )
     decoder = load_click_decoder(out)
@@ -112,14 +141,15 @@ def main(argv: list[str] | None = None) -> int:
         convert(onnx, xml, fp16=True)
     rng = np.random.default_rng(0)
     emb = rng.normal(0, 0.1, (1, 256, 64, 64)).astype(np.float32)
+    image = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8) if decoder.refiner is not None else None
     args_ = (emb, np.array([40, 40, 160, 150], np.float32), np.array([[100, 90], [60, 70]], np.float32),
-             np.array([1, 0], np.float32), rng.normal(0, 3, (256, 256)).astype(np.float32))  # fmt: skip
-    ref, _ = TorchClickBackend(decoder).decode_clicks(*args_)
+             np.array([1, 0], np.float32), rng.normal(0, 3, (256, 256)).astype(np.float32), image)  # fmt: skip
+    _, _, ref = TorchClickBackend(decoder).decode_clicks(*args_)
     from medsam_desktop.core.backends.clicks import OpenVinoClickBackend
 
     diffs = []
     for precision in ("f32", "bf16"):  # bf16: the app's precision where the CPU has it natively
-        got, _ = OpenVinoClickBackend(xml, precision=precision).decode_clicks(*args_)
+        _, _, got = OpenVinoClickBackend(xml, precision=precision).decode_clicks(*args_)
         flipped = int(((got > 0) != (ref > 0)).sum())
         diffs.append(f"{precision} {float(np.abs(got - ref).max()):.2e} ({flipped} of 65536 mask pixels differ)")
     diff = ", ".join(diffs) + " on the logits of a box + 2 clicks (fp16 storage)"

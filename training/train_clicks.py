@@ -32,6 +32,7 @@ from medsam_desktop.core.inference.boxes import mask_bbox
 from medsam_desktop.model.click_decoder import CLICK_ARCH, MAX_POINTS, ClickDecoder, load_click_decoder, pad_points
 from medsam_desktop.model.fuse import fuse_for_inference
 from training.labelled_data import perturbed_box
+from training.shards import ShardImages, model_input, read_manifest
 from training.trainer import CsvLog, Trainer, cosine_lr
 
 log = logging.getLogger("train_clicks")
@@ -53,9 +54,16 @@ class Slice:
     w: int
     modality: str
     split: str
+    image: np.ndarray | None = None  # (256, 256, 3) uint8 model-frame image, for a path with a refiner
 
 
-def load_slices(folder: Path) -> list[Slice]:
+def load_slices(folder: Path, images: Path | None = None) -> list[Slice]:
+    """The click data's slices (those with at least one mask); with ``images`` (the prepared shards the data
+    was made from) each with its model-frame image."""
+    shards = items = None
+    if images is not None:
+        shards = ShardImages(images)
+        items = {it.id: it for it in read_manifest(images)}
     out = []
     for path in sorted(Path(folder).glob("*.npz")):
         with np.load(path) as z:
@@ -63,10 +71,21 @@ def load_slices(folder: Path) -> list[Slice]:
             if k == 0:
                 continue
             masks = np.unpackbits(z["masks"], axis=1)[:, : SIDE * SIDE].reshape(k, SIDE, SIDE).astype(bool)
+            image = None if shards is None else shards.get(items[path.stem])
             out.append(
-                Slice(path.stem, z["embedding"], masks, int(z["h"]), int(z["w"]), str(z["modality"]), str(z["split"]))
-            )
+                Slice(
+                    path.stem, z["embedding"], masks, int(z["h"]), int(z["w"]), str(z["modality"]), str(z["split"]),
+                    image,
+                )
+            )  # fmt: skip
     return out
+
+
+def image_batch(slices: list[Slice]) -> torch.Tensor | None:
+    """The slices' images as the refiner's (B, 3, 256, 256) float input in [0, 1], or None without images."""
+    if any(s.image is None for s in slices):
+        return None
+    return model_input(np.stack([s.image for s in slices]))
 
 
 def start_shift(side: float) -> int:
@@ -111,19 +130,22 @@ def clicks_for(
 
 def run_clicks(
     net: ClickDecoder, emb: torch.Tensor, boxes: torch.Tensor, start: torch.Tensor, targets: np.ndarray,
-    content: list[tuple[int, int]], rounds: int,
+    content: list[tuple[int, int]], rounds: int, image: torch.Tensor | None = None,
 ) -> list[torch.Tensor]:  # fmt: skip
-    """Logits (B, 1, 256, 256) after each of ``rounds`` clicks, each click from the previous round's error."""
+    """Logits (B, 1, 256, 256) after each of ``rounds`` clicks, each click from the previous round's error. With
+    ``image`` (a path with a refiner), the shown logits (:meth:`ClickDecoder.shown_logits`): the clicks are then
+    placed on the shown mask's error, as a user places them, and the decoder's own logits stay the mask prompt."""
     pts = torch.zeros(len(boxes), 0, 2)
     labs = torch.zeros(len(boxes), 0)
-    prev, outs = start, []
+    prev, shown, outs = start, start, []
     for _ in range(rounds):
-        c = torch.tensor(clicks_for(prev.detach().float(), targets, content))
+        c = torch.tensor(clicks_for(shown.detach().float(), targets, content))
         pts = torch.cat([pts, c[:, None, :2]], dim=1)
         labs = torch.cat([labs, c[:, None, 2]], dim=1)
         p, lab = pad_points(pts, labs)
         logits, _ = net(emb, boxes, p, lab, prev.detach())
-        outs.append(logits)
+        shown = logits if image is None else net.shown_logits(image, logits, p, lab)
+        outs.append(shown)
         prev = logits
     return outs
 
@@ -208,28 +230,35 @@ def sample_batch(
     return torch.stack(embs), torch.stack(boxes), np.stack(targets), content
 
 
-def validate(
-    net: ClickDecoder, box_only: BoxOnly, val: list[Slice], masks_per_slice: int = 3, seed: int = 0,
+def object_curves(
+    net: ClickDecoder, box_only: BoxOnly, slices: list[Slice], masks_per_slice: int = 3, seed: int = 0,
     tight: bool = False,
-) -> tuple[float, list[float]]:  # fmt: skip
-    """The 5-click protocol on the first ``masks_per_slice`` masks of every validation slice (fixed boxes: seeded
-    perturbed ones, or with ``tight`` the tight bboxes): (1 - mean DSC over clicks 1..5, mean DSC after the box
-    and after each click)."""
+) -> np.ndarray:  # fmt: skip
+    """The 5-click protocol on the first ``masks_per_slice`` masks of every slice (fixed boxes: seeded perturbed
+    ones, or with ``tight`` the tight bboxes): (objects, 1 + EVAL_CLICKS) DSC after the box and each click."""
     rng = np.random.default_rng(seed)
-    per_click: list[list[float]] = [[] for _ in range(EVAL_CLICKS + 1)]
+    rows = []
     net.eval()
     with torch.no_grad():
-        for s in val:
+        for s in slices:
             for m in s.masks[:masks_per_slice]:
                 emb = torch.from_numpy(s.embedding.astype(np.float32))[None]
                 box = torch.from_numpy(start_box(m, rng, s.h, s.w, 1.0 if tight else 0.0))[None]
                 start = box_only(emb, box)
-                per_click[0] += dsc(start, m[None], [(s.h, s.w)])
-                outs = run_clicks(net, emb, box, start, m[None], [(s.h, s.w)], EVAL_CLICKS)
-                for k, o in enumerate(outs, 1):
-                    per_click[k] += dsc(o, m[None], [(s.h, s.w)])
+                image = image_batch([s]) if net.refiner is not None else None
+                outs = run_clicks(net, emb, box, start, m[None], [(s.h, s.w)], EVAL_CLICKS, image)
+                rows.append([dsc(o, m[None], [(s.h, s.w)])[0] for o in (start, *outs)])
     net.train()
-    means = [float(np.mean(v)) for v in per_click]
+    return np.array(rows, np.float64).reshape(-1, 1 + EVAL_CLICKS)
+
+
+def validate(
+    net: ClickDecoder, box_only: BoxOnly, val: list[Slice], masks_per_slice: int = 3, seed: int = 0,
+    tight: bool = False,
+) -> tuple[float, list[float]]:  # fmt: skip
+    """:func:`object_curves` on the validation slices: (1 - mean DSC over clicks 1..5, mean DSC after the box and
+    after each click)."""
+    means = [float(v) for v in object_curves(net, box_only, val, masks_per_slice, seed, tight).mean(axis=0)]
     return 1.0 - float(np.mean(means[1:])), means
 
 
@@ -286,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         log.info("click path initialised from %s", args.init_from)
     else:
         net = ClickDecoder.from_model(student).train()
+    if net.refiner is not None:
+        raise SystemExit(f"{args.init_from} has a pixel refiner: fine-tune the path without it (train_refiner.py)")
     box_only = BoxOnly(student)
     slices = load_slices(args.data)
     train = [s for s in slices if s.split == "train"]

@@ -14,7 +14,10 @@ Inputs of :meth:`ClickDecoder.forward` (B prompts; the image batch is B or 1):
   padded calls are what the weights were trained on;
 - ``mask_logits`` (B, 1, 256, 256): the previous low-resolution logits (the box-only mask for the first click).
 
-Outputs: logits (B, 1, 256, 256) and IoU estimates (B, 1).
+Outputs: logits (B, 1, 256, 256) and IoU estimates (B, 1). The logits are the decoder's own, the next click's mask
+prompt. A path with a :class:`~.mask_refiner.MaskRefiner` redraws the mask that is shown from them
+(:meth:`ClickDecoder.shown_logits`, given the encoder's input image (B or 1, 3, 256, 256) in [0, 1]); the chain
+of clicks never sees the refined logits, so it is the same with and without a refiner.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from torch import nn
 
 from ..model_files import InvalidCheckpointError
 from .mask_decoder import MaskDecoder
+from .mask_refiner import MaskRefiner
 from .prompt_encoder import PromptEncoder
 from .single_mask import predict_single_mask
 
@@ -38,10 +42,13 @@ CLICK_ARCH = "click_decoder"
 class ClickDecoder(nn.Module):
     """Box + clicks + previous mask logits -> mask logits (see the module docstring for shapes and frames)."""
 
-    def __init__(self, prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder) -> None:
+    def __init__(
+        self, prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder, refiner: MaskRefiner | None = None
+    ) -> None:
         super().__init__()
         self.prompt_encoder = prompt_encoder
         self.mask_decoder = mask_decoder
+        self.refiner = refiner
 
     @classmethod
     def from_model(cls, model: nn.Module) -> ClickDecoder:
@@ -71,6 +78,17 @@ class ClickDecoder(nn.Module):
             dense.to(dtype),
         )  # fmt: skip
 
+    def shown_logits(
+        self, image: torch.Tensor | None, logits: torch.Tensor, points: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
+        """The logits whose mask is shown: ``logits`` (B, 1, 256, 256) redrawn by the refiner from ``image`` and
+        the (padded) clicks, or ``logits`` themselves for a path without one."""
+        if self.refiner is None:
+            return logits
+        if image is None:
+            raise ValueError("this click path refines with the image: pass image (B or 1, 3, 256, 256)")
+        return self.refiner(image, logits, points, labels)
+
     def fuse(self) -> ClickDecoder:
         """For inference: the grid encoding computed once (the decoder keeps SAM's forward: mask prompts vary)."""
         self.prompt_encoder.fuse()
@@ -87,11 +105,19 @@ def pad_points(points: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor
     return points, labels
 
 
-def build_click_decoder() -> ClickDecoder:
-    """An untrained click path with LiteMedSAM's prompt encoder and mask decoder shapes."""
+def build_click_decoder(refiner_width: int = 0) -> ClickDecoder:
+    """An untrained click path with LiteMedSAM's prompt encoder and mask decoder shapes (and, with a
+    ``refiner_width``, a :class:`~.mask_refiner.MaskRefiner` of that width)."""
     from .registry import build_mask_decoder, build_prompt_encoder
 
-    return ClickDecoder(build_prompt_encoder(), build_mask_decoder())
+    refiner = MaskRefiner(refiner_width) if refiner_width else None
+    return ClickDecoder(build_prompt_encoder(), build_mask_decoder(), refiner)
+
+
+def saved_refiner_width(state: dict[str, torch.Tensor]) -> int:
+    """The refiner width a click state dict was saved with (0: none)."""
+    head = state.get("refiner.head.weight")
+    return 0 if head is None else int(head.shape[1])
 
 
 def load_click_decoder(path: Path) -> ClickDecoder:
@@ -105,6 +131,6 @@ def load_click_decoder(path: Path) -> ClickDecoder:
         raise InvalidCheckpointError(f"{path.name} is not a click-path checkpoint")
     if int(config.get("max_points", MAX_POINTS)) != MAX_POINTS:
         raise InvalidCheckpointError(f"{path.name} was trained with {config.get('max_points')} point slots")
-    net = build_click_decoder()
+    net = build_click_decoder(saved_refiner_width(obj["model"]))
     load_state_into(net, {k: v.float() for k, v in obj["model"].items()}, path.name)
     return net.fuse()

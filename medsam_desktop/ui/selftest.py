@@ -173,7 +173,7 @@ def run_self_test() -> SelfTestResult:
 def _one_click(predictor: object, image: np.ndarray, box: tuple[float, float, float, float]) -> tuple[str, float]:
     """A positive click at the box centre through the shipped click path: (its name, seconds of the decode)."""
     from ..core.backends.clicks import load_click_backend
-    from ..core.inference.clicks import ClickPoint, ClickRefiner
+    from ..core.inference.clicks import ClickPoint, ClickRefiner, model_image
     from ..model_files import STUDENT_NAME, weights_for
 
     try:
@@ -182,8 +182,9 @@ def _one_click(predictor: object, image: np.ndarray, box: tuple[float, float, fl
         first = predictor.decode(emb, np.array(box))  # type: ignore[attr-defined]
         name = refiner.backend.name
         point = [ClickPoint((box[0] + box[2]) / 2, (box[1] + box[3]) / 2, True)]
+        slice_image = model_image(image) if refiner.needs_image else None
         t = time.perf_counter()
-        after = refiner.refine(emb, np.array(box), point, first.logits[0])
+        after = refiner.refine(emb, np.array(box), point, first.logits[0], slice_image)
         seconds = time.perf_counter() - t
     except Exception as exc:
         raise SelfTestError(f"self-test FAILED: the click path did not run ({_one_line(exc)})") from exc

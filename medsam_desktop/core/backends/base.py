@@ -107,6 +107,17 @@ def single_threaded_numpy_blas() -> None:
     _blas_limit = threadpool_limits(limits=1, user_api="blas")
 
 
+def refiner_input(image: np.ndarray | None) -> np.ndarray:
+    """A click path refiner's image: the (256, 256, 3) uint8 model-frame slice (``preprocess_uint8``) -> (1, 3,
+    256, 256) float32 in [0, 1], as training's ``model_input`` makes it. ValueError when there is none."""
+    if image is None:
+        raise ValueError("this click path refines with the image: pass the slice's model-frame image")
+    arr = np.asarray(image)
+    if arr.shape != (256, 256, 3) or arr.dtype != np.uint8:
+        raise ValueError(f"the refiner's image is (256, 256, 3) uint8, not {arr.shape} {arr.dtype}")
+    return np.ascontiguousarray(arr.transpose(2, 0, 1)[None], np.float32) / np.float32(255.0)
+
+
 def pad_clicks(points: np.ndarray, labels: np.ndarray, slots: int) -> tuple[np.ndarray, np.ndarray]:
     """(P, 2) points and (P,) labels -> the last ``slots`` of them as (1, slots, 2), (1, slots) float32, padded
     with label -1 (an unused slot)."""

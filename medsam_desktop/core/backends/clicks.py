@@ -4,8 +4,11 @@ Its weights are separate from the box-only decoder's (``models/x.clicks.pt``, ca
 the shipped OpenVINO IR ``models/x.openvino/clicks.xml``, card naming the same), so a box without clicks is
 decoded exactly as before. Frames: the 256 model frame (``model.click_decoder``). ``decode_clicks``:
 embedding (1, 256, 64, 64), box (4,), points (P, 2) as (x, y), labels (P,) 1 positive / 0 negative, mask_logits
-(256, 256) -> logits (256, 256), iou. The networks take a fixed number of point slots (``slots``): the last
-``slots`` clicks are given, the rest padded with label -1, as in training. Nothing here imports torch.
+(256, 256) and, for a path with a pixel refiner (``needs_image``), the slice's (256, 256, 3) uint8 model-frame
+image -> logits (256, 256) (the decoder's own: the next click's mask prompt), iou, and the shown logits (256, 256):
+the refiner's redrawing of the mask, or the logits themselves for a path without a refiner. The networks take a
+fixed number of point slots (``slots``): the last ``slots`` clicks are given, the rest padded with label -1, as in
+training. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 
 from ...model_files import InvalidCheckpointError, tied_to, weights_sha256
 from ...text import exception_line
-from .base import INT8_DECODER_HINT, pad_clicks, single_threaded_numpy_blas
+from .base import INT8_DECODER_HINT, pad_clicks, refiner_input, single_threaded_numpy_blas
 from .shipped import shipped_network, verify_network
 
 log = logging.getLogger(__name__)
@@ -37,10 +40,12 @@ class ClicksUnavailable(RuntimeError):
 class ClickBackend(Protocol):
     name: str
     slots: int
+    needs_image: bool
 
     def decode_clicks(
-        self, embedding: np.ndarray, box: np.ndarray, points: np.ndarray, labels: np.ndarray, mask_logits: np.ndarray
-    ) -> tuple[np.ndarray, float]: ...
+        self, embedding: np.ndarray, box: np.ndarray, points: np.ndarray, labels: np.ndarray, mask_logits: np.ndarray,
+        image: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, float, np.ndarray]: ...  # fmt: skip
 
 
 def click_weights_path(weights: Path) -> Path:
@@ -68,6 +73,7 @@ class OpenVinoClickBackend:
             config["INFERENCE_NUM_THREADS"] = threads
         model = core.read_model(str(xml))
         self.slots = int(model.input("points").get_partial_shape()[1].get_length())
+        self.needs_image = any("image" in port.get_names() for port in model.inputs)
         try:
             compiled = core.compile_model(model, "CPU", {**config, **DECODER_CONFIG})
         except RuntimeError:  # an OpenVINO that does not know the decoder settings
@@ -78,8 +84,9 @@ class OpenVinoClickBackend:
         self._lock = threading.Lock()
 
     def decode_clicks(
-        self, embedding: np.ndarray, box: np.ndarray, points: np.ndarray, labels: np.ndarray, mask_logits: np.ndarray
-    ) -> tuple[np.ndarray, float]:
+        self, embedding: np.ndarray, box: np.ndarray, points: np.ndarray, labels: np.ndarray, mask_logits: np.ndarray,
+        image: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, float, np.ndarray]:  # fmt: skip
         p, lab = pad_clicks(points, labels, self.slots)
         inputs = {
             "embedding": np.ascontiguousarray(embedding, np.float32).reshape(1, 256, 64, 64),
@@ -88,9 +95,13 @@ class OpenVinoClickBackend:
             "labels": lab,
             "mask_logits": np.ascontiguousarray(mask_logits, np.float32).reshape(1, 1, 256, 256),
         }
+        if self.needs_image:
+            inputs["image"] = refiner_input(image)
         with self._lock:
             out = self._request.infer(inputs)
-            return np.array(out["logits"]).reshape(256, 256), float(np.asarray(out["iou"]).reshape(-1)[0])
+            logits = np.array(out["logits"]).reshape(256, 256)
+            shown = np.array(out["shown"]).reshape(256, 256) if self.needs_image else logits
+            return logits, float(np.asarray(out["iou"]).reshape(-1)[0]), shown
 
 
 def _verified_click_weights(weights: Path) -> Path:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import check_threads, pad_clicks, single_threaded_numpy_blas
+from .base import check_threads, pad_clicks, refiner_input, single_threaded_numpy_blas
 
 
 class TorchClickBackend:
@@ -23,6 +23,7 @@ class TorchClickBackend:
         self._torch = torch
         self.decoder = decoder.fuse()  # type: ignore[attr-defined]
         self.slots = MAX_POINTS
+        self.needs_image = self.decoder.refiner is not None
         self.name = "clicks+torch"
         self._lock = threading.Lock()
 
@@ -33,10 +34,12 @@ class TorchClickBackend:
         return cls(load_click_decoder(path), threads)
 
     def decode_clicks(
-        self, embedding: np.ndarray, box: np.ndarray, points: np.ndarray, labels: np.ndarray, mask_logits: np.ndarray
-    ) -> tuple[np.ndarray, float]:
+        self, embedding: np.ndarray, box: np.ndarray, points: np.ndarray, labels: np.ndarray, mask_logits: np.ndarray,
+        image: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, float, np.ndarray]:  # fmt: skip
         torch = self._torch
         p, lab = pad_clicks(points, labels, self.slots)
+        shown_image = torch.from_numpy(refiner_input(image)) if self.needs_image else None
         args = (
             torch.from_numpy(np.ascontiguousarray(embedding, np.float32).reshape(1, 256, 64, 64)),
             torch.from_numpy(np.asarray(box, np.float32).reshape(1, 4)),
@@ -46,4 +49,5 @@ class TorchClickBackend:
         )
         with self._lock, torch.inference_mode():
             logits, iou = self.decoder(*args)
-        return logits[0, 0].numpy().copy(), float(iou[0, 0])
+            shown = self.decoder.shown_logits(shown_image, logits, args[2], args[3])
+        return logits[0, 0].numpy().copy(), float(iou[0, 0]), shown[0, 0].numpy().copy()

@@ -30,7 +30,7 @@ import numpy as np
 from ..inference.boxes import box_from_model
 from ..inference.cache import EmbeddingCache
 from ..inference.challenge import usable_objects
-from ..inference.clicks import ClickPoint, ClickRefiner
+from ..inference.clicks import ClickPoint, ClickRefiner, model_image
 from ..inference.predictor import Predictor
 from ..inference.propagation import Box3D, propagate_boxes, slice_prompt
 from .clicks import largest_error_slice, next_click
@@ -115,6 +115,7 @@ def clicks_2d(
     points: dict[int, list[ClickPoint]] = {v: [] for v in masks}
     segs = _compose(gts.shape, masks, dtype)
     _score(curve, segs, gts, None)
+    slice_image = model_image(image) if clicks and refiner.needs_image else None
     for _ in range(clicks):
         for i in usable:
             v = i + 1
@@ -122,7 +123,7 @@ def clicks_2d(
             if c is None:
                 continue
             points[v].append(c)
-            pred = refiner.refine(emb, boxes[i], points[v], logits[v])
+            pred = refiner.refine(emb, boxes[i], points[v], logits[v], slice_image)
             masks[v], logits[v] = pred.masks[0], pred.logits[0]
         segs = _compose(gts.shape, masks, dtype)
         _score(curve, segs, gts, None)
@@ -157,6 +158,7 @@ def clicks_3d(
     cached = Predictor(predictor.backend, EmbeddingCache(CLICK_CACHE_BYTES, fp16=False))
     masks = {v: segs == v for v in values}
     state: dict[int, dict[int, _SliceState]] = {v: {} for v in values}
+    images: dict[int, np.ndarray | None] = {}  # model-frame slices for a refining click path, made once each
     for _ in range(clicks):
         for i in usable:
             v = i + 1
@@ -178,7 +180,9 @@ def clicks_3d(
                 st = state[v][z] = _SliceState(box_from_model(prompt, emb.frame.original_size), np.zeros(0))
                 st.logits = predictor.decode_model_boxes(emb, prompt[None]).logits[0]
             st.points.append(c)
-            pred = refiner.refine(emb, st.box, st.points, st.logits)
+            if z not in images:
+                images[z] = model_image(volume[z]) if refiner.needs_image else None
+            pred = refiner.refine(emb, st.box, st.points, st.logits, images[z])
             st.logits = pred.logits[0]
             # the slices propagated through z (away from the box's start slice) are re-run from the corrected
             # slice; those between the start and z never depended on z and stay

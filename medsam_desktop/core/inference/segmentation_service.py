@@ -24,7 +24,7 @@ from ..backends import InferenceBackend
 from ..backends.base import apply_torch_threads
 from ..backends.clicks import ClickBackend
 from .cache import EmbeddingCache
-from .clicks import ClickPoint, ClickRefiner
+from .clicks import ClickPoint, ClickRefiner, model_image
 from .model_input import ModelInput
 from .predictor import Embedding, Predictor
 from .propagation import PropagationCancelled, propagate_boxes
@@ -43,6 +43,7 @@ class ClickChain:
 
     key: Hashable
     steps: list[tuple[tuple[ClickPoint, ...], np.ndarray, np.ndarray]]
+    image: np.ndarray | None = None  # the slice's model-frame image, for a click path that refines with it
 
     def reuse(self, points: tuple[ClickPoint, ...]) -> None:
         """Keep the longest prefix of steps whose clicks begin ``points``."""
@@ -227,8 +228,11 @@ class SegmentationService:
             self._chain = ClickChain(key, [((), first.logits[0], first.masks[0])])
         wanted = tuple(points)
         self._chain.reuse(wanted)
+        if len(wanted) >= len(self._chain.steps) and self._chain.image is None and self._refiner.needs_image:
+            stack = self._input_for(orientation)
+            self._chain.image = model_image(stack[index], stack.pixel_spacing)
         for k in range(len(self._chain.steps), len(wanted) + 1):
-            pred = self._refiner.refine(emb, box, list(wanted[:k]), self._chain.steps[-1][1])
+            pred = self._refiner.refine(emb, box, list(wanted[:k]), self._chain.steps[-1][1], self._chain.image)
             self._chain.steps.append((wanted[:k], pred.logits[0], pred.masks[0]))
         return self._chain.steps[len(wanted)][2]
 
