@@ -44,7 +44,7 @@ def test_windows_are_cut_from_the_frozen_paths_protocol(random_weights: Path) ->
     w = train_refiner.make_windows(net, BoxOnly(student), [s], masks=4, draws=2, seed=0)
     c = train_refiner.CROP
     assert len(w) == 4 and w.image.shape == (4, 3, c, c) and w.logits.shape == (4, 1, c, c)
-    assert w.points.shape == (4, 8, 2) and w.labels.shape == (4, 8) and list(w.area) == [150, 150, 21600, 21600]
+    assert w.points.shape == (4, 8, 2) and w.labels.shape == (4, 8) and w.area.tolist() == [150, 150, 21600, 21600]
     for k in range(4):  # each window's target is its object's crop, and its image the slice's same crop
         obj = masks[0] if w.area[k] == 150 else masks[1]
         hits = [

@@ -168,6 +168,8 @@ def test_a_refining_click_path_gets_the_slice_image_once_and_shows_its_redrawn_m
     one = service.refine(predictor, "axial", 2, box, [p1])
     two = service.refine(predictor, "axial", 2, box, [p1, p2])
     assert clicks.calls == 2 and len(clicks.images) == 2 and clicks.images[0] is clicks.images[1]  # made once
+    service.refine(predictor, "axial", 2, box + 1, [p1])  # another box on the same slice: the same image again
+    assert clicks.images[2] is clicks.images[0]
     stack = service._input_for("axial")
     assert np.array_equal(clicks.images[0], model_image(stack[2], stack.pixel_spacing))
     raw_one, _, shown_one = clicks.outputs[0]

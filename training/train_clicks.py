@@ -20,6 +20,7 @@ import logging
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,16 +129,17 @@ def clicks_for(
     return out
 
 
-def run_clicks(
+def click_rounds(
     net: ClickDecoder, emb: torch.Tensor, boxes: torch.Tensor, start: torch.Tensor, targets: np.ndarray,
     content: list[tuple[int, int]], rounds: int, image: torch.Tensor | None = None,
-) -> list[torch.Tensor]:  # fmt: skip
-    """Logits (B, 1, 256, 256) after each of ``rounds`` clicks, each click from the previous round's error. With
-    ``image`` (a path with a refiner), the shown logits (:meth:`ClickDecoder.shown_logits`): the clicks are then
-    placed on the shown mask's error, as a user places them, and the decoder's own logits stay the mask prompt."""
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:  # fmt: skip
+    """Per round of ``rounds``: (logits shown (B, 1, 256, 256), padded points (B, MAX_POINTS, 2), labels (B,
+    MAX_POINTS)), each click from the error of the mask shown before it. Shown = the decoder's logits, or with
+    ``image`` (a path with a refiner) their redrawing (:meth:`ClickDecoder.shown_logits`); the decoder's own logits
+    stay the next round's mask prompt."""
     pts = torch.zeros(len(boxes), 0, 2)
     labs = torch.zeros(len(boxes), 0)
-    prev, shown, outs = start, start, []
+    prev, shown = start, start
     for _ in range(rounds):
         c = torch.tensor(clicks_for(shown.detach().float(), targets, content))
         pts = torch.cat([pts, c[:, None, :2]], dim=1)
@@ -145,9 +147,16 @@ def run_clicks(
         p, lab = pad_points(pts, labs)
         logits, _ = net(emb, boxes, p, lab, prev.detach())
         shown = logits if image is None else net.shown_logits(image, logits, p, lab)
-        outs.append(shown)
+        yield shown, p, lab
         prev = logits
-    return outs
+
+
+def run_clicks(
+    net: ClickDecoder, emb: torch.Tensor, boxes: torch.Tensor, start: torch.Tensor, targets: np.ndarray,
+    content: list[tuple[int, int]], rounds: int, image: torch.Tensor | None = None,
+) -> list[torch.Tensor]:  # fmt: skip
+    """The shown logits (B, 1, 256, 256) after each of ``rounds`` clicks (:func:`click_rounds`)."""
+    return [shown for shown, _, _ in click_rounds(net, emb, boxes, start, targets, content, rounds, image)]
 
 
 class ClickRounds(nn.Module):
@@ -230,35 +239,29 @@ def sample_batch(
     return torch.stack(embs), torch.stack(boxes), np.stack(targets), content
 
 
-def object_curves(
-    net: ClickDecoder, box_only: BoxOnly, slices: list[Slice], masks_per_slice: int = 3, seed: int = 0,
-    tight: bool = False,
-) -> np.ndarray:  # fmt: skip
-    """The 5-click protocol on the first ``masks_per_slice`` masks of every slice (fixed boxes: seeded perturbed
-    ones, or with ``tight`` the tight bboxes): (objects, 1 + EVAL_CLICKS) DSC after the box and each click."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    net.eval()
-    with torch.no_grad():
-        for s in slices:
-            for m in s.masks[:masks_per_slice]:
-                emb = torch.from_numpy(s.embedding.astype(np.float32))[None]
-                box = torch.from_numpy(start_box(m, rng, s.h, s.w, 1.0 if tight else 0.0))[None]
-                start = box_only(emb, box)
-                image = image_batch([s]) if net.refiner is not None else None
-                outs = run_clicks(net, emb, box, start, m[None], [(s.h, s.w)], EVAL_CLICKS, image)
-                rows.append([dsc(o, m[None], [(s.h, s.w)])[0] for o in (start, *outs)])
-    net.train()
-    return np.array(rows, np.float64).reshape(-1, 1 + EVAL_CLICKS)
-
-
 def validate(
     net: ClickDecoder, box_only: BoxOnly, val: list[Slice], masks_per_slice: int = 3, seed: int = 0,
     tight: bool = False,
 ) -> tuple[float, list[float]]:  # fmt: skip
-    """:func:`object_curves` on the validation slices: (1 - mean DSC over clicks 1..5, mean DSC after the box and
-    after each click)."""
-    means = [float(v) for v in object_curves(net, box_only, val, masks_per_slice, seed, tight).mean(axis=0)]
+    """The 5-click protocol on the first ``masks_per_slice`` masks of every validation slice (fixed boxes: seeded
+    perturbed ones, or with ``tight`` the tight bboxes; a path with a refiner is scored on the masks it shows):
+    (1 - mean DSC over clicks 1..5, mean DSC after the box and after each click)."""
+    rng = np.random.default_rng(seed)
+    per_click: list[list[float]] = [[] for _ in range(EVAL_CLICKS + 1)]
+    net.eval()
+    with torch.no_grad():
+        for s in val:
+            for m in s.masks[:masks_per_slice]:
+                emb = torch.from_numpy(s.embedding.astype(np.float32))[None]
+                box = torch.from_numpy(start_box(m, rng, s.h, s.w, 1.0 if tight else 0.0))[None]
+                start = box_only(emb, box)
+                per_click[0] += dsc(start, m[None], [(s.h, s.w)])
+                image = image_batch([s]) if net.refiner is not None else None
+                outs = run_clicks(net, emb, box, start, m[None], [(s.h, s.w)], EVAL_CLICKS, image)
+                for k, o in enumerate(outs, 1):
+                    per_click[k] += dsc(o, m[None], [(s.h, s.w)])
+    net.train()
+    means = [float(np.mean(v)) for v in per_click]
     return 1.0 - float(np.mean(means[1:])), means
 
 

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from medsam_desktop.model.click_decoder import CLICK_ARCH, MAX_POINTS, ClickDecoder, load_click_decoder, pad_points
+from medsam_desktop.model.click_decoder import CLICK_ARCH, MAX_POINTS, ClickDecoder, load_click_decoder
 from medsam_desktop.model.mask_refiner import MaskRefiner
-from training.train_clicks import EVAL_CLICKS, BoxOnly, Slice, bce_dice, clicks_for, load_slices, start_box
+from training.train_clicks import EVAL_CLICKS, BoxOnly, Slice, bce_dice, click_rounds, load_slices, start_box
 from training.trainer import CsvLog, Trainer, cosine_lr
 
 log = logging.getLogger("train_refiner")
@@ -50,7 +50,7 @@ class Windows:
     points: torch.Tensor
     labels: torch.Tensor
     targets: torch.Tensor
-    area: np.ndarray
+    area: torch.Tensor
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -90,14 +90,8 @@ def make_windows(
             boxes = torch.from_numpy(np.stack([start_box(m, rng, s.h, s.w, 1.0) for m in ms]))
             content = [(s.h, s.w)] * len(ms)
             prev = box_only(emb.expand(len(ms), -1, -1, -1), boxes)
-            pts, labs = torch.zeros(len(ms), 0, 2), torch.zeros(len(ms), 0)
-            outs = []
-            for _ in range(EVAL_CLICKS):  # as train_clicks.run_clicks, keeping each round's clicks
-                c = torch.tensor(clicks_for(prev, ms, content))
-                pts, labs = torch.cat([pts, c[:, None, :2]], 1), torch.cat([labs, c[:, None, 2]], 1)
-                p, lab = pad_points(pts, labs)
-                prev, _ = net(emb, boxes, p, lab, prev)
-                outs.append((prev.numpy(), p.numpy(), lab.numpy()))
+            rounds = click_rounds(net, emb, boxes, prev, ms, content, EVAL_CLICKS)
+            outs = [(lg.numpy(), p.numpy(), lab.numpy()) for lg, p, lab in rounds]
             chw = s.image.transpose(2, 0, 1)
             for b, m in enumerate(ms):
                 for k in rng.choice(EVAL_CLICKS, size=min(draws, EVAL_CLICKS), replace=False):
@@ -112,7 +106,7 @@ def make_windows(
                     n += 1
             if done % 200 == 0:
                 log.info("windows: %d / %d slices", done, len(slices))
-    return Windows(*(torch.from_numpy(a[:n]) for a in (image, logits, points, labels, targets)), area[:n])
+    return Windows(*(torch.from_numpy(a[:n]) for a in (image, logits, points, labels, targets, area)))
 
 
 def balanced_subset(slices: list[Slice], per_modality: int, rng: np.random.Generator) -> list[Slice]:
@@ -178,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     cache = args.out / "windows.pt"
     args.out.mkdir(parents=True, exist_ok=True)
     if cache.is_file():
-        train, val = (Windows(**d) for d in torch.load(cache, weights_only=False))
+        train, val = (Windows(**d) for d in torch.load(cache, weights_only=True))
     else:
         t0 = time.time()
         pick = balanced_subset([s for s in slices if s.split == "train"], args.per_modality, np.random.default_rng(0))
@@ -192,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     del slices
     log.info("%d training windows, %d validation windows", len(train), len(val))
     base = window_dsc(None, val)
-    small = val.area < 100
+    small = (val.area < 100).numpy()
     log.info("decoder alone: window DSC %.4f (objects < 100 px: %.4f)", base.mean(), base[small].mean())
 
     net.refiner = MaskRefiner(args.width)

@@ -72,7 +72,7 @@ class ClickRefiner:
     @property
     def needs_image(self) -> bool:
         """Whether :meth:`refine` needs the slice's :func:`model_image` (loads the backend)."""
-        return bool(getattr(self.backend, "needs_image", False))
+        return bool(self.backend.needs_image)
 
     def refine(
         self, embedding: Embedding, box: np.ndarray, points: Sequence[ClickPoint], previous_logits: np.ndarray,

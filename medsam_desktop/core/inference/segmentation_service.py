@@ -43,7 +43,8 @@ class ClickChain:
 
     key: Hashable
     steps: list[tuple[tuple[ClickPoint, ...], np.ndarray, np.ndarray]]
-    image: np.ndarray | None = None  # the slice's model-frame image, for a click path that refines with it
+    image: np.ndarray | None = None  # the slice's model-frame image, for a click path that refines with it (kept
+    # for the next box on the same slice: made once per slice, not once per box)
 
     def reuse(self, points: tuple[ClickPoint, ...]) -> None:
         """Keep the longest prefix of steps whose clicks begin ``points``."""
@@ -225,7 +226,9 @@ class SegmentationService:
         key = (self.stack_key(orientation), index, tuple(float(v) for v in box))
         if self._chain is None or self._chain.key != key:
             first = predictor.decode(emb, box)
-            self._chain = ClickChain(key, [((), first.logits[0], first.masks[0])])
+            same_slice = self._chain is not None and self._chain.key[:2] == key[:2]
+            image = self._chain.image if same_slice else None  # type: ignore[union-attr]
+            self._chain = ClickChain(key, [((), first.logits[0], first.masks[0])], image)
         wanted = tuple(points)
         self._chain.reuse(wanted)
         if len(wanted) >= len(self._chain.steps) and self._chain.image is None and self._refiner.needs_image:
