@@ -2,8 +2,11 @@
 
 The slice is encoded once and its box decoded (the box-only path); then each measured call is what the worker
 does for a new click: ``ClickRefiner.refine`` (the click path's decode with every click so far and the previous
-logits, then the mask upsampled to the 512x512 slice). ``default`` is exactly the app's click path (the shipped
-OpenVINO IR); ``torch`` is the source install's fallback. Both run in one process, interleaved.
+logits, the pixel refiner in its window around the mask and the clicks, then the mask upsampled to the 512x512
+slice). Two objects, because the refiner's window grows with the object: an **organ** (the synthetic CT's liver,
+about 180x170 px) and a **cell**-sized one (a 14x14 px box on the same slice). ``default`` is exactly the app's
+click path (the shipped OpenVINO IRs); ``torch`` is the source install's fallback. All run in one process,
+interleaved.
 
     .venv/bin/python benchmarks/click_latency.py [--threads 2] [--repeats 40]
 """
@@ -39,28 +42,35 @@ def main(argv: list[str] | None = None) -> int:
     weights = weights_for(default_model_name())
     refiners = {name: ClickRefiner(lambda r=runtime: load_click_backend(weights, args.threads, r))
                 for name, runtime in (("default", "default"), ("torch", "torch"))}  # fmt: skip
-    box = np.asarray(boxes3d[0][[0, 1, 3, 4]], np.float64)
+    organ = np.asarray(boxes3d[0][[0, 1, 3, 4]], np.float64)
+    cy, cx = (organ[1] + organ[3]) / 2, (organ[0] + organ[2]) / 2
+    boxes = {"organ": organ, "cell": np.array([cx - 7, cy - 7, cx + 7, cy + 7])}
     emb = predictor.encode(image)
-    start = predictor.decode(emb, box).logits[0]
+    starts = {obj: predictor.decode(emb, box).logits[0] for obj, box in boxes.items()}
     rng = np.random.default_rng(0)
-    samples: dict[str, list[float]] = {k: [] for k in refiners}
+    samples: dict[tuple[str, str], list[float]] = {(obj, k): [] for obj in boxes for k in refiners}
     images = {name: model_image(image) if r.needs_image else None for name, r in refiners.items()}  # once a slice
     for name, r in refiners.items():
         print(f"{name}: {r.backend.name}")
     for i in range(args.repeats + 3):
         n = 1 + i % 5  # 1..5 clicks so far, as in the protocol
-        x = rng.uniform(box[0], box[2], n)
-        y = rng.uniform(box[1], box[3], n)
-        points = [ClickPoint(float(a), float(b), bool(k % 2 == 0)) for k, (a, b) in enumerate(zip(x, y))]
-        for name, r in refiners.items():
-            seconds = timed(lambda r=r, points=points, im=images[name]: r.refine(emb, box, points, start, im))
-            if i >= 3:
-                samples[name].append(seconds)
+        for obj, box in boxes.items():
+            x = rng.uniform(box[0], box[2], n)
+            y = rng.uniform(box[1], box[3], n)
+            points = [ClickPoint(float(a), float(b), bool(k % 2 == 0)) for k, (a, b) in enumerate(zip(x, y))]
+            for name, r in refiners.items():
+
+                def click(r=r, box=box, points=points, start=starts[obj], im=images[name]) -> object:
+                    return r.refine(emb, box, points, start, im)
+
+                seconds = timed(click)
+                if i >= 3:
+                    samples[obj, name].append(seconds)
     print(machine_line(args.threads))
-    print("| click path | p50 ms | p95 ms |")
-    print("|---|---:|---:|")
-    for name, values in samples.items():
-        print(f"| {name} ({refiners[name].backend.name}) | {percentile_ms(values, 50):.1f} | "
+    print("| object | click path | p50 ms | p95 ms |")
+    print("|---|---|---:|---:|")
+    for (obj, name), values in samples.items():
+        print(f"| {obj} | {name} ({refiners[name].backend.name}) | {percentile_ms(values, 50):.1f} | "
               f"{percentile_ms(values, 95):.1f} |")  # fmt: skip
     return 0
 

@@ -189,3 +189,45 @@ def test_shipped_box_masks_are_bit_for_bit_unchanged_by_the_click_path() -> None
     assert refiner.backend.name.startswith("clicks+openvino")
     assert np.array_equal(before.logits, again.logits) and np.array_equal(before.masks, again.masks)
     assert after_click.masks[0].any()
+
+
+def test_a_refining_path_ships_its_refiner_beside_the_click_network(random_weights: Path, tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    from medsam_desktop.model.click_decoder import build_click_decoder
+    from training import export_clicks
+
+    weights = tmp_path / random_weights.name
+    shutil.copy(random_weights, weights)
+    torch.manual_seed(2)
+    net = build_click_decoder(refiner_width=6)
+    net.load_state_dict({**ClickDecoder.from_model(load_checkpoint(weights)).state_dict(),
+                         **{k: v for k, v in net.state_dict().items() if k.startswith("refiner.")}})  # fmt: skip
+    with torch.no_grad():
+        net.refiner.head.weight.normal_()
+    ckpt = tmp_path / "best.pt"
+    save_checkpoint(net, ckpt, CLICK_ARCH, {"student_sha256": sha256_of(weights), "max_points": MAX_POINTS,
+                                            "refiner": 6, "step": 3, "val_1_minus_window_dsc": 0.1})  # fmt: skip
+    assert export_clicks.main(["--checkpoint", str(ckpt), "--weights", str(weights), "--threads", "1"]) == 0
+    folder = runtime_folder(weights)
+    shipped = {f"{stem}{suffix}" for stem in (CLICKS_STEM, "refiner") for suffix in (".xml", ".bin", ".md")}
+    assert {p.name for p in folder.iterdir()} == shipped
+    backend = load_click_backend(weights, threads=1)
+    assert backend.name.startswith("clicks+openvino") and backend.name.endswith("+refiner") and backend.needs_image
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    args = (rng.normal(0, 0.1, (1, 256, 64, 64)).astype(np.float32), np.array([30, 40, 150, 160], np.float32),
+            np.array([[90, 100], [40, 60]], np.float32), np.array([1, 0], np.float32),
+            rng.normal(0, 3, (256, 256)).astype(np.float32), image)  # fmt: skip
+    logits, _, shown = backend.decode_clicks(*args)
+    _, _, ref_shown = load_click_backend(weights, threads=1, runtime="torch").decode_clicks(*args)
+    assert not np.array_equal(shown, logits)  # the refiner redrew the mask
+    assert np.mean((shown > 0) != (ref_shown > 0)) < 1e-3  # fp16 storage, f32 or bf16 compute
+    (folder / "refiner.bin").write_bytes(b"\0" * 16)  # damaged: the torch path (with its refiner) takes over
+    assert load_click_backend(weights, threads=1).name == "clicks+torch"
+    for suffix in (".xml", ".bin", ".md"):  # missing: never the click network without the refiner its card names
+        (folder / f"refiner{suffix}").unlink()
+    assert load_click_backend(weights, threads=1).name == "clicks+torch"
+    with pytest.raises(ClicksUnavailable, match=r"refiner\.xml\) is missing"):
+        from medsam_desktop.core.backends.clicks import _verified_refiner
+
+        _verified_refiner(folder / f"{CLICKS_STEM}.xml", weights, sha256_of(weights))

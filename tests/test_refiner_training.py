@@ -56,3 +56,15 @@ def test_windows_are_cut_from_the_frozen_paths_protocol(random_weights: Path) ->
     assert (w.labels[:, 0] >= 0).all() and (w.labels[:, 5:] == -1).all()  # 1-5 clicks, the other slots unused
     dsc = train_refiner.window_dsc(None, w)
     assert dsc.shape == (4,) and ((dsc >= 0) & (dsc <= 1)).all()
+
+
+def test_a_slice_gives_its_first_objects_or_a_seeded_draw_of_them() -> None:
+    rng = np.random.default_rng(0)
+    assert train_refiner.slice_objects(3, 4, "random", rng).tolist() == [0, 1, 2]  # all of them, no draw spent
+    assert rng.bit_generator.state == np.random.default_rng(0).bit_generator.state
+    assert train_refiner.slice_objects(10, 4, "first", rng).tolist() == [0, 1, 2, 3]
+    drawn = train_refiner.slice_objects(40, 12, "random", rng)
+    assert len(set(drawn.tolist())) == 12 and (np.diff(drawn) > 0).all() and drawn.max() < 40
+    assert drawn.tolist() != list(range(12))
+    again = train_refiner.slice_objects(40, 12, "random", np.random.default_rng(0))
+    assert again.tolist() == train_refiner.slice_objects(40, 12, "random", np.random.default_rng(0)).tolist()

@@ -22,7 +22,7 @@ from medsam_desktop.core.backends import (
     describe,
     load_backend,
 )
-from medsam_desktop.core.backends.clicks import CLICKS_STEM
+from medsam_desktop.core.backends.clicks import CLICKS_STEM, REFINER_STEM
 from medsam_desktop.core.backends.cpu import cpu_class
 from medsam_desktop.core.backends.loader import SHIPPED_DEFAULTS
 from medsam_desktop.core.backends.shipped import SHIPPED_STEMS, ShippedFilesUnavailable, shipped_files
@@ -198,7 +198,7 @@ def test_without_torch_other_requests_run_the_shipped_default(models_copy: Path)
 def test_the_packaged_layout_counts_as_a_bundled_student(models_copy: Path) -> None:
     assert student_available() and student_checkpoint_path() is None  # card + OpenVINO files, no .pt
     stems = {p.stem for p in runtime_folder(models_copy / student_weights_path().name).glob("*.xml")}
-    assert sorted(stems) == sorted((*SHIPPED_STEMS, CLICKS_STEM))
+    assert sorted(stems) == sorted((*SHIPPED_STEMS, CLICKS_STEM, REFINER_STEM))
 
 
 def test_the_click_path_runs_without_torch(models_copy: Path) -> None:
@@ -213,9 +213,9 @@ def test_the_click_path_runs_without_torch(models_copy: Path) -> None:
             np.zeros((1, 256, 64, 64), np.float32), np.array([20, 20, 120, 120]), np.array([[60, 60]]), np.array([1]),
             np.zeros((256, 256), np.float32), image)
         assert "torch" not in sys.modules
-        print("NAME", backend.name.split("+")[:2], logits.shape)
+        print("NAME", backend.name.split("+")[:2], backend.name.endswith("+refiner"), logits.shape, shown.shape)
     """)
-    assert "NAME ['clicks', 'openvino'] (256, 256)" in proc.stdout, proc.stderr[-2000:]
+    assert "NAME ['clicks', 'openvino'] True (256, 256) (256, 256)" in proc.stdout, proc.stderr[-2000:]
 
 
 def test_default_is_a_value_of_both_options() -> None:

@@ -1,5 +1,6 @@
 """Ship a trained click path: ``models/x.clicks.pt`` (fp16 storage, card tying it to the student) and its OpenVINO
-IR ``models/x.openvino/clicks.xml`` (card as the other shipped networks), checked against torch.
+IR ``models/x.openvino/clicks.xml`` (+ ``refiner.xml`` for a path with a pixel refiner, any window size; cards as
+the other shipped networks), checked against torch.
 
     python training/export_clicks.py --checkpoint runs/clicks/best.pt [--weights models/x.pt]
 """
@@ -15,7 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from medsam_desktop.core.backends.clicks import CLICKS_STEM, STUDENT_LABEL, click_weights_path, load_click_backend
+from medsam_desktop.core.backends.clicks import (
+    CLICKS_STEM,
+    REFINER_LABEL,
+    REFINER_STEM,
+    STUDENT_LABEL,
+    click_weights_path,
+    load_click_backend,
+)
 from medsam_desktop.core.backends.export import OPSET
 from medsam_desktop.model_files import card_path, runtime_folder, sha256_of, student_weights_path
 from training.export_runtime import convert, write_card
@@ -53,25 +61,17 @@ def refiner_line(width: int) -> str:
     if not width:
         return ""
     return (
-        f" It carries a pixel refiner (`model/mask_refiner.py`, width {width}) trained by `training/train_refiner.py`"
-        " on the frozen path's own outputs: it redraws the mask shown after each click from the model-frame image,"
-        " the logits and the clicks; the next click still gets the decoder's own logits."
+        f" It carries a pixel refiner (`model/mask_refiner.py`, width {width}) trained by `training/train_refiner.py`\n"
+        "on the frozen path's own outputs: it redraws the mask shown after each click from the model-frame image, the\n"
+        "logits and the clicks, in a window around the mask and the clicks (`core/backends/refiner_window.py`; the\n"
+        "shipped IR is `refiner.xml`); the next click still gets the decoder's own logits."
     )
 
 
 def export_onnx(decoder: object, path: Path) -> None:
-    """The click network as ONNX: inputs embedding, boxes, points, labels, mask_logits (+ image for a path with a
-    refiner); outputs logits, iou (+ shown, the refiner's redrawing of the mask)."""
+    """The click network as ONNX: inputs embedding, boxes, points, labels, mask_logits; outputs logits, iou (a
+    refiner is exported on its own, :func:`export_refiner_onnx`)."""
     import torch
-
-    class WithRefiner(torch.nn.Module):
-        def __init__(self, net: torch.nn.Module) -> None:
-            super().__init__()
-            self.net = net
-
-        def forward(self, embedding, boxes, points, labels, mask_logits, image):  # type: ignore[no-untyped-def]
-            logits, iou = self.net(embedding, boxes, points, labels, mask_logits)
-            return logits, iou, self.net.shown_logits(image, logits, points, labels)
 
     from medsam_desktop.model.click_decoder import MAX_POINTS
 
@@ -82,14 +82,38 @@ def export_onnx(decoder: object, path: Path) -> None:
         torch.tensor([[1.0] + [-1.0] * (MAX_POINTS - 1)]),
         torch.zeros(1, 1, 256, 256),
     )
-    names, outputs, net = ["embedding", "boxes", "points", "labels", "mask_logits"], ["logits", "iou"], decoder
-    if decoder.refiner is not None:  # type: ignore[attr-defined]
-        inputs, names, outputs = (*inputs, torch.zeros(1, 3, 256, 256)), [*names, "image"], [*outputs, "shown"]
-        net = WithRefiner(decoder)  # type: ignore[arg-type]
+    names, outputs = ["embedding", "boxes", "points", "labels", "mask_logits"], ["logits", "iou"]
+
+    class DecoderOnly(torch.nn.Module):  # the refiner, if any, is not part of this graph
+        def __init__(self, net: torch.nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, embedding, boxes, points, labels, mask_logits):  # type: ignore[no-untyped-def]
+            return self.net(embedding, boxes, points, labels, mask_logits)
+
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes are static: the trace is what runs
         torch.onnx.export(
-            net, inputs, str(path), input_names=names, output_names=outputs, opset_version=OPSET, dynamo=False,
+            DecoderOnly(decoder), inputs, str(path), input_names=names, output_names=outputs, opset_version=OPSET,
+            dynamo=False,
+        )  # fmt: skip
+
+
+def export_refiner_onnx(refiner: object, path: Path) -> None:
+    """The pixel refiner as ONNX with any window size: image (1, 3, h, w) in [0, 1], logits (1, 1, h, w), points
+    (1, P, 2) window frame, labels (1, P) -> shown (1, 1, h, w) (``core.backends.refiner_window``)."""
+    import torch
+
+    from medsam_desktop.model.click_decoder import MAX_POINTS
+
+    inputs = (torch.zeros(1, 3, 64, 80), torch.zeros(1, 1, 64, 80), torch.full((1, MAX_POINTS, 2), 20.0),
+              torch.tensor([[1.0] + [-1.0] * (MAX_POINTS - 1)]))  # fmt: skip
+    hw = {2: "height", 3: "width"}
+    with torch.inference_mode():
+        torch.onnx.export(
+            refiner, inputs, str(path), input_names=["image", "logits", "points", "labels"], output_names=["shown"],
+            dynamic_axes={"image": hw, "logits": hw, "shown": hw}, opset_version=OPSET, dynamo=False,
         )  # fmt: skip
 
 
@@ -135,10 +159,17 @@ def main(argv: list[str] | None = None) -> int:
     folder = runtime_folder(weights)
     folder.mkdir(exist_ok=True)
     xml = folder / f"{CLICKS_STEM}.xml"
+    refiner_xml = folder / f"{REFINER_STEM}.xml"
     with tempfile.TemporaryDirectory(prefix="export-clicks-") as tmp:
         onnx = Path(tmp) / "clicks.onnx"
         export_onnx(decoder, onnx)
         convert(onnx, xml, fp16=True)
+        if decoder.refiner is not None:
+            export_refiner_onnx(decoder.refiner, Path(tmp) / "refiner.onnx")
+            convert(Path(tmp) / "refiner.onnx", refiner_xml, fp16=True)
+    if decoder.refiner is None:  # a path without one: no stale refiner of an earlier path beside it
+        for suffix in (".xml", ".bin", ".md"):
+            refiner_xml.with_suffix(suffix).unlink(missing_ok=True)
     rng = np.random.default_rng(0)
     emb = rng.normal(0, 0.1, (1, 256, 64, 64)).astype(np.float32)
     image = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8) if decoder.refiner is not None else None
@@ -148,12 +179,17 @@ def main(argv: list[str] | None = None) -> int:
     from medsam_desktop.core.backends.clicks import OpenVinoClickBackend
 
     diffs = []
+    refiner = refiner_xml if decoder.refiner is not None else None
     for precision in ("f32", "bf16"):  # bf16: the app's precision where the CPU has it natively
-        _, _, got = OpenVinoClickBackend(xml, precision=precision).decode_clicks(*args_)
+        _, _, got = OpenVinoClickBackend(xml, precision=precision, refiner=refiner).decode_clicks(*args_)
         flipped = int(((got > 0) != (ref > 0)).sum())
         diffs.append(f"{precision} {float(np.abs(got - ref).max()):.2e} ({flipped} of 65536 mask pixels differ)")
     diff = ", ".join(diffs) + " on the logits of a box + 2 clicks (fp16 storage)"
     write_card(xml, weights, student_sha, CLICKS_STEM, out.name, diff, "fp16")
+    if refiner is not None:  # the pair is tied: the click network's card names its refiner's sha256
+        write_card(refiner, weights, student_sha, REFINER_STEM, out.name, diff, "fp16")
+        with card_path(xml).open("a") as fh:
+            fh.write(f"- **{REFINER_LABEL}**: `{sha256_of(refiner)}` (`{refiner.name}`, its pixel refiner)\n")
     backend = load_click_backend(weights)  # as the app loads it
     log.info("wrote %s and %s (%s); the app loads %s", out, xml, diff, backend.name)
     return 0

@@ -49,9 +49,11 @@ WHAT = {
     "logits (1, 256, 256), iou (1,))",
     "clicks": "the click path: its own prompt encoder + mask decoder for box + clicks + the previous mask (embedding "
     "(1, 256, 64, 64), boxes (1, 4), points (1, 8, 2), labels (1, 8) with -1 for unused slots, mask_logits "
-    "(1, 1, 256, 256) and, for a path with a pixel refiner, image (1, 3, 256, 256) in [0, 1], in the 256 model "
-    "frame -> logits (1, 1, 256, 256), iou (1, 1) and with a refiner the shown logits (1, 1, 256, 256)), from "
-    "`{int8}` (training/train_clicks.py, training/train_refiner.py, training/export_clicks.py)",
+    "(1, 1, 256, 256), in the 256 model frame -> logits (1, 1, 256, 256), iou (1, 1)), from `{int8}` "
+    "(training/train_clicks.py, training/export_clicks.py)",
+    "refiner": "the click path's pixel refiner on a window of any size (image (1, 3, h, w) in [0, 1], the decoder's "
+    "logits (1, 1, h, w), points (1, 8, 2) in the window frame, labels (1, 8) -> shown logits (1, 1, h, w); "
+    "core/backends/refiner_window.py), from `{int8}` (training/train_refiner.py, training/export_clicks.py)",
     "decoder_b2": "prompt encoder + mask decoder for 2 boxes (keys, keys_pe_t, boxes (2, 4) in the 256 model frame "
     "-> logits (2, 256, 256), iou (2,))",
 }

@@ -70,10 +70,20 @@ def window_origin(mask: np.ndarray, rng: np.random.Generator) -> tuple[int, int]
     return int(np.clip(cy - CROP // 2, 0, side - CROP)), int(np.clip(cx - CROP // 2, 0, side - CROP))
 
 
+def slice_objects(n: int, masks: int, how: str, rng: np.random.Generator) -> np.ndarray:
+    """Indices of the (at most) ``masks`` objects of a slice with ``n``: the first ones, or (``random``) drawn
+    without replacement, in order (no draw when all are taken)."""
+    if n <= masks or how == "first":
+        return np.arange(min(n, masks))
+    return np.sort(rng.choice(n, size=masks, replace=False))
+
+
 def make_windows(
-    net: ClickDecoder, box_only: BoxOnly, slices: list[Slice], masks: int, draws: int, seed: int
-) -> Windows:
-    """The windows of ``slices`` (see the module docstring), reproducible from ``seed``."""
+    net: ClickDecoder, box_only: BoxOnly, slices: list[Slice], masks: int, draws: int, seed: int,
+    objects: str = "random",
+) -> Windows:  # fmt: skip
+    """The windows of ``slices`` (see the module docstring), reproducible from ``seed``; ``objects`` as in
+    :func:`slice_objects`."""
     rng = np.random.default_rng(seed)
     n_max = sum(min(len(s.masks), masks) for s in slices) * min(draws, EVAL_CLICKS)
     image = np.zeros((n_max, 3, CROP, CROP), np.uint8)
@@ -85,7 +95,7 @@ def make_windows(
     n = 0
     with torch.no_grad():
         for done, s in enumerate(slices, 1):
-            ms = s.masks[:masks]
+            ms = s.masks[slice_objects(len(s.masks), masks, objects, rng)]
             emb = torch.from_numpy(s.embedding.astype(np.float32))[None]
             boxes = torch.from_numpy(np.stack([start_box(m, rng, s.h, s.w, 1.0) for m in ms]))
             content = [(s.h, s.w)] * len(ms)
@@ -147,7 +157,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--init-from", type=Path, required=True, help="the click path to refine (e.g. the shipped one)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--width", type=int, default=12)
-    ap.add_argument("--masks", type=int, default=4, help="objects per slice")
+    ap.add_argument("--masks", type=int, default=4, help="objects per slice (at most)")
+    ap.add_argument(
+        "--objects",
+        choices=("random", "first"),
+        default="random",
+        help="which objects of a slice with more than --masks (session 15's run: first)",
+    )
+    ap.add_argument("--windows-only", action="store_true", help="stop once the windows are made and cached")
     ap.add_argument("--draws", type=int, default=2, help="windows per object (after random clicks)")
     ap.add_argument("--per-modality", type=int, default=150, help="training slices per modality (at most)")
     ap.add_argument("--lr", type=float, default=2e-3)
@@ -165,25 +182,30 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     student_path = student_checkpoint_path()
     net = load_click_decoder(args.init_from).eval()
-    if net.refiner is not None:
-        raise SystemExit(f"{args.init_from} already has a refiner")
+    replaced = net.refiner is not None
+    if replaced:  # the windows depend on the decoder alone; the new refiner starts from zero
+        log.info("%s has a refiner: it is replaced", args.init_from)
+        net.refiner = None
     box_only = BoxOnly(load_checkpoint(student_path))
-    slices = load_slices(args.data, args.images)
     cache = args.out / "windows.pt"
     args.out.mkdir(parents=True, exist_ok=True)
     if cache.is_file():
         train, val = (Windows(**d) for d in torch.load(cache, weights_only=True))
     else:
         t0 = time.time()
+        slices = load_slices(args.data, args.images)
         pick = balanced_subset([s for s in slices if s.split == "train"], args.per_modality, np.random.default_rng(0))
         held_out = balanced_subset([s for s in slices if s.split in ("val", "proxy")], args.per_modality // 2,
                                    np.random.default_rng(1))  # fmt: skip
         log.info("windows of %d training and %d held-out slices", len(pick), len(held_out))
-        train = make_windows(net, box_only, pick, args.masks, args.draws, 0)
-        val = make_windows(net, box_only, held_out, args.masks, 1, 1)
+        train = make_windows(net, box_only, pick, args.masks, args.draws, 0, args.objects)
+        val = make_windows(net, box_only, held_out, args.masks, 1, 1, args.objects)
         torch.save([vars(train), vars(val)], cache)
         log.info("windows made in %.0f s", time.time() - t0)
-    del slices
+        del slices
+    if args.windows_only:
+        log.info("windows cached in %s", cache)
+        return 0
     log.info("%d training windows, %d validation windows", len(train), len(val))
     base = window_dsc(None, val)
     small = (val.area < 100).numpy()
@@ -194,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         p.requires_grad_(name.startswith("refiner."))
     opt = torch.optim.AdamW(net.refiner.parameters(), lr=args.lr, weight_decay=0.01)
     info = {"student_sha256": sha256_of(student_path), "max_points": MAX_POINTS, "refiner": args.width,
-            "made": f"pixel refiner on the frozen click path sha256 {sha256_of(args.init_from)[:16]}"}  # fmt: skip
+            "made": f"pixel refiner on the frozen click path sha256 {sha256_of(args.init_from)[:16]}"
+                    + (" (its refiner replaced)" if replaced else "")}  # fmt: skip
     trainer = Trainer(
         net.refiner, opt, saved=net, out=args.out, arch=CLICK_ARCH, best_info=info, val_key=VAL_KEY,
         val_label="val 1-window DSC", val_every=args.val_every, validate_at_stop=True, max_hours=args.minutes / 60,

@@ -1,14 +1,15 @@
 """The click path's runtime: box + clicks + the previous mask -> one mask, loaded when the first click comes.
 
 Its weights are separate from the box-only decoder's (``models/x.clicks.pt``, card naming the student's sha256;
-the shipped OpenVINO IR ``models/x.openvino/clicks.xml``, card naming the same), so a box without clicks is
-decoded exactly as before. Frames: the 256 model frame (``model.click_decoder``). ``decode_clicks``:
-embedding (1, 256, 64, 64), box (4,), points (P, 2) as (x, y), labels (P,) 1 positive / 0 negative, mask_logits
-(256, 256) and, for a path with a pixel refiner (``needs_image``), the slice's (256, 256, 3) uint8 model-frame
-image -> logits (256, 256) (the decoder's own: the next click's mask prompt), iou, and the shown logits (256, 256):
-the refiner's redrawing of the mask, or the logits themselves for a path without a refiner. The networks take a
-fixed number of point slots (``slots``): the last ``slots`` clicks are given, the rest padded with label -1, as in
-training. Nothing here imports torch.
+the shipped OpenVINO IR ``models/x.openvino/clicks.xml`` and, for a path with a pixel refiner, ``refiner.xml``
+(any window size), cards naming the same), so a box without clicks is decoded exactly as before. Frames: the 256
+model frame (``model.click_decoder``). ``decode_clicks``: embedding (1, 256, 64, 64), box (4,), points (P, 2) as
+(x, y), labels (P,) 1 positive / 0 negative, mask_logits (256, 256) and, for a path with a pixel refiner
+(``needs_image``), the slice's (256, 256, 3) uint8 model-frame image -> logits (256, 256) (the decoder's own: the
+next click's mask prompt), iou, and the shown logits (256, 256): the refiner's redrawing of the mask (in a window
+around the mask and the clicks, :mod:`.refiner_window`), or the logits themselves for a path without a refiner.
+The networks take a fixed number of point slots (``slots``): the last ``slots`` clicks are given, the rest padded
+with label -1, as in training. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -20,14 +21,19 @@ from typing import Protocol
 
 import numpy as np
 
-from ...model_files import InvalidCheckpointError, tied_to, weights_sha256
+from ...model_files import InvalidCheckpointError, card_field, card_path, sha256_of, tied_to, weights_sha256
 from ...text import exception_line
-from .base import INT8_DECODER_HINT, pad_clicks, refiner_input, single_threaded_numpy_blas
+from .base import INT8_DECODER_HINT, pad_clicks, single_threaded_numpy_blas
+from .refiner_window import refine_in_window
 from .shipped import shipped_network, verify_network
 
 log = logging.getLogger(__name__)
 
 CLICKS_STEM = "clicks"
+#: the shipped refiner network beside ``clicks.xml`` (a path with a pixel refiner), named in the click network's
+#: card by its sha256 (``- **refiner sha256**: ...``), so the two are shipped, and refused, as a pair
+REFINER_STEM = "refiner"
+REFINER_LABEL = "refiner sha256"
 CLICK_WEIGHTS_SUFFIX = ".clicks.pt"
 #: the card line of the click weights that ties them to the student they were trained on
 STUDENT_LABEL = "student sha256"
@@ -55,11 +61,14 @@ def click_weights_path(weights: Path) -> Path:
 
 
 class OpenVinoClickBackend:
-    """The shipped ``clicks.xml`` on OpenVINO's CPU plugin, at the box decoders' precision rule
-    (:data:`~.base.INT8_DECODER_HINT`: bf16 where the CPU computes it natively, f32 elsewhere) and their settings
-    (:data:`~.openvino_backend.DECODER_CONFIG`). Measured per click, 2 threads: f32 34 ms, bf16 19 ms (native)."""
+    """The shipped ``clicks.xml`` (and ``refiner``, the refiner's IR with dynamic height and width) on OpenVINO's
+    CPU plugin, at the box decoders' precision rule (:data:`~.base.INT8_DECODER_HINT`: bf16 where the CPU computes
+    it natively, f32 elsewhere) and their settings (:data:`~.openvino_backend.DECODER_CONFIG`). Per click figures:
+    ``benchmarks/click_latency.py`` (docs/performance.md)."""
 
-    def __init__(self, xml: Path, threads: int | None = None, precision: str = INT8_DECODER_HINT) -> None:
+    def __init__(
+        self, xml: Path, threads: int | None = None, precision: str = INT8_DECODER_HINT, refiner: Path | None = None
+    ) -> None:
         import openvino as ov
 
         from .openvino_backend import DECODER_CONFIG, native_bf16
@@ -73,14 +82,17 @@ class OpenVinoClickBackend:
             config["INFERENCE_NUM_THREADS"] = threads
         model = core.read_model(str(xml))
         self.slots = int(model.input("points").get_partial_shape()[1].get_length())
-        self.needs_image = any("image" in port.get_names() for port in model.inputs)
         try:
             compiled = core.compile_model(model, "CPU", {**config, **DECODER_CONFIG})
         except RuntimeError:  # an OpenVINO that does not know the decoder settings
             compiled = core.compile_model(model, "CPU", config)
         self._request = compiled.create_infer_request()
+        self._refiner = None
+        if refiner is not None:
+            self._refiner = core.compile_model(core.read_model(str(refiner)), "CPU", config).create_infer_request()
+        self.needs_image = self._refiner is not None
         self.precision = precision
-        self.name = "clicks+openvino" + ("+bf16" if precision == "bf16" else "")
+        self.name = "clicks+openvino" + ("+bf16" if precision == "bf16" else "") + ("+refiner" if refiner else "")
         self._lock = threading.Lock()
 
     def decode_clicks(
@@ -95,13 +107,31 @@ class OpenVinoClickBackend:
             "labels": lab,
             "mask_logits": np.ascontiguousarray(mask_logits, np.float32).reshape(1, 1, 256, 256),
         }
-        if self.needs_image:
-            inputs["image"] = refiner_input(image)
         with self._lock:
             out = self._request.infer(inputs)
             logits = np.array(out["logits"]).reshape(256, 256)
-            shown = np.array(out["shown"]).reshape(256, 256) if self.needs_image else logits
-            return logits, float(np.asarray(out["iou"]).reshape(-1)[0]), shown
+            iou = float(np.asarray(out["iou"]).reshape(-1)[0])
+            if self._refiner is None:
+                return logits, iou, logits
+            return logits, iou, refine_in_window(self._refine, image, logits, points, labels, self.slots)
+
+    def _refine(self, image: np.ndarray, logits: np.ndarray, points: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """The refiner's IR on a window (:data:`~.refiner_window.RefinerRun`); called under the lock."""
+        assert self._refiner is not None
+        out = self._refiner.infer({"image": image, "logits": logits, "points": points, "labels": labels})
+        return np.array(out["shown"])
+
+
+def _verified_refiner(xml: Path, weights: Path, source: str) -> Path | None:
+    """The shipped refiner the click network's card names (verified), or None for a path without one."""
+    expected = card_field(card_path(xml), REFINER_LABEL)
+    if expected is None:
+        return None
+    refiner = shipped_network(weights, REFINER_STEM)
+    if not refiner.is_file() or sha256_of(refiner) != expected:
+        raise ClicksUnavailable(f"the click network's refiner ({refiner.name}) is missing or not its own")
+    verify_network(refiner, source)
+    return refiner
 
 
 def _verified_click_weights(weights: Path) -> Path:
@@ -127,8 +157,9 @@ def load_click_backend(weights: Path, threads: int | None = None, runtime: str =
         try:
             if not xml.is_file():
                 raise ClicksUnavailable(f"no shipped click network for {Path(weights).name}")
-            verify_network(xml, weights_sha256(weights))
-            return OpenVinoClickBackend(xml, threads)
+            source = weights_sha256(weights)
+            verify_network(xml, source)
+            return OpenVinoClickBackend(xml, threads, refiner=_verified_refiner(xml, weights, source))
         except (ClicksUnavailable, InvalidCheckpointError, ImportError, RuntimeError) as exc:
             reason = exception_line(exc, 160)
     try:

@@ -1,5 +1,6 @@
 """The click path on PyTorch (source installs, training, export): a ``model.click_decoder.ClickDecoder`` under
-``inference_mode``, fp32. Shapes and frames as :mod:`.clicks`."""
+``inference_mode``, fp32; its refiner runs in the window of :mod:`.refiner_window`, as on OpenVINO. Shapes and
+frames as :mod:`.clicks`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import check_threads, pad_clicks, refiner_input, single_threaded_numpy_blas
+from .base import check_threads, pad_clicks, single_threaded_numpy_blas
+from .refiner_window import refine_in_window
 
 
 class TorchClickBackend:
@@ -39,7 +41,6 @@ class TorchClickBackend:
     ) -> tuple[np.ndarray, float, np.ndarray]:  # fmt: skip
         torch = self._torch
         p, lab = pad_clicks(points, labels, self.slots)
-        shown_image = torch.from_numpy(refiner_input(image)) if self.needs_image else None
         args = (
             torch.from_numpy(np.ascontiguousarray(embedding, np.float32).reshape(1, 256, 64, 64)),
             torch.from_numpy(np.asarray(box, np.float32).reshape(1, 4)),
@@ -49,5 +50,11 @@ class TorchClickBackend:
         )
         with self._lock, torch.inference_mode():
             logits, iou = self.decoder(*args)
-            shown = self.decoder.shown_logits(shown_image, logits, args[2], args[3])
-        return logits[0, 0].numpy().copy(), float(iou[0, 0]), shown[0, 0].numpy().copy()
+            out = logits[0, 0].numpy().copy()
+            shown = refine_in_window(self._refine, image, out, points, labels, self.slots) if self.needs_image else out
+        return out, float(iou[0, 0]), shown
+
+    def _refine(self, image: np.ndarray, logits: np.ndarray, points: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """The refiner on a window (:data:`~.refiner_window.RefinerRun`); called under the lock."""
+        t = self._torch.from_numpy
+        return self.decoder.refiner(t(image), t(logits), t(points), t(labels)).numpy()
