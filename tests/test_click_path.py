@@ -191,23 +191,32 @@ def test_shipped_box_masks_are_bit_for_bit_unchanged_by_the_click_path() -> None
     assert after_click.masks[0].any()
 
 
-def test_a_refining_path_ships_its_refiner_beside_the_click_network(random_weights: Path, tmp_path: Path) -> None:
-    pytest.importorskip("openvino")
+def _refining_path(student: Path, folder: Path, seed: int) -> Path:
+    """A copy of ``student`` in ``folder`` with a click path carrying a (random) refiner, exported as shipped."""
     from medsam_desktop.model.click_decoder import build_click_decoder
     from training import export_clicks
 
-    weights = tmp_path / random_weights.name
-    shutil.copy(random_weights, weights)
-    torch.manual_seed(2)
+    folder.mkdir()
+    weights = folder / student.name
+    shutil.copy(student, weights)
+    torch.manual_seed(seed)
     net = build_click_decoder(refiner_width=6)
     net.load_state_dict({**ClickDecoder.from_model(load_checkpoint(weights)).state_dict(),
                          **{k: v for k, v in net.state_dict().items() if k.startswith("refiner.")}})  # fmt: skip
     with torch.no_grad():
         net.refiner.head.weight.normal_()
-    ckpt = tmp_path / "best.pt"
+    ckpt = folder / "best.pt"
     save_checkpoint(net, ckpt, CLICK_ARCH, {"student_sha256": sha256_of(weights), "max_points": MAX_POINTS,
                                             "refiner": 6, "step": 3, "val_1_minus_window_dsc": 0.1})  # fmt: skip
     assert export_clicks.main(["--checkpoint", str(ckpt), "--weights", str(weights), "--threads", "1"]) == 0
+    return weights
+
+
+def test_a_refining_path_ships_its_refiner_beside_the_click_network(
+    random_weights: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pytest.importorskip("openvino")
+    weights = _refining_path(random_weights, tmp_path / "a", 2)
     folder = runtime_folder(weights)
     shipped = {f"{stem}{suffix}" for stem in (CLICKS_STEM, "refiner") for suffix in (".xml", ".bin", ".md")}
     assert {p.name for p in folder.iterdir()} == shipped
@@ -222,12 +231,36 @@ def test_a_refining_path_ships_its_refiner_beside_the_click_network(random_weigh
     _, _, ref_shown = load_click_backend(weights, threads=1, runtime="torch").decode_clicks(*args)
     assert not np.array_equal(shown, logits)  # the refiner redrew the mask
     assert np.mean((shown > 0) != (ref_shown > 0)) < 1e-3  # fp16 storage, f32 or bf16 compute
-    (folder / "refiner.bin").write_bytes(b"\0" * 16)  # damaged: the torch path (with its refiner) takes over
-    assert load_click_backend(weights, threads=1).name == "clicks+torch"
+
+    def falls_back_because(reason: str) -> bool:  # the torch path (with its refiner) takes over, and says why
+        caplog.clear()
+        with caplog.at_level("INFO", logger="medsam_desktop.core.backends.clicks"):
+            name = load_click_backend(weights, threads=1).name
+        return name == "clicks+torch" and reason in caplog.text
+
+    other = runtime_folder(_refining_path(random_weights, tmp_path / "b", 3))
+    for suffix in (".bin", ".md"):  # another path's refiner weights (and card) under this path's graph
+        shutil.copy(other / f"refiner{suffix}", folder / f"refiner{suffix}")
+    assert falls_back_because("refiner (refiner.xml) is missing or not its own")  # the click card's weights line
     for suffix in (".xml", ".bin", ".md"):  # missing: never the click network without the refiner its card names
         (folder / f"refiner{suffix}").unlink()
-    assert load_click_backend(weights, threads=1).name == "clicks+torch"
-    with pytest.raises(ClicksUnavailable, match=r"refiner\.xml\) is missing"):
-        from medsam_desktop.core.backends.clicks import _verified_refiner
+    assert falls_back_because("refiner (refiner.xml) is missing or not its own")
 
-        _verified_refiner(folder / f"{CLICKS_STEM}.xml", weights, sha256_of(weights))
+
+def test_a_click_network_of_another_layout_is_refused(tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    from medsam_desktop.core.backends.clicks import OpenVinoClickBackend
+    from training.export_runtime import convert
+
+    class WithImage(torch.nn.Module):  # session 15's layout: the refiner inside, an image input
+        def forward(self, embedding, boxes, points, labels, mask_logits, image):  # type: ignore[no-untyped-def]
+            return mask_logits + image.mean(), boxes.sum(dim=1, keepdim=True)
+
+    inputs = (torch.zeros(1, 256, 64, 64), torch.zeros(1, 4), torch.zeros(1, MAX_POINTS, 2),
+              torch.zeros(1, MAX_POINTS), torch.zeros(1, 1, 256, 256), torch.zeros(1, 3, 256, 256))  # fmt: skip
+    onnx, xml = tmp_path / "old.onnx", tmp_path / "clicks.xml"
+    torch.onnx.export(WithImage(), inputs, str(onnx), input_names=["embedding", "boxes", "points", "labels",
+                      "mask_logits", "image"], output_names=["logits", "iou"], dynamo=False)  # fmt: skip
+    convert(onnx, xml, fp16=False)
+    with pytest.raises(ClicksUnavailable, match="another layout"):
+        OpenVinoClickBackend(xml, threads=1)

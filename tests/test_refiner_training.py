@@ -66,5 +66,5 @@ def test_a_slice_gives_its_first_objects_or_a_seeded_draw_of_them() -> None:
     drawn = train_refiner.slice_objects(40, 12, "random", rng)
     assert len(set(drawn.tolist())) == 12 and (np.diff(drawn) > 0).all() and drawn.max() < 40
     assert drawn.tolist() != list(range(12))
-    again = train_refiner.slice_objects(40, 12, "random", np.random.default_rng(0))
-    assert again.tolist() == train_refiner.slice_objects(40, 12, "random", np.random.default_rng(0)).tolist()
+    seeded = [train_refiner.slice_objects(40, 12, "random", np.random.default_rng(k)).tolist() for k in (5, 5, 6)]
+    assert seeded[0] == seeded[1] != seeded[2]  # reproducible from the seed, and the seed matters

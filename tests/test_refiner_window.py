@@ -118,3 +118,16 @@ def test_the_refiner_ir_runs_any_window_size_as_torch_does(tmp_path: Path) -> No
         ref = refine_in_window(_torch_run(net), image, logits, points, labels, MAX_POINTS)
         got = refine_in_window(ov_run, image, logits, points, labels, MAX_POINTS)
         assert np.abs(got - ref).max() < 1e-3
+
+
+def test_only_the_clicks_the_network_sees_place_the_window() -> None:
+    net = _refiner()
+    image, logits, points, labels = _case(128, 128, 6)
+    far = np.array([[5.0, 5.0]] * 3, np.float32)  # three early clicks in a corner, beyond the last MAX_POINTS
+    many = np.concatenate([far, np.repeat(points, MAX_POINTS // 2, axis=0)])
+    many_labels = np.concatenate([np.zeros(3, np.float32), np.repeat(labels, MAX_POINTS // 2)])
+    assert len(many) > MAX_POINTS
+    win = refiner_window(logits, many[-MAX_POINTS:])
+    assert win.region == refiner_window(logits, points).region and win.region[0] > 5 + REFINER_REACH
+    shown = refine_in_window(_torch_run(net), image, logits, many, many_labels, MAX_POINTS)
+    assert np.array_equal(shown[:20, :20], logits[:20, :20])  # the corner is not redrawn

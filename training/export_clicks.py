@@ -18,6 +18,7 @@ import numpy as np
 
 from medsam_desktop.core.backends.clicks import (
     CLICKS_STEM,
+    REFINER_BIN_LABEL,
     REFINER_LABEL,
     REFINER_STEM,
     STUDENT_LABEL,
@@ -184,12 +185,14 @@ def main(argv: list[str] | None = None) -> int:
         _, _, got = OpenVinoClickBackend(xml, precision=precision, refiner=refiner).decode_clicks(*args_)
         flipped = int(((got > 0) != (ref > 0)).sum())
         diffs.append(f"{precision} {float(np.abs(got - ref).max()):.2e} ({flipped} of 65536 mask pixels differ)")
-    diff = ", ".join(diffs) + " on the logits of a box + 2 clicks (fp16 storage)"
+    what = "decoder + refiner in its window" if refiner is not None else "decoder"
+    diff = ", ".join(diffs) + f" on the shown logits of a box + 2 clicks ({what}; fp16 storage)"
     write_card(xml, weights, student_sha, CLICKS_STEM, out.name, diff, "fp16")
     if refiner is not None:  # the pair is tied: the click network's card names its refiner's sha256
         write_card(refiner, weights, student_sha, REFINER_STEM, out.name, diff, "fp16")
         with card_path(xml).open("a") as fh:
             fh.write(f"- **{REFINER_LABEL}**: `{sha256_of(refiner)}` (`{refiner.name}`, its pixel refiner)\n")
+            fh.write(f"- **{REFINER_BIN_LABEL}**: `{sha256_of(refiner.with_suffix('.bin'))}` (its weights)\n")
     backend = load_click_backend(weights)  # as the app loads it
     log.info("wrote %s and %s (%s); the app loads %s", out, xml, diff, backend.name)
     return 0

@@ -107,14 +107,24 @@ def single_threaded_numpy_blas() -> None:
     _blas_limit = threadpool_limits(limits=1, user_api="blas")
 
 
-def refiner_input(image: np.ndarray | None) -> np.ndarray:
-    """A click path refiner's image: the (256, 256, 3) uint8 model-frame slice (``preprocess_uint8``) -> (1, 3,
-    256, 256) float32 in [0, 1], as training's ``model_input`` makes it. ValueError when there is none."""
+def refiner_image(image: np.ndarray | None) -> np.ndarray:
+    """The click path refiner's image checked: the (256, 256, 3) uint8 model-frame slice (``preprocess_uint8``);
+    ValueError when there is none or it is another array."""
     if image is None:
         raise ValueError("this click path refines with the image: pass the slice's model-frame image")
     arr = np.asarray(image)
     if arr.shape != (256, 256, 3) or arr.dtype != np.uint8:
         raise ValueError(f"the refiner's image is (256, 256, 3) uint8, not {arr.shape} {arr.dtype}")
+    return arr
+
+
+def refiner_input(image: np.ndarray | None, window: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """The refiner's input from :func:`refiner_image`: (1, 3, h, w) float32 in [0, 1], as training's
+    ``model_input`` makes it, of the ``window`` ``(y0, y1, x0, x1)`` (end exclusive) or of the whole frame."""
+    arr = refiner_image(image)
+    if window is not None:
+        y0, y1, x0, x1 = window
+        arr = arr[y0:y1, x0:x1]
     return np.ascontiguousarray(arr.transpose(2, 0, 1)[None], np.float32) / np.float32(255.0)
 
 

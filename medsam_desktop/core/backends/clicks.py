@@ -31,9 +31,13 @@ log = logging.getLogger(__name__)
 
 CLICKS_STEM = "clicks"
 #: the shipped refiner network beside ``clicks.xml`` (a path with a pixel refiner), named in the click network's
-#: card by its sha256 (``- **refiner sha256**: ...``), so the two are shipped, and refused, as a pair
+#: card by the sha256 of its graph (``- **refiner sha256**: ...``) and of its weights (``refiner bin sha256``; cards
+#: of session 16 name the graph only), so the two are shipped, and refused, as a pair
 REFINER_STEM = "refiner"
 REFINER_LABEL = "refiner sha256"
+REFINER_BIN_LABEL = "refiner bin sha256"
+#: the click network's inputs (an IR of another layout, e.g. session 15's with the refiner inside, is refused)
+CLICK_INPUTS = frozenset({"embedding", "boxes", "points", "labels", "mask_logits"})
 CLICK_WEIGHTS_SUFFIX = ".clicks.pt"
 #: the card line of the click weights that ties them to the student they were trained on
 STUDENT_LABEL = "student sha256"
@@ -81,6 +85,9 @@ class OpenVinoClickBackend:
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         model = core.read_model(str(xml))
+        inputs = {name for port in model.inputs for name in port.get_names()}
+        if not inputs >= CLICK_INPUTS or len(model.inputs) != len(CLICK_INPUTS):
+            raise ClicksUnavailable(f"{xml.name} is a click network of another layout than this app's; reinstall")
         self.slots = int(model.input("points").get_partial_shape()[1].get_length())
         try:
             compiled = core.compile_model(model, "CPU", {**config, **DECODER_CONFIG})
@@ -112,7 +119,7 @@ class OpenVinoClickBackend:
             logits = np.array(out["logits"]).reshape(256, 256)
             iou = float(np.asarray(out["iou"]).reshape(-1)[0])
             if self._refiner is None:
-                return logits, iou, logits
+                return logits, iou, logits.copy()
             return logits, iou, refine_in_window(self._refine, image, logits, points, labels, self.slots)
 
     def _refine(self, image: np.ndarray, logits: np.ndarray, points: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -124,11 +131,17 @@ class OpenVinoClickBackend:
 
 def _verified_refiner(xml: Path, weights: Path, source: str) -> Path | None:
     """The shipped refiner the click network's card names (verified), or None for a path without one."""
-    expected = card_field(card_path(xml), REFINER_LABEL)
+    card = card_path(xml)
+    expected = card_field(card, REFINER_LABEL)
     if expected is None:
         return None
     refiner = shipped_network(weights, REFINER_STEM)
-    if not refiner.is_file() or sha256_of(refiner) != expected:
+    expected_bin = card_field(card, REFINER_BIN_LABEL)
+    if (
+        not refiner.is_file()
+        or sha256_of(refiner) != expected
+        or (expected_bin is not None and sha256_of(refiner.with_suffix(".bin")) != expected_bin)
+    ):
         raise ClicksUnavailable(f"the click network's refiner ({refiner.name}) is missing or not its own")
     verify_network(refiner, source)
     return refiner

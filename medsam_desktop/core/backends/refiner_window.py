@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import pad_clicks, refiner_input
+from .base import pad_clicks, refiner_image, refiner_input
 
 SIDE = 256
 #: how far (model px) an output pixel of the refiner sees: ``model.mask_refiner.RECEPTIVE_RADIUS`` (tested)
@@ -76,7 +76,7 @@ def refine_in_window(
     """The shown logits (256, 256): ``logits`` (the decoder's, (256, 256)) redrawn by ``run`` inside the region
     of :func:`refiner_window`. ``image`` is the slice's (256, 256, 3) uint8 model-frame image (ValueError when
     missing), ``points`` (P, 2) ``(x, y)`` and ``labels`` (P,) the clicks; the last ``slots`` are given."""
-    full = refiner_input(image)
+    refiner_image(image)  # refused before anything runs
     logits = np.asarray(logits, np.float32).reshape(SIDE, SIDE)
     win = refiner_window(logits, np.asarray(points)[-slots:] if slots else np.zeros((0, 2)))
     wy0, wy1, wx0, wx1 = win.window
@@ -85,7 +85,7 @@ def refine_in_window(
         return shown
     p, lab = pad_clicks(np.asarray(points, np.float32).reshape(-1, 2) - np.float32([wx0, wy0]), labels, slots)
     out = run(
-        np.ascontiguousarray(full[:, :, wy0:wy1, wx0:wx1]),
+        refiner_input(image, win.window),
         np.ascontiguousarray(logits[None, None, wy0:wy1, wx0:wx1]),
         p,
         lab,

@@ -51,7 +51,10 @@ class TorchClickBackend:
         with self._lock, torch.inference_mode():
             logits, iou = self.decoder(*args)
             out = logits[0, 0].numpy().copy()
-            shown = refine_in_window(self._refine, image, out, points, labels, self.slots) if self.needs_image else out
+            if self.needs_image:
+                shown = refine_in_window(self._refine, image, out, points, labels, self.slots)
+            else:
+                shown = out.copy()  # two arrays, as with a refiner: a caller may change one
         return out, float(iou[0, 0]), shown
 
     def _refine(self, image: np.ndarray, logits: np.ndarray, points: np.ndarray, labels: np.ndarray) -> np.ndarray:
