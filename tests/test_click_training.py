@@ -59,6 +59,14 @@ def test_init_from_continues_from_a_click_checkpoint(
     best_val = float(stop.rsplit(" ", 1)[1])
     best = tmp_path / "a" / "best.pt"
     assert best.is_file()
+    import csv
+
+    from training.trainer import STEP_FIELDS
+
+    with open(tmp_path / "a" / "log.csv") as fh:
+        rows = list(csv.reader(fh))
+    assert tuple(rows[0]) == STEP_FIELDS and [int(r[0]) for r in rows[1:]] == list(range(1, len(rows)))
+    assert all((r[4] != "") == (int(r[0]) % 3 == 0 or r is rows[-1]) for r in rows[1:])  # val on its steps only
     from medsam_desktop.model.click_decoder import load_click_decoder
 
     trained = load_click_decoder(best)  # the click format, strictly loadable

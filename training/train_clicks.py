@@ -34,7 +34,7 @@ from medsam_desktop.model.click_decoder import CLICK_ARCH, MAX_POINTS, ClickDeco
 from medsam_desktop.model.fuse import fuse_for_inference
 from training.labelled_data import perturbed_box
 from training.shards import ShardImages, model_input, read_manifest
-from training.trainer import CsvLog, Trainer, cosine_lr
+from training.trainer import STEP_FIELDS, CsvLog, Trainer, cosine_lr
 
 log = logging.getLogger("train_clicks")
 
@@ -251,12 +251,12 @@ def validate(
     net.eval()
     with torch.no_grad():
         for s in val:
+            emb = torch.from_numpy(s.embedding.astype(np.float32))[None]  # once a slice, for each of its masks
+            image = image_batch([s]) if net.refiner is not None else None
             for m in s.masks[:masks_per_slice]:
-                emb = torch.from_numpy(s.embedding.astype(np.float32))[None]
                 box = torch.from_numpy(start_box(m, rng, s.h, s.w, 1.0 if tight else 0.0))[None]
                 start = box_only(emb, box)
                 per_click[0] += dsc(start, m[None], [(s.h, s.w)])
-                image = image_batch([s]) if net.refiner is not None else None
                 outs = run_clicks(net, emb, box, start, m[None], [(s.h, s.w)], EVAL_CLICKS, image)
                 for k, o in enumerate(outs, 1):
                     per_click[k] += dsc(o, m[None], [(s.h, s.w)])
@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("start: val %.4f", do_validate())
     budget_s = args.minutes * 60
     t0 = time.time()
-    csv_log = CsvLog(args.out / "log.csv", ["step", "seconds", "lr", "loss", "val"])
+    csv_log = CsvLog(args.out / "log.csv", STEP_FIELDS)
 
     def batches():
         while True:
@@ -370,10 +370,9 @@ def main(argv: list[str] | None = None) -> int:
         return trainer.step([emb, boxes, start, targets, content, rounds], loss_fn)
 
     def on_step(result, val: str) -> None:
-        st = trainer.state
-        csv_log.row([st["step"], f"{st['seconds']:.0f}", f"{trainer.lr():.2e}", f"{result.loss:.4f}", val])
-        if st["step"] % 20 == 0:
-            log.info("step %d loss %.4f %.1f s/step", st["step"], result.loss, trainer.seconds_per_step())
+        csv_log.row(trainer.step_row(result, val))
+        if trainer.state["step"] % 20 == 0:
+            log.info("step %d loss %.4f %.1f s/step", trainer.state["step"], result.loss, trainer.seconds_per_step())
 
     trainer.run(batches(), step, do_validate, on_step)
     csv_log.close()

@@ -30,7 +30,7 @@ from scipy import ndimage
 from medsam_desktop.model.click_decoder import CLICK_ARCH, MAX_POINTS, ClickDecoder, load_click_decoder
 from medsam_desktop.model.mask_refiner import MaskRefiner
 from training.train_clicks import EVAL_CLICKS, BoxOnly, Slice, bce_dice, click_rounds, load_slices, start_box
-from training.trainer import CsvLog, Trainer, cosine_lr
+from training.trainer import STEP_FIELDS, CsvLog, Trainer, cosine_lr
 
 log = logging.getLogger("train_refiner")
 
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     rng = np.random.default_rng([args.seed, 1])
     t0 = time.time()
-    csv_log = CsvLog(args.out / "log.csv", ["step", "seconds", "lr", "loss", "val"])
+    csv_log = CsvLog(args.out / "log.csv", STEP_FIELDS)
 
     def do_validate() -> float:
         d = window_dsc(net.refiner, val)
@@ -250,10 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         return trainer.step([image, logits, points, labels], loss_fn)
 
     def on_step(result, val_text: str) -> None:
-        st = trainer.state
-        csv_log.row([st["step"], f"{st['seconds']:.0f}", f"{trainer.lr():.2e}", f"{result.loss:.4f}", val_text])
-        if st["step"] % 100 == 0:
-            log.info("step %d loss %.4f", st["step"], result.loss)
+        csv_log.row(trainer.step_row(result, val_text))
+        if trainer.state["step"] % 100 == 0:
+            log.info("step %d loss %.4f", trainer.state["step"], result.loss)
 
     trainer.run(stream(), step, do_validate, on_step)
     csv_log.close()

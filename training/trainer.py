@@ -108,6 +108,10 @@ class CsvLog:
         self.close()
 
 
+#: the columns of :meth:`Trainer.step_row`, the log of a single-process trainer
+STEP_FIELDS = ("step", "seconds", "lr", "loss", "val")
+
+
 class Trainer:
     """The shared training loop of one model and its optimizer.
 
@@ -281,6 +285,11 @@ class Trainer:
             self.max_hours and time.time() - self.t_start >= self.max_hours * 3600
         )
         return any_rank(stop, self.rt)
+
+    def step_row(self, result: StepResult, val: str) -> list[str]:
+        """The :data:`STEP_FIELDS` row of the step just taken (``val`` as :meth:`run` passes it)."""
+        st = self.state
+        return [str(st["step"]), f"{st['seconds']:.0f}", f"{self.lr():.2e}", f"{result.loss:.4f}", val]
 
     def seconds_per_step(self) -> float:
         return (time.time() - self.t_start) / max(1, self.session_steps)
