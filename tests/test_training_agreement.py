@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from training.agreement import MIN_MASK_PX, agreement, random_boxes, table, teacher_prompts, tight_box
+from training.agreement import (
+    MEAN,
+    MIN_MASK_PX,
+    Agreement,
+    agreement,
+    difference_table,
+    paired_difference,
+    random_boxes,
+    table,
+    teacher_prompts,
+    tight_box,
+)
 from training.shards import ShardItem
 
 
@@ -106,3 +118,29 @@ def test_a_prompt_whose_teacher_mask_is_empty_is_left_out_for_every_student() ->
     (result,) = agreement(_items(), _Images(), (encode, teacher_decode), [_box_model()], boxes=2)
     assert result.prompts == {"ct": 2, "mr": 1}  # one of each slice's two prompts left out
     assert result.dsc == {"ct": 1.0, "mr": 1.0} and not np.isnan(result.mean_nsd)
+
+
+def test_paired_difference_is_the_tables_difference_with_an_interval_over_slices() -> None:
+    items = _items()
+    same, worse = agreement(items, _Images(), _box_model(), [_box_model(), _box_model(shrink=3)], boxes=2)
+    modality_of = {it.id: it.modality for it in items}
+    diff = paired_difference(same, worse, modality_of)
+    for m in ("ct", "mr"):
+        mean, lo, hi = diff.dsc[m]
+        assert mean == pytest.approx(worse.dsc[m] - same.dsc[m]) and lo <= mean <= hi < 0
+    assert diff.dsc[MEAN][0] == pytest.approx(worse.mean_dsc - same.mean_dsc)
+    assert diff.nsd[MEAN][0] == pytest.approx(worse.mean_nsd - same.mean_nsd)
+    assert paired_difference(same, same, modality_of).dsc[MEAN] == (0.0, 0.0, 0.0)
+    text = difference_table("same", ["worse"], [diff])
+    assert diff.slices == {"ct": 2, "mr": 1, MEAN: 3}
+    assert text.splitlines()[-1].startswith(f"| {MEAN} | 3 | -") and "| ct | 2 | -" in text
+
+
+def test_the_interval_widens_with_disagreeing_slices_and_skips_unmatched_ones() -> None:
+    base = Agreement({}, {}, {}, {f"s{k}": [(1.0, 1.0)] * 3 for k in range(20)})
+    spread = {f"s{k}": [(1.0 - 0.02 * k, 1.0)] * 3 for k in range(20)}  # slice k loses 2k points of DSC
+    other = Agreement({}, {}, {}, {**spread, "s0": [(0.5, 0.5)]})  # s0 scored on another prompt count: left out
+    diff = paired_difference(base, other, {f"s{k}": "ct" for k in range(20)})
+    mean, lo, hi = diff.dsc["ct"]
+    assert mean == pytest.approx(-np.mean([0.02 * k for k in range(1, 20)]))
+    assert lo < mean < hi and hi - lo > 0.05 and diff.nsd["ct"] == (0.0, 0.0, 0.0)

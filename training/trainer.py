@@ -60,17 +60,40 @@ def optimizer_step(
     """Forward ``net(*inputs)`` (bf16 autocast if asked), ``loss_fn(output)`` -> loss (fp32) or (loss, parts),
     backward, clip the gradient norm of ``params`` to ``clip`` (<= 0: off); the update is applied only when the
     loss and the gradient norm are finite."""
-    with torch.autocast(inputs[0].device.type, dtype=torch.bfloat16, enabled=bf16):
-        out = net(*inputs)
-    loss = loss_fn(out)
-    loss, parts = loss if isinstance(loss, tuple) else (loss, {})
+    return accumulated_step(net, params, opt, [(inputs, loss_fn, 1.0)], clip, bf16)
+
+
+def accumulated_step(
+    net: torch.nn.Module,
+    params: Iterable[torch.nn.Parameter],
+    opt: torch.optim.Optimizer,
+    micro: Sequence[tuple[Sequence[torch.Tensor], LossFn, float]],
+    clip: float,
+    bf16: bool,
+) -> StepResult:
+    """One update from several micro-batches ``(inputs, loss_fn, weight)``: each is forwarded and backpropagated
+    in turn with its loss times ``weight`` (the weights of a batch split by size sum to 1, so the gradient is the
+    whole batch's), then the clip and the finite-only update of :func:`optimizer_step` once. The loss and the
+    parts reported are the weighted sums. Only one micro-batch's activations are alive at a time; under DDP
+    every micro-batch's backward all-reduces (the same gradient, more traffic)."""
+    params = list(params)
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    total = torch.zeros(())
+    parts: dict[str, float] = {}
+    for inputs, loss_fn, weight in micro:
+        with torch.autocast(inputs[0].device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = net(*inputs)
+        loss = loss_fn(out)
+        loss, loss_parts = loss if isinstance(loss, tuple) else (loss, {})
+        (loss * weight).backward()
+        total = total + weight * loss.detach().cpu()
+        for k, v in loss_parts.items():
+            parts[k] = parts.get(k, 0.0) + weight * float(v)
     gnorm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
-    applied = bool(torch.isfinite(loss)) and bool(torch.isfinite(gnorm))
+    applied = bool(torch.isfinite(total)) and bool(torch.isfinite(gnorm))
     if applied:
         opt.step()
-    return StepResult(loss.item(), float(gnorm), applied, {k: float(v) for k, v in parts.items()})
+    return StepResult(total.item(), float(gnorm), applied, parts)
 
 
 class CsvLog:
@@ -236,7 +259,11 @@ class Trainer:
     def step(self, inputs: Sequence[torch.Tensor], loss_fn: LossFn) -> StepResult:
         """One optimiser step (:func:`optimizer_step`). A non-finite loss or gradient stops the run (no update
         made), or with ``skip_nonfinite`` is counted in ``skipped``."""
-        result = optimizer_step(self.net, self.model.parameters(), self.opt, inputs, loss_fn, self.clip, self.bf16)
+        return self.step_micro([(inputs, loss_fn, 1.0)])
+
+    def step_micro(self, micro: Sequence[tuple[Sequence[torch.Tensor], LossFn, float]]) -> StepResult:
+        """:meth:`step` from micro-batches ``(inputs, loss_fn, weight)`` (:func:`accumulated_step`)."""
+        result = accumulated_step(self.net, self.model.parameters(), self.opt, micro, self.clip, self.bf16)
         if not result.applied:
             if not self.skip_nonfinite:
                 raise SystemExit(
