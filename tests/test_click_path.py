@@ -264,3 +264,16 @@ def test_a_click_network_of_another_layout_is_refused(tmp_path: Path) -> None:
     convert(onnx, xml, fp16=False)
     with pytest.raises(ClicksUnavailable, match="another layout"):
         OpenVinoClickBackend(xml, threads=1)
+
+
+def test_the_shipped_click_card_names_its_refiners_graph_and_weights() -> None:
+    """The pair is tied by both files: a refiner .bin swapped under the same graph would not load."""
+    from medsam_desktop.core.backends.clicks import REFINER_BIN_LABEL, REFINER_LABEL, REFINER_STEM
+    from medsam_desktop.model_files import card_field, student_weights_path
+
+    folder = runtime_folder(student_weights_path())
+    card = folder / f"{CLICKS_STEM}.md"
+    if not card.is_file():
+        pytest.skip("no shipped click path")
+    assert card_field(card, REFINER_LABEL) == sha256_of(folder / f"{REFINER_STEM}.xml")
+    assert card_field(card, REFINER_BIN_LABEL) == sha256_of(folder / f"{REFINER_STEM}.bin")

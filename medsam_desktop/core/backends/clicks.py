@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 
 CLICKS_STEM = "clicks"
 #: the shipped refiner network beside ``clicks.xml`` (a path with a pixel refiner), named in the click network's
-#: card by the sha256 of its graph (``- **refiner sha256**: ...``) and of its weights (``refiner bin sha256``; cards
-#: of session 16 name the graph only), so the two are shipped, and refused, as a pair
+#: card by the sha256 of its graph (``- **refiner sha256**: ...``) and of its weights (``refiner bin sha256``; the
+#: cards of session 16 named the graph only, the shipped one names both since session 17), so the two are shipped,
+#: and refused, as a pair
 REFINER_STEM = "refiner"
 REFINER_LABEL = "refiner sha256"
 REFINER_BIN_LABEL = "refiner bin sha256"
