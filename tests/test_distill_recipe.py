@@ -5,6 +5,7 @@ micro-batches (the whole batch's gradient and loss, the finite-only update, the 
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,16 @@ def test_budget_fraction_is_the_larger_of_steps_and_hours() -> None:
     assert distill.budget_fraction(300, 0.0, 200, 0.0) == 1.0
 
 
+def test_the_remaining_budget_and_the_resume_check() -> None:
+    assert distill.remaining_hours(1.5, 1800.0) == 1.0 and distill.remaining_hours(0.5, 1800.0) == 0.0
+    assert distill.resume_mismatch({"teacher": "t", "schedule": "cosine"}, "t", "cosine") is None
+    assert distill.resume_mismatch({"teacher": "t"}, "t", "plateau") is None  # a run from before the option
+    assert "--schedule cosine, not plateau" in distill.resume_mismatch(
+        {"teacher": "t", "schedule": "cosine"}, "t", "plateau"
+    )
+    assert "teacher u" in distill.resume_mismatch({"teacher": "u", "schedule": "cosine"}, "t", "cosine")
+
+
 def test_cosine_needs_a_budget(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         distill.parse_args(["--data", str(tmp_path), "--out", str(tmp_path), "--schedule", "cosine"])
@@ -80,32 +91,45 @@ def test_cosine_run_logs_the_schedule_and_validates_at_its_stop(tmp_path: Path) 
     out = tmp_path / "run"
     args = ["--data", str(data), "--out", str(out), "--teacher", str(teacher), "--batch-size", "2",
             "--max-steps", "20", "--val-every", "100", "--threads", "1", "--lr", "1e-3",
-            "--schedule", "cosine", "--warmup", "5"]  # fmt: skip
+            "--schedule", "cosine", "--warmup", "15"]  # fmt: skip
     assert distill.main(args) == 0
     with (out / "log.csv").open() as f:
         rows = list(csv.DictReader(f))
     logged = {int(r["step"]): float(r["lr"]) for r in rows}
     # the lr in a row is the one step N was taken with: cosine_lr at step index N - 1, fraction (N - 1) / 20
-    for step in (10, 20):
-        assert logged[step] == pytest.approx(cosine_lr(1e-3, step - 1, (step - 1) / 20, 5), rel=1e-3)
-    assert logged[20] < logged[10] < 1e-3
+    assert logged[10] == pytest.approx(
+        1e-3 * 10 / 15 * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * 9 / 20))), rel=1e-3
+    )
+    assert logged[20] == pytest.approx(cosine_lr(1e-3, 19, 19 / 20, 15), rel=1e-3)
+    assert logged[20] < 0.05 * 1e-3
     assert rows[-1]["step"] == "20" and rows[-1]["val_mse"]  # validated at the stop although val_every is 100
     assert (out / "best.pt").is_file()
+    with pytest.raises(SystemExit, match="--schedule cosine, not plateau"):  # another schedule cannot continue it
+        distill.main([a for a in args if a not in ("--schedule", "cosine")] + ["--resume"])
+    done = [*args, "--resume", "--max-hours", "1e-9"]  # its time budget is spent: nothing more is trained
+    assert distill.main(done) == 0
+    assert torch.load(out / "last.pt", map_location="cpu", weights_only=True)["state"]["step"] == 20
 
 
 @pytest.mark.slow
 def test_micro_batch_cli_step_matches_the_whole_batch(tmp_path: Path) -> None:
-    """With BatchNorm frozen, one step of 4 samples as 2 + 2 gives the weights one step of 4 gives."""
+    """With BatchNorm frozen and no clip, one step of 4 samples as 2 + 2 gives the gradient one step of 4 gives:
+    Adam's first moment after one step is 0.1 x the gradient, so a wrong scale or a lost sample shows."""
     data, teacher = _cli_data(tmp_path)
-    weights = []
+    weights, moments = [], []
     for name, extra in (("whole", []), ("micro", ["--micro-batch", "2"])):
         out = tmp_path / name
         args = ["--data", str(data), "--out", str(out), "--teacher", str(teacher), "--batch-size", "4",
-                "--max-steps", "1", "--val-every", "100", "--threads", "1", "--freeze-bn", "--seed", "3"]  # fmt: skip
+                "--max-steps", "1", "--val-every", "100", "--threads", "1", "--freeze-bn", "--seed", "3",
+                "--clip", "0"]  # fmt: skip
         assert distill.main([*args, *extra]) == 0
         state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
         assert state["optimizer"]["state"], "the step was not applied"
         weights.append(state["model"])
+        moments.append([v["exp_avg"] for _, v in sorted(state["optimizer"]["state"].items())])
+    for a, b in zip(*moments, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-9)
+    assert sum(float(a.abs().sum()) for a in moments[0]) > 0
     moved = 0
     for key, value in weights[0].items():
         if value.is_floating_point():

@@ -134,6 +134,9 @@ def test_paired_difference_is_the_tables_difference_with_an_interval_over_slices
     text = difference_table("same", ["worse"], [diff])
     assert diff.slices == {"ct": 2, "mr": 1, MEAN: 3}
     assert text.splitlines()[-1].startswith(f"| {MEAN} | 3 | -") and "| ct | 2 | -" in text
+    other_slices = paired_difference(Agreement({}, {}, {}, {"i0": same.per_item["i0"]}), worse, modality_of)
+    with pytest.raises(ValueError, match="different slices"):
+        difference_table("same", ["worse", "other"], [diff, other_slices])
 
 
 def test_the_interval_widens_with_disagreeing_slices_and_skips_unmatched_ones() -> None:

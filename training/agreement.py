@@ -199,7 +199,10 @@ def paired_difference(
 
 
 def difference_table(base: str, names: Sequence[str], diffs: Sequence[Difference]) -> str:
-    """Markdown: each candidate minus ``base`` in points (DSC, NSD), with the 95 % interval per modality."""
+    """Markdown: each candidate minus ``base`` in points (DSC, NSD), with the 95 % interval per modality. The
+    candidates must have been paired on the same slices (as :func:`agreement` scores them)."""
+    if any(d.slices != diffs[0].slices for d in diffs):
+        raise ValueError("the candidates were compared on different slices")
     mods = [m for m in diffs[0].dsc if m != MEAN] + [MEAN] if diffs and diffs[0].dsc else []
     head = "| modality | slices | " + " | ".join(f"{n} - {base} DSC | {n} - {base} NSD" for n in names) + " |"
     lines = [head, "|---" * (2 + 2 * len(names)) + "|"]

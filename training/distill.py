@@ -16,14 +16,16 @@ logits from the student's embedding against the teacher's, for boxes drawn from 
 embedding MSE; ``train_mse`` in ``log.csv`` then logs the sum.
 
 ``--schedule cosine``: instead of the paper's ReduceLROnPlateau, a linear warm-up over ``--warmup`` steps and a
-cosine from ``--lr`` down to 2 % of it over the budget (``--max-hours`` of training time, summed over resumes, or
-``--max-steps``, whichever ends first), as the GPU run did (``distill_online.py``): the recipe for a continuation
-with a larger batch and a higher lr than the plateau schedule reaches.
+cosine from ``--lr`` down to 2 % of it over the budget (``--max-hours`` of the training loop's time, validation and
+checkpoints included, summed over resumes; or ``--max-steps``; whichever ends first), as the GPU run did
+(``distill_online.py``): the recipe for a continuation with a larger batch and a higher lr than the plateau schedule
+reaches. Under torchrun every rank takes rank 0's fraction. A run resumes only with the schedule it was started with.
 
 ``--micro-batch M``: the batch is forwarded and backpropagated M samples at a time and updated once (gradient
-accumulation: the same gradient as the whole batch, BatchNorm statistics per micro-batch, or none with
-``--freeze-bn``). On a CPU a batch of 8 costs 0.37 s per sample and a batch of 32 0.8 s (one thread, bf16, this
-project's Zen 5 machine), so a large batch is cheapest as 8-sample micro-batches.
+accumulation: the MSE's gradient is the whole batch's; BatchNorm statistics are per micro-batch, or none with
+``--freeze-bn``; ``--mask-loss`` is averaged over the prompted slices of each micro-batch, not of the batch).
+On a CPU a batch of 8 costs 0.37 s per sample and a batch of 32 0.8 s (one thread, bf16, this project's Zen 5
+machine), so a large batch is cheapest as 8-sample micro-batches.
 
 ``--oversample ct=3``: every cached item of those modalities appears that many times per epoch (e.g. where the
 student is weakest and the pool is thin); the validation set is unchanged.
@@ -50,7 +52,7 @@ import torch.nn.functional as F
 
 from medsam_desktop.model import build_model, load_checkpoint
 from training.mask_distill import mask_loss
-from training.runtime import setup_runtime
+from training.runtime import from_rank0, setup_runtime
 from training.shards import (
     IDENTITY,
     VARIANTS,
@@ -100,7 +102,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--checkpoint-minutes", type=float, default=10.0, help="minutes between last.pt writes (at most 15)"
     )
-    ap.add_argument("--max-hours", type=float, default=0.0, help="stop after this wall time (0: no limit)")
+    ap.add_argument(
+        "--max-hours", type=float, default=0.0, help="stop after this wall time (cosine: summed over resumes; 0: none)"
+    )
     ap.add_argument("--max-steps", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--mask-loss", type=float, default=0.0, help="weight of the mask distillation loss (0: off)")
@@ -123,6 +127,11 @@ def budget_fraction(step: int, seconds: float, max_steps: int, max_hours: float)
     ``max_hours`` (a zero limit does not count)."""
     fracs = [step / max_steps if max_steps else 0.0, seconds / (max_hours * 3600) if max_hours else 0.0]
     return min(1.0, max(fracs))
+
+
+def remaining_hours(max_hours: float, seconds: float) -> float:
+    """What is left of a cosine run's ``max_hours`` after ``seconds`` of training in earlier sessions (<= 0: spent)."""
+    return max_hours - seconds / 3600
 
 
 def parse_repeats(spec: str) -> dict[str, int]:
@@ -249,6 +258,15 @@ def validate(
     return total / max(n, 1)
 
 
+def resume_mismatch(saved: dict[str, Any], tag: str, schedule: str) -> str | None:
+    """Why a ``last.pt`` state cannot be continued by this run (another teacher or lr schedule), or None."""
+    if saved.get("teacher") != tag:
+        return f"was trained against teacher {saved.get('teacher')}, not {tag}"
+    if saved.get("schedule", "plateau") != schedule:
+        return f"was trained with --schedule {saved.get('schedule', 'plateau')}, not {schedule}"
+    return None
+
+
 def build_student(args: argparse.Namespace, teacher: torch.nn.Module) -> torch.nn.Module:
     """Student network: new RepViT encoder, the teacher's prompt encoder and mask decoder (frozen)."""
     if args.init_from is not None:
@@ -297,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         out=args.out,
         saved=student,
         arch=STUDENT_ARCH,
-        state={"teacher": tag},
+        state={"teacher": tag, "schedule": args.schedule},
         best_info={"teacher": tag},
         val_key="val_mse",
         val_label="val MSE",
@@ -310,15 +328,15 @@ def main(argv: list[str] | None = None) -> int:
         log=log,
     )
     if args.resume:
-        trainer.resume(
-            lambda saved: (
-                None
-                if saved.get("teacher") == tag
-                else f"was trained against teacher {saved.get('teacher')}, not {tag}"
-            )
-        )
+        trainer.resume(lambda saved: resume_mismatch(saved, tag, args.schedule))
     if args.schedule == "cosine" and args.max_hours:  # the budget is training time summed over resumes
-        trainer.max_hours = max(args.max_hours - trainer.state["seconds"] / 3600, 1e-6)
+        left = remaining_hours(args.max_hours, trainer.state["seconds"])
+        if left <= 0:
+            log.info(
+                "the cosine budget of %.2f h is spent (step %d): nothing to do", args.max_hours, trainer.state["step"]
+            )
+            return 0
+        trainer.max_hours = left
     trainer.distribute()
 
     items = read_manifest(args.data)
@@ -371,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         x, y = batch
         if args.schedule == "cosine":
             st = trainer.state
-            frac = budget_fraction(st["step"], st["seconds"], args.max_steps, args.max_hours)
+            frac = from_rank0(budget_fraction(st["step"], st["seconds"], args.max_steps, args.max_hours), rt)
             for group in opt.param_groups:
                 group["lr"] = cosine_lr(args.lr, st["step"], frac, args.warmup)
         content = [(it.h, it.w) for it in batches.last]  # flips keep the content size

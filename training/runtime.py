@@ -56,6 +56,16 @@ def any_rank(flag: bool, rt: Runtime) -> bool:
     return bool(t.item())
 
 
+def from_rank0(value: float, rt: Runtime) -> float:
+    """Rank 0's ``value`` on every rank (e.g. a schedule's budget fraction, which each rank's clock would put
+    slightly apart: the same lr everywhere keeps the ranks' weights equal)."""
+    if rt.world == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=rt.device)
+    dist.broadcast(t, 0)
+    return float(t.item())
+
+
 def save_atomic(payload: dict[str, Any], path: Path) -> None:
     """``torch.save`` through :func:`medsam_desktop.atomic.atomic_write` (a temporary file beside ``path``,
     fsynced, then renamed): a crash never leaves a half-written state file."""
