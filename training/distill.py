@@ -24,8 +24,8 @@ reaches. Under torchrun every rank takes rank 0's fraction. A run resumes only w
 ``--micro-batch M``: the batch is forwarded and backpropagated M samples at a time and updated once (gradient
 accumulation: the MSE's gradient is the whole batch's; BatchNorm statistics are per micro-batch, or none with
 ``--freeze-bn``; ``--mask-loss`` is averaged over the prompted slices of each micro-batch, not of the batch).
-On a CPU a batch of 8 costs 0.37 s per sample and a batch of 32 0.8 s (one thread, bf16, this project's Zen 5
-machine), so a large batch is cheapest as 8-sample micro-batches.
+On a CPU a batch of 32 in one piece cost about twice as much per sample as batches of 8 (docs/distillation.md,
+session 17), so a large batch is cheapest as 8-sample micro-batches.
 
 ``--oversample ct=3``: every cached item of those modalities appears that many times per epoch (e.g. where the
 student is weakest and the pool is thin); the validation set is unchanged.
